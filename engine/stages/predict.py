@@ -1,0 +1,42 @@
+"""PREDICT + GRADE: student requests over examples, and grading of its outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+
+from engine.records import EXAMPLE, GENERATED, PREDICTION, require_columns
+from engine.tasks import Task
+
+
+def student_requests(examples: pa.Table, task: Task) -> pa.Table:
+    """One chat request per example; request_id is the example id."""
+    require_columns(examples, ["id", "input"], "predict")
+    ids = examples.column("id").to_pylist()
+    messages = [json.dumps(task.student_messages(text)) for text in examples.column("input").to_pylist()]
+    return pa.table({"request_id": ids, "messages": messages})
+
+
+def grade(examples: pa.Table, generated: pa.Table, task: Task, split: str) -> pa.Table:
+    """Join outputs back to examples by id and grade them. A failed request grades as wrong."""
+    require_columns(examples, [f.name for f in EXAMPLE], "grade")
+    require_columns(generated, [f.name for f in GENERATED], "grade")
+    by_id = {row["request_id"]: row for row in generated.to_pylist()}
+    rows = []
+    for ex in examples.to_pylist():
+        gen = by_id.get(ex["id"])
+        error = "missing output" if gen is None else gen["error"]
+        output = "" if gen is None else (gen["output"] or "")
+        extracted, correct = task.grade(output, ex["label"]) if not error else ("", False)
+        rows.append(dict(id=ex["id"], task=task.name, split=split, origin=ex["origin"],
+                         output=output, extracted=extracted, correct=correct,
+                         completion_tokens=0 if gen is None else gen["completion_tokens"],
+                         error=error))
+    return pa.Table.from_pylist(rows, schema=PREDICTION)
+
+
+def accuracy(predictions: pa.Table, split: str, origin: str | None = None) -> float | None:
+    rows = [r for r in predictions.to_pylist()
+            if r["split"] == split and (origin is None or r["origin"] == origin)]
+    return sum(r["correct"] for r in rows) / len(rows) if rows else None

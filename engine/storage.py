@@ -1,0 +1,80 @@
+"""The run directory: Parquet parts, stage manifests, metrics. Every write is atomic.
+
+Layout (DESIGN.md):
+    <run_dir>/config.yaml
+    <run_dir>/<task>/round_<r>/<stage>/part-0.parquet + MANIFEST.json (written last)
+    <run_dir>/<task>/round_<r>/metrics.json
+
+A stage whose MANIFEST.json exists is complete; a stage folder without one is leftover from a
+crash and is never read as data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+MANIFEST = "MANIFEST.json"
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new, never half
+
+
+class RunStorage:
+    def __init__(self, run_dir: str | Path):
+        self.root = Path(run_dir).expanduser().resolve()
+
+    # -- paths ----------------------------------------------------------------------------
+    def round_dir(self, task: str, round_: int) -> Path:
+        return self.root / task / f"round_{round_}"
+
+    def stage_dir(self, task: str, round_: int, stage: str) -> Path:
+        return self.round_dir(task, round_) / stage
+
+    # -- stage outputs --------------------------------------------------------------------
+    def is_complete(self, stage_dir: Path) -> bool:
+        return (stage_dir / MANIFEST).is_file()
+
+    def begin_stage(self, stage_dir: Path) -> None:
+        """Clear leftovers of an interrupted attempt so they cannot mix with the new output."""
+        if stage_dir.exists() and not self.is_complete(stage_dir):
+            shutil.rmtree(stage_dir)
+        stage_dir.mkdir(parents=True, exist_ok=True)
+
+    def write_table(self, stage_dir: Path, table: pa.Table, name: str = "part-0") -> Path:
+        path = stage_dir / f"{name}.parquet"
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        _atomic_write_bytes(path, sink.getvalue().to_pybytes())
+        return path
+
+    def read_table(self, stage_dir: Path, name: str = "part-0") -> pa.Table:
+        return pq.read_table(stage_dir / f"{name}.parquet")
+
+    def finish_stage(self, stage_dir: Path, stage: str, **info) -> dict:
+        """Write the manifest last: from here on the stage counts as done."""
+        files = sorted(p.name for p in stage_dir.iterdir() if not p.name.startswith("."))
+        manifest = {"stage": stage, "finished_at": time.time(), "files": files, **info}
+        _atomic_write_bytes(stage_dir / MANIFEST, json.dumps(manifest, indent=2).encode())
+        return manifest
+
+    def read_manifest(self, stage_dir: Path) -> dict:
+        return json.loads((stage_dir / MANIFEST).read_text())
+
+    # -- json documents -------------------------------------------------------------------
+    def write_json(self, path: Path, obj) -> None:
+        _atomic_write_bytes(path, json.dumps(obj, indent=2, default=str).encode())
+
+    def write_text(self, path: Path, text: str) -> None:
+        _atomic_write_bytes(path, text.encode())

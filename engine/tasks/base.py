@@ -1,0 +1,132 @@
+"""What every task provides: rows, the student prompt, a grader, the teacher prompt and parser.
+
+A concrete task (math, classification, arithmetic) fills in the few methods that differ; the
+seed/test selection, prompt templating and row ids are shared here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from engine.config import TaskConfig
+
+PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """A prompt template file: its templates and the content hash recorded in lineage."""
+
+    path: str
+    hash: str
+    templates: dict[str, str]
+
+    @classmethod
+    def load(cls, path: Path) -> "PromptSet":
+        raw = path.read_bytes()
+        templates = yaml.safe_load(raw)
+        return cls(str(path), hashlib.sha256(raw).hexdigest()[:12], templates)
+
+    def render(self, name: str, **values) -> str:
+        return self.templates[name].format(**values)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """One example parsed from teacher output, or the reason it could not be."""
+
+    input: str = ""
+    target: str = ""
+    label: str = ""
+    reject_reason: str = ""
+
+
+class Task:
+    """Base task. Subclasses define `kind`, `required_fields` and the per-type methods."""
+
+    kind = ""
+    required_fields: tuple[str, ...] = ()
+
+    def __init__(self, cfg: TaskConfig, seed: int):
+        self.cfg = cfg
+        self.name = cfg.name
+        self.seed = seed
+        prompt_path = Path(cfg.prompts) if cfg.prompts else PROMPTS_DIR / "llm2llm" / f"{self.kind}.yaml"
+        self.prompts = PromptSet.load(prompt_path)
+
+    # -- data ---------------------------------------------------------------------------
+    def check(self) -> list[str]:
+        """Problems found without loading everything (files exist, fields mapped)."""
+        missing = [f for f in self.required_fields if f not in self.cfg.fields]
+        return [f"tasks.{self.name}.fields: missing mapping for {missing}"] if missing else []
+
+    def source_rows(self, split: str) -> list[dict]:
+        """Rows of a split as dicts with the task's role names (question/answer, text/label)."""
+        raise NotImplementedError
+
+    def example(self, role_row: dict) -> tuple[str, str, str]:
+        """(input, target, label) of a source row."""
+        raise NotImplementedError
+
+    def seed_and_test(self) -> tuple[list[dict], list[dict]]:
+        """The seed training rows and the test rows, shuffled deterministically from the seed."""
+        train = self._as_examples(self.source_rows("train"), "train")
+        test = self._as_examples(self.source_rows("test"), "test")
+        random.Random(self.seed).shuffle(train)
+        random.Random(self.seed + 1).shuffle(test)
+        if self.cfg.n_seed:
+            n_seed = self.cfg.n_seed
+        elif self.cfg.seed_fraction:
+            n_seed = max(1, round(self.cfg.seed_fraction * len(train)))
+        else:
+            n_seed = len(train)
+        n_test = self.cfg.n_test or len(test)
+        return train[:n_seed], test[:n_test]
+
+    def _as_examples(self, role_rows: list[dict], split: str) -> list[dict]:
+        rows = []
+        for n, role_row in enumerate(role_rows):
+            text, target, label = self.example(role_row)
+            row_id = f"{self.name}:{split}:{n}"
+            rows.append(dict(id=row_id, task=self.name, input=text, target=target, label=label,
+                             origin="seed", round=-1, seed_id=row_id, trigger_prediction="",
+                             teacher_model="", prompt_hash="", sampling=""))
+        return rows
+
+    # -- student ------------------------------------------------------------------------
+    def student_messages(self, text: str) -> list[dict]:
+        raise NotImplementedError
+
+    def grade(self, output: str, label: str) -> tuple[str, bool]:
+        """(extracted answer, correct?) of a student output."""
+        raise NotImplementedError
+
+    # -- teacher ------------------------------------------------------------------------
+    def teacher_messages(self, row: dict, prediction: str, n: int) -> list[dict]:
+        raise NotImplementedError
+
+    def parse_teacher(self, output: str, seed_row: dict) -> list[Parsed]:
+        raise NotImplementedError
+
+    def _chat(self, system: str, user: str) -> list[dict]:
+        """System prompt and one-shot first: a stable prefix for vLLM's prefix cache."""
+        messages = [{"role": "system", "content": system}]
+        t = self.prompts.templates
+        if "one_shot_user" in t and "one_shot_assistant" in t:
+            messages += [{"role": "user", "content": t["one_shot_user"]},
+                         {"role": "assistant", "content": t["one_shot_assistant"]}]
+        messages.append({"role": "user", "content": user})
+        return messages
+
+
+def check_prompt_file(cfg: TaskConfig, kind: str) -> list[str]:
+    path = Path(cfg.prompts) if cfg.prompts else PROMPTS_DIR / "llm2llm" / f"{kind}.yaml"
+    if not path.is_file():
+        return [f"tasks.{cfg.name}.prompts: prompt file {str(path)!r} does not exist"]
+    return []
+

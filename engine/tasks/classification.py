@@ -1,0 +1,93 @@
+"""Text classification with a fixed label set, definable entirely in YAML."""
+
+from __future__ import annotations
+
+import re
+
+from engine.tasks.base import Parsed, Task
+from engine.tasks.loaders import check_source, pick_fields, read_source
+
+_TEXT = re.compile(r"(?:^|\n)\s*(?:\d+[.)]\s*)?(?:\*\*)?Text\s*:(?:\*\*)?", re.I)
+_LABEL = re.compile(r"\n\s*(?:\*\*)?Label\s*:(?:\*\*)?\s*(.*)", re.I)
+
+
+class ClassificationTask(Task):
+    kind = "classification"
+    required_fields = ("text", "label")
+
+    def check(self) -> list[str]:
+        problems = super().check()
+        where = f"tasks.{self.name}"
+        if len(self.cfg.labels) < 2:
+            problems.append(f"{where}.labels: a classification task needs at least 2 labels")
+        unknown = sorted(set(self.cfg.label_names.values()) - set(self.cfg.labels))
+        if unknown:
+            problems.append(f"{where}.label_names: maps to {unknown}, which are not in labels")
+        for split in ("train", "test"):
+            source = getattr(self.cfg.data, split)
+            if source is None:
+                problems.append(f"{where}.data.{split}: not set")
+            else:
+                problems += check_source(source, f"{where}.data.{split}")
+        return problems
+
+    @property
+    def description(self) -> str:
+        return self.cfg.description or f"Classify the text into one of {len(self.cfg.labels)} classes."
+
+    def source_rows(self, split: str) -> list[dict]:
+        source = getattr(self.cfg.data, split)
+        return pick_fields(read_source(source, split), self.cfg.fields, source)
+
+    def example(self, role_row: dict) -> tuple[str, str, str]:
+        raw = str(role_row["label"])
+        label = self.cfg.label_names.get(raw, raw)
+        if label not in self.cfg.labels:
+            from engine.errors import DataError
+
+            raise DataError(f"task {self.name}: label {raw!r} is not one of {self.cfg.labels}; "
+                            f"add it to `labels` or map it with `label_names`")
+        return str(role_row["text"]).strip(), label, label
+
+    def student_messages(self, text: str) -> list[dict]:
+        content = self.prompts.render("student", description=self.description,
+                                      labels=", ".join(self.cfg.labels), text=text)
+        return [{"role": "user", "content": content}]
+
+    def find_label(self, output: str) -> str:
+        """The label mentioned earliest in the output (case-insensitive, whole word)."""
+        best, best_pos = "", len(output) + 1
+        for label in self.cfg.labels:
+            match = re.search(rf"(?<![\w]){re.escape(label)}(?![\w])", output, re.I)
+            if match and match.start() < best_pos:
+                best, best_pos = label, match.start()
+        return best
+
+    def grade(self, output: str, label: str) -> tuple[str, bool]:
+        got = self.find_label(output)
+        return got, got == label
+
+    def teacher_messages(self, row: dict, prediction: str, n: int) -> list[dict]:
+        labels = ", ".join(self.cfg.labels)
+        system = self.prompts.render("teacher_system", description=self.description, labels=labels)
+        user = self.prompts.render("teacher_user", text=row["input"], label=row["label"],
+                                   prediction=prediction, n=n, labels=labels)
+        return self._chat(system, user)
+
+    def parse_teacher(self, output: str, seed_row: dict) -> list[Parsed]:
+        """`Text: ... / Label: ...` blocks; the label must be the seed row's label."""
+        blocks = [b for b in _TEXT.split(output)[1:] if b.strip()]
+        if not blocks:
+            return [Parsed(reject_reason="unparsed: no 'Text:' block")]
+        return [self._parse_block(b, seed_row["label"]) for b in blocks]
+
+    def _parse_block(self, block: str, want: str) -> Parsed:
+        match = _LABEL.search(block)
+        text = (block[: match.start()] if match else block).strip().strip('"')
+        if not text:
+            return Parsed(reject_reason="unparsed: empty text")
+        if match:
+            said = self.find_label(match.group(1))
+            if said != want:
+                return Parsed(input=text, label=said, reject_reason="label_mismatch")
+        return Parsed(input=text, target=want, label=want)

@@ -1,0 +1,88 @@
+"""GSM8K-style math: a word problem, a worked answer, the number after `####`."""
+
+from __future__ import annotations
+
+import re
+
+from engine.tasks.base import Parsed, Task
+from engine.tasks.loaders import check_source, pick_fields, read_source
+
+_FINAL = re.compile(r"####\s*\$?\s*(-?[\d,]*\.?\d+)")
+_NUMBER = re.compile(r"-?\d[\d,]*\.?\d*|-?\.\d+")
+_CALC = re.compile(r"<<[^>]*>>")  # GSM8K calculator annotations: noise for a small student
+_QUESTION = re.compile(r"(?:^|\n)\s*(?:\*\*)?Question(?:\s*\d+)?\s*:?(?:\*\*)?\s*:?", re.I)
+_ANSWER = re.compile(r"\n\s*(?:\*\*)?Answer\s*:?(?:\*\*)?\s*:?", re.I)
+
+
+def normalize_number(text: str) -> str:
+    """'1,000.00' -> '1000'; '' when there is no number."""
+    text = text.replace(",", "").rstrip(".")
+    try:
+        value = float(text)
+    except ValueError:
+        return ""
+    return str(int(value)) if value == int(value) else f"{value:g}"
+
+
+def extract_answer(output: str) -> str:
+    """The number after the last `####`, else the last number in the text, normalised."""
+    finals = _FINAL.findall(output)
+    if finals:
+        return normalize_number(finals[-1])
+    numbers = _NUMBER.findall(output)
+    return normalize_number(numbers[-1]) if numbers else ""
+
+
+class MathTask(Task):
+    kind = "math"
+    required_fields = ("question", "answer")
+
+    def check(self) -> list[str]:
+        problems = super().check()
+        for split in ("train", "test"):
+            source = getattr(self.cfg.data, split)
+            if source is None:
+                problems.append(f"tasks.{self.name}.data.{split}: not set")
+            else:
+                problems += check_source(source, f"tasks.{self.name}.data.{split}")
+        return problems
+
+    def source_rows(self, split: str) -> list[dict]:
+        source = getattr(self.cfg.data, split)
+        return pick_fields(read_source(source, split), self.cfg.fields, source)
+
+    def example(self, role_row: dict) -> tuple[str, str, str]:
+        answer = _CALC.sub("", str(role_row["answer"])).strip()
+        return str(role_row["question"]).strip(), answer, extract_answer(answer)
+
+    def student_messages(self, text: str) -> list[dict]:
+        return [{"role": "user", "content": self.prompts.render("student", question=text)}]
+
+    def grade(self, output: str, label: str) -> tuple[str, bool]:
+        got = extract_answer(output)
+        return got, bool(got) and got == normalize_number(label)
+
+    def teacher_messages(self, row: dict, prediction: str, n: int) -> list[dict]:
+        system = self.prompts.render("teacher_system")
+        user = self.prompts.render("teacher_user", question=row["input"], answer=row["target"],
+                                   prediction=prediction, n=n)
+        return self._chat(system, user)
+
+    def parse_teacher(self, output: str, seed_row: dict) -> list[Parsed]:
+        """Split the output into Question/Answer blocks; each needs a final `#### number`."""
+        blocks = [b for b in _QUESTION.split(output)[1:] if b.strip()]
+        if not blocks:
+            return [Parsed(reject_reason="unparsed: no 'Question:' block")]
+        return [self._parse_block(b) for b in blocks]
+
+    @staticmethod
+    def _parse_block(block: str) -> Parsed:
+        parts = _ANSWER.split(block, maxsplit=1)
+        if len(parts) != 2:
+            return Parsed(input=block.strip(), reject_reason="unparsed: no 'Answer:'")
+        question, answer = parts[0].strip(), parts[1].strip()
+        final = _FINAL.search(answer)
+        if not question or not final:
+            return Parsed(input=question, reject_reason="unparsed: no '#### <number>' answer")
+        answer = answer[: final.end()].strip()  # drop chatter after the final answer
+        return Parsed(input=question, target=answer, label=normalize_number(final.group(1)))

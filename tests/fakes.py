@@ -1,0 +1,42 @@
+"""Deterministic fakes for the backend protocols (engine/backends/__init__.py). Unit tests only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import pyarrow as pa
+
+from engine.records import GENERATED
+
+
+class FakeGenerator:
+    """TextGenerator whose output is a pure function of the request's messages."""
+
+    def __init__(self, respond: Callable[[list[dict]], str]):
+        self.respond = respond
+        self.calls: list[tuple[str, str, pa.Table]] = []  # (stage, model, requests)
+
+    def __call__(self, requests: pa.Table, model: str, stage: str) -> pa.Table:
+        self.calls.append((stage, model, requests))
+        rows = []
+        for rid, messages in zip(requests.column("request_id").to_pylist(),
+                                 requests.column("messages").to_pylist()):
+            text = self.respond(json.loads(messages))
+            rows.append({"request_id": rid, "output": text, "prompt_tokens": len(messages),
+                         "completion_tokens": len(text.split()), "error": ""})
+        return pa.Table.from_pylist(rows, schema=GENERATED)
+
+
+class FakeTrainer:
+    """StudentTrainer that records what it was given and writes a marker 'model' folder."""
+
+    def __init__(self):
+        self.calls: list[tuple[pa.Table, str, Path]] = []
+
+    def __call__(self, examples: pa.Table, base_model: str, out_dir: Path, task: str) -> dict:
+        self.calls.append((examples, base_model, out_dir))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.json").write_text("{}")
+        return {"steps": examples.num_rows, "final_loss": 0.5}

@@ -1,0 +1,70 @@
+"""Bad input: one clear message, a non-zero exit, before any work starts or anything is written."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_cli(tmp_path, config: str, *overrides):
+    path = tmp_path / "job.yaml"
+    path.write_text(config)
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "engine.cli", "run", str(path), f"run_dir={run_dir}", *overrides]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    return out, run_dir
+
+
+def gsm8k_files(tmp_path, lines):
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    return f"tasks: [{{name: gsm8k, data: {{train: {data}, test: {data}}}}}]\n"
+
+
+GOOD = json.dumps({"question": "q", "answer": "#### 1"})
+
+
+@pytest.mark.parametrize("config, overrides, message", [
+    ("tasks: [{name: arithmetic}]\ntrain: {lrr: 1}\n", [], "train.lrr: unknown key"),
+    ("tasks: [{name: arithmetic}]\n", ["teacher.nope=1"], "teacher.nope: unknown key"),
+    ("tasks: [{name: mnist}]\n", [], "tasks.mnist: unknown task"),
+    ("tasks: [{name: gsm8k, data: {train: /no/such.jsonl, test: /no/such.jsonl}}]\n", [],
+     "data file '/no/such.jsonl' does not exist"),
+    ("tasks: [{name: arithmetic}]\n", ["student.model=/no/such/model"],
+     "model path '/no/such/model' does not exist"),
+])
+def test_bad_config_fails_before_work(tmp_path, config, overrides, message):
+    out, run_dir = run_cli(tmp_path, config, *overrides)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not run_dir.exists()  # nothing written, so nothing looks complete
+
+
+def test_malformed_jsonl_line_is_named(tmp_path):
+    config = gsm8k_files(tmp_path, [GOOD, GOOD, "{not json"])
+    out, run_dir = run_cli(tmp_path, config)
+    assert out.returncode == 2
+    assert "train.jsonl:3: malformed JSON line" in out.stderr
+    assert not run_dir.exists()
+
+
+def test_several_problems_reported_together(tmp_path):
+    out, _ = run_cli(tmp_path, "tasks: [{name: mnist}]\n", "student.model=./gone")
+    assert out.returncode == 2
+    assert "tasks.mnist: unknown task" in out.stderr
+    assert "model path './gone' does not exist" in out.stderr
+
+
+def test_check_command_accepts_a_good_config(tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text("tasks: [{name: arithmetic, n_seed: 4}]\nrounds: 1\n")
+    out = subprocess.run([sys.executable, "-m", "engine.cli", "check", str(path),
+                          f"run_dir={tmp_path / 'r'}"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "config OK" in out.stdout

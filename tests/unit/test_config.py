@@ -1,0 +1,54 @@
+import pytest
+
+from engine.config import load_config, parse_override
+from engine.errors import ConfigError
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_loads_yaml_with_defaults(tmp_path):
+    cfg = load_config(write(tmp_path, "tasks: [{name: arithmetic, n_seed: 8}]\nrounds: 3\n"))
+    assert cfg.rounds == 3
+    assert cfg.tasks[0].n_seed == 8
+    assert cfg.train.zero_stage == 2
+
+
+def test_overrides_nested_and_list_items(tmp_path):
+    path = write(tmp_path, "tasks: [{name: arithmetic}]\n")
+    cfg = load_config(path, ["train.lr=1e-4", "tasks.0.n_seed=5", "teacher.n_per_error=3"])
+    assert cfg.train.lr == 1e-4
+    assert cfg.tasks[0].n_seed == 5
+    assert cfg.teacher.n_per_error == 3
+
+
+def test_all_problems_reported_at_once_with_paths(tmp_path):
+    path = write(tmp_path, "tasks: [{name: arithmetic}]\ntrian: {}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, ["train.lr=-1", "train.zero_stage=7", "bogus"])
+    text = str(err.value)
+    assert "trian: unknown key" in text
+    assert "train.lr" in text and "train.zero_stage" in text
+    assert "override 'bogus'" in text
+    assert len(err.value.problems) == 4
+
+
+def test_missing_config_file_is_clear(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_duplicate_task_names_refused(tmp_path):
+    with pytest.raises(ConfigError, match="unique"):
+        load_config(write(tmp_path, "tasks: [{name: a, type: math}, {name: a, type: math}]\n"))
+
+
+def test_parse_override_values_are_yaml():
+    assert parse_override("a.b=3") == (["a", "b"], 3)
+    assert parse_override("a=[1, 2]") == (["a"], [1, 2])
+    assert parse_override("a=null") == (["a"], None)
+    with pytest.raises(ValueError):
+        parse_override("a..b=1")

@@ -1,0 +1,73 @@
+import pyarrow as pa
+
+from engine.config import TaskConfig
+from engine.records import EXAMPLE, GENERATED
+from engine.stages.augment import accepted_examples, parse_candidates, teacher_requests
+from engine.stages.mine import mine_errors
+from engine.stages.predict import accuracy, grade, student_requests
+from engine.tasks import build_task
+
+TASK = build_task(TaskConfig(name="arithmetic", n_seed=4, n_test=2), 0)
+
+
+def examples():
+    seed, test = TASK.seed_and_test()
+    synthetic = {**seed[0], "id": "syn-1", "origin": "synthetic", "round": 0}
+    return pa.Table.from_pylist(seed + [synthetic], schema=EXAMPLE), test
+
+
+def generated(pairs):
+    return pa.Table.from_pylist([{"request_id": rid, "output": out, "prompt_tokens": 1,
+                                  "completion_tokens": 1, "error": err}
+                                 for rid, out, err in pairs], schema=GENERATED)
+
+
+def test_grade_joins_by_id_and_failed_rows_are_wrong():
+    train, _ = examples()
+    rows = train.to_pylist()
+    gen = generated([(rows[0]["id"], f"#### {rows[0]['label']}", ""),
+                     (rows[1]["id"], "", "engine said no")])
+    preds = grade(train, gen, TASK, "train").to_pylist()
+    assert preds[0]["correct"] is True
+    assert preds[1]["correct"] is False and preds[1]["error"] == "engine said no"
+    assert preds[2]["error"] == "missing output"
+    assert accuracy(grade(train, gen, TASK, "train"), "train") == 1 / 5
+
+
+def test_student_requests_one_per_example():
+    train, _ = examples()
+    req = student_requests(train, TASK)
+    assert req.column("request_id").to_pylist() == train.column("id").to_pylist()
+
+
+def test_mine_only_wrong_seed_rows():
+    train, _ = examples()
+    gen = generated([(r["id"], "#### -1", "") for r in train.to_pylist()])  # all wrong
+    errors = mine_errors(train, grade(train, gen, TASK, "train"))
+    assert errors.num_rows == 4  # the wrong synthetic row is never mined
+    assert set(errors.column("origin").to_pylist()) == {"seed"}
+    assert set(errors.column("trigger_prediction").to_pylist()) == {"#### -1"}
+
+
+def test_candidates_are_deduplicated_and_decontaminated():
+    train, test = examples()
+    errors = mine_errors(train, grade(train, generated([]), TASK, "train"))
+    req = teacher_requests(errors, TASK, n_per_error=2, round_=0)
+    assert req.num_rows == errors.num_rows
+    first, second = errors.column("id").to_pylist()[:2]
+    block = "Question: Zed has {} pens. How many?\nAnswer: {}\n#### {}"
+    gen = generated([
+        (f"{first}@r0", block.format(1, 1, 1) + "\n" + block.format(1, 1, 1), ""),  # dup inside
+        (f"{second}@r0", f"Question: {test[0]['input']}\nAnswer: x\n#### 3", ""),  # test leak
+    ])
+    cands = parse_candidates(errors, gen, TASK, 0, "teacher-x", {"temperature": 0.7},
+                             known_inputs=set(), test_inputs={test[0]["input"].lower()})
+    reasons = cands.column("reject_reason").to_pylist()
+    assert reasons[:3] == ["", "duplicate", "in_test_set"]
+    assert all(r.startswith("teacher_error") for r in reasons[3:])  # no output for the rest
+    added = accepted_examples(cands).to_pylist()
+    assert len(added) == 1
+    row = added[0]
+    assert row["origin"] == "synthetic" and row["seed_id"] == first and row["round"] == 0
+    assert row["teacher_model"] == "teacher-x" and row["prompt_hash"] == TASK.prompts.hash
+    assert '"temperature": 0.7' in row["sampling"]

@@ -1,0 +1,119 @@
+import json
+
+import pytest
+
+from engine.config import TaskConfig
+from engine.errors import DataError
+from engine.tasks import build_task, check_tasks
+from engine.tasks.arithmetic import generate
+from engine.tasks.math import extract_answer
+
+
+def test_extract_answer_prefers_final_marker():
+    assert extract_answer("3 + 4 = 7\n#### 1,200") == "1200"
+    assert extract_answer("so the answer is 12.") == "12"
+    assert extract_answer("#### $5.50") == "5.5"
+    assert extract_answer("no digits here") == ""
+
+
+def test_math_grading_and_gsm8k_calc_annotations_stripped(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps({"question": "Q?", "answer": "2*3 = <<2*3=6>>6\n#### 6"}) + "\n")
+    task = build_task(TaskConfig(name="gsm8k", data={"train": str(path), "test": str(path)}), 0)
+    seed, test = task.seed_and_test()
+    assert seed[0]["target"] == "2*3 = 6\n#### 6"
+    assert seed[0]["label"] == "6"
+    assert task.grade("it is 6\n#### 6", "6") == ("6", True)
+    assert task.grade("#### 7", "6") == ("7", False)
+
+
+def test_math_teacher_parser_accepts_blocks_and_rejects_malformed():
+    task = build_task(TaskConfig(name="arithmetic"), 0)
+    out = ("Question: Ann has 2 cats and gets 3 more. How many?\nAnswer: 2 + 3 = 5\n#### 5\n\n"
+           "Question: Bob has 4 pens.\nAnswer: he has 4 pens, no final line\n"
+           "Question 3: Cy buys 2 bags of 5. How many?\nAnswer: 2 * 5 = 10\n#### 10\nThanks!")
+    parsed = task.parse_teacher(out, {"label": "1"})
+    assert [p.label for p in parsed] == ["5", "", "10"]
+    assert parsed[1].reject_reason.startswith("unparsed")
+    assert parsed[2].target.endswith("#### 10")  # chatter after the answer dropped
+    assert task.parse_teacher("I cannot help", {})[0].reject_reason.startswith("unparsed")
+
+
+def test_arithmetic_is_deterministic_and_seed_dependent():
+    assert generate(20, seed=3) == generate(20, seed=3)
+    assert generate(20, seed=3) != generate(20, seed=4)
+    for row in generate(50, seed=1):  # every generated answer is arithmetically right
+        assert extract_answer(row["answer"]) == row["answer"].rsplit("#### ", 1)[1]
+
+
+def test_arithmetic_seed_and_test_sizes():
+    task = build_task(TaskConfig(name="arithmetic", n_seed=7, n_test=5), 0)
+    seed, test = task.seed_and_test()
+    assert len(seed) == 7 and len(test) == 5
+    assert {r["origin"] for r in seed} == {"seed"}
+    assert seed[0]["id"].startswith("arithmetic:train:")
+
+
+def yaml_task(tmp_path, **extra):
+    train = tmp_path / "t.jsonl"
+    train.write_text("\n".join(json.dumps({"body": f"text {i}", "y": i % 2}) for i in range(10)))
+    fields = dict(name="spam", type="classification", labels=["ham", "spam"],
+                  label_names={"0": "ham", "1": "spam"}, fields={"text": "body", "label": "y"},
+                  data={"train": str(train), "test": str(train)}, n_seed=4)
+    fields.update(extra)
+    return TaskConfig(**fields)
+
+
+def test_classification_task_defined_in_config_alone(tmp_path):
+    task = build_task(yaml_task(tmp_path), 0)
+    seed, _ = task.seed_and_test()
+    assert len(seed) == 4 and {r["label"] for r in seed} <= {"ham", "spam"}
+    assert task.grade("Label: spam.", "spam") == ("spam", True)
+    assert task.grade("I think HAM", "spam") == ("ham", False)
+    content = task.student_messages("buy now")[0]["content"]
+    assert "ham, spam" in content and "buy now" in content
+
+
+def test_classification_teacher_parser_checks_label(tmp_path):
+    task = build_task(yaml_task(tmp_path), 0)
+    out = "Text: win a prize now\nLabel: spam\n\nText: lunch at noon?\nLabel: ham\nText: cheap pills"
+    parsed = task.parse_teacher(out, {"label": "spam"})
+    assert [(p.input, p.reject_reason) for p in parsed] == [
+        ("win a prize now", ""), ("lunch at noon?", "label_mismatch"), ("cheap pills", "")]
+
+
+def test_unknown_label_in_data_is_a_data_error(tmp_path):
+    task = build_task(yaml_task(tmp_path, label_names={"0": "ham"}), 0)
+    with pytest.raises(DataError, match="label '1' is not one of"):
+        task.seed_and_test()
+
+
+def test_check_tasks_reports_unknown_task_and_missing_files(tmp_path):
+    problems = check_tasks([TaskConfig(name="nosuch"),
+                            TaskConfig(name="gsm8k", data={"train": str(tmp_path / "x.jsonl")})], 0)
+    assert any("tasks.nosuch: unknown task" in p for p in problems)
+    assert any("x.jsonl' does not exist" in p for p in problems)
+
+
+def test_malformed_jsonl_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"question": "a", "answer": "#### 1"}\n{"question": oops}\n')
+    task = build_task(TaskConfig(name="gsm8k", data={"train": str(path), "test": str(path)}), 0)
+    with pytest.raises(DataError, match=r"bad.jsonl:2: malformed JSON"):
+        task.seed_and_test()
+
+
+def test_missing_field_mapping_is_named(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"q": "a", "answer": "#### 1"}) + "\n")
+    task = build_task(TaskConfig(name="gsm8k", data={"train": str(path), "test": str(path)}), 0)
+    with pytest.raises(DataError, match="no field 'question'"):
+        task.seed_and_test()
+
+
+def test_prompt_hash_changes_with_content(tmp_path):
+    a = build_task(TaskConfig(name="arithmetic"), 0).prompts
+    custom = tmp_path / "p.yaml"
+    custom.write_text(open(a.path).read() + "\n# edited\n")
+    b = build_task(TaskConfig(name="arithmetic", prompts=str(custom)), 0).prompts
+    assert a.hash != b.hash and len(a.hash) == 12

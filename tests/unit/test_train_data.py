@@ -1,0 +1,28 @@
+from engine.backends.train_data import IGNORE, build_features, collate, epoch_batches
+
+
+def test_loss_only_on_answer_and_eos():
+    f = build_features([1, 2, 3], [7, 8], eos_id=9, max_len=10)
+    assert f["input_ids"] == [1, 2, 3, 7, 8, 9]
+    assert f["labels"] == [IGNORE] * 3 + [7, 8, 9]
+
+
+def test_truncation_cuts_prompt_from_the_left():
+    f = build_features([1, 2, 3, 4], [7, 8], eos_id=9, max_len=5)
+    assert f["input_ids"] == [3, 4, 7, 8, 9]
+    assert f["labels"] == [IGNORE, IGNORE, 7, 8, 9]
+
+
+def test_collate_pads_right_and_masks():
+    batch = collate([{"input_ids": [1, 2], "labels": [IGNORE, 2]},
+                     {"input_ids": [3], "labels": [3]}], pad_id=0)
+    assert batch["input_ids"] == [[1, 2], [3, 0]]
+    assert batch["labels"] == [[IGNORE, 2], [3, IGNORE]]
+    assert batch["attention_mask"] == [[1, 1], [1, 0]]
+
+
+def test_epoch_batches_fractional_and_deterministic():
+    a = epoch_batches(10, 4, 1.5, seed=0)
+    assert len(a) == 5  # 3 steps per epoch, 1.5 epochs -> ceil(4.5)
+    assert a == epoch_batches(10, 4, 1.5, seed=0)
+    assert sorted(i for b in a[:3] for i in b) == list(range(10))  # one epoch covers all rows

@@ -71,6 +71,9 @@ class TeacherConfig(GenerationConfig):
     top_p: float = Field(0.95, gt=0, le=1)
     max_tokens: int = Field(512, ge=1)
     n_per_error: int = Field(2, ge=1)  # new examples asked for each wrong seed row
+    # Constrain the teacher's output to the task's block format with vLLM structured outputs
+    # (a regex per request). For weak teachers that drift off format; off by default.
+    constrain_format: bool = False
 
 
 class TrainConfig(Strict):

@@ -114,7 +114,8 @@ class RoundLoop:
 
     def _augment(self, task: Task, r: int, errors: pa.Table, train_set: pa.Table,
                  test: pa.Table, stage_dir: Path) -> pa.Table:
-        requests = teacher_requests(errors, task, self.cfg.teacher.n_per_error, r)
+        requests = teacher_requests(errors, task, self.cfg.teacher.n_per_error, r,
+                                    self.cfg.teacher.constrain_format)
         generated = self.teacher_gen(requests, self.teacher_model, "augment")
         self.store.write_table(stage_dir, generated, name="teacher_outputs")
         known = {normalize_text(t) for t in train_set.column("input").to_pylist()}

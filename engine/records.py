@@ -51,7 +51,8 @@ CANDIDATE = pa.schema(
 )
 
 # The text generation contract: a backend receives these columns and adds GENERATED ones.
-GENERATION_INPUT = ["request_id", "messages"]  # messages: JSON list of {"role","content"}
+# messages: JSON list of {"role", "content"}; an optional `regex` column constrains decoding.
+GENERATION_INPUT = ["request_id", "messages"]
 GENERATED = pa.schema(
     [
         ("request_id", pa.string()),

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from engine.backends.train_data import build_features, collate, epoch_batches
 from engine.config import TrainConfig
 from engine.records import require_columns
 
 
 def deepspeed_config(cfg: TrainConfig, total_steps: int, use_gpu: bool) -> dict:
-    warmup = int(total_steps * cfg.warmup_ratio)
+    warmup = max(1, int(total_steps * cfg.warmup_ratio))  # DeepSpeed refuses 0
     config = {
         "train_micro_batch_size_per_gpu": cfg.batch_size,
         "gradient_accumulation_steps": cfg.grad_accum,
@@ -48,8 +49,6 @@ def train_loop_per_worker(config: dict) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from engine.backends.train_data import build_features, collate, epoch_batches
-
     cfg = TrainConfig.model_validate(config["train"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -59,7 +58,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(config["base_model"])
     rows = list(ray.train.get_dataset_shard("train").iter_rows())
-    features = [_features(tokenizer, r, cfg.max_seq_len, build_features) for r in rows]
+    features = [_features(tokenizer, r, cfg.max_seq_len) for r in rows]
     batches = epoch_batches(len(features), cfg.batch_size, cfg.epochs, config["seed"])
     total_steps = max(1, len(batches) // cfg.grad_accum)
 
@@ -76,7 +75,7 @@ def train_loop_per_worker(config: dict) -> None:
     _save_and_report(engine, tokenizer, cfg, rank, {**stats, "world_size": world})
 
 
-def _features(tokenizer, row: dict, max_len: int, build_features) -> dict:
+def _features(tokenizer, row: dict, max_len: int) -> dict:
     messages = json.loads(row["messages"])
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]

@@ -47,21 +47,36 @@ class VLLMChatUDF:
     def __call__(self, batch: pa.Table) -> pa.Table:
         ids = batch.column("request_id").to_pylist()
         conversations = [json.loads(m) for m in batch.column("messages").to_pylist()]
+        params = self._params(batch)
         try:
-            results = [self._row(o) for o in self._chat(conversations)]
+            results = [self._row(o) for o in self._chat(conversations, params)]
         except ValueError:
             # A bad request (e.g. prompt longer than max_model_len) fails the whole call:
             # redo row by row so only the bad rows become error rows.
-            results = [self._one(c) for c in conversations]
+            results = [self._one(c, p) for c, p in zip(conversations, params)]
         return pa.Table.from_pylist(
             [{"request_id": i, **r} for i, r in zip(ids, results)], schema=GENERATED)
 
-    def _chat(self, conversations: list) -> list:
-        return self.llm.chat(conversations, self.sampling, use_tqdm=False)
+    def _params(self, batch: pa.Table) -> list:
+        """One SamplingParams per row: shared, or with the row's structured-output regex."""
+        if "regex" not in batch.column_names:
+            return [self.sampling] * batch.num_rows
+        from vllm.sampling_params import StructuredOutputsParams
 
-    def _one(self, conversation: list) -> dict:
+        out = []
+        for regex in batch.column("regex").to_pylist():
+            params = self.sampling.clone()
+            if regex:
+                params.structured_outputs = StructuredOutputsParams(regex=regex)
+            out.append(params)
+        return out
+
+    def _chat(self, conversations: list, params: list) -> list:
+        return self.llm.chat(conversations, params, use_tqdm=False)
+
+    def _one(self, conversation: list, params) -> dict:
         try:
-            return self._row(self._chat([conversation])[0])
+            return self._row(self._chat([conversation], [params])[0])
         except ValueError as exc:  # the request itself is bad; the engine is fine
             return {"output": "", "prompt_tokens": 0, "completion_tokens": 0,
                     "error": f"request rejected: {exc}"[:500]}
@@ -96,7 +111,8 @@ class RayVLLMGenerator:
             VLLMChatUDF,
             fn_constructor_kwargs={"model": model, "engine": engine_kwargs(cfg),
                                    "sampling": sampling_params(cfg), "seed": self.seed},
-            batch_size=cfg.batch_size, batch_format="pyarrow", concurrency=cfg.replicas,
+            batch_size=cfg.batch_size, batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=cfg.replicas),
             num_cpus=cfg.cpus_per_replica, num_gpus=cfg.tensor_parallel_size if use_gpu else 0,
         )
         start = time.time()

@@ -21,15 +21,22 @@ def normalize_text(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().lower()
 
 
-def teacher_requests(errors: pa.Table, task: Task, n_per_error: int, round_: int) -> pa.Table:
-    """One teacher request per wrong seed row, asking for `n_per_error` new examples."""
+def teacher_requests(errors: pa.Table, task: Task, n_per_error: int, round_: int,
+                     constrain_format: bool = False) -> pa.Table:
+    """One teacher request per wrong seed row, asking for `n_per_error` new examples.
+
+    With constrain_format, each request carries a `regex` the backend enforces while decoding.
+    """
     require_columns(errors, [f.name for f in EXAMPLE], "augment")
     rows = errors.to_pylist()
-    return pa.table({
+    columns = {
         "request_id": [f"{r['id']}@r{round_}" for r in rows],
         "messages": [json.dumps(task.teacher_messages(r, r["trigger_prediction"], n_per_error))
                      for r in rows],
-    })
+    }
+    if constrain_format:
+        columns["regex"] = [task.teacher_format_regex(r, n_per_error) for r in rows]
+    return pa.table(columns)
 
 
 def parse_candidates(errors: pa.Table, generated: pa.Table, task: Task, round_: int,

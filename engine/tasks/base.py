@@ -113,6 +113,10 @@ class Task:
     def parse_teacher(self, output: str, seed_row: dict) -> list[Parsed]:
         raise NotImplementedError
 
+    def teacher_format_regex(self, row: dict, n: int) -> str:
+        """A regex that every parseable teacher answer matches (for structured outputs)."""
+        raise NotImplementedError
+
     def _chat(self, system: str, user: str) -> list[dict]:
         """System prompt and one-shot first: a stable prefix for vLLM's prefix cache."""
         messages = [{"role": "system", "content": system}]

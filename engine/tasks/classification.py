@@ -74,6 +74,10 @@ class ClassificationTask(Task):
                                    prediction=prediction, n=n, labels=labels)
         return self._chat(system, user)
 
+    def teacher_format_regex(self, row: dict, n: int) -> str:
+        block = rf"Text: [^\n]{{10,400}}\nLabel: {re.escape(row['label'])}\n"
+        return f"({block}){{{n}}}"
+
     def parse_teacher(self, output: str, seed_row: dict) -> list[Parsed]:
         """`Text: ... / Label: ...` blocks; the label must be the seed row's label."""
         blocks = [b for b in _TEXT.split(output)[1:] if b.strip()]

@@ -68,6 +68,10 @@ class MathTask(Task):
                                    prediction=prediction, n=n)
         return self._chat(system, user)
 
+    def teacher_format_regex(self, row: dict, n: int) -> str:
+        block = r"Question: [^\n]{10,300}\nAnswer: [^\n]{5,400}\n#### -?[0-9]{1,7}\n"
+        return f"({block}){{{n}}}"
+
     def parse_teacher(self, output: str, seed_row: dict) -> list[Parsed]:
         """Split the output into Question/Answer blocks; each needs a final `#### number`."""
         blocks = [b for b in _QUESTION.split(output)[1:] if b.strip()]

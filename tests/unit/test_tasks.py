@@ -117,3 +117,20 @@ def test_prompt_hash_changes_with_content(tmp_path):
     custom.write_text(open(a.path).read() + "\n# edited\n")
     b = build_task(TaskConfig(name="arithmetic", prompts=str(custom)), 0).prompts
     assert a.hash != b.hash and len(a.hash) == 12
+
+
+def test_teacher_format_regex_matches_what_the_parser_accepts(tmp_path):
+    import re
+
+    math = build_task(TaskConfig(name="arithmetic"), 0)
+    out = ("Question: Ann has 2 cats and gets 3 more.\nAnswer: 2 + 3 = 5 cats.\n#### 5\n"
+           "Question: Bo has 4 pens and loses 1.\nAnswer: 4 - 1 = 3 pens.\n#### 3\n")
+    assert re.fullmatch(math.teacher_format_regex({}, 2), out)
+    assert [p.label for p in math.parse_teacher(out, {})] == ["5", "3"]
+    assert not re.fullmatch(math.teacher_format_regex({}, 3), out)  # asks for exactly n
+
+    cls = build_task(yaml_task(tmp_path), 0)
+    out = "Text: win a free cruise today\nLabel: spam\n"
+    assert re.fullmatch(cls.teacher_format_regex({"label": "spam"}, 1), out)
+    assert not re.fullmatch(cls.teacher_format_regex({"label": "ham"}, 1), out)
+    assert cls.parse_teacher(out, {"label": "spam"})[0].reject_reason == ""

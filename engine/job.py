@@ -63,6 +63,8 @@ def _diff(old, new, prefix: str = "") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         keys = set(old) | set(new)
         return [d for k in keys for d in _diff(old.get(k), new.get(k), f"{prefix}{k}.")]
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [d for i, (a, b) in enumerate(zip(old, new)) for d in _diff(a, b, f"{prefix}{i}.")]
     return [] if old == new else [prefix.rstrip(".")]
 
 
@@ -97,16 +99,20 @@ def _git_commit() -> str | None:
 
 
 def start_ray(cfg: RunConfig) -> None:
+    """Join the configured cluster, the one a `ray job submit` job runs in, or start a fresh
+    local instance."""
     import ray
 
     if cfg.ray.address:
         ray.init(address=cfg.ray.address)
-        return
-    # A fresh local instance: a bare ray.init() may try to join a stale `ray start` cluster.
-    # Logical CPUs above the core count leave room for the train workers, vLLM replicas and
-    # Ray Data's own tasks to coexist; the real threads are set per process.
-    ray.init(address="local", num_cpus=cfg.ray.num_cpus or max(8, os.cpu_count() or 1),
-             include_dashboard=False)
+    elif os.environ.get("RAY_ADDRESS"):  # set by Ray for jobs submitted with `ray job submit`
+        ray.init()
+    else:
+        # A fresh local instance: a bare ray.init() may try to join a stale `ray start`
+        # cluster. Logical CPUs above the core count let train workers, vLLM replicas and Ray
+        # Data's own tasks coexist; each process sets its real thread count itself. The
+        # dashboard stays on: Ray Train's placement-group cleaner polls the state API it serves.
+        ray.init(address="local", num_cpus=cfg.ray.num_cpus or max(8, os.cpu_count() or 1))
 
 
 def run_job(config_path: str | None, overrides: list[str]) -> list[dict]:

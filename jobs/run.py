@@ -1,7 +1,7 @@
 """Job entry point for `ray job submit -- python -m jobs.run --config CONFIG [overrides]`.
 
-On a cluster, `ray.address: auto` in the config (or the override) joins the cluster the job
-was submitted to.
+Under `ray job submit` the job joins the cluster it was submitted to (Ray sets RAY_ADDRESS);
+run directly, it starts a local Ray instance unless `ray.address` says otherwise.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ _NUMBER = re.compile(r"-?\d[\d,]*\.?\d*|-?\.\d+")
 _CALC = re.compile(r"<<[^>]*>>")  # GSM8K calculator annotations: noise for a small student
 _QUESTION = re.compile(r"(?:^|\n)\s*(?:\*\*)?Question(?:\s*\d+)?\s*:?(?:\*\*)?\s*:?", re.I)
 _ANSWER = re.compile(r"\n\s*(?:\*\*)?Answer\s*:?(?:\*\*)?\s*:?", re.I)
+_EQUALS = re.compile(r"=\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)(?![\d.]*%)")
+_EXPR_CHARS = set("0123456789.,$ +-*/x×÷−()")
+_EXPR_OK = re.compile(r"[\d.+\-*/() ]+")
 
 
 def normalize_number(text: str) -> str:
@@ -22,6 +25,59 @@ def normalize_number(text: str) -> str:
     except ValueError:
         return ""
     return str(int(value)) if value == int(value) else f"{value:g}"
+
+
+def _left_expression(text: str, end: int) -> str:
+    """The arithmetic expression that ends at `end` (just before an '=')."""
+    start = end
+    while start > 0 and text[start - 1] in _EXPR_CHARS:
+        start -= 1
+    expr = text[start:end].strip().lstrip("x×÷*/+)").strip()  # 'x' may end a word like 'box'
+    for a, b in (("×", "*"), ("x", "*"), ("÷", "/"), ("−", "-"), ("$", ""), (",", "")):
+        expr = expr.replace(a, b)
+    return expr
+
+
+def _evaluate(expr: str) -> float | None:
+    """Value of a plain arithmetic expression; None if it is not one (then it is not checked)."""
+    import ast
+    import operator
+
+    if not _EXPR_OK.fullmatch(expr) or not re.search(r"\d\s*[-+*/]\s*\(?\s*\d", expr):
+        return None
+    ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+           ast.Div: operator.truediv, ast.USub: operator.neg}
+
+    def walk(node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return float(node.value)
+        if isinstance(node, ast.BinOp) and type(node.op) in ops:
+            return ops[type(node.op)](walk(node.left), walk(node.right))
+        if isinstance(node, ast.UnaryOp) and type(node.op) in ops:
+            return ops[type(node.op)](walk(node.operand))
+        raise ValueError(expr)
+
+    try:
+        return walk(ast.parse(expr, mode="eval").body)
+    except (SyntaxError, ValueError, ZeroDivisionError):
+        return None
+
+
+def check_arithmetic(answer: str, final: str) -> str:
+    """Why a worked answer is wrong ("" if it is not): an `expression = value` step that does
+    not hold, or a final answer the rationale never mentions. Weak teachers write confident
+    nonsense; training on it teaches the student nonsense."""
+    body = answer.split("####")[0]
+    for match in _EQUALS.finditer(body):
+        expr = _left_expression(body, match.start())
+        value = _evaluate(expr)
+        stated = float(match.group(1).replace(",", ""))
+        if value is not None and abs(value - stated) > 0.01 * max(1.0, abs(stated)):
+            return f"wrong arithmetic: {expr} = {match.group(1)}"
+    numbers = {normalize_number(n) for n in _NUMBER.findall(body)}
+    if final not in numbers:
+        return f"final answer {final} does not appear in the worked answer"
+    return ""
 
 
 def extract_answer(output: str) -> str:
@@ -89,4 +145,9 @@ class MathTask(Task):
         if not question or not final:
             return Parsed(input=question, reject_reason="unparsed: no '#### <number>' answer")
         answer = answer[: final.end()].strip()  # drop chatter after the final answer
-        return Parsed(input=question, target=answer, label=normalize_number(final.group(1)))
+        label = normalize_number(final.group(1))
+        problem = check_arithmetic(answer, label)
+        if problem:
+            return Parsed(input=question, target=answer, label=label,
+                          reject_reason=f"unverified: {problem}")
+        return Parsed(input=question, target=answer, label=label)

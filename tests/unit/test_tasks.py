@@ -134,3 +134,23 @@ def test_teacher_format_regex_matches_what_the_parser_accepts(tmp_path):
     assert re.fullmatch(cls.teacher_format_regex({"label": "spam"}, 1), out)
     assert not re.fullmatch(cls.teacher_format_regex({"label": "ham"}, 1), out)
     assert cls.parse_teacher(out, {"label": "spam"})[0].reject_reason == ""
+
+
+def test_math_verifier_rejects_wrong_arithmetic_and_mismatched_final():
+    from engine.tasks.math import check_arithmetic
+
+    assert check_arithmetic("2 + 3 = 5 cats, then 5 * 2 = 10.\n#### 10", "10") == ""
+    assert check_arithmetic("He has 16 - 47 = 22 apples.\n#### 47", "47").startswith(
+        "wrong arithmetic: 16 - 47 = 22")
+    # chains are evaluated whole, with precedence; 'x' is multiplication between numbers
+    assert check_arithmetic("Needs 100 - 50 - 30 - 15 = $5 more.\n#### 5", "5") == ""
+    assert check_arithmetic("Earned $60 because 4 x 15 = 60\n#### 60", "60") == ""
+    assert check_arithmetic("25/100 * 28 = 7 green, 2 + 3 * 4 = 14\n#### 14", "14") == ""
+    assert check_arithmetic("$1,200 / 4 = $300\n#### 300", "300") == ""
+    assert "does not appear" in check_arithmetic("2 + 3 = 5\n#### 6", "6")
+    assert check_arithmetic("Four boxes of 1 make 4.\n#### 4", "4") == ""  # nothing to check
+    task = build_task(TaskConfig(name="arithmetic"), 0)
+    parsed = task.parse_teacher("Question: Ann has 2 + 2?\nAnswer: 2 + 2 = 5\n#### 5", {})
+    assert parsed[0].reject_reason.startswith("unverified: wrong arithmetic")
+    for row in generate(200, seed=7):  # the built-in generator's answers all verify
+        assert check_arithmetic(row["answer"], extract_answer(row["answer"])) == "", row

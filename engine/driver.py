@@ -101,7 +101,12 @@ class RoundLoop:
         examples = pa.table({
             "messages": [json.dumps(task.student_messages(r["input"])) for r in rows],
             "target": [r["target"] for r in rows]})
-        return self.trainer(examples, self.student_model, model_dir, task.name)
+        stats = self.trainer(examples, self.student_model, model_dir, task.name)
+        curve = stats.pop("loss_curve", [])  # a table, not a manifest entry
+        self.store.write_table(stage_dir, pa.table({
+            "step": pa.array(range(1, len(curve) + 1), pa.int32()),
+            "loss": pa.array(curve, pa.float64())}))
+        return stats
 
     def _predict(self, task: Task, seed_rows: pa.Table, test: pa.Table, model: str,
                  stage_dir: Path) -> pa.Table:

@@ -21,5 +21,6 @@ class StudentTrainer(Protocol):
     def __call__(self, examples: pa.Table, base_model: str, out_dir: Path, task: str) -> dict:
         """Train a fresh student from base_model on examples; save an HF folder at out_dir.
 
-        Returns training stats (steps, final loss, tokens, seconds) for the manifest.
+        Returns training stats (steps, final loss, tokens, seconds) for the manifest, and
+        `loss_curve`, the loss per step on rank 0.
         """

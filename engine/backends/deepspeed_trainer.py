@@ -87,7 +87,7 @@ def _run_steps(engine, features, batches, pad_id, cfg: TrainConfig, rank: int) -
     import torch
 
     engine.train()
-    start, tokens, loss_value = time.time(), 0, float("nan")
+    start, tokens, losses = time.time(), 0, []
     for step, idx in enumerate(batches, start=1):
         batch = {k: torch.tensor(v, device=engine.device)
                  for k, v in collate([features[i] for i in idx], pad_id).items()}
@@ -95,12 +95,12 @@ def _run_steps(engine, features, batches, pad_id, cfg: TrainConfig, rank: int) -
         engine.backward(loss)
         engine.step()
         tokens += int(batch["attention_mask"].sum())
-        loss_value = float(loss.detach())
+        losses.append(float(loss.detach()))
         if rank == 0 and (step % cfg.log_every == 0 or step == len(batches)):
-            print(f"[train] step {step}/{len(batches)} loss {loss_value:.4f} "
+            print(f"[train] step {step}/{len(batches)} loss {losses[-1]:.4f} "
                   f"({tokens / (time.time() - start):.0f} tokens/s on rank 0)", flush=True)
-    return {"steps": len(batches), "final_loss": loss_value, "tokens_rank0": tokens,
-            "train_seconds": time.time() - start}
+    return {"steps": len(batches), "final_loss": losses[-1], "tokens_rank0": tokens,
+            "train_seconds": time.time() - start, "loss_curve": losses}
 
 
 def _save_and_report(engine, tokenizer, cfg: TrainConfig, rank: int, stats: dict) -> None:

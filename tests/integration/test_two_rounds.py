@@ -113,6 +113,7 @@ def test_artifacts_and_metrics_agree(task_dir):
         assert m["n_errors"] == sum(not p["correct"] for p in train)
         assert (rdir / "train" / "model" / "config.json").is_file()
         assert m["train"]["steps"] > 0 and m["train"]["world_size"] == 2
+        assert table(task_dir, r, "train").num_rows == m["train"]["steps"]  # loss per step
         for stage in ("data", "train", "predict", "mine"):
             manifest = json.loads((rdir / stage / "MANIFEST.json").read_text())
             assert manifest["stage"] == stage

@@ -67,6 +67,8 @@ def test_artifacts_and_metrics_agree(tmp_path):
         assert pq.read_table(rdir / "mine" / "part-0.parquet").num_rows == m["n_errors"]
         for stage in ("data", "train", "predict", "mine"):
             assert (rdir / stage / "MANIFEST.json").is_file()
+        assert pq.read_table(rdir / "train" / "part-0.parquet").column("loss").to_pylist() == [
+            0.9, 0.5]
     cands = pq.read_table(root / "round_0" / "augment" / "part-0.parquet")
     assert cands.num_rows == history[0]["n_generated"]
     assert not (root / "round_1" / "augment").exists()

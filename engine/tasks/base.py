@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from engine.config import TaskConfig
+from engine.tasks.loaders import check_source, pick_fields, read_source
 
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
 
@@ -62,12 +63,21 @@ class Task:
     # -- data ---------------------------------------------------------------------------
     def check(self) -> list[str]:
         """Problems found without loading everything (files exist, fields mapped)."""
+        where = f"tasks.{self.name}"
         missing = [f for f in self.required_fields if f not in self.cfg.fields]
-        return [f"tasks.{self.name}.fields: missing mapping for {missing}"] if missing else []
+        problems = [f"{where}.fields: missing mapping for {missing}"] if missing else []
+        for split in ("train", "test"):
+            source = getattr(self.cfg.data, split)
+            if source is None:
+                problems.append(f"{where}.data.{split}: not set")
+            else:
+                problems += check_source(source, f"{where}.data.{split}")
+        return problems
 
     def source_rows(self, split: str) -> list[dict]:
         """Rows of a split as dicts with the task's role names (question/answer, text/label)."""
-        raise NotImplementedError
+        source = getattr(self.cfg.data, split)
+        return pick_fields(read_source(source, split), self.cfg.fields, source)
 
     def example(self, role_row: dict) -> tuple[str, str, str]:
         """(input, target, label) of a source row."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
+from engine.errors import DataError
 from engine.tasks.base import Parsed, Task
-from engine.tasks.loaders import check_source, pick_fields, read_source
 
 _TEXT = re.compile(r"(?:^|\n)\s*(?:\d+[.)]\s*)?(?:\*\*)?Text\s*:(?:\*\*)?", re.I)
 _LABEL = re.compile(r"\n\s*(?:\*\*)?Label\s*:(?:\*\*)?\s*(.*)", re.I)
@@ -23,28 +23,16 @@ class ClassificationTask(Task):
         unknown = sorted(set(self.cfg.label_names.values()) - set(self.cfg.labels))
         if unknown:
             problems.append(f"{where}.label_names: maps to {unknown}, which are not in labels")
-        for split in ("train", "test"):
-            source = getattr(self.cfg.data, split)
-            if source is None:
-                problems.append(f"{where}.data.{split}: not set")
-            else:
-                problems += check_source(source, f"{where}.data.{split}")
         return problems
 
     @property
     def description(self) -> str:
         return self.cfg.description or f"Classify the text into one of {len(self.cfg.labels)} classes."
 
-    def source_rows(self, split: str) -> list[dict]:
-        source = getattr(self.cfg.data, split)
-        return pick_fields(read_source(source, split), self.cfg.fields, source)
-
     def example(self, role_row: dict) -> tuple[str, str, str]:
         raw = str(role_row["label"])
         label = self.cfg.label_names.get(raw, raw)
         if label not in self.cfg.labels:
-            from engine.errors import DataError
-
             raise DataError(f"task {self.name}: label {raw!r} is not one of {self.cfg.labels}; "
                             f"add it to `labels` or map it with `label_names`")
         return str(role_row["text"]).strip(), label, label

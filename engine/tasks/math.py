@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 from engine.tasks.base import Parsed, Task
-from engine.tasks.loaders import check_source, pick_fields, read_source
 
 _FINAL = re.compile(r"####\s*\$?\s*(-?[\d,]*\.?\d+)")
 _NUMBER = re.compile(r"-?\d[\d,]*\.?\d*|-?\.\d+")
@@ -92,20 +91,6 @@ def extract_answer(output: str) -> str:
 class MathTask(Task):
     kind = "math"
     required_fields = ("question", "answer")
-
-    def check(self) -> list[str]:
-        problems = super().check()
-        for split in ("train", "test"):
-            source = getattr(self.cfg.data, split)
-            if source is None:
-                problems.append(f"tasks.{self.name}.data.{split}: not set")
-            else:
-                problems += check_source(source, f"tasks.{self.name}.data.{split}")
-        return problems
-
-    def source_rows(self, split: str) -> list[dict]:
-        source = getattr(self.cfg.data, split)
-        return pick_fields(read_source(source, split), self.cfg.fields, source)
 
     def example(self, role_row: dict) -> tuple[str, str, str]:
         answer = _CALC.sub("", str(role_row["answer"])).strip()

@@ -9,6 +9,7 @@ from engine.tasks.base import Parsed, Task
 
 _TEXT = re.compile(r"(?:^|\n)\s*(?:\d+[.)]\s*)?(?:\*\*)?Text\s*:(?:\*\*)?", re.I)
 _LABEL = re.compile(r"\n\s*(?:\*\*)?Label\s*:(?:\*\*)?\s*(.*)", re.I)
+MIN_WORDS = 3  # shorter "examples" are fragments, not texts a classifier learns from
 
 
 class ClassificationTask(Task):
@@ -63,7 +64,8 @@ class ClassificationTask(Task):
         return self._chat(system, user)
 
     def teacher_format_regex(self, row: dict, n: int) -> str:
-        block = rf"Text: [^\n]{{10,400}}\nLabel: {re.escape(row['label'])}\n"
+        words = rf"(?:[^\n ]+ ){{{MIN_WORDS - 1},60}}[^\n ]+"  # at least MIN_WORDS words
+        block = rf"Text: {words}\nLabel: {re.escape(row['label'])}\n"
         return f"({block}){{{n}}}"
 
     def parse_teacher(self, output: str, seed_row: dict) -> list[Parsed]:
@@ -74,10 +76,13 @@ class ClassificationTask(Task):
         return [self._parse_block(b, seed_row["label"]) for b in blocks]
 
     def _parse_block(self, block: str, want: str) -> Parsed:
+        """The example is the first line after `Text:`: examples are one sentence, and small
+        teachers tend to run on into echoes of the prompt."""
         match = _LABEL.search(block)
-        text = (block[: match.start()] if match else block).strip().strip('"')
-        if not text:
-            return Parsed(reject_reason="unparsed: empty text")
+        lines = (block[: match.start()] if match else block).strip().splitlines()
+        text = lines[0].strip().strip('"') if lines else ""
+        if len(text.split()) < MIN_WORDS:
+            return Parsed(input=text, reject_reason="unparsed: text missing or too short")
         if match:
             said = self.find_label(match.group(1))
             if said != want:

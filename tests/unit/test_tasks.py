@@ -76,10 +76,13 @@ def test_classification_task_defined_in_config_alone(tmp_path):
 
 def test_classification_teacher_parser_checks_label(tmp_path):
     task = build_task(yaml_task(tmp_path), 0)
-    out = "Text: win a prize now\nLabel: spam\n\nText: lunch at noon?\nLabel: ham\nText: cheap pills"
+    out = ("Text: win a prize now\nLabel: spam\n\nText: lunch at noon?\nLabel: ham\n"
+           "Text: cheap pills for you\nThe correct label is: spam\nText: hi\nLabel: spam")
     parsed = task.parse_teacher(out, {"label": "spam"})
     assert [(p.input, p.reject_reason) for p in parsed] == [
-        ("win a prize now", ""), ("lunch at noon?", "label_mismatch"), ("cheap pills", "")]
+        ("win a prize now", ""), ("lunch at noon?", "label_mismatch"),
+        ("cheap pills for you", ""),  # only the first line: the rest echoes the prompt
+        ("hi", "unparsed: text missing or too short")]
 
 
 def test_unknown_label_in_data_is_a_data_error(tmp_path):
@@ -133,6 +136,7 @@ def test_teacher_format_regex_matches_what_the_parser_accepts(tmp_path):
     out = "Text: win a free cruise today\nLabel: spam\n"
     assert re.fullmatch(cls.teacher_format_regex({"label": "spam"}, 1), out)
     assert not re.fullmatch(cls.teacher_format_regex({"label": "ham"}, 1), out)
+    assert not re.fullmatch(cls.teacher_format_regex({"label": "spam"}, 1), "Text: hi\nLabel: spam\n")
     assert cls.parse_teacher(out, {"label": "spam"})[0].reject_reason == ""
 
 

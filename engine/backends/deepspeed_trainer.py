@@ -63,7 +63,7 @@ def train_loop_per_worker(config: dict) -> None:
     total_steps = max(1, len(batches) // cfg.grad_accum)
 
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(config["base_model"], torch_dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(config["base_model"], dtype=dtype)
     client_opt = None if cfg.use_gpu else torch.optim.AdamW(
         model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     engine, *_ = deepspeed.initialize(
@@ -117,7 +117,7 @@ def _save_and_report(engine, tokenizer, cfg: TrainConfig, rank: int, stats: dict
         state = state if state is not None else module.state_dict()
         # bf16 halves disk and load time; vLLM serves the student in bf16 anyway.
         state = {k: v.to(torch.bfloat16) for k, v in state.items()}
-        module.config.torch_dtype = torch.bfloat16
+        module.config.dtype = torch.bfloat16
         module.save_pretrained(tmp, state_dict=state, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         ray.train.report(stats, checkpoint=ray.train.Checkpoint.from_directory(tmp))

@@ -105,13 +105,16 @@ class RayVLLMGenerator:
             return GENERATED.empty_table()
         cfg = self.cfg
         use_gpu = ray.cluster_resources().get("GPU", 0) > 0
-        n_blocks = max(cfg.replicas, math.ceil(requests.num_rows / cfg.batch_size))
-        ds = ray.data.from_arrow(requests).repartition(n_blocks)
+        # Blocks cut here (a Ray Data repartition would add a shuffle stage), at most one batch
+        # each and at least one per replica, so no replica sits idle on a small request set.
+        size = max(1, min(cfg.batch_size, math.ceil(requests.num_rows / cfg.replicas)))
+        blocks = [requests.slice(i, size) for i in range(0, requests.num_rows, size)]
+        ds = ray.data.from_arrow(blocks)
         ds = ds.map_batches(
             VLLMChatUDF,
             fn_constructor_kwargs={"model": model, "engine": engine_kwargs(cfg),
                                    "sampling": sampling_params(cfg), "seed": self.seed},
-            batch_size=cfg.batch_size, batch_format="pyarrow",
+            batch_size=size, batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=cfg.replicas),
             num_cpus=cfg.cpus_per_replica, num_gpus=cfg.tensor_parallel_size if use_gpu else 0,
         )

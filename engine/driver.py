@@ -36,9 +36,12 @@ class RoundLoop:
         self.sampling = sampling
         self.store = RunStorage(cfg.run_dir)
 
-    def run(self) -> Iterator[list[dict]]:
-        """Yield the metrics of every task after each round."""
-        splits = {t.name: t.seed_and_test() for t in self.tasks}
+    def run(self, splits: dict | None = None) -> Iterator[list[dict]]:
+        """Yield the metrics of every task after each round.
+
+        splits: task name -> (seed rows, test rows), as read at preflight; read here if absent.
+        """
+        splits = splits or {t.name: t.seed_and_test() for t in self.tasks}
         train_sets = {t.name: pa.Table.from_pylist(splits[t.name][0], schema=EXAMPLE)
                       for t in self.tasks}
         for r in range(self.cfg.rounds):

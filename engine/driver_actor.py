@@ -20,7 +20,8 @@ def _log(message: str) -> None:
 
 @ray.remote(num_cpus=0)  # it only orchestrates; workers and engines hold the CPUs
 class DriverActor:
-    def __init__(self, cfg: RunConfig, student_model: str, teacher_model: str):
+    def __init__(self, cfg: RunConfig, student_model: str, teacher_model: str, splits: dict):
+        self.splits = splits
         self.loop = RoundLoop(
             cfg,
             tasks=[build_task(t, cfg.seed) for t in cfg.tasks],
@@ -35,4 +36,4 @@ class DriverActor:
 
     def run(self):
         """A generator: the caller receives each round's metrics as soon as it is done."""
-        yield from self.loop.run()
+        yield from self.loop.run(self.splits)

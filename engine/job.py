@@ -27,6 +27,7 @@ class Prepared:
     cfg: RunConfig
     student_model: str  # local HF folder of the base student
     teacher_model: str  # local HF folder of the teacher
+    splits: dict[str, tuple[list[dict], list[dict]]]  # task -> (seed rows, test rows)
 
 
 def preflight(config_path: str | None, overrides: list[str]) -> Prepared:
@@ -38,11 +39,12 @@ def preflight(config_path: str | None, overrides: list[str]) -> Prepared:
     problems += _check_run_dir(cfg)
     if problems:
         raise ConfigError(problems)
-    for task_cfg in cfg.tasks:  # reads the data: malformed rows fail here, not mid-run
-        build_task(task_cfg, cfg.seed).seed_and_test()
+    # Read the data here: malformed rows fail before any work, and the driver actor gets the
+    # rows themselves, so it need not see the same files from whichever node it lands on.
+    splits = {t.name: build_task(t, cfg.seed).seed_and_test() for t in cfg.tasks}
     student = resolve_model(cfg.student.model)
     teacher = student if cfg.teacher.model == cfg.student.model else resolve_model(cfg.teacher.model)
-    return Prepared(cfg, student, teacher)
+    return Prepared(cfg, student, teacher, splits)
 
 
 def _check_run_dir(cfg: RunConfig) -> list[str]:
@@ -125,7 +127,8 @@ def run_job(config_path: str | None, overrides: list[str]) -> list[dict]:
     from engine.driver_actor import DriverActor
 
     start, history = time.time(), []
-    driver = DriverActor.remote(prepared.cfg, prepared.student_model, prepared.teacher_model)
+    driver = DriverActor.remote(prepared.cfg, prepared.student_model, prepared.teacher_model,
+                                prepared.splits)
     for ref in driver.run.remote():
         try:
             round_metrics = ray.get(ref)

@@ -13,12 +13,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.records import CANDIDATE, EXAMPLE, GENERATED, require_columns
-from engine.tasks import Task
+from engine.tasks import Parsed, Task
 
 
 def normalize_text(text: str) -> str:
     """Key for exact-duplicate checks: case and whitespace do not make a new example."""
     return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def request_id(seed_id: str, round_: int) -> str:
+    """One teacher request per seed row and round."""
+    return f"{seed_id}@r{round_}"
 
 
 def teacher_requests(errors: pa.Table, task: Task, n_per_error: int, round_: int,
@@ -30,7 +35,7 @@ def teacher_requests(errors: pa.Table, task: Task, n_per_error: int, round_: int
     require_columns(errors, [f.name for f in EXAMPLE], "augment")
     rows = errors.to_pylist()
     columns = {
-        "request_id": [f"{r['id']}@r{round_}" for r in rows],
+        "request_id": [request_id(r["id"], round_) for r in rows],
         "messages": [json.dumps(task.teacher_messages(r, r["trigger_prediction"], n_per_error))
                      for r in rows],
     }
@@ -52,10 +57,10 @@ def parse_candidates(errors: pa.Table, generated: pa.Table, task: Task, round_: 
     seen = set(known_inputs)
     rows = []
     for seed in errors.to_pylist():
-        gen = by_request.get(f"{seed['id']}@r{round_}")
+        gen = by_request.get(request_id(seed["id"], round_))
         if gen is None or gen["error"]:
             reason = "teacher_error: " + ("missing output" if gen is None else gen["error"])
-            parsed = [_reject(reason)]
+            parsed = [Parsed(reject_reason=reason)]
         else:
             parsed = task.parse_teacher(gen["output"] or "", seed)
         for k, cand in enumerate(parsed):
@@ -63,19 +68,13 @@ def parse_candidates(errors: pa.Table, generated: pa.Table, task: Task, round_: 
             if not reason:
                 seen.add(normalize_text(cand.input))
             rows.append(dict(
-                id=f"{seed['id']}@r{round_}#{k}", task=task.name, input=cand.input,
+                id=f"{request_id(seed['id'], round_)}#{k}", task=task.name, input=cand.input,
                 target=cand.target, label=cand.label, origin="synthetic", round=round_,
                 seed_id=seed["id"], trigger_prediction=seed["trigger_prediction"],
                 teacher_model=teacher_model, prompt_hash=task.prompts.hash,
                 sampling=json.dumps(sampling, sort_keys=True), accepted=not reason,
                 reject_reason=reason))
     return pa.Table.from_pylist(rows, schema=CANDIDATE)
-
-
-def _reject(reason: str):
-    from engine.tasks import Parsed
-
-    return Parsed(reject_reason=reason)
 
 
 def _dedup_reason(text: str, seen: set[str], test_inputs: set[str]) -> str:

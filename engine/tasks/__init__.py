@@ -46,8 +46,7 @@ def check_tasks(cfgs: list[TaskConfig], seed: int) -> list[str]:
                             f"(labels, fields, data) or `type: math`")
             continue
         resolved = resolve_task_config(cfg)
-        kind = "math" if resolved.type == "arithmetic" else resolved.type
-        file_problems = check_prompt_file(resolved, kind)
+        file_problems = check_prompt_file(resolved, TASK_TYPES[resolved.type].kind)
         if file_problems:
             problems += file_problems
             continue

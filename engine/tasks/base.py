@@ -57,8 +57,7 @@ class Task:
         self.cfg = cfg
         self.name = cfg.name
         self.seed = seed
-        prompt_path = Path(cfg.prompts) if cfg.prompts else PROMPTS_DIR / "llm2llm" / f"{self.kind}.yaml"
-        self.prompts = PromptSet.load(prompt_path)
+        self.prompts = PromptSet.load(prompt_path(cfg, self.kind))
 
     # -- data ---------------------------------------------------------------------------
     def check(self) -> list[str]:
@@ -138,8 +137,13 @@ class Task:
         return messages
 
 
+def prompt_path(cfg: TaskConfig, kind: str) -> Path:
+    """The task's own prompt file, else the built-in one for its type."""
+    return Path(cfg.prompts) if cfg.prompts else PROMPTS_DIR / "llm2llm" / f"{kind}.yaml"
+
+
 def check_prompt_file(cfg: TaskConfig, kind: str) -> list[str]:
-    path = Path(cfg.prompts) if cfg.prompts else PROMPTS_DIR / "llm2llm" / f"{kind}.yaml"
+    path = prompt_path(cfg, kind)
     if not path.is_file():
         return [f"tasks.{cfg.name}.prompts: prompt file {str(path)!r} does not exist"]
     return []

@@ -10,6 +10,7 @@ from engine.tasks.base import Parsed, Task
 _TEXT = re.compile(r"(?:^|\n)\s*(?:\d+[.)]\s*)?(?:\*\*)?Text\s*:(?:\*\*)?", re.I)
 _LABEL = re.compile(r"\n\s*(?:\*\*)?Label\s*:(?:\*\*)?\s*(.*)", re.I)
 MIN_WORDS = 3  # shorter "examples" are fragments, not texts a classifier learns from
+_ECHO = re.compile(r"correct label|^text\s*:|\blabel\s*:", re.I)  # the prompt, parroted back
 
 
 class ClassificationTask(Task):
@@ -83,6 +84,8 @@ class ClassificationTask(Task):
         text = lines[0].strip().strip('"') if lines else ""
         if len(text.split()) < MIN_WORDS:
             return Parsed(input=text, reject_reason="unparsed: text missing or too short")
+        if _ECHO.search(text):
+            return Parsed(input=text, reject_reason="prompt_echo")
         if match:
             said = self.find_label(match.group(1))
             if said != want:

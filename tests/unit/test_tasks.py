@@ -83,6 +83,9 @@ def test_classification_teacher_parser_checks_label(tmp_path):
         ("win a prize now", ""), ("lunch at noon?", "label_mismatch"),
         ("cheap pills for you", ""),  # only the first line: the rest echoes the prompt
         ("hi", "unparsed: text missing or too short")]
+    echoes = task.parse_teacher("Text: The correct label is spam, not ham.\n"
+                                "Text: Text: spam again today\n", {"label": "spam"})
+    assert [p.reject_reason for p in echoes] == ["prompt_echo", "prompt_echo"]
 
 
 def test_unknown_label_in_data_is_a_data_error(tmp_path):

@@ -42,6 +42,11 @@ def preflight(config_path: str | None, overrides: list[str]) -> Prepared:
     # Read the data here: malformed rows fail before any work, and the driver actor gets the
     # rows themselves, so it need not see the same files from whichever node it lands on.
     splits = {t.name: build_task(t, cfg.seed).seed_and_test() for t in cfg.tasks}
+    too_small = [f"tasks.{name}: {len(seed)} seed row(s) cannot be split over "
+                 f"{cfg.train.num_workers} train workers; raise n_seed or lower train.num_workers"
+                 for name, (seed, _) in splits.items() if len(seed) < cfg.train.num_workers]
+    if too_small:
+        raise ConfigError(too_small)
     student = resolve_model(cfg.student.model)
     teacher = student if cfg.teacher.model == cfg.student.model else resolve_model(cfg.teacher.model)
     return Prepared(cfg, student, teacher, splits)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from engine.errors import StageError
+
 # A training example: a seed row or an accepted synthetic row (the data set D_r).
 EXAMPLE = pa.schema(
     [
@@ -66,16 +68,7 @@ GENERATED = pa.schema(
 
 def require_columns(table: pa.Table, columns: list[str], stage: str) -> None:
     """Fail with the stage name and the missing columns, instead of a KeyError deep inside."""
-    from engine.errors import StageError
-
     missing = [c for c in columns if c not in table.column_names]
     if missing:
         raise StageError(stage, f"input lacks columns {missing}; it has {table.column_names}")
 
-
-def empty(schema: pa.Schema) -> pa.Table:
-    return schema.empty_table()
-
-
-def from_rows(rows: list[dict], schema: pa.Schema) -> pa.Table:
-    return pa.Table.from_pylist(rows, schema=schema)

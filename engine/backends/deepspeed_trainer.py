@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from engine.backends.train_data import build_features, collate, epoch_batches
 from engine.config import TrainConfig
+from engine.errors import StageError
 from engine.records import require_columns
 
 
@@ -138,8 +139,6 @@ class RayDeepSpeedTrainer:
 
         require_columns(examples, ["messages", "target"], "train")
         if examples.num_rows < self.cfg.num_workers:
-            from engine.errors import StageError
-
             raise StageError("train", f"{examples.num_rows} rows cannot be split over "
                                       f"{self.cfg.num_workers} workers; lower train.num_workers")
         trainer = TorchTrainer(

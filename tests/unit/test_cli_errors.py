@@ -36,6 +36,8 @@ GOOD = json.dumps({"question": "q", "answer": "#### 1"})
      "data file '/no/such.jsonl' does not exist"),
     ("tasks: [{name: arithmetic}]\n", ["student.model=/no/such/model"],
      "model path '/no/such/model' does not exist"),
+    ("tasks: [{name: arithmetic, n_seed: 1}]\n", ["train.num_workers=2"],
+     "1 seed row(s) cannot be split over 2 train workers"),
 ])
 def test_bad_config_fails_before_work(tmp_path, config, overrides, message):
     out, run_dir = run_cli(tmp_path, config, *overrides)

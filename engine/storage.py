@@ -5,8 +5,8 @@ Layout (DESIGN.md):
     <run_dir>/<task>/round_<r>/<stage>/part-0.parquet + MANIFEST.json (written last)
     <run_dir>/<task>/round_<r>/metrics.json
 
-A stage whose MANIFEST.json exists is complete; a stage folder without one is leftover from a
-crash and is never read as data.
+A stage whose MANIFEST.json exists, and whose files match the sizes it records, is complete; a
+stage folder without one is leftover from a crash and is never read as data.
 """
 
 from __future__ import annotations
@@ -44,11 +44,18 @@ class RunStorage:
 
     # -- stage outputs --------------------------------------------------------------------
     def is_complete(self, stage_dir: Path) -> bool:
-        return (stage_dir / MANIFEST).is_file()
+        """A readable manifest whose files are all there at the sizes it recorded: a part
+        truncated or replaced after the manifest was written makes the stage incomplete."""
+        try:
+            manifest = self.read_manifest(stage_dir)
+            return all((stage_dir / name).stat().st_size == size
+                       for name, size in manifest["files"].items())
+        except (OSError, ValueError, KeyError, AttributeError):
+            return False
 
     def begin_stage(self, stage_dir: Path) -> None:
         """Clear leftovers of an interrupted attempt so they cannot mix with the new output."""
-        if stage_dir.exists() and not self.is_complete(stage_dir):
+        if stage_dir.exists():  # called only for stages that are not complete
             shutil.rmtree(stage_dir)
         stage_dir.mkdir(parents=True, exist_ok=True)
 
@@ -64,7 +71,8 @@ class RunStorage:
 
     def finish_stage(self, stage_dir: Path, stage: str, **info) -> dict:
         """Write the manifest last: from here on the stage counts as done."""
-        files = sorted(p.name for p in stage_dir.iterdir() if not p.name.startswith("."))
+        files = {p.name: p.stat().st_size for p in sorted(stage_dir.iterdir())
+                 if p.is_file() and not p.name.startswith(".") and p.name != MANIFEST}
         manifest = {"stage": stage, "finished_at": time.time(), "files": files, **info}
         _atomic_write_bytes(stage_dir / MANIFEST, json.dumps(manifest, indent=2).encode())
         return manifest

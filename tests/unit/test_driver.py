@@ -95,3 +95,13 @@ def test_stage_without_manifest_is_redone(tmp_path):
     list(again.run())
     assert len(gen_s.calls) == 1  # predict re-ran
     assert pq.read_table(stage / "part-0.parquet").num_rows == 16
+
+
+def test_stage_with_a_truncated_part_is_redone(tmp_path):
+    loop, *_ = make_loop(tmp_path, rounds=1)
+    list(loop.run())
+    part = tmp_path / "run" / "arithmetic" / "round_0" / "mine" / "part-0.parquet"
+    part.write_bytes(part.read_bytes()[:-10])  # manifest intact, part cut short
+    again, *_ = make_loop(tmp_path, rounds=1)
+    list(again.run())
+    assert pq.read_table(part).num_rows > 0  # rewritten whole, and readable

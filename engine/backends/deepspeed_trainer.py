@@ -141,12 +141,13 @@ class RayDeepSpeedTrainer:
         if examples.num_rows < self.cfg.num_workers:
             raise StageError("train", f"{examples.num_rows} rows cannot be split over "
                                       f"{self.cfg.num_workers} workers; lower train.num_workers")
+        ray_dir = out_dir.parent / "_ray_train"
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"train": self.cfg.model_dump(), "base_model": base_model,
                                "seed": self.seed},
             scaling_config=ScalingConfig(num_workers=self.cfg.num_workers, use_gpu=self.cfg.use_gpu),
-            run_config=RunConfig(name=f"train-{task}", storage_path=str(out_dir.parent / "_ray_train")),
+            run_config=RunConfig(name=f"train-{task}", storage_path=str(ray_dir)),
             datasets={"train": ray.data.from_arrow(examples.select(["messages", "target"]))},
         )
         start = time.time()
@@ -154,6 +155,7 @@ class RayDeepSpeedTrainer:
         if out_dir.exists():
             shutil.rmtree(out_dir)
         result.checkpoint.to_directory(str(out_dir))
+        shutil.rmtree(ray_dir, ignore_errors=True)  # its checkpoint is a second copy of out_dir
         stats = {**(result.metrics or {}), "wall_seconds": time.time() - start}
         self.log(f"[train] {task}: {stats.get('steps')} steps, final loss "
                  f"{stats.get('final_loss', float('nan')):.4f}, {stats['wall_seconds']:.0f}s")

@@ -112,6 +112,7 @@ def test_artifacts_and_metrics_agree(task_dir):
         assert table(task_dir, r, "mine").num_rows == m["n_errors"]
         assert m["n_errors"] == sum(not p["correct"] for p in train)
         assert (rdir / "train" / "model" / "config.json").is_file()
+        assert not (rdir / "train" / "_ray_train").exists()  # no second copy of the model
         assert m["train"]["steps"] > 0 and m["train"]["world_size"] == 2
         assert table(task_dir, r, "train").num_rows == m["train"]["steps"]  # loss per step
         for stage in ("data", "train", "predict", "mine"):

@@ -47,6 +47,13 @@ class TaskConfig(Strict):
     n_test: int | None = Field(100, ge=1)  # test rows evaluated each round (None: all)
 
 
+class Prices(Strict):
+    """US dollars per million tokens, for the cost column of the round table."""
+
+    prompt_per_million: float = Field(ge=0)
+    completion_per_million: float = Field(ge=0)
+
+
 class GenerationConfig(Strict):
     """vLLM engine and sampling settings for one role (student prediction or teacher)."""
 
@@ -64,6 +71,37 @@ class GenerationConfig(Strict):
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
     enforce_eager: bool = True  # compile warm-up costs minutes on small CPU machines
     cpus_per_replica: float = Field(1.0, gt=0)
+    # A replica whose process dies is restarted and its batch re-run, up to this many times
+    # per replica; after that the stage fails (rows already generated stay in the cache).
+    max_replica_restarts: int = Field(3, ge=0)
+    # Keep the engines running between stages and rounds (they hold their GPUs/memory while
+    # the student trains). Pays off for the teacher, whose model never changes.
+    keep_warm: bool = False
+    ignore_eos: bool = False  # always write max_tokens tokens (benchmarks: fixed output length)
+    prices: Prices | None = None
+
+
+class ApiConfig(Strict):
+    """A teacher behind an OpenAI-compatible chat completions API."""
+
+    base_url: str  # e.g. https://api.openai.com/v1 (the /chat/completions path is appended)
+    # The *name* of the environment variable holding the key; the key itself never goes in a
+    # config or the run directory. None: send no key (a local server).
+    api_key_env: str | None = "OPENAI_API_KEY"
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)  # prompt + completion tokens
+    concurrency: int = Field(8, ge=1)  # requests in flight at once
+    timeout_s: float = Field(60, gt=0)  # per request attempt
+    max_retries: int = Field(6, ge=0)  # on 429, 5xx, time-outs, connection errors, bad bodies
+    backoff_s: float = Field(1.0, ge=0)  # first retry waits about this long, then doubles
+    backoff_max_s: float = Field(60, ge=0)
+    extra_body: dict[str, Any] = {}  # provider-specific request fields, e.g. {"seed": 0}
+
+    @model_validator(mode="after")
+    def _http_url(self) -> "ApiConfig":
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https:// (got {self.base_url!r})")
+        return self
 
 
 class TeacherConfig(GenerationConfig):
@@ -74,6 +112,17 @@ class TeacherConfig(GenerationConfig):
     # Constrain the teacher's output to the task's block format with vLLM structured outputs
     # (a regex per request). For weak teachers that drift off format; off by default.
     constrain_format: bool = False
+    keep_warm: bool = True  # the teacher model is the same every round
+    # Set to use an OpenAI-compatible API instead of vLLM replicas; `model` is then the API's
+    # model name and the vLLM settings above do not apply.
+    api: ApiConfig | None = None
+
+    @model_validator(mode="after")
+    def _api_cannot_constrain(self) -> "TeacherConfig":
+        if self.api is not None and self.constrain_format:
+            raise ValueError("constrain_format needs a vLLM teacher (vLLM enforces the regex "
+                             "while decoding); remove teacher.api or set constrain_format: false")
+        return self
 
 
 class TrainConfig(Strict):

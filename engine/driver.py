@@ -17,13 +17,15 @@ import pyarrow.compute as pc
 
 from engine.backends import StudentTrainer, TextGenerator
 from engine.config import RunConfig
-from engine.metrics import round_metrics
+from engine.metrics import generation_usage, round_metrics
 from engine.records import EXAMPLE
 from engine.stages.augment import accepted_examples, normalize_text, parse_candidates, teacher_requests
 from engine.stages.mine import mine_errors
 from engine.stages.predict import grade, student_requests
 from engine.storage import RunStorage
 from engine.tasks import Task
+
+GENERATIONS = "generations"  # the raw GENERATED rows a stage produced, next to its output
 
 
 class RoundLoop:
@@ -69,8 +71,11 @@ class RoundLoop:
         candidates = None if last_round else self._stage(
             task, r, "augment", timings, lambda d: self._augment(task, r, errors, train_set, test, d))
         added = accepted_examples(candidates) if candidates is not None else EXAMPLE.empty_table()
+        usage = {"predict": self._usage(task, r, "predict", self.cfg.student.prices)}
+        if not last_round:
+            usage["augment"] = self._usage(task, r, "augment", self.cfg.teacher.prices)
         metrics = round_metrics(task.name, r, train_set, predictions, errors, candidates,
-                                train_stats, timings)
+                                train_stats, timings, usage)
         self.store.write_json(self.store.round_dir(task.name, r) / "metrics.json", metrics)
         return metrics, added
 
@@ -92,6 +97,11 @@ class RoundLoop:
         self.store.finish_stage(stage_dir, name, task=task.name, round=r,
                                 seconds=timings[name], **info)
         return result
+
+    def _usage(self, task: Task, r: int, stage: str, prices) -> dict:
+        """Tokens, failures and cost of a stage's generations (stored with the stage)."""
+        generated = self.store.read_table(self.store.stage_dir(task.name, r, stage), GENERATIONS)
+        return generation_usage(generated, prices)
 
     def _write(self, stage_dir: Path, table: pa.Table) -> pa.Table:
         self.store.write_table(stage_dir, table)
@@ -116,6 +126,7 @@ class RoundLoop:
         """The new student over the mining set (seed rows) and the test set, in one pass."""
         both = pa.concat_tables([seed_rows, test])
         generated = self.student_gen(student_requests(both, task), model, "predict")
+        self.store.write_table(stage_dir, generated, name=GENERATIONS)
         predictions = pa.concat_tables([grade(seed_rows, generated, task, "train"),
                                         grade(test, generated, task, "test")])
         return self._write(stage_dir, predictions)
@@ -125,7 +136,7 @@ class RoundLoop:
         requests = teacher_requests(errors, task, self.cfg.teacher.n_per_error, r,
                                     self.cfg.teacher.constrain_format)
         generated = self.teacher_gen(requests, self.teacher_model, "augment")
-        self.store.write_table(stage_dir, generated, name="teacher_outputs")
+        self.store.write_table(stage_dir, generated, name=GENERATIONS)
         known = {normalize_text(t) for t in train_set.column("input").to_pylist()}
         test_inputs = {normalize_text(t) for t in test.column("input").to_pylist()}
         candidates = parse_candidates(errors, generated, task, r, self.cfg.teacher.model,

@@ -8,9 +8,13 @@ from __future__ import annotations
 import ray
 
 from engine.backends.deepspeed_trainer import RayDeepSpeedTrainer
-from engine.backends.vllm_generator import RayVLLMGenerator, sampling_params
 from engine.config import RunConfig
 from engine.driver import RoundLoop
+from engine.generation.cache import ResponseCache
+from engine.generation.openai_api import Secret
+from engine.generation.pipeline import GenerationPipeline
+from engine.generation.vllm_replicas import sampling_params
+from engine.storage import RunStorage
 from engine.tasks import build_task
 
 
@@ -20,15 +24,20 @@ def _log(message: str) -> None:
 
 @ray.remote(num_cpus=0)  # it only orchestrates; workers and engines hold the CPUs
 class DriverActor:
-    def __init__(self, cfg: RunConfig, student_model: str, teacher_model: str, splits: dict):
+    def __init__(self, cfg: RunConfig, student_model: str, teacher_model: str, splits: dict,
+                 api_key: Secret | None = None):
         self.splits = splits
+        # One cache for both roles: keys include the model, so they never collide.
+        cache = ResponseCache(RunStorage(cfg.run_dir).cache_dir(), log=_log)
+        self.student_gen = GenerationPipeline(cfg.student, cfg.seed, cache, log=_log)
+        self.teacher_gen = GenerationPipeline(cfg.teacher, cfg.seed, cache, api_key, log=_log)
         self.loop = RoundLoop(
             cfg,
             tasks=[build_task(t, cfg.seed) for t in cfg.tasks],
             student_model=student_model,
             teacher_model=teacher_model,
-            student_gen=RayVLLMGenerator(cfg.student, cfg.seed, log=_log),
-            teacher_gen=RayVLLMGenerator(cfg.teacher, cfg.seed, log=_log),
+            student_gen=self.student_gen,
+            teacher_gen=self.teacher_gen,
             trainer=RayDeepSpeedTrainer(cfg.train, cfg.seed, log=_log),
             sampling=sampling_params(cfg.teacher),
             log=_log,
@@ -36,4 +45,8 @@ class DriverActor:
 
     def run(self):
         """A generator: the caller receives each round's metrics as soon as it is done."""
-        yield from self.loop.run(self.splits)
+        try:
+            yield from self.loop.run(self.splits)
+        finally:
+            self.student_gen.shutdown()
+            self.teacher_gen.shutdown()

@@ -1,5 +1,7 @@
 """User-facing errors. Each names where the problem is, the bad value, and the fix."""
 
+import re
+
 
 class EngineError(Exception):
     """Base class: the CLI prints these as one clear message and exits non-zero."""
@@ -27,3 +29,17 @@ class StageError(EngineError):
 
     def __init__(self, stage: str, message: str):
         super().__init__(f"[{stage}] {message}")
+
+
+def root_cause(exc: BaseException) -> str:
+    """The root error of a Ray error chain in one line: its last `SomethingError: message` line
+    and the detail lines after it, without the traceback."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    heads = [i for i, line in enumerate(lines) if re.match(r"[\w.]*(Error|Exception)\b", line)]
+    if not heads:
+        return lines[-1][:600] if lines else type(exc).__name__
+    detail = [line for line in lines[heads[-1]:]
+              if not line.startswith(("File ", "^", "For further information"))]
+    return " ".join(detail)[:600]

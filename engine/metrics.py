@@ -27,7 +27,7 @@ def generation_usage(generated: pa.Table, prices) -> dict:
     cost = None
     if prices is not None:
         cost = round((prompt * prices.prompt_per_million
-                      + completion * prices.completion_per_million) / 1e6, 6)
+                      + completion * prices.completion_per_million) / 1e6, 9)
     return {"requests": len(rows), "cached": sum(r["cached"] for r in rows),
             "failed": sum(bool(r["error"]) for r in rows),
             "retries": sum(max(0, r["attempts"] - 1) for r in rows),
@@ -61,7 +61,7 @@ def round_metrics(task: str, r: int, train_set: pa.Table, predictions: pa.Table,
         "n_failed_generations": sum(u["failed"] for u in usage.values()),
         "retries": sum(u["retries"] for u in usage.values()),
         "cost_usd": (None if all(u["cost_usd"] is None for u in usage.values())
-                     else round(sum(u["cost_usd"] or 0 for u in usage.values()), 6)),
+                     else round(sum(u["cost_usd"] or 0 for u in usage.values()), 9)),
         "train": train_stats,
         "stage_seconds": timings,
         "seconds": round(sum(timings.values()), 1),

@@ -92,7 +92,7 @@ def test_round1_trains_on_seed_plus_accepted(task_dir):
 
 def test_only_seed_rows_went_to_the_teacher(task_dir):
     seed_ids = {r["id"] for r in table(task_dir, 0, "data").to_pylist()}
-    asked = table(task_dir, 0, "augment", "teacher_outputs").column("request_id").to_pylist()
+    asked = table(task_dir, 0, "augment", "generations").column("request_id").to_pylist()
     assert asked and all(rid.split("@")[0] in seed_ids for rid in asked)
     mined = table(task_dir, 0, "mine").to_pylist()
     assert {r["origin"] for r in mined} == {"seed"}
@@ -118,7 +118,21 @@ def test_artifacts_and_metrics_agree(task_dir):
         for stage in ("data", "train", "predict", "mine"):
             manifest = json.loads((rdir / stage / "MANIFEST.json").read_text())
             assert manifest["stage"] == stage
+        usage = m["usage"]["predict"]  # token accounting matches the rows generated
+        assert usage["requests"] == N_SEED + N_TEST and usage["failed"] == 0
+        assert usage["completion_tokens"] == sum(p["completion_tokens"] for p in preds) > 0
+        assert m["tokens"] >= usage["prompt_tokens"] + usage["completion_tokens"]
     cands = table(task_dir, 0, "augment")
     assert cands.num_rows == metrics(task_dir, 0)["n_generated"]
+    assert metrics(task_dir, 0)["usage"]["augment"]["requests"] == metrics(task_dir, 0)["n_errors"]
     saved = yaml.safe_load((task_dir.parent / "config.yaml").read_text())
     assert saved["config"]["rounds"] == 2 and "ray" in saved["versions"]
+
+
+def test_teacher_engines_stay_warm_across_tasks(run, tiny_model):
+    # Student replicas restart for each new checkpoint; the teacher's started once for the
+    # two tasks' augment stages (keep_warm).
+    started = [line for line in run[1].splitlines() if "vLLM replica(s) of" in line]
+    assert sum(line.endswith(f"of {tiny_model} ready: ") or f"of {tiny_model} ready:" in line
+               for line in started) == 1
+    assert len(started) == 1 + 4  # + one student pool per predict stage (2 tasks x 2 rounds)

@@ -45,9 +45,7 @@ class GenerationPipeline:
             [rid not in done for rid in requests.column("request_id").to_pylist()]))
         if misses.num_rows:
             try:
-                if not self.api and (self.pool is None or self.pool.model != model):
-                    self.shutdown()
-                    self.pool = ReplicaPool(model, self.cfg, self.seed, log=self.log)
+                self.warm_up(model)
                 for batch in self._generate(misses, model):
                     rows = batch.to_pylist()
                     if self.cache:
@@ -69,6 +67,13 @@ class GenerationPipeline:
                                    schema=GENERATED)
         self._log_summary(stage, out, time.time() - start)
         return out
+
+    def warm_up(self, model: str) -> None:
+        """Start the vLLM replicas for `model` now (a no-op for an API or a warm pool).
+        Raises ModelError if they cannot start."""
+        if not self.api and (self.pool is None or self.pool.model != model):
+            self.shutdown()
+            self.pool = ReplicaPool(model, self.cfg, self.seed, log=self.log)
 
     def shutdown(self) -> None:
         if self.pool:

@@ -78,12 +78,13 @@ def run_engine(model: str, cfg: GenerationConfig, conversations: list, seed: int
     start = time.perf_counter()
     out = pipeline(requests, model, "benchmark")
     seconds = time.perf_counter() - start
+    busy = sum(i["busy_s"] for i in ray.get([r.info.remote() for r in pipeline.pool.replicas]))
     errors = [e for e in out.column("error").to_pylist() if e]
     if errors:
         raise SystemExit(f"{len(errors)} rows failed in the engine's pipeline: {errors[0]}")
     pipeline.shutdown()
     ray.shutdown()
-    return {"startup_s": startup, "seconds": seconds,
+    return {"startup_s": startup, "seconds": seconds, "replica_busy_s": busy,
             "tokens": sum(out.column("completion_tokens").to_pylist())}
 
 
@@ -96,6 +97,7 @@ def main() -> None:
     parser.add_argument("--max-num-seqs", type=int, default=64)
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+
     args = parser.parse_args()
 
     model = resolve_model(args.model)
@@ -122,6 +124,10 @@ def main() -> None:
         "engine_seconds": round(engine["seconds"], 2), "vllm_seconds": round(plain["seconds"], 2),
         "engine_startup_s": round(engine["startup_s"], 2),
         "vllm_startup_s": round(plain["startup_s"], 2),
+        # time the replicas spent inside LLM.chat, over the pipeline's wall time: below 1, the
+        # engines waited for work (Ray Data scheduling, transfers)
+        "replica_busy_fraction": round(engine["replica_busy_s"] / args.replicas
+                                       / engine["seconds"], 3),
     }
     result["ratio"] = round(result["engine_tokens_per_s"] / result["vllm_tokens_per_s"], 3)
     print(json.dumps(result, indent=2))

@@ -102,18 +102,22 @@ class GenerationPipeline:
         # each and at least one per worker, so none sits idle on a small request set.
         size = max(1, min(cfg.batch_size, math.ceil(requests.num_rows / workers)))
         blocks = [requests.slice(i, size) for i in range(0, requests.num_rows, size)]
+        # Per-batch progress bars cost driver CPU and flood non-TTY job logs; each stage logs
+        # its own summary instead.
+        ray.data.DataContext.get_current().enable_progress_bars = False
         ds = ray.data.from_arrow(blocks)
         if self.api:
-            udf, kwargs = OpenAIChatUDF, {"api": self.api, "model": model, "key": self.api_key,
-                                          "sampling": self.sampling, "share": 1 / workers}
+            ds = ds.map_batches(
+                OpenAIChatUDF, batch_size=size, batch_format="pyarrow", num_cpus=0,
+                fn_constructor_kwargs={"api": self.api, "model": model, "key": self.api_key,
+                                       "sampling": self.sampling, "share": 1 / workers},
+                compute=ray.data.ActorPoolStrategy(size=workers))
         else:
-            # Two clients per replica keep a second batch queued at each engine.
-            udf, kwargs = ReplicaClient, {"replicas": self.pool.replicas,
-                                          "router": self.pool.router}
-            workers *= 2
-        ds = ds.map_batches(udf, fn_constructor_kwargs=kwargs, batch_size=size,
-                            batch_format="pyarrow", num_cpus=0,
-                            compute=ray.data.ActorPoolStrategy(size=workers))
+            # Two clients per replica: the next batch already waits at each engine.
+            ds = ds.map_batches(
+                ReplicaClient, batch_size=size, batch_format="pyarrow", num_cpus=0,
+                fn_constructor_kwargs={"replicas": self.pool.replicas, "router": self.pool.router},
+                compute=ray.data.ActorPoolStrategy(size=2 * workers))
         yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
 
     def _log_summary(self, stage: str, out: pa.Table, seconds: float) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 
 import pyarrow as pa
 
@@ -58,13 +59,16 @@ class VLLMReplica:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.llm = LLM(model=model, seed=seed, **engine)
         self.sampling = SamplingParams(**sampling)
+        self.busy_s, self.calls = 0.0, 0  # time spent generating: is the engine kept fed?
 
     def info(self) -> dict:
-        return {"name": self.name, "pid": os.getpid()}
+        return {"name": self.name, "pid": os.getpid(), "busy_s": self.busy_s,
+                "calls": self.calls}
 
     def generate(self, batch: pa.Table) -> pa.Table:
         from vllm.v1.engine.exceptions import EngineDeadError
 
+        start = time.perf_counter()
         try:
             return self._generate(batch)
         except EngineDeadError as exc:
@@ -72,6 +76,9 @@ class VLLMReplica:
             # (a fresh engine) and re-runs this batch, as for a replica that crashed outright.
             print(f"[replica {self.name}] vLLM engine died ({exc}); restarting", flush=True)
             os._exit(1)
+        finally:
+            self.busy_s += time.perf_counter() - start
+            self.calls += 1
 
     def _generate(self, batch: pa.Table) -> pa.Table:
         ids = batch.column("request_id").to_pylist()
@@ -165,7 +172,9 @@ class ReplicaPool:
 
 
 class ReplicaClient:
-    """Ray Data UDF: forwards each batch to a warm replica. Holds no engine, no CPU."""
+    """Ray Data UDF: forwards each batch to the next warm replica and waits for its rows.
+    Holds no engine and reserves no CPU. (A plain-function task did the same job measurably
+    slower on the benchmark, 84-86 s against 78 s.)"""
 
     def __init__(self, replicas: list, router):
         self.replicas, self.router = replicas, router

@@ -98,10 +98,13 @@ class RoundLoop:
                                 seconds=timings[name], **info)
         return result
 
-    def _usage(self, task: Task, r: int, stage: str, prices) -> dict:
-        """Tokens, failures and cost of a stage's generations (stored with the stage)."""
-        generated = self.store.read_table(self.store.stage_dir(task.name, r, stage), GENERATIONS)
-        return generation_usage(generated, prices)
+    def _usage(self, task: Task, r: int, stage: str, prices) -> dict | None:
+        """Tokens, failures and cost of a stage's generations (stored with the stage); None
+        for a stage finished by an engine version that did not keep them."""
+        stage_dir = self.store.stage_dir(task.name, r, stage)
+        if not (stage_dir / f"{GENERATIONS}.parquet").is_file():
+            return None
+        return generation_usage(self.store.read_table(stage_dir, GENERATIONS), prices)
 
     def _write(self, stage_dir: Path, table: pa.Table) -> pa.Table:
         self.store.write_table(stage_dir, table)

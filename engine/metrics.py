@@ -36,11 +36,12 @@ def generation_usage(generated: pa.Table, prices) -> dict:
 
 def round_metrics(task: str, r: int, train_set: pa.Table, predictions: pa.Table,
                   errors: pa.Table, candidates: pa.Table | None, train_stats: dict,
-                  timings: dict, usage: dict[str, dict]) -> dict:
+                  timings: dict, usage: dict[str, dict | None]) -> dict:
     origins = Counter(train_set.column("origin").to_pylist())
     preds = predictions.to_pylist()
     cands = candidates.to_pylist() if candidates is not None else []
     rejected = Counter(c["reject_reason"].split(":")[0] for c in cands if not c["accepted"])
+    usage = {stage: u for stage, u in usage.items() if u is not None}
     return {
         "task": task,
         "round": r,

@@ -38,6 +38,13 @@ GOOD = json.dumps({"question": "q", "answer": "#### 1"})
      "model path '/no/such/model' does not exist"),
     ("tasks: [{name: arithmetic, n_seed: 1}]\n", ["train.num_workers=2"],
      "1 seed row(s) cannot be split over 2 train workers"),
+    ("tasks: [{name: arithmetic}]\nteacher: {api: {base_url: http://127.0.0.1:1/v1, "
+     "api_key_env: LLM2LLM_UNSET_KEY_VAR}}\n", [],
+     "environment variable LLM2LLM_UNSET_KEY_VAR is not set"),
+    ("tasks: [{name: arithmetic}]\nteacher: {api: {base_url: api.example.com}}\n", [],
+     "base_url must start with http:// or https://"),
+    ("tasks: [{name: arithmetic}]\nteacher: {constrain_format: true, "
+     "api: {base_url: http://127.0.0.1:1/v1}}\n", [], "constrain_format needs a vLLM teacher"),
 ])
 def test_bad_config_fails_before_work(tmp_path, config, overrides, message):
     out, run_dir = run_cli(tmp_path, config, *overrides)

@@ -6,7 +6,7 @@ import zlib
 import pyarrow.parquet as pq
 import pytest
 
-from engine.config import RunConfig
+from engine.config import Prices, RunConfig
 from engine.driver import RoundLoop
 from engine.tasks import build_task
 from tests.fakes import FakeGenerator, FakeTrainer
@@ -72,6 +72,26 @@ def test_artifacts_and_metrics_agree(tmp_path):
     cands = pq.read_table(root / "round_0" / "augment" / "part-0.parquet")
     assert cands.num_rows == history[0]["n_generated"]
     assert not (root / "round_1" / "augment").exists()
+
+
+def test_token_usage_per_stage_and_cost(tmp_path):
+    loop, *_ = make_loop(tmp_path)
+    loop.cfg.teacher.prices = Prices(prompt_per_million=2.0, completion_per_million=8.0)
+    r0, r1 = [m for round_metrics in loop.run() for m in round_metrics]
+    rdir = tmp_path / "run" / "arithmetic" / "round_0"
+    for stage in ("predict", "augment"):
+        gen = pq.read_table(rdir / stage / "generations.parquet").to_pylist()
+        usage = r0["usage"][stage]
+        assert usage["requests"] == len(gen) > 0
+        assert usage["prompt_tokens"] == sum(g["prompt_tokens"] for g in gen)
+        assert usage["completion_tokens"] == sum(g["completion_tokens"] for g in gen)
+    teacher = r0["usage"]["augment"]
+    assert r0["usage"]["predict"]["cost_usd"] is None  # no student prices set
+    assert r0["cost_usd"] == pytest.approx(
+        (teacher["prompt_tokens"] * 2.0 + teacher["completion_tokens"] * 8.0) / 1e6)
+    assert r0["tokens"] == sum(u["prompt_tokens"] + u["completion_tokens"]
+                               for u in r0["usage"].values())
+    assert set(r1["usage"]) == {"predict"} and r1["cost_usd"] is None  # last round: no teacher
 
 
 def test_finished_stages_are_loaded_not_rerun(tmp_path):

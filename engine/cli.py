@@ -1,4 +1,5 @@
-"""`llm2llm` command line: `llm2llm run CONFIG [key.sub=value ...]`, `llm2llm check ...`."""
+"""`llm2llm` command line: `llm2llm run CONFIG [key.sub=value ...]`, `llm2llm check ...`,
+`llm2llm status RUN_DIR`."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("config", help="YAML config file (see jobs/configs/)")
         p.add_argument("overrides", nargs="*", help="overrides such as train.lr=1e-4")
+    p = sub.add_parser("status", help="per task and round: which stages are done, running or "
+                                      "missing")
+    p.add_argument("run_dir", help="a job's run_dir")
     return parser
 
 
@@ -24,7 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     from engine.job import preflight, run_job
 
     try:
-        if args.command == "check":
+        if args.command == "status":
+            from engine.status import format_status
+
+            print(format_status(args.run_dir))
+        elif args.command == "check":
             prepared = preflight(args.config, args.overrides)
             print(f"config OK: {len(prepared.cfg.tasks)} task(s), {prepared.cfg.rounds} round(s)")
         else:

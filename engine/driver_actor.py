@@ -5,6 +5,8 @@ It is a separate module so `engine.driver` stays importable and testable without
 
 from __future__ import annotations
 
+import threading
+
 import ray
 
 from engine.backends.deepspeed_trainer import RayDeepSpeedTrainer
@@ -14,6 +16,7 @@ from engine.generation.cache import ResponseCache
 from engine.generation.openai_api import Secret
 from engine.generation.pipeline import GenerationPipeline
 from engine.generation.vllm_replicas import sampling_params
+from engine.status import HEARTBEAT_EVERY_S
 from engine.storage import RunStorage
 from engine.tasks import build_task
 
@@ -45,8 +48,20 @@ class DriverActor:
 
     def run(self):
         """A generator: the caller receives each round's metrics as soon as it is done."""
+        stop = threading.Event()
+        beat = threading.Thread(target=self._beat, args=(stop,), daemon=True)
+        beat.start()
         try:
             yield from self.loop.run(self.splits)
+            stop.set()
+            beat.join()  # so no late beat overwrites the final one
+            self.loop.store.write_heartbeat(finished=True)
         finally:
+            stop.set()
             self.student_gen.shutdown()
             self.teacher_gen.shutdown()
+
+    def _beat(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.loop.store.write_heartbeat()
+            stop.wait(HEARTBEAT_EVERY_S)

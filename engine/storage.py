@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -84,6 +85,19 @@ class RunStorage:
 
     def read_manifest(self, stage_dir: Path) -> dict:
         return json.loads((stage_dir / MANIFEST).read_text())
+
+    # -- liveness -------------------------------------------------------------------------
+    def write_heartbeat(self, finished: bool = False) -> None:
+        """The driver's sign of life, read by `llm2llm status` (engine/status.py)."""
+        self.write_json(self.root / "HEARTBEAT.json",
+                        {"time": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
+                         "finished": finished})
+
+    def read_heartbeat(self) -> dict | None:
+        try:
+            return json.loads((self.root / "HEARTBEAT.json").read_text())
+        except (OSError, ValueError):
+            return None
 
     # -- json documents -------------------------------------------------------------------
     def write_json(self, path: Path, obj) -> None:

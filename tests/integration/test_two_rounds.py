@@ -136,3 +136,13 @@ def test_teacher_engines_stay_warm_across_tasks(run, tiny_model):
     assert sum(line.endswith(f"of {tiny_model} ready: ") or f"of {tiny_model} ready:" in line
                for line in started) == 1
     assert len(started) == 1 + 4  # + one student pool per predict stage (2 tasks x 2 rounds)
+
+
+def test_status_reports_every_stage_done(run):
+    from engine.status import STAGES, stage_states
+
+    rows, driver = stage_states(run[0])
+    assert driver["finished"] and len(rows) == 2 * 2
+    for row in rows:
+        last = row["round"] == 1
+        assert [row[s] for s in STAGES] == ["done"] * 4 + ["-" if last else "done"]

@@ -1,0 +1,83 @@
+"""`llm2llm status RUN_DIR`: per task and round, which stages are done, running or missing.
+
+A stage is *done* when its manifest checks out (RunStorage.is_complete), *running* when its
+folder exists without one and the job's driver has written a heartbeat recently, and
+*interrupted* when the folder exists but the driver has gone quiet: re-running the same
+command redoes that stage (a generation stage only for the rows not in the response cache).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import yaml
+
+from engine.errors import DataError
+from engine.storage import RunStorage
+
+STAGES = ["data", "train", "predict", "mine", "augment"]
+HEARTBEAT_EVERY_S = 20
+STALE_AFTER_S = 3 * HEARTBEAT_EVERY_S
+
+
+def stage_states(run_dir: str | Path, now: float | None = None) -> tuple[list[dict], dict]:
+    """Rows of {task, round, <stage>: state, metrics: bool}, and facts about the driver."""
+    store = RunStorage(run_dir)
+    saved = store.root / "config.yaml"
+    if not saved.is_file():
+        raise DataError(f"{run_dir}: not a run directory (no config.yaml); pass the run_dir "
+                        f"of a job started with `llm2llm run`")
+    config = (yaml.safe_load(saved.read_text()) or {}).get("config", {})
+    beat = store.read_heartbeat()
+    age = None if beat is None else (now or time.time()) - beat["time"]
+    alive = age is not None and age < STALE_AFTER_S and not beat.get("finished")
+    rows = []
+    rounds = int(config.get("rounds", 0))
+    for task in [t["name"] for t in config.get("tasks", [])]:
+        for r in range(rounds):
+            row = {"task": task, "round": r}
+            for stage in STAGES:
+                stage_dir = store.stage_dir(task, r, stage)
+                if stage == "augment" and r == rounds - 1:
+                    row[stage] = "-"  # the last round does not augment
+                elif store.is_complete(stage_dir):
+                    row[stage] = "done"
+                elif stage_dir.exists():
+                    row[stage] = "running" if alive else "interrupted"
+                else:
+                    row[stage] = "missing"
+            row["metrics"] = (store.round_dir(task, r) / "metrics.json").is_file()
+            rows.append(row)
+    driver = {"heartbeat_age_s": age, "alive": alive,
+              "finished": bool(beat and beat.get("finished")), "host": beat and beat.get("host"),
+              "cached_responses": sum(1 for _ in store.cache_dir().glob("part-*.parquet"))
+              if store.cache_dir().is_dir() else 0}
+    return rows, driver
+
+
+def format_status(run_dir: str | Path) -> str:
+    rows, driver = stage_states(run_dir)
+    headers = ["task", "round", *STAGES, "metrics"]
+    cells = [[str(r["task"]), str(r["round"]), *(r[s] for s in STAGES),
+              "yes" if r["metrics"] else "no"] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
+              for i, h in enumerate(headers)]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()
+
+    if driver["finished"]:
+        state = "finished"
+    elif driver["alive"]:
+        state = f"running (driver on {driver['host']}, last heartbeat " \
+                f"{driver['heartbeat_age_s']:.0f}s ago)"
+    elif driver["heartbeat_age_s"] is None:
+        state = "not started"
+    else:
+        state = (f"stopped (last heartbeat {driver['heartbeat_age_s']:.0f}s ago); run the same "
+                 f"command again to resume")
+    head = [f"run {run_dir}: {state}",
+            f"response cache: {driver['cached_responses']} part(s)", ""]
+    return "\n".join(head + [line(headers), line(["-" * w for w in widths])]
+                     + [line(c) for c in cells])

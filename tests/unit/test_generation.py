@@ -97,7 +97,7 @@ def _batch(n: int) -> pa.Table:
 
 def test_api_client_survives_faults_within_the_rate_limit():
     rates = {"429": 0.15, "500": 0.1, "slow": 0.1, "malformed": 0.1}
-    rpm = 1200  # 20 requests per second
+    rpm = 600  # 10 requests per second: 100 ms apart, well above thread-scheduling jitter
     with FaultServer(rates, slow_s=1.0, seed=1) as server:
         api = ApiConfig(base_url=server.url, api_key_env=None, requests_per_minute=rpm,
                         concurrency=6, timeout_s=0.3, max_retries=8, backoff_s=0.01,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.metadata
 import os
 import subprocess
@@ -69,14 +70,25 @@ def _check_api_key(api: ApiConfig) -> list[str]:
     return []
 
 
+# Settings that change how a run is executed but not what it produces: a run may resume with
+# new values (e.g. a lower request rate after hitting a provider's limits, more replicas).
+OPERATIONAL = ["ray.*", "*.replicas", "*.keep_warm", "*.max_replica_restarts",
+               "*.cpus_per_replica", "*.prices*", "train.log_every",
+               *(f"teacher.api.{k}" for k in ("requests_per_minute", "tokens_per_minute",
+                                               "concurrency", "timeout_s", "max_retries",
+                                               "backoff_s", "backoff_max_s"))]
+
+
 def _check_run_dir(cfg: RunConfig) -> list[str]:
-    """Refuse to mix two different configs in one run directory."""
+    """Refuse to mix two different configs in one run directory; operational settings (above)
+    may change, and keys the saved config lacks (added by a newer engine) are not compared."""
     saved = Path(cfg.run_dir).expanduser() / "config.yaml"
     if not saved.is_file():
         return []
     old = (yaml.safe_load(saved.read_text()) or {}).get("config", {})
     new = cfg.model_dump(mode="json")
-    changed = sorted(_diff(old, new))
+    changed = sorted(d for d in _diff(old, new)
+                     if not any(fnmatch.fnmatchcase(d, p) for p in OPERATIONAL))
     if changed:
         return [f"run_dir {cfg.run_dir!r} holds a run with a different config (changed: "
                 f"{', '.join(changed)}); use a new run_dir or restore those values"]
@@ -85,7 +97,7 @@ def _check_run_dir(cfg: RunConfig) -> list[str]:
 
 def _diff(old, new, prefix: str = "") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
-        keys = set(old) | set(new)
+        keys = set(old)  # a key only in `new` is a field this run predates
         return [d for k in keys for d in _diff(old.get(k), new.get(k), f"{prefix}{k}.")]
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
         return [d for i, (a, b) in enumerate(zip(old, new)) for d in _diff(a, b, f"{prefix}{i}.")]

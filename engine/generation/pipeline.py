@@ -20,6 +20,7 @@ from engine.errors import ModelError, StageError, root_cause
 from engine.generation.cache import ResponseCache, cache_key, model_fingerprint
 from engine.generation.openai_api import OpenAIChatUDF, Secret
 from engine.generation.vllm_replicas import ReplicaClient, ReplicaPool, sampling_params
+from engine.metrics import generation_usage
 from engine.records import GENERATED, GENERATION_INPUT, require_columns
 
 
@@ -121,14 +122,11 @@ class GenerationPipeline:
         yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
 
     def _log_summary(self, stage: str, out: pa.Table, seconds: float) -> None:
-        rows = out.to_pylist()
-        cached = sum(r["cached"] for r in rows)
-        failed = sum(bool(r["error"]) for r in rows)
-        retries = sum(max(0, r["attempts"] - 1) for r in rows)
-        tokens = sum(r["completion_tokens"] for r in rows if not r["cached"])
-        self.log(f"[{stage}] {len(rows)} rows in {seconds:.0f}s: {len(rows) - cached} generated "
-                 f"({tokens} completion tokens), {cached} from cache, {failed} failed, "
-                 f"{retries} retries")
+        u = generation_usage(out, prices=None)
+        self.log(f"[{stage}] {u['requests']} rows in {seconds:.0f}s: "
+                 f"{u['requests'] - u['cached']} generated ({u['completion_tokens']} completion "
+                 f"tokens in all), {u['cached']} from cache, {u['failed']} failed, "
+                 f"{u['retries']} retries")
 
 
 def _cached_row(request_id: str, hit: dict) -> dict:

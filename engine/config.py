@@ -6,7 +6,7 @@ Every problem is collected and reported at once, each with its dotted path, befo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -140,6 +140,12 @@ class TrainConfig(Strict):
     max_seq_len: int = Field(384, ge=16)
     precision: Literal["fp32", "bf16"] = "fp32"
     log_every: int = Field(5, ge=1)
+    # Checkpoints inside a round, so an interrupted job resumes training where it stopped:
+    # "epoch" (at the end of each epoch), N (every N optimizer steps) or "never".
+    checkpoint_every: Literal["epoch", "never"] | Annotated[int, Field(ge=1)] = "epoch"
+    # Worker failures (a killed process, a lost node) Ray Train recovers from within one run,
+    # restarting its workers from the last checkpoint; -1: no limit.
+    max_failures: int = Field(3, ge=-1)
 
 
 class RayConfig(Strict):

@@ -73,7 +73,8 @@ def _check_api_key(api: ApiConfig) -> list[str]:
 # Settings that change how a run is executed but not what it produces: a run may resume with
 # new values (e.g. a lower request rate after hitting a provider's limits, more replicas).
 OPERATIONAL = ["ray.*", "*.replicas", "*.keep_warm", "*.max_replica_restarts",
-               "*.cpus_per_replica", "*.prices*", "train.log_every",
+               "*.cpus_per_replica", "*.prices*", "train.log_every", "train.checkpoint_every",
+               "train.max_failures",
                *(f"teacher.api.{k}" for k in ("requests_per_minute", "tokens_per_minute",
                                                "concurrency", "timeout_s", "max_retries",
                                                "backoff_s", "backoff_max_s"))]

@@ -3,6 +3,7 @@
 Layout (DESIGN.md):
     <run_dir>/config.yaml
     <run_dir>/<task>/round_<r>/<stage>/part-0.parquet + MANIFEST.json (written last)
+    <run_dir>/<task>/round_<r>/<stage>/_resume/       an unfinished stage's checkpoints
     <run_dir>/<task>/round_<r>/metrics.json
     <run_dir>/cache/responses/part-<uuid>.parquet   generated responses, by content key
 
@@ -24,6 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 MANIFEST = "MANIFEST.json"
+# State that lets an interrupted stage continue rather than start over (training checkpoints):
+# kept when the stage is begun again, removed once it is finished.
+RESUME_DIR = "_resume"
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -60,10 +64,13 @@ class RunStorage:
             return False
 
     def begin_stage(self, stage_dir: Path) -> None:
-        """Clear leftovers of an interrupted attempt so they cannot mix with the new output."""
-        if stage_dir.exists():  # called only for stages that are not complete
-            shutil.rmtree(stage_dir)
-        stage_dir.mkdir(parents=True, exist_ok=True)
+        """Clear leftovers of an interrupted attempt so they cannot mix with the new output,
+        except its RESUME_DIR."""
+        stage_dir.mkdir(parents=True, exist_ok=True)  # called only for unfinished stages
+        for entry in stage_dir.iterdir():
+            if entry.name == RESUME_DIR:
+                continue
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
     def write_table(self, stage_dir: Path, table: pa.Table, name: str = "part-0") -> Path:
         path = stage_dir / f"{name}.parquet"
@@ -77,6 +84,7 @@ class RunStorage:
 
     def finish_stage(self, stage_dir: Path, stage: str, **info) -> dict:
         """Write the manifest last: from here on the stage counts as done."""
+        shutil.rmtree(stage_dir / RESUME_DIR, ignore_errors=True)  # no longer needed
         files = {p.name: p.stat().st_size for p in sorted(stage_dir.iterdir())
                  if p.is_file() and not p.name.startswith(".") and p.name != MANIFEST}
         manifest = {"stage": stage, "finished_at": time.time(), "files": files, **info}

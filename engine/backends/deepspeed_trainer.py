@@ -7,6 +7,7 @@ its Ray Data shard, trains, and rank 0 reports the saved HF folder as a Ray Trai
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -15,10 +16,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from engine.backends.train_data import build_features, collate, epoch_batches
+from engine.backends.train_data import build_features, checkpoint_steps, collate, epoch_batches
 from engine.config import TrainConfig
 from engine.errors import StageError
 from engine.records import require_columns
+from engine.storage import RESUME_DIR
 
 
 def deepspeed_config(cfg: TrainConfig, total_steps: int, use_gpu: bool) -> dict:
@@ -43,8 +45,20 @@ def deepspeed_config(cfg: TrainConfig, total_steps: int, use_gpu: bool) -> dict:
     return config
 
 
+# Names inside a Ray Train checkpoint. A mid-round checkpoint holds DeepSpeed's state (model,
+# optimizer and LR-schedule shards, one optimizer file per rank) and PROGRESS; the final one
+# holds the HF model folder and FINAL_STATS.
+DEEPSPEED_TAG = "state"
+PROGRESS = "progress.json"
+FINAL_STATS = "train_stats.json"
+
+
 def train_loop_per_worker(config: dict) -> None:
-    """Runs on every Ray Train worker. Heavy imports live here, never at module import."""
+    """Runs on every Ray Train worker. Heavy imports live here, never at module import.
+
+    Starts from the latest checkpoint Ray Train hands over, if any: after a worker failure
+    within the run, or when a re-run of the job finds the previous attempt's checkpoints.
+    """
     import deepspeed
     import ray.train
     import torch
@@ -57,11 +71,21 @@ def train_loop_per_worker(config: dict) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.get_local_world_size()))
     torch.manual_seed(config["seed"])
 
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as ckpt_dir:
+            final = Path(ckpt_dir) / FINAL_STATS
+            if final.is_file():  # trained to the end before the interruption: nothing to redo
+                ray.train.report(json.loads(final.read_text()))
+                return
+
     tokenizer = AutoTokenizer.from_pretrained(config["base_model"])
     rows = list(ray.train.get_dataset_shard("train").iter_rows())
     features = [_features(tokenizer, r, cfg.max_seq_len) for r in rows]
     batches = epoch_batches(len(features), cfg.batch_size, cfg.epochs, config["seed"])
     total_steps = max(1, len(batches) // cfg.grad_accum)
+    save_after = set(checkpoint_steps(len(batches), math.ceil(len(features) / cfg.batch_size),
+                                      cfg.grad_accum, cfg.checkpoint_every))
 
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(config["base_model"], dtype=dtype)
@@ -71,8 +95,17 @@ def train_loop_per_worker(config: dict) -> None:
         model=model, optimizer=client_opt, model_parameters=None if client_opt else model.parameters(),
         config=deepspeed_config(cfg, total_steps, cfg.use_gpu))
 
+    progress = {"step": 0, "losses": [], "tokens": 0, "seconds": 0.0}
+    if checkpoint is not None:
+        with checkpoint.as_directory() as ckpt_dir:
+            engine.load_checkpoint(ckpt_dir, tag=DEEPSPEED_TAG)
+            progress = json.loads((Path(ckpt_dir) / PROGRESS).read_text())
+        if rank == 0:
+            print(f"[train] resuming at step {progress['step']}/{len(batches)} from the last "
+                  f"checkpoint", flush=True)
+
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    stats = _run_steps(engine, features, batches, pad_id, cfg, rank)
+    stats = _run_steps(engine, features, batches, pad_id, cfg, rank, progress, save_after)
     _save_and_report(engine, tokenizer, cfg, rank, {**stats, "world_size": world})
 
 
@@ -84,12 +117,17 @@ def _features(tokenizer, row: dict, max_len: int) -> dict:
     return build_features(prompt_ids, target_ids, tokenizer.eos_token_id, max_len)
 
 
-def _run_steps(engine, features, batches, pad_id, cfg: TrainConfig, rank: int) -> dict:
+def _run_steps(engine, features, batches, pad_id, cfg: TrainConfig, rank: int,
+               progress: dict, save_after: set[int]) -> dict:
+    """Train from micro-step progress["step"] to the end. The batch order is a pure function
+    of the seed, so a resumed run sees exactly the batches an uninterrupted one would."""
     import torch
 
     engine.train()
-    start, tokens, losses = time.time(), 0, []
-    for step, idx in enumerate(batches, start=1):
+    first, tokens, losses = progress["step"], progress["tokens"], progress["losses"]
+    t0 = time.time()
+    for step in range(first + 1, len(batches) + 1):
+        idx = batches[step - 1]
         batch = {k: torch.tensor(v, device=engine.device)
                  for k, v in collate([features[i] for i in idx], pad_id).items()}
         loss = engine(**batch).loss
@@ -98,10 +136,30 @@ def _run_steps(engine, features, batches, pad_id, cfg: TrainConfig, rank: int) -
         tokens += int(batch["attention_mask"].sum())
         losses.append(float(loss.detach()))
         if rank == 0 and (step % cfg.log_every == 0 or step == len(batches)):
+            rate = (tokens - progress["tokens"]) / (time.time() - t0)
             print(f"[train] step {step}/{len(batches)} loss {losses[-1]:.4f} "
-                  f"({tokens / (time.time() - start):.0f} tokens/s on rank 0)", flush=True)
+                  f"({rate:.0f} tokens/s on rank 0)", flush=True)
+        if step in save_after:
+            _save_checkpoint(engine, rank, {"step": step, "losses": losses, "tokens": tokens,
+                                            "seconds": progress["seconds"] + time.time() - t0})
     return {"steps": len(batches), "final_loss": losses[-1], "tokens_rank0": tokens,
-            "train_seconds": time.time() - start, "loss_curve": losses}
+            "train_seconds": progress["seconds"] + time.time() - t0, "resumed_at_step": first,
+            "loss_curve": losses}
+
+
+def _save_checkpoint(engine, rank: int, progress: dict) -> None:
+    """Every rank saves its DeepSpeed shards and reports them; Ray Train gathers the ranks'
+    files into one checkpoint folder in the run's storage and keeps the latest."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        engine.save_checkpoint(tmp, tag=DEEPSPEED_TAG)
+        if rank == 0:
+            (Path(tmp) / PROGRESS).write_text(json.dumps(progress))
+        ray.train.report({"step": progress["step"]},
+                         checkpoint=ray.train.Checkpoint.from_directory(tmp))
+    if rank == 0:
+        print(f"[train] checkpoint at step {progress['step']}", flush=True)
 
 
 def _save_and_report(engine, tokenizer, cfg: TrainConfig, rank: int, stats: dict) -> None:
@@ -121,6 +179,7 @@ def _save_and_report(engine, tokenizer, cfg: TrainConfig, rank: int, stats: dict
         module.config.dtype = torch.bfloat16
         module.save_pretrained(tmp, state_dict=state, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        (Path(tmp) / FINAL_STATS).write_text(json.dumps(stats))
         ray.train.report(stats, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
@@ -134,20 +193,28 @@ class RayDeepSpeedTrainer:
 
     def __call__(self, examples: pa.Table, base_model: str, out_dir: Path, task: str) -> dict:
         import ray
-        from ray.train import RunConfig, ScalingConfig
+        from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
 
         require_columns(examples, ["messages", "target"], "train")
         if examples.num_rows < self.cfg.num_workers:
             raise StageError("train", f"{examples.num_rows} rows cannot be split over "
                                       f"{self.cfg.num_workers} workers; lower train.num_workers")
-        ray_dir = out_dir.parent / "_ray_train"
+        # Ray Train's storage, checkpoints included, lives in the stage's resume folder, which
+        # outlives an interrupted attempt: a new TorchTrainer with the same name and storage
+        # starts from the latest checkpoint found there.
+        ray_dir = out_dir.parent / RESUME_DIR / "ray_train"
+        if ray_dir.exists():
+            self.log(f"[train] {task}: resuming from the checkpoints in {ray_dir}")
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"train": self.cfg.model_dump(), "base_model": base_model,
                                "seed": self.seed},
             scaling_config=ScalingConfig(num_workers=self.cfg.num_workers, use_gpu=self.cfg.use_gpu),
-            run_config=RunConfig(name=f"train-{task}", storage_path=str(ray_dir)),
+            run_config=RunConfig(
+                name=f"train-{task}", storage_path=str(ray_dir),
+                failure_config=FailureConfig(max_failures=self.cfg.max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=1)),  # the latest is never deleted
             datasets={"train": ray.data.from_arrow(examples.select(["messages", "target"]))},
         )
         start = time.time()
@@ -155,7 +222,7 @@ class RayDeepSpeedTrainer:
         if out_dir.exists():
             shutil.rmtree(out_dir)
         result.checkpoint.to_directory(str(out_dir))
-        shutil.rmtree(ray_dir, ignore_errors=True)  # its checkpoint is a second copy of out_dir
+        shutil.rmtree(ray_dir, ignore_errors=True)  # checkpoints, and a second copy of out_dir
         stats = {**(result.metrics or {}), "wall_seconds": time.time() - start}
         self.log(f"[train] {task}: {stats.get('steps')} steps, final loss "
                  f"{stats.get('final_loss', float('nan')):.4f}, {stats['wall_seconds']:.0f}s")

@@ -50,3 +50,22 @@ def epoch_batches(n_rows: int, batch_size: int, epochs: float, seed: int) -> lis
         batches += [order[i:i + batch_size] for i in range(0, n_rows, batch_size)]
         epoch += 1
     return batches[:total]
+
+
+def checkpoint_steps(n_batches: int, steps_per_epoch: int, grad_accum: int,
+                     every: str | int) -> list[int]:
+    """The micro-steps (1-based) after which training saves a checkpoint.
+
+    Always on an optimizer-step boundary (a checkpoint mid-accumulation would lose the
+    gradients gathered so far), never after the last step: the finished model is saved anyway.
+    every: "epoch" (at each epoch's end, or the first boundary after it), N (every N optimizer
+    steps) or "never".
+    """
+    if every == "never":
+        return []
+    if every == "epoch":
+        ends = range(steps_per_epoch, n_batches, steps_per_epoch)
+        steps = {math.ceil(e / grad_accum) * grad_accum for e in ends}
+    else:
+        steps = set(range(int(every) * grad_accum, n_batches + 1, int(every) * grad_accum))
+    return sorted(s for s in steps if s < n_batches)

@@ -1,4 +1,5 @@
-from engine.backends.train_data import IGNORE, build_features, collate, epoch_batches
+from engine.backends.train_data import (IGNORE, build_features, checkpoint_steps, collate,
+                                        epoch_batches)
 
 
 def test_loss_only_on_answer_and_eos():
@@ -26,3 +27,14 @@ def test_epoch_batches_fractional_and_deterministic():
     assert len(a) == 5  # 3 steps per epoch, 1.5 epochs -> ceil(4.5)
     assert a == epoch_batches(10, 4, 1.5, seed=0)
     assert sorted(i for b in a[:3] for i in b) == list(range(10))  # one epoch covers all rows
+
+
+def test_checkpoint_steps_per_epoch_and_every_n():
+    # 3 micro-steps per epoch, 7 in all: epoch ends after 3 and 6, never after the last.
+    assert checkpoint_steps(7, 3, 1, "epoch") == [3, 6]
+    assert checkpoint_steps(6, 3, 1, "epoch") == [3]
+    # With accumulation over 2 micro-steps, an epoch end moves to the next optimizer step.
+    assert checkpoint_steps(7, 3, 2, "epoch") == [4, 6]
+    assert checkpoint_steps(10, 5, 1, 2) == [2, 4, 6, 8]
+    assert checkpoint_steps(10, 5, 2, 2) == [4, 8]  # every 2 optimizer steps of 2 micro-steps
+    assert checkpoint_steps(10, 5, 1, "never") == []

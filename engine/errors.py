@@ -31,6 +31,10 @@ class StageError(EngineError):
         super().__init__(f"[{stage}] {message}")
 
 
+class JobInterrupted(EngineError):
+    """The job stopped part-way (its driver died); running the same command resumes it."""
+
+
 def root_cause(exc: BaseException) -> str:
     """The root error of a Ray error chain in one line: its last `SomethingError: message` line
     and the detail lines after it, without the traceback."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from engine.config import ApiConfig, RunConfig, load_config
-from engine.errors import ConfigError, EngineError
+from engine.errors import ConfigError, EngineError, JobInterrupted, root_cause
 from engine.generation.openai_api import Secret
 from engine.metrics import format_table
 from engine.models import check_model, resolve_model
@@ -170,6 +170,11 @@ def run_job(config_path: str | None, overrides: list[str]) -> list[dict]:
         except ray.exceptions.RayTaskError as exc:
             cause = exc.as_instanceof_cause()
             raise (cause if isinstance(cause, EngineError) else exc) from None
+        except ray.exceptions.RayActorError as exc:  # its process or node died
+            raise JobInterrupted(
+                f"the driver actor died ({root_cause(exc).split('. ')[0]}); every finished "
+                f"stage, stored answer and training checkpoint is kept in "
+                f"{prepared.cfg.run_dir}: run the same command again to resume") from None
         history += round_metrics
         print(f"\n=== round {round_metrics[0]['round']} done ({time.time() - start:.0f}s) ===")
         print(format_table(history), flush=True)

@@ -7,12 +7,13 @@ Layout (DESIGN.md):
     <run_dir>/<task>/round_<r>/metrics.json
     <run_dir>/cache/responses/part-<uuid>.parquet   generated responses, by content key
 
-A stage whose MANIFEST.json exists, and whose files match the sizes it records, is complete; a
-stage folder without one is leftover from a crash and is never read as data.
+A stage whose MANIFEST.json exists, and whose files match the sizes and checksums it records,
+is complete; a stage folder without one is leftover from a crash and is never read as data.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -30,11 +31,53 @@ MANIFEST = "MANIFEST.json"
 RESUME_DIR = "_resume"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+# Files above this size (model weights, written by their own libraries) are checked by size
+# only: hashing gigabytes on every resume would cost more than it protects.
+CHECKSUM_MAX_BYTES = 1 << 30
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Readers see the old file or the whole new one, never half, even after a power loss:
+    the data is on disk (fsync) before the rename makes it visible."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new, never half
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    """A Parquet file with a CRC per page, so a flipped byte fails the read (read_parquet)
+    instead of decoding into a different value."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, write_page_checksum=True)
+    return sink.getvalue().to_pybytes()
+
+
+def read_parquet(path: Path, **kwargs) -> pa.Table:
+    return pq.read_table(path, page_checksum_verification=True, **kwargs)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _file_entry(path: Path) -> dict:
+    size = path.stat().st_size
+    return {"bytes": size, **({"sha256": _sha256(path)} if size <= CHECKSUM_MAX_BYTES else {})}
+
+
+def _matches(path: Path, entry) -> bool:
+    if isinstance(entry, int):  # a manifest from an engine version that recorded sizes only
+        return path.stat().st_size == entry
+    return (path.stat().st_size == entry["bytes"]
+            and ("sha256" not in entry or _sha256(path) == entry["sha256"]))
 
 
 class RunStorage:
@@ -54,13 +97,14 @@ class RunStorage:
 
     # -- stage outputs --------------------------------------------------------------------
     def is_complete(self, stage_dir: Path) -> bool:
-        """A readable manifest whose files are all there at the sizes it recorded: a part
-        truncated or replaced after the manifest was written makes the stage incomplete."""
+        """A readable manifest whose files are all there with the sizes and checksums it
+        recorded: a part truncated, zero-filled or replaced after the manifest was written
+        makes the stage incomplete, so it is done again rather than read."""
         try:
             manifest = self.read_manifest(stage_dir)
-            return all((stage_dir / name).stat().st_size == size
-                       for name, size in manifest["files"].items())
-        except (OSError, ValueError, KeyError, AttributeError):
+            return all(_matches(stage_dir / name, entry)
+                       for name, entry in manifest["files"].items())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return False
 
     def begin_stage(self, stage_dir: Path) -> None:
@@ -74,21 +118,21 @@ class RunStorage:
 
     def write_table(self, stage_dir: Path, table: pa.Table, name: str = "part-0") -> Path:
         path = stage_dir / f"{name}.parquet"
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        _atomic_write_bytes(path, sink.getvalue().to_pybytes())
+        atomic_write_bytes(path, parquet_bytes(table))
         return path
 
     def read_table(self, stage_dir: Path, name: str = "part-0") -> pa.Table:
-        return pq.read_table(stage_dir / f"{name}.parquet")
+        return read_parquet(stage_dir / f"{name}.parquet")
 
     def finish_stage(self, stage_dir: Path, stage: str, **info) -> dict:
-        """Write the manifest last: from here on the stage counts as done."""
+        """Write the manifest last: from here on the stage counts as done. It records every
+        file of the stage (the trained model's included) with its size and checksum."""
         shutil.rmtree(stage_dir / RESUME_DIR, ignore_errors=True)  # no longer needed
-        files = {p.name: p.stat().st_size for p in sorted(stage_dir.iterdir())
+        files = {p.relative_to(stage_dir).as_posix(): _file_entry(p)
+                 for p in sorted(stage_dir.rglob("*"))
                  if p.is_file() and not p.name.startswith(".") and p.name != MANIFEST}
         manifest = {"stage": stage, "finished_at": time.time(), "files": files, **info}
-        _atomic_write_bytes(stage_dir / MANIFEST, json.dumps(manifest, indent=2).encode())
+        atomic_write_bytes(stage_dir / MANIFEST, json.dumps(manifest, indent=2).encode())
         return manifest
 
     def read_manifest(self, stage_dir: Path) -> dict:
@@ -109,7 +153,7 @@ class RunStorage:
 
     # -- json documents -------------------------------------------------------------------
     def write_json(self, path: Path, obj) -> None:
-        _atomic_write_bytes(path, json.dumps(obj, indent=2, default=str).encode())
+        atomic_write_bytes(path, json.dumps(obj, indent=2, default=str).encode())
 
     def write_text(self, path: Path, text: str) -> None:
-        _atomic_write_bytes(path, text.encode())
+        atomic_write_bytes(path, text.encode())

@@ -23,12 +23,16 @@ def expected_answer(messages: list[dict]) -> str:
 
 class FaultServer:
     def __init__(self, rates: dict[str, float] | None = None, slow_s: float = 1.0,
-                 seed: int = 0, api_key: str | None = None):
+                 seed: int = 0, api_key: str | None = None, answer=expected_answer,
+                 delay_s: float = 0.0):
+        """answer: messages -> the completion text of a well-formed answer; delay_s: how long
+        each well-formed answer takes."""
         self.rates = rates or {}
         self.slow_s, self.api_key = slow_s, api_key
+        self.answer, self.delay_s = answer, delay_s
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
-        self.log: list[dict] = []  # {"t": arrival, "outcome": ..., "auth": header}
+        self.log: list[dict] = []  # {"t": arrival, "outcome", "auth": header, "prompt": last message}
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
@@ -44,7 +48,7 @@ class FaultServer:
     def count(self, outcome: str | None = None) -> int:
         return sum(1 for e in self.log if outcome is None or e["outcome"] == outcome)
 
-    def _pick(self, auth: str) -> str:
+    def _pick(self, auth: str, prompt: str) -> str:
         with self.lock:
             if self.api_key is not None and auth != f"Bearer {self.api_key}":
                 outcome = "unauthorized"
@@ -55,7 +59,8 @@ class FaultServer:
                         outcome = name
                         break
                     roll -= rate
-            self.log.append({"t": time.monotonic(), "outcome": outcome, "auth": auth})
+            self.log.append({"t": time.monotonic(), "outcome": outcome, "auth": auth,
+                             "prompt": prompt})
             return outcome
 
     def _handler(self):
@@ -68,10 +73,11 @@ class FaultServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 auth = self.headers.get("Authorization", "")
-                outcome = server._pick(auth)
+                outcome = server._pick(auth, body["messages"][-1]["content"])
                 try:
                     if outcome == "ok":
-                        text = expected_answer(body["messages"])
+                        time.sleep(server.delay_s)
+                        text = server.answer(body["messages"])
                         self._send(200, json.dumps({
                             "id": "x", "object": "chat.completion", "model": body["model"],
                             "choices": [{"index": 0, "finish_reason": "stop", "message": {

@@ -6,22 +6,25 @@ the structured-output regex and the sample index. The request id is *not* in the
 same request asked again (a re-run, a resumed run, a later round with the same error) is
 answered from here and never generated or paid for twice.
 
-Layout: <run_dir>/cache/responses/part-<uuid>.parquet, one part per finished batch, each
-written atomically (temporary name, then rename), so a crash loses at most the batches that
-were in flight. Only successful responses are stored: a failed row is retried next time.
+Layout: <run_dir>/cache/responses/part-<uuid>.parquet. The worker that received the responses
+writes them (a vLLM client after each batch, an API client every few seconds), atomically and
+with page checksums, so a crash loses only the requests in flight. Only successful responses
+are stored: a failed row is retried next time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import uuid
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+
+from engine.storage import atomic_write_bytes, parquet_bytes, read_parquet
+
+CACHE_KEY = "cache_key"  # the column that carries each request's key to the workers
 
 CACHED = pa.schema([
     ("key", pa.string()),
@@ -71,7 +74,7 @@ class ResponseCache:
         found: dict[str, dict] = {}
         for part in self.parts():
             try:
-                table = pq.read_table(part, schema=CACHED)
+                table = read_parquet(part, schema=CACHED)
             except (OSError, pa.ArrowException) as exc:
                 self.log(f"[cache] skipping unreadable part {part.name}: {exc}")
                 continue
@@ -87,7 +90,12 @@ class ResponseCache:
         self.root.mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pylist([{f.name: r[f.name] for f in CACHED} for r in rows],
                                      schema=CACHED)
-        name = f"part-{uuid.uuid4().hex}.parquet"
-        tmp = self.root / f".{name}.tmp"
-        pq.write_table(table, tmp)
-        os.replace(tmp, self.root / name)
+        atomic_write_bytes(self.root / f"part-{uuid.uuid4().hex}.parquet", parquet_bytes(table))
+
+    def store(self, requests: pa.Table, generated: pa.Table) -> None:
+        """Store the answered rows of a generated batch, keyed by the requests' CACHE_KEY
+        column (rows that failed are not stored: they are retried next time)."""
+        keys = dict(zip(requests.column("request_id").to_pylist(),
+                        requests.column(CACHE_KEY).to_pylist()))
+        self.add([{**r, "key": keys[r["request_id"]]} for r in generated.to_pylist()
+                  if not r["error"]])

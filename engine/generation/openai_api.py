@@ -16,11 +16,12 @@ import json
 import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import pyarrow as pa
 
 from engine.config import ApiConfig
+from engine.generation.cache import ResponseCache
 from engine.records import GENERATED
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -93,13 +94,20 @@ class _Final(Exception):
 
 
 class OpenAIChatUDF:
-    """Ray Data UDF: one chat completion per row, through the pacer, with retries."""
+    """Ray Data UDF: one chat completion per row, through the pacer, with retries.
+
+    With a cache_dir, answers are stored as they arrive (every STORE_EVERY_S, and at the end
+    of the batch): a paid response survives this process, or the driver, being killed.
+    """
+
+    STORE_EVERY_S = 2.0
 
     def __init__(self, api: ApiConfig, model: str, sampling: dict, key: Secret | None,
-                 share: float = 1.0):
+                 share: float = 1.0, cache_dir: str | None = None):
         import httpx
 
         self.api, self.model, self.sampling, self.key = api, model, sampling, key
+        self.cache = ResponseCache(cache_dir) if cache_dir else None
         # With several API actors, each takes its share of the limits so the sum stays within.
         self.pacer = RequestPacer(api.requests_per_minute and api.requests_per_minute * share,
                                   api.tokens_per_minute and api.tokens_per_minute * share)
@@ -111,10 +119,24 @@ class OpenAIChatUDF:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         ids = batch.column("request_id").to_pylist()
-        messages = batch.column("messages").to_pylist()
-        rows = list(self.pool.map(self.complete, messages))
-        return pa.Table.from_pylist([{"request_id": i, **r} for i, r in zip(ids, rows)],
-                                    schema=GENERATED)
+        futures = {self.pool.submit(self.complete, m): i
+                   for i, m in enumerate(batch.column("messages").to_pylist())}
+        rows: list[dict | None] = [None] * len(ids)
+        unstored, last_store = [], time.monotonic()
+        for future in as_completed(futures):
+            i = futures[future]
+            rows[i] = {"request_id": ids[i], **future.result()}
+            unstored.append(i)
+            if time.monotonic() - last_store >= self.STORE_EVERY_S:
+                self._store(batch, rows, unstored)
+                unstored, last_store = [], time.monotonic()
+        self._store(batch, rows, unstored)
+        return pa.Table.from_pylist(rows, schema=GENERATED)
+
+    def _store(self, batch: pa.Table, rows: list, indices: list[int]) -> None:
+        if self.cache and indices:
+            self.cache.store(batch.take(indices),
+                             pa.Table.from_pylist([rows[i] for i in indices], schema=GENERATED))
 
     def complete(self, messages_json: str) -> dict:
         """One request, retried; returns a GENERATED row without its request_id."""

@@ -1,11 +1,11 @@
 """The generation pipeline every stage uses: cache, then Ray Data over vLLM replicas or an API.
 
     requests -> cache lookup -> misses in blocks -> Ray Data map_batches
-             -> each finished batch written to the cache at once -> rows in request order
+             -> the workers write each answer to the cache as it arrives -> rows in request order
 
-Because each finished batch is in the cache before the next is awaited, a crash, a pre-empted
-node or a failed stage loses only the batches in flight: running the stage again generates (and
-pays for) only the rows that never came back.
+Because the worker that receives an answer stores it at once, a crash, a pre-empted node, a
+killed driver or a failed stage loses only the requests in flight: running the stage again
+generates (and pays for) only the rows that never came back.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from engine.config import GenerationConfig, TeacherConfig
 from engine.errors import ModelError, StageError, root_cause
-from engine.generation.cache import ResponseCache, cache_key, model_fingerprint
+from engine.generation.cache import CACHE_KEY, ResponseCache, cache_key, model_fingerprint
 from engine.generation.openai_api import OpenAIChatUDF, Secret
 from engine.generation.vllm_replicas import ReplicaClient, ReplicaPool, sampling_params
 from engine.metrics import generation_usage
@@ -47,12 +47,10 @@ class GenerationPipeline:
         if misses.num_rows:
             try:
                 self.warm_up(model)
+                misses = misses.append_column(CACHE_KEY, pa.array(
+                    [keys[rid] for rid in misses.column("request_id").to_pylist()], pa.string()))
                 for batch in self._generate(misses, model):
-                    rows = batch.to_pylist()
-                    if self.cache:
-                        self.cache.add([{**r, "key": keys[r["request_id"]]}
-                                        for r in rows if not r["error"]])
-                    for r in rows:
+                    for r in batch.to_pylist():
                         done.setdefault(r["request_id"], r)  # a re-run batch never doubles
             except ModelError as exc:  # a replica that cannot start: no use retrying
                 raise StageError(stage, str(exc)) from None
@@ -107,17 +105,20 @@ class GenerationPipeline:
         # its own summary instead.
         ray.data.DataContext.get_current().enable_progress_bars = False
         ds = ray.data.from_arrow(blocks)
+        cache_dir = str(self.cache.root) if self.cache else None
         if self.api:
             ds = ds.map_batches(
                 OpenAIChatUDF, batch_size=size, batch_format="pyarrow", num_cpus=0,
                 fn_constructor_kwargs={"api": self.api, "model": model, "key": self.api_key,
-                                       "sampling": self.sampling, "share": 1 / workers},
+                                       "sampling": self.sampling, "share": 1 / workers,
+                                       "cache_dir": cache_dir},
                 compute=ray.data.ActorPoolStrategy(size=workers))
         else:
             # Two clients per replica: the next batch already waits at each engine.
             ds = ds.map_batches(
                 ReplicaClient, batch_size=size, batch_format="pyarrow", num_cpus=0,
-                fn_constructor_kwargs={"replicas": self.pool.replicas, "router": self.pool.router},
+                fn_constructor_kwargs={"replicas": self.pool.replicas, "router": self.pool.router,
+                                       "cache_dir": cache_dir},
                 compute=ray.data.ActorPoolStrategy(size=2 * workers))
         yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
 

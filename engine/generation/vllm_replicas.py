@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from engine.config import GenerationConfig
 from engine.errors import ModelError, root_cause
+from engine.generation.cache import CACHE_KEY, ResponseCache
 from engine.records import GENERATED
 
 
@@ -173,13 +174,19 @@ class ReplicaPool:
 
 class ReplicaClient:
     """Ray Data UDF: forwards each batch to the next warm replica and waits for its rows.
-    Holds no engine and reserves no CPU."""
+    Holds no engine and reserves no CPU. With a cache_dir, it stores the batch's answers
+    before handing them on, so they survive the driver being killed."""
 
-    def __init__(self, replicas: list, router):
+    def __init__(self, replicas: list, router, cache_dir: str | None = None):
         self.replicas, self.router = replicas, router
+        self.cache = ResponseCache(cache_dir) if cache_dir else None
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         import ray
 
         replica = self.replicas[ray.get(self.router.next.remote())]
-        return ray.get(replica.generate.remote(batch))
+        out = ray.get(replica.generate.remote(batch.drop_columns([CACHE_KEY])
+                                              if CACHE_KEY in batch.column_names else batch))
+        if self.cache:
+            self.cache.store(batch, out)
+        return out

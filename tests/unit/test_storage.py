@@ -1,0 +1,107 @@
+"""What a crash can leave in a run directory, and how it is never read as data: truncated or
+zero-filled parts, broken manifests, bit flips in the response cache."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from engine.generation.cache import ResponseCache
+from engine.storage import MANIFEST, RESUME_DIR, RunStorage
+from tests.unit.test_driver import make_loop
+
+
+def finished_stage(tmp_path):
+    store = RunStorage(tmp_path / "run")
+    stage = store.stage_dir("t", 0, "predict")
+    store.begin_stage(stage)
+    store.write_table(stage, pa.table({"id": ["a", "b"], "output": ["one", "two"]}))
+    store.finish_stage(stage, "predict")
+    return store, stage
+
+
+def test_manifest_records_size_and_checksum_of_every_file(tmp_path):
+    store, stage = finished_stage(tmp_path)
+    entry = store.read_manifest(stage)["files"]["part-0.parquet"]
+    assert entry["bytes"] == (stage / "part-0.parquet").stat().st_size
+    assert len(entry["sha256"]) == 64
+    assert store.is_complete(stage)
+
+
+def test_zero_filled_part_of_the_right_size_is_not_complete(tmp_path):
+    # What a power loss can leave after a rename whose data never reached the disk.
+    store, stage = finished_stage(tmp_path)
+    part = stage / "part-0.parquet"
+    part.write_bytes(b"\0" * part.stat().st_size)
+    assert not store.is_complete(stage)
+
+
+@pytest.mark.parametrize("manifest", [
+    b'{"stage": "predict", "files": {"part-0.parq',        # truncated mid-write
+    b"",                                                   # empty
+    b"[1, 2, 3]",                                          # JSON, but not a manifest
+    b'{"stage": "predict"}',                               # no file list
+    b'{"stage": "predict", "files": {"part-0.parquet": {"bytes": 1}}}',  # wrong size
+])
+def test_broken_manifest_makes_the_stage_incomplete(tmp_path, manifest):
+    store, stage = finished_stage(tmp_path)
+    (stage / MANIFEST).write_bytes(manifest)
+    assert not store.is_complete(stage)
+
+
+def test_manifest_of_an_older_engine_with_sizes_only_still_counts(tmp_path):
+    store, stage = finished_stage(tmp_path)
+    size = (stage / "part-0.parquet").stat().st_size
+    (stage / MANIFEST).write_text(json.dumps({"stage": "predict",
+                                              "files": {"part-0.parquet": size}}))
+    assert store.is_complete(stage)
+
+
+def test_begin_stage_keeps_resume_state_and_finish_removes_it(tmp_path):
+    store = RunStorage(tmp_path / "run")
+    stage = store.stage_dir("t", 0, "train")
+    (stage / RESUME_DIR).mkdir(parents=True)
+    (stage / RESUME_DIR / "checkpoint").write_text("state")
+    (stage / "part-0.parquet").write_bytes(b"left by a crash")
+    (stage / "model").mkdir()
+    store.begin_stage(stage)
+    assert sorted(p.name for p in stage.iterdir()) == [RESUME_DIR]
+    store.finish_stage(stage, "train")
+    assert not (stage / RESUME_DIR).exists()
+    assert store.is_complete(stage)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "zero-fill", "manifest"])
+def test_damaged_stage_is_redone_and_never_read(tmp_path, damage):
+    loop, *_ = make_loop(tmp_path, rounds=1)
+    list(loop.run())
+    stage = tmp_path / "run" / "arithmetic" / "round_0" / "predict"
+    part = stage / "part-0.parquet"
+    good = pq.read_table(part)
+    if damage == "truncate":
+        part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
+    elif damage == "zero-fill":
+        part.write_bytes(b"\0" * part.stat().st_size)
+    else:
+        (stage / MANIFEST).write_bytes((stage / MANIFEST).read_bytes()[:20])
+    again, gen_s, *_ = make_loop(tmp_path, rounds=1)
+    list(again.run())
+    assert len(gen_s.calls) == 1  # predict ran again
+    assert pq.read_table(part).equals(good)
+
+
+def test_cache_part_with_a_flipped_byte_is_skipped_not_served(tmp_path):
+    # A page checksum catches what Parquet's decoder would read back as a different answer.
+    logs = []
+    cache = ResponseCache(tmp_path / "cache", log=logs.append)
+    cache.add([{"key": "k1", "output": "ANSWER-7f3a9c", "prompt_tokens": 3,
+                "completion_tokens": 1}])
+    (part,) = cache.parts()
+    data = bytearray(part.read_bytes())
+    at = data.find(b"ANSWER-7f3a9c")
+    assert at > 0, "the answer is stored as plain bytes in the page"
+    data[at + 7] ^= 0x01  # "7" -> "6"
+    part.write_bytes(bytes(data))
+    assert cache.lookup(["k1"]) == {}
+    assert any(part.name in line for line in logs)

@@ -17,6 +17,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("config", help="YAML config file (see jobs/configs/)")
         p.add_argument("overrides", nargs="*", help="overrides such as train.lr=1e-4")
+        p.add_argument("--rerun-affected", action="store_true",
+                       help="if run_dir holds a run with a different config, redo the stages "
+                            "the changes affect (the old ones are kept under "
+                            "run_dir/superseded/) instead of refusing")
     p = sub.add_parser("status", help="per task and round: which stages are done, running or "
                                       "missing")
     p.add_argument("run_dir", help="a job's run_dir")
@@ -24,7 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Overrides may come before or after flags; argparse leaves the later ones unparsed.
+    args, extra = parser.parse_known_args(argv)
+    if any(a.startswith("-") or "=" not in a for a in extra) or (extra and args.command == "status"):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides += extra
     from engine.job import preflight, run_job
 
     try:
@@ -33,10 +43,12 @@ def main(argv: list[str] | None = None) -> int:
 
             print(format_status(args.run_dir))
         elif args.command == "check":
-            prepared = preflight(args.config, args.overrides)
+            prepared = preflight(args.config, args.overrides, args.rerun_affected)
             print(f"config OK: {len(prepared.cfg.tasks)} task(s), {prepared.cfg.rounds} round(s)")
+            for task, stage in prepared.rerun.items():
+                print(f"  {task}: would redo round 0 from {stage} on, and every later round")
         else:
-            run_job(args.config, args.overrides)
+            run_job(args.config, args.overrides, args.rerun_affected)
     except EngineError as exc:
         print(f"llm2llm: error: {exc}", file=sys.stderr)
         return 2

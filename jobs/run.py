@@ -16,8 +16,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.run")
     parser.add_argument("--config", required=True, help="YAML config file")
     parser.add_argument("overrides", nargs="*", help="overrides such as rounds=3")
+    parser.add_argument("--rerun-affected", action="store_true",
+                        help="redo the stages a changed config affects instead of refusing")
     args = parser.parse_args(argv)
-    return cli_main(["run", args.config, *args.overrides])
+    flags = ["--rerun-affected"] if args.rerun_affected else []
+    return cli_main(["run", args.config, *flags, *args.overrides])
 
 
 if __name__ == "__main__":  # vLLM starts worker processes: keep the guard

@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from engine.errors import ConfigError
-from engine.job import preflight, save_run_config
+from engine.job import first_affected_stage, preflight, save_run_config
 
 
 @pytest.fixture
@@ -43,3 +43,70 @@ def test_fields_a_saved_config_predates_are_not_compared(tmp_path, saved_run):
     del saved["config"]["student"]["ignore_eos"]  # as written by an engine without the field
     saved_path.write_text(yaml.safe_dump(saved))
     preflight(str(path), [])
+
+
+def test_more_rounds_may_be_added_to_a_run(saved_run):
+    path, _ = saved_run
+    preflight(str(path), ["rounds=4"])  # finished rounds stay valid; new ones are added
+
+
+@pytest.mark.parametrize("field, stage", [
+    ("seed", "data"), ("tasks.0.n_seed", "data"), ("train.lr", "train"),
+    ("student.model", "train"), ("student.max_tokens", "predict"),
+    ("teacher.temperature", "augment"), ("teacher.api.base_url", "augment"),
+    ("something.new", "data"),  # unknown to the mapping: redo everything, never too little
+])
+def test_first_affected_stage_of_each_field(field, stage):
+    assert first_affected_stage(field) == stage
+
+
+def test_changed_config_names_the_flag_that_reruns_the_affected_stages(saved_run):
+    path, _ = saved_run
+    with pytest.raises(ConfigError, match="--rerun-affected"):
+        preflight(str(path), ["teacher.temperature=0.1"])
+    prepared = preflight(str(path), ["teacher.temperature=0.1"], rerun_affected=True)
+    assert prepared.rerun == {"arithmetic": "augment"}
+
+
+def test_rerun_affected_moves_the_affected_stages_aside_and_keeps_the_rest(tmp_path):
+    from engine.storage import RunStorage
+
+    store = RunStorage(tmp_path / "run")
+    for r in (0, 1):
+        for stage in ("data", "train", "predict", "mine", "augment"):
+            d = store.stage_dir("arithmetic", r, stage)
+            store.begin_stage(d)
+            store.finish_stage(d, stage)
+        store.write_json(store.round_dir("arithmetic", r) / "metrics.json", {"round": r})
+    moved_to = store.supersede("arithmetic", "predict")
+    kept = sorted(p.name for p in store.round_dir("arithmetic", 0).iterdir())
+    assert kept == ["data", "train"]
+    assert not store.round_dir("arithmetic", 1).exists()
+    # Nothing is deleted: the superseded stages are kept, under the time of the re-run.
+    assert moved_to.parent.name == "superseded" and moved_to.parent.parent == store.root
+    assert sorted(p.name for p in (moved_to / "arithmetic" / "round_0").iterdir()) == [
+        "augment", "metrics.json", "mine", "predict"]
+    assert (moved_to / "arithmetic" / "round_1" / "train" / "MANIFEST.json").is_file()
+
+
+def test_cli_check_shows_what_rerun_affected_would_redo(saved_run, capsys):
+    from engine.cli import main
+
+    path, _ = saved_run
+    assert main(["check", str(path), "train.lr=0.1"]) == 2
+    assert "--rerun-affected" in capsys.readouterr().err
+    assert main(["check", str(path), "--rerun-affected", "train.lr=0.1"]) == 0
+    assert "arithmetic: would redo round 0 from train on" in capsys.readouterr().out
+
+
+def test_after_supersede_the_loop_redoes_only_the_affected_stages(tmp_path):
+    from tests.unit.test_driver import make_loop
+
+    loop, *_ = make_loop(tmp_path)
+    list(loop.run())
+    loop.store.supersede("arithmetic", "augment")  # as a teacher setting change does
+    again, gen_s, gen_t, trainer = make_loop(tmp_path)
+    list(again.run())
+    # Round 0's train and predict are loaded; its augment and all of round 1 are redone.
+    assert [c[0] for c in gen_t.calls] == ["augment"]
+    assert len(trainer.calls) == 1 and len(gen_s.calls) == 1  # round 1 only

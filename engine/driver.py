@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Callable, Iterator
 
 import pyarrow as pa
@@ -59,12 +58,13 @@ class RoundLoop:
         """One round of one task; returns (metrics, accepted examples for the next round)."""
         timings: dict[str, float] = {}
         train_set = self._stage(task, r, "data", timings, lambda d: self._write(d, train_set))
-        model_dir = self.store.stage_dir(task.name, r, "train") / "model"
+        # The student as other processes open it: a local path, or a URI for a remote run_dir.
+        model = self.store.location(f"{self.store.stage_dir(task.name, r, 'train')}/model")
         train_stats = self._stage(task, r, "train", timings,
-                                  lambda d: self._train(task, train_set, model_dir, d))
+                                  lambda d: self._train(task, train_set, model, d))
         seed_rows = train_set.filter(pc.equal(train_set["origin"], "seed"))
         predictions = self._stage(task, r, "predict", timings,
-                                  lambda d: self._predict(task, seed_rows, test, str(model_dir), d))
+                                  lambda d: self._predict(task, seed_rows, test, model, d))
         errors = self._stage(task, r, "mine", timings,
                              lambda d: self._write(d, mine_errors(train_set, predictions)))
         last_round = r == self.cfg.rounds - 1
@@ -76,7 +76,7 @@ class RoundLoop:
             usage["augment"] = self._usage(task, r, "augment", self.cfg.teacher.prices)
         metrics = round_metrics(task.name, r, train_set, predictions, errors, candidates,
                                 train_stats, timings, usage)
-        self.store.write_json(self.store.round_dir(task.name, r) / "metrics.json", metrics)
+        self.store.write_json(f"{self.store.round_dir(task.name, r)}/metrics.json", metrics)
         return metrics, added
 
     # -- stage plumbing ---------------------------------------------------------------------
@@ -102,22 +102,22 @@ class RoundLoop:
         """Tokens, failures and cost of a stage's generations (stored with the stage); None
         for a stage finished by an engine version that did not keep them."""
         stage_dir = self.store.stage_dir(task.name, r, stage)
-        if not (stage_dir / f"{GENERATIONS}.parquet").is_file():
+        if not self.store.has_table(stage_dir, GENERATIONS):
             return None
         return generation_usage(self.store.read_table(stage_dir, GENERATIONS), prices)
 
-    def _write(self, stage_dir: Path, table: pa.Table) -> pa.Table:
+    def _write(self, stage_dir: str, table: pa.Table) -> pa.Table:
         self.store.write_table(stage_dir, table)
         return table
 
     # -- stages -----------------------------------------------------------------------------
-    def _train(self, task: Task, train_set: pa.Table, model_dir: Path, stage_dir: Path) -> dict:
+    def _train(self, task: Task, train_set: pa.Table, model: str, stage_dir: str) -> dict:
         """Re-train from the *base* model every round (LLM2LLM), on seed + accepted rows."""
         rows = train_set.to_pylist()
         examples = pa.table({
             "messages": [json.dumps(task.student_messages(r["input"])) for r in rows],
             "target": [r["target"] for r in rows]})
-        stats = self.trainer(examples, self.student_model, model_dir, task.name)
+        stats = self.trainer(examples, self.student_model, model, task.name)
         curve = stats.pop("loss_curve", [])  # a table, not a manifest entry
         self.store.write_table(stage_dir, pa.table({
             "step": pa.array(range(1, len(curve) + 1), pa.int32()),
@@ -125,7 +125,7 @@ class RoundLoop:
         return stats
 
     def _predict(self, task: Task, seed_rows: pa.Table, test: pa.Table, model: str,
-                 stage_dir: Path) -> pa.Table:
+                 stage_dir: str) -> pa.Table:
         """The new student over the mining set (seed rows) and the test set, in one pass."""
         both = pa.concat_tables([seed_rows, test])
         generated = self.student_gen(student_requests(both, task), model, "predict")
@@ -135,7 +135,7 @@ class RoundLoop:
         return self._write(stage_dir, predictions)
 
     def _augment(self, task: Task, r: int, errors: pa.Table, train_set: pa.Table,
-                 test: pa.Table, stage_dir: Path) -> pa.Table:
+                 test: pa.Table, stage_dir: str) -> pa.Table:
         requests = teacher_requests(errors, task, self.cfg.teacher.n_per_error, r,
                                     self.cfg.teacher.constrain_format)
         generated = self.teacher_gen(requests, self.teacher_model, "augment")

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
 import yaml
 
 from engine.config import ApiConfig, RunConfig, load_config
@@ -48,7 +49,9 @@ def preflight(config_path: str | None, overrides: list[str],
     problems += check_model(cfg.student.model, "student.model")
     api = cfg.teacher.api
     problems += _check_api_key(api) if api else check_model(cfg.teacher.model, "teacher.model")
-    changed = changed_fields(cfg)
+    storage_problem = _check_storage(cfg.run_dir)
+    problems += [storage_problem] if storage_problem else []
+    changed = [] if storage_problem else changed_fields(cfg)
     if changed and not rerun_affected:
         problems.append(
             f"run_dir {cfg.run_dir!r} holds a run with a different config (changed: "
@@ -76,6 +79,17 @@ def preflight(config_path: str | None, overrides: list[str],
     return Prepared(cfg, student, teacher, splits, key, rerun=_affected(cfg, changed))
 
 
+def _check_storage(run_dir: str) -> str | None:
+    try:
+        store = RunStorage(run_dir)
+        store.exists(store.root)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        return (f"run_dir {run_dir!r}: cannot open it ({str(exc).splitlines()[0]}); use a local "
+                f"path or a pyarrow filesystem URI such as s3://bucket/path (credentials from "
+                f"the environment, as for any AWS/GCS client)")
+    return None
+
+
 def _check_api_key(api: ApiConfig) -> list[str]:
     if api.api_key_env and not os.environ.get(api.api_key_env):
         return [f"teacher.api.api_key_env: environment variable {api.api_key_env} is not set; "
@@ -99,10 +113,11 @@ def changed_fields(cfg: RunConfig) -> list[str]:
     """Fields that differ from the config saved in run_dir and would change what finished
     stages produced; operational settings (above) and keys the saved config lacks (added by a
     newer engine) are not counted."""
-    saved = Path(cfg.run_dir).expanduser() / "config.yaml"
-    if not saved.is_file():
+    store = RunStorage(cfg.run_dir)
+    saved = store.read_text(store.path("config.yaml"))
+    if saved is None:
         return []
-    old = (yaml.safe_load(saved.read_text()) or {}).get("config", {})
+    old = (yaml.safe_load(saved) or {}).get("config", {})
     new = cfg.model_dump(mode="json")
     return sorted(d for d in _diff(old, new)
                   if not any(fnmatch.fnmatchcase(d, p) for p in OPERATIONAL))
@@ -147,12 +162,11 @@ def _diff(old, new, prefix: str = "") -> list[str]:
 
 def save_run_config(prepared: Prepared) -> None:
     cfg = prepared.cfg
-    root = Path(cfg.run_dir).expanduser()
-    root.mkdir(parents=True, exist_ok=True)
     doc = {"config": cfg.model_dump(mode="json"), "seed": cfg.seed,
            "models": {"student": prepared.student_model, "teacher": prepared.teacher_model},
            "versions": _versions(), "git_commit": _git_commit(), "command": sys.argv}
-    RunStorage(root).write_text(root / "config.yaml", yaml.safe_dump(doc, sort_keys=False))
+    store = RunStorage(cfg.run_dir)
+    store.write_text(store.path("config.yaml"), yaml.safe_dump(doc, sort_keys=False))
 
 
 def _versions() -> dict:
@@ -196,7 +210,7 @@ def run_job(config_path: str | None, overrides: list[str],
     prepared = preflight(config_path, overrides, rerun_affected)
     store = RunStorage(prepared.cfg.run_dir)
     for task, stage in prepared.rerun.items():
-        moved_to = store.supersede(task, stage)
+        moved_to = store.location(store.supersede(task, stage))
         print(f"config changed: {task} redoes round 0 from {stage} on; the previous stages "
               f"are kept in {moved_to}", flush=True)
     save_run_config(prepared)

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from engine.errors import DataError
+from engine.generation.cache import ResponseCache
 from engine.storage import STAGES, RunStorage
 
 HEARTBEAT_EVERY_S = 20
@@ -23,11 +24,11 @@ STALE_AFTER_S = 3 * HEARTBEAT_EVERY_S
 def stage_states(run_dir: str | Path, now: float | None = None) -> tuple[list[dict], dict]:
     """Rows of {task, round, <stage>: state, metrics: bool}, and facts about the driver."""
     store = RunStorage(run_dir)
-    saved = store.root / "config.yaml"
-    if not saved.is_file():
+    saved = store.read_text(store.path("config.yaml"))
+    if saved is None:
         raise DataError(f"{run_dir}: not a run directory (no config.yaml); pass the run_dir "
                         f"of a job started with `llm2llm run`")
-    config = (yaml.safe_load(saved.read_text()) or {}).get("config", {})
+    config = (yaml.safe_load(saved) or {}).get("config", {})
     beat = store.read_heartbeat()
     age = None if beat is None else (now or time.time()) - beat["time"]
     alive = age is not None and age < STALE_AFTER_S and not beat.get("finished")
@@ -42,16 +43,15 @@ def stage_states(run_dir: str | Path, now: float | None = None) -> tuple[list[di
                     row[stage] = "-"  # the last round does not augment
                 elif store.is_complete(stage_dir):
                     row[stage] = "done"
-                elif stage_dir.exists():
+                elif store.exists(stage_dir):
                     row[stage] = "running" if alive else "interrupted"
                 else:
                     row[stage] = "missing"
-            row["metrics"] = (store.round_dir(task, r) / "metrics.json").is_file()
+            row["metrics"] = store.exists(f"{store.round_dir(task, r)}/metrics.json")
             rows.append(row)
     driver = {"heartbeat_age_s": age, "alive": alive,
               "finished": bool(beat and beat.get("finished")), "host": beat and beat.get("host"),
-              "cached_responses": sum(1 for _ in store.cache_dir().glob("part-*.parquet"))
-              if store.cache_dir().is_dir() else 0}
+              "cache_parts": len(ResponseCache(store.cache_dir()).parts())}
     return rows, driver
 
 
@@ -77,6 +77,6 @@ def format_status(run_dir: str | Path) -> str:
         state = (f"stopped (last heartbeat {driver['heartbeat_age_s']:.0f}s ago); run the same "
                  f"command again to resume")
     head = [f"run {run_dir}: {state}",
-            f"response cache: {driver['cached_responses']} part(s)", ""]
+            f"response cache: {driver['cache_parts']} part(s)", ""]
     return "\n".join(head + [line(headers), line(["-" * w for w in widths])]
                      + [line(c) for c in cells])

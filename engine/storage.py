@@ -1,5 +1,7 @@
 """The run directory: Parquet parts, stage manifests, metrics. Every write is atomic.
 
+It may be a local path or any pyarrow filesystem URI (engine/fs.py).
+
 Layout (DESIGN.md):
     <run_dir>/config.yaml
     <run_dir>/<task>/round_<r>/<stage>/part-0.parquet + MANIFEST.json (written last)
@@ -13,17 +15,16 @@ is complete; a stage folder without one is leftover from a crash and is never re
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import socket
 import time
-import uuid
-from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from engine import fs
 
 MANIFEST = "MANIFEST.json"
 STAGES = ["data", "train", "predict", "mine", "augment"]  # one round's stages, in order
@@ -37,18 +38,6 @@ RESUME_DIR = "_resume"
 CHECKSUM_MAX_BYTES = 1 << 30
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Readers see the old file or the whole new one, never half, even after a power loss:
-    the data is on disk (fsync) before the rename makes it visible."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def parquet_bytes(table: pa.Table) -> bytes:
     """A Parquet file with a CRC per page, so a flipped byte fails the read (read_parquet)
     instead of decoding into a different value."""
@@ -57,120 +46,136 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def read_parquet(path: Path, **kwargs) -> pa.Table:
-    return pq.read_table(path, page_checksum_verification=True, **kwargs)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _file_entry(path: Path) -> dict:
-    size = path.stat().st_size
-    return {"bytes": size, **({"sha256": _sha256(path)} if size <= CHECKSUM_MAX_BYTES else {})}
-
-
-def _matches(path: Path, entry) -> bool:
-    if isinstance(entry, int):  # a manifest from an engine version that recorded sizes only
-        return path.stat().st_size == entry
-    return (path.stat().st_size == entry["bytes"]
-            and ("sha256" not in entry or _sha256(path) == entry["sha256"]))
+def read_parquet(fs: pafs.FileSystem, path: str, **kwargs) -> pa.Table:
+    return pq.read_table(path, filesystem=fs, page_checksum_verification=True, **kwargs)
 
 
 class RunStorage:
-    def __init__(self, run_dir: str | Path):
-        self.root = Path(run_dir).expanduser().resolve()
+    """The run directory on its filesystem (engine/fs.py). Paths are strings in that
+    filesystem; `location()` turns one into what other processes open (a path or a URI)."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.run_dir = str(run_dir)
+        self.fs, self.root = fs.open_fs(self.run_dir)
 
     # -- paths ----------------------------------------------------------------------------
-    def round_dir(self, task: str, round_: int) -> Path:
-        return self.root / task / f"round_{round_}"
+    def path(self, *names: str) -> str:
+        return fs.join(self.root, *names)
 
-    def stage_dir(self, task: str, round_: int, stage: str) -> Path:
-        return self.round_dir(task, round_) / stage
+    def round_dir(self, task: str, round_: int) -> str:
+        return self.path(task, f"round_{round_}")
 
-    def cache_dir(self) -> Path:
+    def stage_dir(self, task: str, round_: int, stage: str) -> str:
+        return fs.join(self.round_dir(task, round_), stage)
+
+    def cache_dir(self) -> str:
         """Generated responses, shared by every task and round (engine/generation/cache.py)."""
-        return self.root / "cache" / "responses"
+        return self.location(self.path("cache", "responses"))
+
+    def location(self, path: str) -> str:
+        """A path of this storage as a local path or a URI, for another process to open."""
+        if fs.is_local(self.fs) and not fs.is_uri(self.run_dir):
+            return path
+        return fs.child(self.run_dir, path[len(self.root):].lstrip("/"))
+
+    def exists(self, path: str) -> bool:
+        return fs.exists(self.fs, path)
 
     # -- stage outputs --------------------------------------------------------------------
-    def is_complete(self, stage_dir: Path) -> bool:
+    def is_complete(self, stage_dir: str) -> bool:
         """A readable manifest whose files are all there with the sizes and checksums it
         recorded: a part truncated, zero-filled or replaced after the manifest was written
         makes the stage incomplete, so it is done again rather than read."""
         try:
             manifest = self.read_manifest(stage_dir)
-            return all(_matches(stage_dir / name, entry)
+            return all(self._matches(fs.join(stage_dir, name), entry)
                        for name, entry in manifest["files"].items())
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, pa.ArrowException):
             return False
 
-    def begin_stage(self, stage_dir: Path) -> None:
+    def _matches(self, path: str, entry) -> bool:
+        size = fs.info(self.fs, path).size
+        if isinstance(entry, int):  # a manifest from an engine version that recorded sizes only
+            return size == entry
+        return size == entry["bytes"] and (
+            "sha256" not in entry or fs.sha256(self.fs, path) == entry["sha256"])
+
+    def begin_stage(self, stage_dir: str) -> None:
         """Clear leftovers of an interrupted attempt so they cannot mix with the new output,
         except its RESUME_DIR."""
-        stage_dir.mkdir(parents=True, exist_ok=True)  # called only for unfinished stages
-        for entry in stage_dir.iterdir():
-            if entry.name == RESUME_DIR:
-                continue
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        self.fs.create_dir(stage_dir, recursive=True)  # called only for unfinished stages
+        for entry in fs.list_dir(self.fs, stage_dir):
+            if entry.base_name != RESUME_DIR:
+                fs.delete(self.fs, entry.path)
 
-    def write_table(self, stage_dir: Path, table: pa.Table, name: str = "part-0") -> Path:
-        path = stage_dir / f"{name}.parquet"
-        atomic_write_bytes(path, parquet_bytes(table))
+    def write_table(self, stage_dir: str, table: pa.Table, name: str = "part-0") -> str:
+        path = fs.join(stage_dir, f"{name}.parquet")
+        fs.write_bytes(self.fs, path, parquet_bytes(table))
         return path
 
-    def read_table(self, stage_dir: Path, name: str = "part-0") -> pa.Table:
-        return read_parquet(stage_dir / f"{name}.parquet")
+    def read_table(self, stage_dir: str, name: str = "part-0") -> pa.Table:
+        return read_parquet(self.fs, fs.join(stage_dir, f"{name}.parquet"))
 
-    def finish_stage(self, stage_dir: Path, stage: str, **info) -> dict:
+    def has_table(self, stage_dir: str, name: str) -> bool:
+        return fs.is_file(self.fs, fs.join(stage_dir, f"{name}.parquet"))
+
+    def finish_stage(self, stage_dir: str, stage: str, **info) -> dict:
         """Write the manifest last: from here on the stage counts as done. It records every
         file of the stage (the trained model's included) with its size and checksum."""
-        shutil.rmtree(stage_dir / RESUME_DIR, ignore_errors=True)  # no longer needed
-        files = {p.relative_to(stage_dir).as_posix(): _file_entry(p)
-                 for p in sorted(stage_dir.rglob("*"))
-                 if p.is_file() and not p.name.startswith(".") and p.name != MANIFEST}
+        fs.delete(self.fs, fs.join(stage_dir, RESUME_DIR))  # no longer needed
+        files = {}
+        for entry in fs.list_files(self.fs, stage_dir, recursive=True):
+            name = entry.path[len(stage_dir):].lstrip("/")
+            if entry.base_name.startswith(".") or name == MANIFEST:
+                continue
+            files[name] = {"bytes": entry.size, **(
+                {"sha256": fs.sha256(self.fs, entry.path)}
+                if entry.size <= CHECKSUM_MAX_BYTES else {})}
         manifest = {"stage": stage, "finished_at": time.time(), "files": files, **info}
-        atomic_write_bytes(stage_dir / MANIFEST, json.dumps(manifest, indent=2).encode())
+        self.write_json(fs.join(stage_dir, MANIFEST), manifest)
         return manifest
 
-    def read_manifest(self, stage_dir: Path) -> dict:
-        return json.loads((stage_dir / MANIFEST).read_text())
+    def read_manifest(self, stage_dir: str) -> dict:
+        return json.loads(fs.read_bytes(self.fs, fs.join(stage_dir, MANIFEST)))
 
-    def supersede(self, task: str, first_stage: str) -> Path:
+    def supersede(self, task: str, first_stage: str) -> str:
         """Move a task's outputs from round 0's `first_stage` on (and every later round) to
         <run_dir>/superseded/<time>/, so they are redone; nothing is deleted. Returns that
         folder."""
-        dest = self.root / "superseded" / time.strftime("%Y%m%d-%H%M%S")
+        dest = self.path("superseded", time.strftime("%Y%m%d-%H%M%S"))
         round0 = self.round_dir(task, 0)
-        moves = [round0 / s for s in STAGES[STAGES.index(first_stage):]]
-        moves.append(round0 / "metrics.json")
-        moves += [d for d in (self.root / task).glob("round_*") if d != round0]
+        moves = [fs.join(round0, s) for s in STAGES[STAGES.index(first_stage):]]
+        moves.append(fs.join(round0, "metrics.json"))
+        moves += [d.path for d in fs.list_dir(self.fs, self.path(task))
+                  if d.base_name.startswith("round_") and d.path != round0]
         for src in moves:
-            if src.exists():
-                target = dest / src.relative_to(self.root)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(src, target)
+            if self.exists(src):
+                fs.move(self.fs, src, fs.join(dest, src[len(self.root):].lstrip("/")))
         return dest
 
     # -- liveness -------------------------------------------------------------------------
     def write_heartbeat(self, finished: bool = False) -> None:
         """The driver's sign of life, read by `llm2llm status` (engine/status.py)."""
-        self.write_json(self.root / "HEARTBEAT.json",
+        self.write_json(self.path("HEARTBEAT.json"),
                         {"time": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
                          "finished": finished})
 
     def read_heartbeat(self) -> dict | None:
         try:
-            return json.loads((self.root / "HEARTBEAT.json").read_text())
+            return json.loads(fs.read_bytes(self.fs, self.path("HEARTBEAT.json")))
         except (OSError, ValueError):
             return None
 
-    # -- json documents -------------------------------------------------------------------
-    def write_json(self, path: Path, obj) -> None:
-        atomic_write_bytes(path, json.dumps(obj, indent=2, default=str).encode())
+    # -- documents ------------------------------------------------------------------------
+    def write_json(self, path: str, obj) -> None:
+        fs.write_bytes(self.fs, path, json.dumps(obj, indent=2, default=str).encode())
 
-    def write_text(self, path: Path, text: str) -> None:
-        atomic_write_bytes(path, text.encode())
+    def write_text(self, path: str, text: str) -> None:
+        fs.write_bytes(self.fs, path, text.encode())
+
+    def read_text(self, path: str) -> str | None:
+        """The file's text, or None if it does not exist."""
+        try:
+            return fs.read_bytes(self.fs, path).decode()
+        except FileNotFoundError:
+            return None

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Callable
 
 import pyarrow as pa
 
+from engine import fs
 from engine.records import GENERATED
 
 
@@ -34,10 +34,10 @@ class FakeTrainer:
     """StudentTrainer that records what it was given and writes a marker 'model' folder."""
 
     def __init__(self):
-        self.calls: list[tuple[pa.Table, str, Path]] = []
+        self.calls: list[tuple[pa.Table, str, str]] = []
 
-    def __call__(self, examples: pa.Table, base_model: str, out_dir: Path, task: str) -> dict:
+    def __call__(self, examples: pa.Table, base_model: str, out_dir: str, task: str) -> dict:
         self.calls.append((examples, base_model, out_dir))
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.json").write_text("{}")
+        filesystem, path = fs.open_fs(out_dir)  # a local path or a URI, as for the real one
+        fs.write_bytes(filesystem, f"{path}/config.json", b"{}")
         return {"steps": 2, "final_loss": 0.5, "loss_curve": [0.9, 0.5]}

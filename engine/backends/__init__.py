@@ -6,7 +6,6 @@ unit tests swap in the deterministic fakes from tests/fakes.py.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Protocol
 
 import pyarrow as pa
@@ -18,8 +17,9 @@ class TextGenerator(Protocol):
 
 
 class StudentTrainer(Protocol):
-    def __call__(self, examples: pa.Table, base_model: str, out_dir: Path, task: str) -> dict:
-        """Train a fresh student from base_model on examples; save an HF folder at out_dir.
+    def __call__(self, examples: pa.Table, base_model: str, out_dir: str, task: str) -> dict:
+        """Train a fresh student from base_model on examples; save an HF folder at out_dir
+        (a local path or a filesystem URI).
 
         Returns training stats (steps, final loss, tokens, seconds) for the manifest, and
         `loss_curve`, the loss per step on rank 0.

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import pyarrow as pa
 
+from engine import fs
 from engine.backends.train_data import build_features, checkpoint_steps, collate, epoch_batches
 from engine.config import TrainConfig
 from engine.errors import StageError
@@ -191,7 +191,7 @@ class RayDeepSpeedTrainer:
         self.seed = seed
         self.log = log
 
-    def __call__(self, examples: pa.Table, base_model: str, out_dir: Path, task: str) -> dict:
+    def __call__(self, examples: pa.Table, base_model: str, out_dir: str, task: str) -> dict:
         import ray
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
@@ -200,29 +200,31 @@ class RayDeepSpeedTrainer:
         if examples.num_rows < self.cfg.num_workers:
             raise StageError("train", f"{examples.num_rows} rows cannot be split over "
                                       f"{self.cfg.num_workers} workers; lower train.num_workers")
+        # out_dir is a local path or a filesystem URI: Ray Train writes to either.
+        out_fs, out_path = fs.open_fs(out_dir)
         # Ray Train's storage, checkpoints included, lives in the stage's resume folder, which
         # outlives an interrupted attempt: a new TorchTrainer with the same name and storage
         # starts from the latest checkpoint found there.
-        ray_dir = out_dir.parent / RESUME_DIR / "ray_train"
-        if ray_dir.exists():
-            self.log(f"[train] {task}: resuming from the checkpoints in {ray_dir}")
+        ray_path = fs.join(out_path.rsplit("/", 1)[0], RESUME_DIR, "ray_train")
+        if fs.exists(out_fs, ray_path):
+            self.log(f"[train] {task}: resuming from the checkpoints in {ray_path}")
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"train": self.cfg.model_dump(), "base_model": base_model,
                                "seed": self.seed},
             scaling_config=ScalingConfig(num_workers=self.cfg.num_workers, use_gpu=self.cfg.use_gpu),
             run_config=RunConfig(
-                name=f"train-{task}", storage_path=str(ray_dir),
+                name=f"train-{task}", storage_path=ray_path,
+                storage_filesystem=None if fs.is_local(out_fs) else out_fs,
                 failure_config=FailureConfig(max_failures=self.cfg.max_failures),
                 checkpoint_config=CheckpointConfig(num_to_keep=1)),  # the latest is never deleted
             datasets={"train": ray.data.from_arrow(examples.select(["messages", "target"]))},
         )
         start = time.time()
         result = trainer.fit()
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        result.checkpoint.to_directory(str(out_dir))
-        shutil.rmtree(ray_dir, ignore_errors=True)  # checkpoints, and a second copy of out_dir
+        fs.delete(out_fs, out_path)
+        fs.copy_tree(result.checkpoint.filesystem, result.checkpoint.path, out_fs, out_path)
+        fs.delete(out_fs, ray_path)  # checkpoints, and a second copy of out_dir
         stats = {**(result.metrics or {}), "wall_seconds": time.time() - start}
         self.log(f"[train] {task}: {stats.get('steps')} steps, final loss "
                  f"{stats.get('final_loss', float('nan')):.4f}, {stats['wall_seconds']:.0f}s")

@@ -22,7 +22,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.storage import atomic_write_bytes, parquet_bytes, read_parquet
+from engine import fs
+from engine.storage import parquet_bytes, read_parquet
 
 CACHE_KEY = "cache_key"  # the column that carries each request's key to the workers
 
@@ -35,17 +36,18 @@ CACHED = pa.schema([
 
 
 def model_fingerprint(model: str) -> str:
-    """The model's identity for cache keys. A local folder is identified by its files' names,
-    sizes and modification times, so a checkpoint re-written at the same path is a new model;
-    anything else (a hub or API model name) by its name."""
-    path = Path(model)
-    if not path.is_dir():
+    """The model's identity for cache keys. A folder (local, or at a filesystem URI) is
+    identified by its files' names, sizes and modification times, so a checkpoint re-written
+    at the same path is a new model; anything else (a hub or API model name) by its name."""
+    if not fs.is_uri(model) and not Path(model).is_dir():
+        return model
+    filesystem, path = fs.open_fs(model)
+    if not fs.is_dir(filesystem, path):
         return model
     digest = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        st = f.stat()
-        digest.update(f"{f.relative_to(path)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-    return f"{path.name}@{digest.hexdigest()[:16]}"
+    for f in fs.list_files(filesystem, path, recursive=True):
+        digest.update(f"{f.path[len(path):].lstrip('/')}:{f.size}:{f.mtime_ns}\n".encode())
+    return f"{path.rstrip('/').rsplit('/', 1)[-1]}@{digest.hexdigest()[:16]}"
 
 
 def cache_key(model_id: str, messages: str, sampling: dict, seed: int, regex: str | None,
@@ -58,14 +60,16 @@ def cache_key(model_id: str, messages: str, sampling: dict, seed: int, regex: st
 
 
 class ResponseCache:
-    def __init__(self, root: str | Path, log=print):
-        self.root = Path(root)
+    """root: a local path or a filesystem URI (engine/fs.py), as RunStorage.cache_dir gives."""
+
+    def __init__(self, root: str, log=print):
+        self.root = str(root)
+        self.fs, self.path = fs.open_fs(self.root)
         self.log = log
 
-    def parts(self) -> list[Path]:
-        if not self.root.is_dir():
-            return []
-        return sorted(p for p in self.root.glob("part-*.parquet"))
+    def parts(self) -> list[str]:
+        return [f.path for f in fs.list_files(self.fs, self.path)
+                if f.base_name.startswith("part-") and f.base_name.endswith(".parquet")]
 
     def lookup(self, keys: list[str]) -> dict[str, dict]:
         """key -> cached row, for the keys that are cached. An unreadable part (which atomic
@@ -74,9 +78,9 @@ class ResponseCache:
         found: dict[str, dict] = {}
         for part in self.parts():
             try:
-                table = read_parquet(part, schema=CACHED)
+                table = read_parquet(self.fs, part, schema=CACHED)
             except (OSError, pa.ArrowException) as exc:
-                self.log(f"[cache] skipping unreadable part {part.name}: {exc}")
+                self.log(f"[cache] skipping unreadable part {part.rsplit('/', 1)[-1]}: {exc}")
                 continue
             hits = table.filter(pc.is_in(table["key"], value_set=wanted))
             for row in hits.to_pylist():
@@ -87,10 +91,10 @@ class ResponseCache:
         """Store rows (key, output, prompt_tokens, completion_tokens) as one new part."""
         if not rows:
             return
-        self.root.mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pylist([{f.name: r[f.name] for f in CACHED} for r in rows],
                                      schema=CACHED)
-        atomic_write_bytes(self.root / f"part-{uuid.uuid4().hex}.parquet", parquet_bytes(table))
+        fs.write_bytes(self.fs, fs.join(self.path, f"part-{uuid.uuid4().hex}.parquet"),
+                       parquet_bytes(table))
 
     def store(self, requests: pa.Table, generated: pa.Table) -> None:
         """Store the answered rows of a generated batch, keyed by the requests' CACHE_KEY

@@ -24,6 +24,7 @@ import time
 
 import pyarrow as pa
 
+from engine import fs
 from engine.config import GenerationConfig
 from engine.errors import ModelError, root_cause
 from engine.generation.cache import CACHE_KEY, ResponseCache
@@ -58,7 +59,8 @@ class VLLMReplica:
         from vllm import LLM, SamplingParams
 
         self.name = f"{socket.gethostname()}:{os.getpid()}"
-        self.llm = LLM(model=model, seed=seed, **engine)
+        # A student in a remote run_dir is fetched to this node first: vLLM loads local folders.
+        self.llm = LLM(model=fs.localize(model), seed=seed, **engine)
         self.sampling = SamplingParams(**sampling)
         self.busy_s, self.calls = 0.0, 0  # time spent generating: is the engine kept fed?
 

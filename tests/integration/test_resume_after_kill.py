@@ -15,6 +15,9 @@ it counts every request it receives. The interrupted run is killed four times:
 Then every stage's rows, ids and contents and both rounds' trained weights must equal the
 uninterrupted run's, no row may be doubled, and the teacher requests sent after the driver's
 death must be exactly the ones whose answers had not been stored.
+
+The uninterrupted run keeps its run_dir in S3 (a local moto server, `s3://...` URI), the
+interrupted one on local disk: the same results on both kinds of storage.
 """
 
 import hashlib
@@ -22,6 +25,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,6 +35,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from engine import fs
 from engine.tasks.arithmetic import generate
 from tests.fault_server import FaultServer
 
@@ -51,15 +56,38 @@ def teacher_answer(messages: list[dict]) -> str:
 
 
 @pytest.fixture(scope="module")
+def s3():
+    """A local S3 endpoint with one bucket; yields (run_dir URI prefix, env for the jobs)."""
+    import pyarrow.fs as pafs
+    from moto.server import ThreadedMotoServer
+
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # this process reads the run back from S3 too
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    pafs.S3FileSystem(access_key="testing", secret_key="testing", region="us-east-1",
+                      endpoint_override=f"127.0.0.1:{port}", scheme="http", allow_bucket_creation=True).create_dir("runs")
+    yield f"s3://runs/{{}}?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1", env
+    server.stop()
+    for k, v in saved.items():
+        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+@pytest.fixture(scope="module")
 def teacher():
     # One answer at a time, 1.5 s each: teacher generation lasts long enough to kill in.
     with FaultServer(answer=teacher_answer, delay_s=1.5) as server:
         yield server
 
 
-def write_config(path: Path, run_dir: Path, model: str, teacher_url: str) -> list[str]:
+def write_config(path: Path, run_dir: str, model: str, teacher_url: str) -> list[str]:
     config = {
-        "run_dir": str(run_dir), "rounds": 2, "seed": 0,
+        "run_dir": run_dir, "rounds": 2, "seed": 0,
         "tasks": [{"name": TASK, "n_seed": N_SEED, "n_test": N_TEST}],
         "student": {"model": model, "max_tokens": 16, "max_model_len": 1024},
         "teacher": {"model": "test-teacher", "n_per_error": 2, "replicas": 1, "batch_size": 1,
@@ -119,26 +147,34 @@ def stored_teacher_prompts(run_dir: Path, server: FaultServer) -> set[str]:
     return {p for p in answered if teacher_answer([{"content": p}]) in outputs}
 
 
-def stage_rows(run_dir: Path, round_: int, stage: str, name: str = "part-0") -> list[dict]:
-    return pq.read_table(run_dir / TASK / f"round_{round_}" / stage / f"{name}.parquet").to_pylist()
+def stage_rows(run_dir: str, round_: int, stage: str, name: str = "part-0") -> list[dict]:
+    """A stage's rows, from a local run_dir or one at a URI."""
+    filesystem, path = fs.open_fs(fs.child(str(run_dir), TASK, f"round_{round_}", stage))
+    return pq.read_table(f"{path}/{name}.parquet", filesystem=filesystem).to_pylist()
 
 
-def weights(run_dir: Path, round_: int) -> str:
-    path = run_dir / TASK / f"round_{round_}" / "train" / "model" / "model.safetensors"
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def weights(run_dir: str, round_: int) -> str:
+    filesystem, path = fs.open_fs(
+        fs.child(str(run_dir), TASK, f"round_{round_}", "train", "model", "model.safetensors"))
+    return hashlib.sha256(fs.read_bytes(filesystem, path)).hexdigest()
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_model, teacher, tmp_path_factory):
+def runs(tiny_model, teacher, s3, tmp_path_factory):
     """(uninterrupted run_dir, interrupted run_dir, what happened to the interrupted run)."""
     base = tmp_path_factory.mktemp("resume")
-    ref_dir, run_dir = base / "reference", base / "interrupted"
+    s3_dir, s3_env = s3
+    ref_dir, run_dir = s3_dir.format("reference"), base / "interrupted"
     reference = write_config(base / "reference.yaml", ref_dir, tiny_model, teacher.url)
-    out = subprocess.run(reference, cwd=ROOT, capture_output=True, text=True, timeout=1500)
+    # Models the replicas fetch from S3 go to a cache of this test's own.
+    env = {**os.environ, **s3_env, "LLM2LLM_CACHE": str(base / "node-cache")}
+    out = subprocess.run(reference, cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=1500)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
     n_reference = teacher.count()
+    assert not (base / "reference").exists()  # it all went to S3
 
-    command = write_config(base / "interrupted.yaml", run_dir, tiny_model, teacher.url)
+    command = write_config(base / "interrupted.yaml", str(run_dir), tiny_model, teacher.url)
     seen: dict = {}
 
     # Attempt 1: a train worker, then the teacher's worker, then the driver actor.

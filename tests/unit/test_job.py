@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -77,13 +79,13 @@ def test_rerun_affected_moves_the_affected_stages_aside_and_keeps_the_rest(tmp_p
             d = store.stage_dir("arithmetic", r, stage)
             store.begin_stage(d)
             store.finish_stage(d, stage)
-        store.write_json(store.round_dir("arithmetic", r) / "metrics.json", {"round": r})
-    moved_to = store.supersede("arithmetic", "predict")
-    kept = sorted(p.name for p in store.round_dir("arithmetic", 0).iterdir())
+        store.write_json(f"{store.round_dir('arithmetic', r)}/metrics.json", {"round": r})
+    moved_to = Path(store.supersede("arithmetic", "predict"))
+    kept = sorted(p.name for p in Path(store.round_dir("arithmetic", 0)).iterdir())
     assert kept == ["data", "train"]
-    assert not store.round_dir("arithmetic", 1).exists()
+    assert not Path(store.round_dir("arithmetic", 1)).exists()
     # Nothing is deleted: the superseded stages are kept, under the time of the re-run.
-    assert moved_to.parent.name == "superseded" and moved_to.parent.parent == store.root
+    assert moved_to.parent.name == "superseded" and moved_to.parent.parent == tmp_path / "run"
     assert sorted(p.name for p in (moved_to / "arithmetic" / "round_0").iterdir()) == [
         "augment", "metrics.json", "mine", "predict"]
     assert (moved_to / "arithmetic" / "round_1" / "train" / "MANIFEST.json").is_file()
@@ -110,3 +112,9 @@ def test_after_supersede_the_loop_redoes_only_the_affected_stages(tmp_path):
     # Round 0's train and predict are loaded; its augment and all of round 1 are redone.
     assert [c[0] for c in gen_t.calls] == ["augment"]
     assert len(trainer.calls) == 1 and len(gen_s.calls) == 1  # round 1 only
+
+
+def test_run_dir_that_cannot_be_opened_is_a_config_error(saved_run):
+    path, _ = saved_run
+    with pytest.raises(ConfigError, match=r"run_dir 'foo://bucket/run': cannot open it .*s3://"):
+        preflight(str(path), ["run_dir=foo://bucket/run"])

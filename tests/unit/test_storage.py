@@ -2,6 +2,7 @@
 zero-filled parts, broken manifests, bit flips in the response cache."""
 
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,7 +19,7 @@ def finished_stage(tmp_path):
     store.begin_stage(stage)
     store.write_table(stage, pa.table({"id": ["a", "b"], "output": ["one", "two"]}))
     store.finish_stage(stage, "predict")
-    return store, stage
+    return store, Path(stage)
 
 
 def test_manifest_records_size_and_checksum_of_every_file(tmp_path):
@@ -26,7 +27,7 @@ def test_manifest_records_size_and_checksum_of_every_file(tmp_path):
     entry = store.read_manifest(stage)["files"]["part-0.parquet"]
     assert entry["bytes"] == (stage / "part-0.parquet").stat().st_size
     assert len(entry["sha256"]) == 64
-    assert store.is_complete(stage)
+    assert store.is_complete(str(stage))
 
 
 def test_zero_filled_part_of_the_right_size_is_not_complete(tmp_path):
@@ -34,7 +35,7 @@ def test_zero_filled_part_of_the_right_size_is_not_complete(tmp_path):
     store, stage = finished_stage(tmp_path)
     part = stage / "part-0.parquet"
     part.write_bytes(b"\0" * part.stat().st_size)
-    assert not store.is_complete(stage)
+    assert not store.is_complete(str(stage))
 
 
 @pytest.mark.parametrize("manifest", [
@@ -47,7 +48,7 @@ def test_zero_filled_part_of_the_right_size_is_not_complete(tmp_path):
 def test_broken_manifest_makes_the_stage_incomplete(tmp_path, manifest):
     store, stage = finished_stage(tmp_path)
     (stage / MANIFEST).write_bytes(manifest)
-    assert not store.is_complete(stage)
+    assert not store.is_complete(str(stage))
 
 
 def test_manifest_of_an_older_engine_with_sizes_only_still_counts(tmp_path):
@@ -55,21 +56,21 @@ def test_manifest_of_an_older_engine_with_sizes_only_still_counts(tmp_path):
     size = (stage / "part-0.parquet").stat().st_size
     (stage / MANIFEST).write_text(json.dumps({"stage": "predict",
                                               "files": {"part-0.parquet": size}}))
-    assert store.is_complete(stage)
+    assert store.is_complete(str(stage))
 
 
 def test_begin_stage_keeps_resume_state_and_finish_removes_it(tmp_path):
     store = RunStorage(tmp_path / "run")
-    stage = store.stage_dir("t", 0, "train")
+    stage = Path(store.stage_dir("t", 0, "train"))
     (stage / RESUME_DIR).mkdir(parents=True)
     (stage / RESUME_DIR / "checkpoint").write_text("state")
     (stage / "part-0.parquet").write_bytes(b"left by a crash")
     (stage / "model").mkdir()
-    store.begin_stage(stage)
+    store.begin_stage(str(stage))
     assert sorted(p.name for p in stage.iterdir()) == [RESUME_DIR]
-    store.finish_stage(stage, "train")
+    store.finish_stage(str(stage), "train")
     assert not (stage / RESUME_DIR).exists()
-    assert store.is_complete(stage)
+    assert store.is_complete(str(stage))
 
 
 @pytest.mark.parametrize("damage", ["truncate", "zero-fill", "manifest"])
@@ -97,7 +98,7 @@ def test_cache_part_with_a_flipped_byte_is_skipped_not_served(tmp_path):
     cache = ResponseCache(tmp_path / "cache", log=logs.append)
     cache.add([{"key": "k1", "output": "ANSWER-7f3a9c", "prompt_tokens": 3,
                 "completion_tokens": 1}])
-    (part,) = cache.parts()
+    (part,) = map(Path, cache.parts())
     data = bytearray(part.read_bytes())
     at = data.find(b"ANSWER-7f3a9c")
     assert at > 0, "the answer is stored as plain bytes in the page"
@@ -105,3 +106,46 @@ def test_cache_part_with_a_flipped_byte_is_skipped_not_served(tmp_path):
     part.write_bytes(bytes(data))
     assert cache.lookup(["k1"]) == {}
     assert any(part.name in line for line in logs)
+
+
+def test_a_run_on_a_filesystem_uri_resumes_and_detects_damage():
+    """The same loop on pyarrow's in-memory filesystem (`mock://`, one per process): what
+    works on a local disk works on any pyarrow filesystem, object stores included."""
+    import pyarrow.fs as pafs
+
+    from engine.config import RunConfig
+    from engine.driver import RoundLoop
+    from engine.status import stage_states
+    from engine.tasks import build_task
+    from tests.fakes import FakeGenerator, FakeTrainer
+    from tests.unit.test_driver import student, teacher
+
+    run_dir = "mock:///runs/on-a-uri"
+
+    def loop():
+        cfg = RunConfig.model_validate({"run_dir": run_dir, "rounds": 2, "tasks": [
+            {"name": "arithmetic", "n_seed": 10, "n_test": 6}]})
+        gens = FakeGenerator(student), FakeGenerator(teacher), FakeTrainer()
+        return RoundLoop(cfg, [build_task(t, cfg.seed) for t in cfg.tasks], "base", "teacher",
+                         *gens, {"temperature": 0.7}, log=lambda m: None), gens
+
+    first, _ = loop()
+    history = [m for ms in first.run() for m in ms]
+    store = first.store
+    assert not isinstance(store.fs, pafs.LocalFileSystem)
+    assert store.location(store.stage_dir("arithmetic", 0, "train")).startswith("mock://")
+    store.write_text(store.path("config.yaml"), "config: {rounds: 2, tasks: [{name: arithmetic}]}")
+    rows, _ = stage_states(run_dir)
+    assert [r["train"] for r in rows] == ["done", "done"]
+
+    # Damage one part: only that stage, and what depends on nothing else, is redone.
+    part = f"{store.stage_dir('arithmetic', 1, 'mine')}/part-0.parquet"
+    with store.fs.open_output_stream(part) as f:
+        f.write(b"\0" * 64)
+    again, (gen_s, gen_t, trainer) = loop()
+    assert [m for ms in again.run() for m in ms][-1]["n_errors"] == history[-1]["n_errors"]
+    assert not gen_s.calls and not gen_t.calls and not trainer.calls  # mine is pure
+
+    moved_to = store.supersede("arithmetic", "augment")
+    assert store.exists(f"{moved_to}/arithmetic/round_1/train/MANIFEST.json")
+    assert not store.exists(store.round_dir("arithmetic", 1))

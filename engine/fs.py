@@ -146,13 +146,6 @@ def copy_tree(src_fs: pafs.FileSystem, src: str, dst_fs: pafs.FileSystem, dst: s
         pafs.copy_files(f.path, target, source_filesystem=src_fs, destination_filesystem=dst_fs)
 
 
-def upload_dir(local_dir: str | os.PathLike, location: str) -> None:
-    """Put a local folder's files at `location` (replacing what was there)."""
-    fs, path = open_fs(location)
-    delete(fs, path)
-    copy_tree(pafs.LocalFileSystem(), str(Path(local_dir).resolve()), fs, path)
-
-
 def localize(location: str) -> str:
     """A local folder with the contents of `location`: the path itself when it is local, else
     a copy in this node's cache (vLLM and transformers load models from local folders).

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from engine.config import ApiConfig, Prices
-from engine.generation.cache import ResponseCache, cache_key, model_fingerprint
+from engine.generation.cache import CACHE_KEY, ResponseCache, cache_key, model_fingerprint
 from engine.generation.openai_api import OpenAIChatUDF, RequestPacer, Secret, backoff_delay
 from engine.metrics import generation_usage
 from engine.records import GENERATED
@@ -140,6 +140,26 @@ def test_api_client_does_not_retry_a_client_error_and_scrubs_the_key():
     assert all(key not in r["error"] for r in rows)  # ...but the echo of it was scrubbed
     assert "***" in rows[0]["error"]
     assert key not in repr(Secret(key)) and key not in str(Secret(key))
+
+
+def test_api_client_stores_answers_as_they_arrive_and_never_a_failure(tmp_path, monkeypatch):
+    # Answers reach the cache while the batch is still running, not only when it returns: a
+    # killed driver or worker then costs only the requests in flight.
+    monkeypatch.setattr(OpenAIChatUDF, "STORE_EVERY_S", 0.0)
+    cache_dir = tmp_path / "cache"
+    with FaultServer({"429": 0.3}, seed=3) as server:
+        api = ApiConfig(base_url=server.url, api_key_env=None, concurrency=2, max_retries=0)
+        batch = _batch(12)
+        batch = batch.append_column(CACHE_KEY, pa.array([f"key-{i}" for i in range(12)]))
+        out = OpenAIChatUDF(api, "m", SAMPLING, key=None, cache_dir=str(cache_dir))(batch)
+    rows = out.to_pylist()
+    stored = ResponseCache(cache_dir).lookup([f"key-{i}" for i in range(12)])
+    answered = {f"key-{i}" for i, r in enumerate(rows) if not r["error"]}
+    assert 0 < len(answered) < 12  # some 429s, not retried: failures
+    assert set(stored) == answered  # every answer stored, no failure
+    assert all(stored[f"key-{i}"]["output"] == r["output"]
+               for i, r in enumerate(rows) if not r["error"])
+    assert len(ResponseCache(cache_dir).parts()) > 1  # stored while running, part by part
 
 
 def test_generation_usage_counts_tokens_failures_retries_and_cost():

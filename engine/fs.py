@@ -115,6 +115,15 @@ def list_files(fs: pafs.FileSystem, path: str, recursive: bool = False) -> list[
                   key=lambda i: i.path)
 
 
+def listing_digest(files: list[pafs.FileInfo], root: str) -> str:
+    """A digest of files' names (relative to root), sizes and modification times: it changes
+    when a folder is rewritten, without reading the files."""
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f"{f.path[len(root):].lstrip('/')}:{f.size}:{f.mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 def list_dir(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
     return sorted(fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)),
                   key=lambda i: i.path)
@@ -161,8 +170,8 @@ def localize(location: str) -> str:
         raise FileNotFoundError(f"{location}: no files there")
     from engine.models import cache_dir
 
-    listing = "|".join(f"{i.path}:{i.size}:{i.mtime_ns}" for i in files)
-    local = cache_dir() / "remote" / hashlib.sha256(f"{location}|{listing}".encode()).hexdigest()[:24]
+    key = hashlib.sha256(f"{location}|{listing_digest(files, path)}".encode()).hexdigest()
+    local = cache_dir() / "remote" / key[:24]
     if not local.is_dir():
         local.parent.mkdir(parents=True, exist_ok=True)
         tmp = local.with_name(f".{local.name}.{uuid.uuid4().hex}")

@@ -11,6 +11,7 @@ import math
 import os
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import pyarrow as pa
@@ -59,10 +60,8 @@ def train_loop_per_worker(config: dict) -> None:
     Starts from the latest checkpoint Ray Train hands over, if any: after a worker failure
     within the run, or when a re-run of the job finds the previous attempt's checkpoints.
     """
-    import deepspeed
     import ray.train
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cfg = TrainConfig.model_validate(config["train"])
     ctx = ray.train.get_context()
@@ -72,20 +71,36 @@ def train_loop_per_worker(config: dict) -> None:
     torch.manual_seed(config["seed"])
 
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as ckpt_dir:
-            final = Path(ckpt_dir) / FINAL_STATS
-            if final.is_file():  # trained to the end before the interruption: nothing to redo
-                ray.train.report(json.loads(final.read_text()))
-                return
+    with ExitStack() as stack:  # a remote checkpoint is fetched once, kept until loaded
+        ckpt_dir = Path(stack.enter_context(checkpoint.as_directory())) if checkpoint else None
+        if ckpt_dir and (ckpt_dir / FINAL_STATS).is_file():
+            # Trained to the end before the interruption: nothing to redo.
+            ray.train.report(json.loads((ckpt_dir / FINAL_STATS).read_text()))
+            return
+        engine, tokenizer, features, batches, progress = _set_up(config, cfg, ckpt_dir)
+    if ckpt_dir and rank == 0:
+        print(f"[train] resuming at step {progress['step']}/{len(batches)} from the last "
+              f"checkpoint", flush=True)
+    save_after = set(checkpoint_steps(len(batches), math.ceil(len(features) / cfg.batch_size),
+                                      cfg.grad_accum, cfg.checkpoint_every))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    stats = _run_steps(engine, features, batches, pad_id, cfg, rank, progress, save_after)
+    _save_and_report(engine, tokenizer, cfg, rank, {**stats, "world_size": world})
+
+
+def _set_up(config: dict, cfg: TrainConfig, ckpt_dir: Path | None):
+    """Tokenised shard, batch order, DeepSpeed engine; with a checkpoint, its state loaded.
+    Returns (engine, tokenizer, features, batches, progress)."""
+    import deepspeed
+    import ray.train
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(config["base_model"])
     rows = list(ray.train.get_dataset_shard("train").iter_rows())
     features = [_features(tokenizer, r, cfg.max_seq_len) for r in rows]
     batches = epoch_batches(len(features), cfg.batch_size, cfg.epochs, config["seed"])
     total_steps = max(1, len(batches) // cfg.grad_accum)
-    save_after = set(checkpoint_steps(len(batches), math.ceil(len(features) / cfg.batch_size),
-                                      cfg.grad_accum, cfg.checkpoint_every))
 
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(config["base_model"], dtype=dtype)
@@ -96,17 +111,10 @@ def train_loop_per_worker(config: dict) -> None:
         config=deepspeed_config(cfg, total_steps, cfg.use_gpu))
 
     progress = {"step": 0, "losses": [], "tokens": 0, "seconds": 0.0}
-    if checkpoint is not None:
-        with checkpoint.as_directory() as ckpt_dir:
-            engine.load_checkpoint(ckpt_dir, tag=DEEPSPEED_TAG)
-            progress = json.loads((Path(ckpt_dir) / PROGRESS).read_text())
-        if rank == 0:
-            print(f"[train] resuming at step {progress['step']}/{len(batches)} from the last "
-                  f"checkpoint", flush=True)
-
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    stats = _run_steps(engine, features, batches, pad_id, cfg, rank, progress, save_after)
-    _save_and_report(engine, tokenizer, cfg, rank, {**stats, "world_size": world})
+    if ckpt_dir:
+        engine.load_checkpoint(str(ckpt_dir), tag=DEEPSPEED_TAG)
+        progress = json.loads((ckpt_dir / PROGRESS).read_text())
+    return engine, tokenizer, features, batches, progress
 
 
 def _features(tokenizer, row: dict, max_len: int) -> dict:

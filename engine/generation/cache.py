@@ -44,10 +44,8 @@ def model_fingerprint(model: str) -> str:
     filesystem, path = fs.open_fs(model)
     if not fs.is_dir(filesystem, path):
         return model
-    digest = hashlib.sha256()
-    for f in fs.list_files(filesystem, path, recursive=True):
-        digest.update(f"{f.path[len(path):].lstrip('/')}:{f.size}:{f.mtime_ns}\n".encode())
-    return f"{path.rstrip('/').rsplit('/', 1)[-1]}@{digest.hexdigest()[:16]}"
+    digest = fs.listing_digest(fs.list_files(filesystem, path, recursive=True), path)
+    return f"{path.rstrip('/').rsplit('/', 1)[-1]}@{digest[:16]}"
 
 
 def cache_key(model_id: str, messages: str, sampling: dict, seed: int, regex: str | None,

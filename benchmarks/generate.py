@@ -28,8 +28,9 @@ import pyarrow as pa
 
 from engine.config import GenerationConfig, TaskConfig
 from engine.generation.pipeline import GenerationPipeline
-from engine.generation.vllm_replicas import engine_kwargs, sampling_params
+from engine.generation.vllm_replicas import engine_kwargs
 from engine.models import resolve_model
+from engine.sampling import sampling_params, to_json
 from engine.tasks import build_task
 
 GSM8K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k"
@@ -71,7 +72,8 @@ def run_engine(model: str, cfg: GenerationConfig, conversations: list, seed: int
     ray.init(address="local", num_cpus=max(8, os.cpu_count() or 1), include_dashboard=False)
     pipeline = GenerationPipeline(cfg, seed, cache=None, log=lambda m: print(m, flush=True))
     requests = pa.table({"request_id": [f"q{i}" for i in range(len(conversations))],
-                         "messages": [json.dumps(c) for c in conversations]})
+                         "messages": [json.dumps(c) for c in conversations],
+                         "sampling": [to_json(sampling_params(cfg))] * len(conversations)})
     start = time.perf_counter()
     pipeline.warm_up(model)
     startup = time.perf_counter() - start

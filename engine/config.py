@@ -1,6 +1,7 @@
 """One typed config tree, loaded from YAML with `a.b=c` overrides.
 
 Every problem is collected and reported at once, each with its dotted path, before Ray starts.
+Each setting is documented once, in its `Field(description=...)`: `llm2llm config` prints them.
 """
 
 from __future__ import annotations
@@ -24,8 +25,16 @@ class Strict(BaseModel):
 class DataConfig(Strict):
     """Where a task's rows come from: a local .jsonl/.parquet file, or `hub:<name>[:<subset>]`."""
 
-    train: str | None = None
-    test: str | None = None
+    train: str | None = Field(None, description="training rows (the seed is drawn from them)")
+    test: str | None = Field(None, description="test rows, evaluated every round")
+
+
+class SamplingOverride(Strict):
+    """A task's own sampling for one role; unset fields keep the role's values."""
+
+    temperature: float | None = Field(None, ge=0, description="sampling temperature")
+    top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling mass")
+    max_tokens: int | None = Field(None, ge=1, description="tokens generated per request")
 
 
 class TaskConfig(Strict):
@@ -34,68 +43,87 @@ class TaskConfig(Strict):
     Fields left unset take the built-in preset's values (engine/tasks/presets.py).
     """
 
-    name: str
-    type: Literal["math", "classification", "arithmetic"] | None = None
-    data: DataConfig = DataConfig()
-    fields: dict[str, str] = {}  # role (question/answer or text/label) -> source column
-    labels: list[str] = []  # classification: the label names the student must answer with
-    label_names: dict[str, str] = {}  # raw label value in the data -> label name
-    description: str | None = None  # one line on what the task is, shown to student and teacher
-    prompts: str | None = None  # prompt template file; default prompts/llm2llm/<type>.yaml
-    n_seed: int | None = Field(None, ge=1)  # seed rows taken from train (after shuffling)
-    seed_fraction: float | None = Field(None, gt=0, le=1)  # or a fraction of train
-    n_test: int | None = Field(100, ge=1)  # test rows evaluated each round (None: all)
+    name: str = Field(description="built-in task name, or any name for a task defined here")
+    type: Literal["math", "classification", "arithmetic"] | None = Field(
+        None, description="task type of a custom task (a built-in name sets it)")
+    data: DataConfig = Field(DataConfig(), description="where the rows come from")
+    fields: dict[str, str] = Field(
+        {}, description="task role -> column in the files (question/answer, or text/label)")
+    labels: list[str] = Field(
+        [], description="classification: the label names the student must answer with")
+    label_names: dict[str, str] = Field({}, description="raw label value in the data -> label name")
+    description: str | None = Field(
+        None, description="one line on what the task is, shown to student and teacher")
+    prompts: str | None = Field(
+        None, description="prompt template file; default prompts/llm2llm/<type>.yaml")
+    n_seed: int | None = Field(None, ge=1, description="seed rows taken from train (after shuffling)")
+    seed_fraction: float | None = Field(None, gt=0, le=1, description="or a fraction of train")
+    n_test: int | None = Field(100, ge=1, description="test rows evaluated each round (null: all)")
+    student_sampling: SamplingOverride = Field(
+        SamplingOverride(), description="this task's student sampling (e.g. max_tokens: 8 for "
+                                        "labels beside a math task in the same job)")
+    teacher_sampling: SamplingOverride = Field(
+        SamplingOverride(), description="this task's teacher sampling")
 
 
 class Prices(Strict):
     """US dollars per million tokens, for the cost column of the round table."""
 
-    prompt_per_million: float = Field(ge=0)
-    completion_per_million: float = Field(ge=0)
+    prompt_per_million: float = Field(ge=0, description="US$ per million prompt tokens")
+    completion_per_million: float = Field(ge=0, description="US$ per million completion tokens")
 
 
 class GenerationConfig(Strict):
     """vLLM engine and sampling settings for one role (student prediction or teacher)."""
 
-    model: str = DEFAULT_MODEL
-    replicas: int = Field(1, ge=1)
-    tensor_parallel_size: int = Field(1, ge=1)
-    batch_size: int = Field(64, ge=1)  # rows per Ray Data batch sent to a replica
-    max_num_seqs: int = Field(64, ge=1)
-    max_model_len: int = Field(2048, ge=128)
-    max_tokens: int = Field(256, ge=1)
-    temperature: float = Field(0.0, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    dtype: str = "bfloat16"
-    # On CPU this is a fraction of one NUMA node's memory reserved for the KV cache.
-    gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
-    enforce_eager: bool = True  # compile warm-up costs minutes on small CPU machines
-    cpus_per_replica: float = Field(1.0, gt=0)
-    # A replica whose process dies is restarted and its batch re-run, up to this many times
-    # per replica; after that the stage fails (rows already generated stay in the cache).
-    max_replica_restarts: int = Field(3, ge=0)
-    # Keep the engines running between stages and rounds (they hold their GPUs/memory while
-    # the student trains). Pays off for the teacher, whose model never changes.
-    keep_warm: bool = False
-    ignore_eos: bool = False  # always write max_tokens tokens (benchmarks: fixed output length)
-    prices: Prices | None = None
+    model: str = Field(DEFAULT_MODEL, description="built-in name, local HF folder or hub name")
+    replicas: int = Field(1, ge=1, description="vLLM engines (Ray actors) generating at once")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica")
+    batch_size: int = Field(64, ge=1, description="rows per Ray Data batch sent to a replica")
+    max_num_seqs: int = Field(64, ge=1, description="vLLM: sequences decoded at once per replica")
+    max_model_len: int = Field(2048, ge=128, description="vLLM: prompt + completion tokens")
+    max_tokens: int = Field(256, ge=1, description="tokens generated per request")
+    temperature: float = Field(0.0, ge=0, description="sampling temperature (0: greedy)")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
+    dtype: str = Field("bfloat16", description="vLLM weight dtype")
+    gpu_memory_utilization: float = Field(
+        0.3, gt=0, le=1, description="share of GPU memory for vLLM; on CPU, a share of one "
+                                     "NUMA node's memory reserved for the KV cache")
+    enforce_eager: bool = Field(
+        True, description="skip vLLM's graph compile (its warm-up costs minutes on small CPUs)")
+    cpus_per_replica: float = Field(1.0, gt=0, description="Ray CPUs reserved per replica")
+    max_replica_restarts: int = Field(
+        3, ge=0, description="a replica whose process dies is restarted and its batch re-run up "
+                             "to this many times; then the stage fails (answers so far stay "
+                             "in the cache)")
+    keep_warm: bool = Field(
+        False, description="keep the engines running between stages and rounds (they hold "
+                           "their GPUs/memory while the student trains)")
+    ignore_eos: bool = Field(
+        False, description="always write max_tokens tokens (benchmarks: fixed output length)")
+    prices: Prices | None = Field(None, description="token prices, for the cost column")
 
 
 class ApiConfig(Strict):
     """A teacher behind an OpenAI-compatible chat completions API."""
 
-    base_url: str  # e.g. https://api.openai.com/v1 (the /chat/completions path is appended)
-    # The *name* of the environment variable holding the key; the key itself never goes in a
-    # config or the run directory. None: send no key (a local server).
-    api_key_env: str | None = "OPENAI_API_KEY"
-    requests_per_minute: float | None = Field(None, gt=0)
-    tokens_per_minute: float | None = Field(None, gt=0)  # prompt + completion tokens
-    concurrency: int = Field(8, ge=1)  # requests in flight at once
-    timeout_s: float = Field(60, gt=0)  # per request attempt
-    max_retries: int = Field(6, ge=0)  # on 429, 5xx, time-outs, connection errors, bad bodies
-    backoff_s: float = Field(1.0, ge=0)  # first retry waits about this long, then doubles
-    backoff_max_s: float = Field(60, ge=0)
-    extra_body: dict[str, Any] = {}  # provider-specific request fields, e.g. {"seed": 0}
+    base_url: str = Field(description="e.g. https://api.openai.com/v1 (/chat/completions is "
+                                      "appended)")
+    api_key_env: str | None = Field(
+        "OPENAI_API_KEY", description="the *name* of the environment variable holding the key "
+                                      "(the key never goes in a config); null: send no key")
+    requests_per_minute: float | None = Field(None, gt=0, description="request starts per minute")
+    tokens_per_minute: float | None = Field(
+        None, gt=0, description="prompt + completion tokens per minute")
+    concurrency: int = Field(8, ge=1, description="requests in flight at once")
+    timeout_s: float = Field(60, gt=0, description="seconds per request attempt")
+    max_retries: int = Field(
+        6, ge=0, description="retries on 429, 5xx, time-outs, connection errors, bad bodies")
+    backoff_s: float = Field(1.0, ge=0, description="first retry waits about this long, then "
+                                                    "doubles")
+    backoff_max_s: float = Field(60, ge=0, description="longest wait between retries")
+    extra_body: dict[str, Any] = Field(
+        {}, description="provider-specific request fields, e.g. {seed: 0}")
 
     @model_validator(mode="after")
     def _http_url(self) -> "ApiConfig":
@@ -105,17 +133,19 @@ class ApiConfig(Strict):
 
 
 class TeacherConfig(GenerationConfig):
-    temperature: float = Field(0.7, ge=0)
-    top_p: float = Field(0.95, gt=0, le=1)
-    max_tokens: int = Field(512, ge=1)
-    n_per_error: int = Field(2, ge=1)  # new examples asked for each wrong seed row
-    # Constrain the teacher's output to the task's block format with vLLM structured outputs
-    # (a regex per request). For weak teachers that drift off format; off by default.
-    constrain_format: bool = False
-    keep_warm: bool = True  # the teacher model is the same every round
-    # Set to use an OpenAI-compatible API instead of vLLM replicas; `model` is then the API's
-    # model name and the vLLM settings above do not apply.
-    api: ApiConfig | None = None
+    temperature: float = Field(0.7, ge=0, description="sampling temperature")
+    top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling mass")
+    max_tokens: int = Field(512, ge=1, description="tokens generated per request")
+    n_per_error: int = Field(
+        2, ge=1, description="new examples kept per wrong seed row (asked for, and at most "
+                             "this many accepted; the surplus is rejected as over_n_per_error)")
+    constrain_format: bool = Field(
+        False, description="constrain the teacher's output to the task's block format with "
+                           "vLLM structured outputs (a regex per request)")
+    keep_warm: bool = Field(True, description="keep the teacher's engines running all job")
+    api: ApiConfig | None = Field(
+        None, description="use an OpenAI-compatible API instead of vLLM replicas; `model` is "
+                          "then the API's model name")
 
     @model_validator(mode="after")
     def _api_cannot_constrain(self) -> "TeacherConfig":
@@ -128,41 +158,45 @@ class TeacherConfig(GenerationConfig):
 class TrainConfig(Strict):
     """Student fine-tuning: Ray Train TorchTrainer + DeepSpeed, from the base model each round."""
 
-    num_workers: int = Field(2, ge=1)
-    use_gpu: bool = False
-    zero_stage: Literal[0, 1, 2, 3] = 2
-    epochs: float = Field(2, gt=0)
-    batch_size: int = Field(4, ge=1)  # per worker
-    grad_accum: int = Field(1, ge=1)
-    lr: float = Field(5e-5, gt=0)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    max_seq_len: int = Field(384, ge=16)
-    precision: Literal["fp32", "bf16"] = "fp32"
-    log_every: int = Field(5, ge=1)
-    # Checkpoints inside a round, so an interrupted job resumes training where it stopped:
-    # "epoch" (at the end of each epoch), N (every N optimizer steps) or "never".
-    checkpoint_every: Literal["epoch", "never"] | Annotated[int, Field(ge=1)] = "epoch"
-    # Worker failures (a killed process, a lost node) Ray Train recovers from within one run,
-    # restarting its workers from the last checkpoint; -1: no limit.
-    max_failures: int = Field(3, ge=-1)
+    num_workers: int = Field(2, ge=1, description="Ray Train workers (data parallel)")
+    use_gpu: bool = Field(False, description="one GPU per worker")
+    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage")
+    epochs: float = Field(2, gt=0, description="passes over the round's training set")
+    batch_size: int = Field(4, ge=1, description="rows per worker per step")
+    grad_accum: int = Field(1, ge=1, description="steps accumulated per optimizer step")
+    lr: float = Field(5e-5, gt=0, description="peak learning rate")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of steps warming up the LR")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    max_seq_len: int = Field(384, ge=16, description="tokens per training row (longer are cut)")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="training precision")
+    log_every: int = Field(5, ge=1, description="optimizer steps between loss log lines")
+    checkpoint_every: Literal["epoch", "never"] | Annotated[int, Field(ge=1)] = Field(
+        "epoch", description="checkpoints inside a round, so an interrupted job resumes "
+                             "training where it stopped: epoch, N optimizer steps, or never")
+    max_failures: int = Field(
+        3, ge=-1, description="worker failures Ray Train recovers from within one run, "
+                              "restarting from the last checkpoint; -1: no limit")
 
 
 class RayConfig(Strict):
-    # None: the cluster a `ray job submit` job runs in (RAY_ADDRESS), else a fresh local one.
-    address: str | None = None
-    num_cpus: int | None = None  # logical CPUs for a local instance (None: max(8, cores))
+    address: str | None = Field(
+        None, description="null: the cluster of a `ray job submit` job, else a fresh local "
+                          "instance; `auto` joins a running one")
+    num_cpus: int | None = Field(
+        None, description="logical CPUs of a local instance (null: max(8, cores))")
 
 
 class RunConfig(Strict):
-    run_dir: str = "runs/demo"
-    rounds: int = Field(2, ge=1)
-    seed: int = 0
-    tasks: list[TaskConfig] = Field(min_length=1)
-    student: GenerationConfig = GenerationConfig()
-    teacher: TeacherConfig = TeacherConfig()
-    train: TrainConfig = TrainConfig()
-    ray: RayConfig = RayConfig()
+    run_dir: str = Field("runs/demo", description="where artifacts go: a path or a pyarrow "
+                                                  "filesystem URI")
+    rounds: int = Field(2, ge=1, description="rounds of train, predict, mine, augment")
+    seed: int = Field(0, description="seed for data splits, training and engines")
+    tasks: list[TaskConfig] = Field(min_length=1, description="the job's tasks")
+    student: GenerationConfig = Field(GenerationConfig(), description="the student model and "
+                                      "its prediction settings")
+    teacher: TeacherConfig = Field(TeacherConfig(), description="the teacher: vLLM or an API")
+    train: TrainConfig = Field(TrainConfig(), description="student fine-tuning")
+    ray: RayConfig = Field(RayConfig(), description="where Ray runs")
 
     @model_validator(mode="after")
     def _unique_task_names(self) -> "RunConfig":
@@ -233,3 +267,53 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
     if problems:
         raise ConfigError(problems)
     return cfg
+
+
+def describe_settings(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[tuple]:
+    """(dotted path, type, default, description) of every setting, from the Field
+    descriptions: what `llm2llm config` prints."""
+    rows = []
+    for name, info in model.model_fields.items():
+        path = f"{prefix}{name}"
+        nested = _nested_model(info.annotation)
+        if nested is not None:
+            rows.append((path, nested.__name__, "", info.description or ""))
+            child = f"{path}.<i>." if _is_list(info.annotation) else f"{path}."
+            rows += describe_settings(nested, child)
+            continue
+        default = "required" if info.is_required() else repr(info.get_default())
+        rows.append((path, _type_name(info.annotation), default, info.description or ""))
+    return rows
+
+
+def _nested_model(annotation) -> type[BaseModel] | None:
+    """The config class inside `X`, `X | None` or `list[X]`, if any."""
+    import typing
+
+    candidates = [annotation, *typing.get_args(annotation)]
+    for c in candidates:
+        if isinstance(c, type) and issubclass(c, BaseModel):
+            return c
+    return None
+
+
+def _is_list(annotation) -> bool:
+    import typing
+
+    return typing.get_origin(annotation) is list
+
+
+def _type_name(annotation) -> str:
+    import types
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is Annotated:
+        return _type_name(args[0])
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", str(annotation))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import pyarrow as pa
@@ -18,6 +19,7 @@ from engine.backends import StudentTrainer, TextGenerator
 from engine.config import RunConfig
 from engine.metrics import generation_usage, round_metrics
 from engine.records import EXAMPLE
+from engine.sampling import sampling_params
 from engine.stages.augment import accepted_examples, normalize_text, parse_candidates, teacher_requests
 from engine.stages.mine import mine_errors
 from engine.stages.predict import grade, student_requests
@@ -27,14 +29,22 @@ from engine.tasks import Task
 GENERATIONS = "generations"  # the raw GENERATED rows a stage produced, next to its output
 
 
+@dataclass
+class StageResult:
+    """What every stage gives the round: its table (stored as the stage's Parquet) and facts
+    about the run kept in its manifest (the train stage's stats)."""
+
+    table: pa.Table
+    info: dict = field(default_factory=dict)
+
+
 class RoundLoop:
     def __init__(self, cfg: RunConfig, tasks: list[Task], student_model: str, teacher_model: str,
                  student_gen: TextGenerator, teacher_gen: TextGenerator, trainer: StudentTrainer,
-                 sampling: dict, log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print):
         self.cfg, self.tasks, self.log = cfg, tasks, log
         self.student_model, self.teacher_model = student_model, teacher_model
         self.student_gen, self.teacher_gen, self.trainer = student_gen, teacher_gen, trainer
-        self.sampling = sampling
         self.store = RunStorage(cfg.run_dir)
 
     def run(self, splits: dict | None = None) -> Iterator[list[dict]]:
@@ -57,19 +67,21 @@ class RoundLoop:
     def run_round(self, task: Task, r: int, train_set: pa.Table, test: pa.Table):
         """One round of one task; returns (metrics, accepted examples for the next round)."""
         timings: dict[str, float] = {}
-        train_set = self._stage(task, r, "data", timings, lambda d: self._write(d, train_set))
+        train_set = self._stage(task, r, "data", timings,
+                                lambda d: self._write(d, train_set)).table
         # The student as other processes open it: a local path, or a URI for a remote run_dir.
         model = self.store.location(f"{self.store.stage_dir(task.name, r, 'train')}/model")
         train_stats = self._stage(task, r, "train", timings,
-                                  lambda d: self._train(task, train_set, model, d))
+                                  lambda d: self._train(task, train_set, model, d)).info
         seed_rows = train_set.filter(pc.equal(train_set["origin"], "seed"))
         predictions = self._stage(task, r, "predict", timings,
-                                  lambda d: self._predict(task, seed_rows, test, model, d))
+                                  lambda d: self._predict(task, seed_rows, test, model, d)).table
         errors = self._stage(task, r, "mine", timings,
-                             lambda d: self._write(d, mine_errors(train_set, predictions)))
+                             lambda d: self._write(d, mine_errors(train_set, predictions))).table
         last_round = r == self.cfg.rounds - 1
         candidates = None if last_round else self._stage(
-            task, r, "augment", timings, lambda d: self._augment(task, r, errors, train_set, test, d))
+            task, r, "augment", timings,
+            lambda d: self._augment(task, r, errors, train_set, test, d)).table
         added = accepted_examples(candidates) if candidates is not None else EXAMPLE.empty_table()
         usage = {"predict": self._usage(task, r, "predict", self.cfg.student.prices)}
         if not last_round:
@@ -80,22 +92,28 @@ class RoundLoop:
         return metrics, added
 
     # -- stage plumbing ---------------------------------------------------------------------
-    def _stage(self, task: Task, r: int, name: str, timings: dict, compute: Callable):
-        """Load a finished stage, or run it: outputs first, manifest last."""
+    def _stage(self, task: Task, r: int, name: str, timings: dict,
+               compute: Callable[[str], pa.Table | StageResult]) -> StageResult:
+        """Load a finished stage, or run it: outputs first, manifest last. `compute` returns
+        the stage's table, or a StageResult whose `info` goes into the manifest."""
         stage_dir = self.store.stage_dir(task.name, r, name)
         if self.store.is_complete(stage_dir):
             self.log(f"[{task.name} r{r}] {name}: done before, loading")
             timings[name] = 0.0
             manifest = self.store.read_manifest(stage_dir)
-            return manifest.get("result") if name == "train" else self.store.read_table(stage_dir)
+            # "result": where engines before StageResult kept the train stage's stats
+            info = manifest.get("info", manifest.get("result")) or {}
+            return StageResult(self.store.read_table(stage_dir), info)
         self.log(f"[{task.name} r{r}] {name} ...")
         self.store.begin_stage(stage_dir)
         start = time.time()
         result = compute(stage_dir)
+        if isinstance(result, pa.Table):
+            result = StageResult(result)
         timings[name] = round(time.time() - start, 2)
-        info = {"rows": result.num_rows} if isinstance(result, pa.Table) else {"result": result}
         self.store.finish_stage(stage_dir, name, task=task.name, round=r,
-                                seconds=timings[name], **info)
+                                seconds=timings[name], rows=result.table.num_rows,
+                                info=result.info)
         return result
 
     def _usage(self, task: Task, r: int, stage: str, prices) -> dict | None:
@@ -111,24 +129,26 @@ class RoundLoop:
         return table
 
     # -- stages -----------------------------------------------------------------------------
-    def _train(self, task: Task, train_set: pa.Table, model: str, stage_dir: str) -> dict:
-        """Re-train from the *base* model every round (LLM2LLM), on seed + accepted rows."""
+    def _train(self, task: Task, train_set: pa.Table, model: str, stage_dir: str) -> StageResult:
+        """Re-train from the *base* model every round (LLM2LLM), on seed + accepted rows.
+        The stage's table is the loss curve; the training stats go into its manifest."""
         rows = train_set.to_pylist()
         examples = pa.table({
             "messages": [json.dumps(task.student_messages(r["input"])) for r in rows],
             "target": [r["target"] for r in rows]})
         stats = self.trainer(examples, self.student_model, model, task.name)
         curve = stats.pop("loss_curve", [])  # a table, not a manifest entry
-        self.store.write_table(stage_dir, pa.table({
+        loss = self._write(stage_dir, pa.table({
             "step": pa.array(range(1, len(curve) + 1), pa.int32()),
             "loss": pa.array(curve, pa.float64())}))
-        return stats
+        return StageResult(loss, stats)
 
     def _predict(self, task: Task, seed_rows: pa.Table, test: pa.Table, model: str,
                  stage_dir: str) -> pa.Table:
         """The new student over the mining set (seed rows) and the test set, in one pass."""
         both = pa.concat_tables([seed_rows, test])
-        generated = self.student_gen(student_requests(both, task), model, "predict")
+        sampling = sampling_params(self.cfg.student, task.cfg.student_sampling)
+        generated = self.student_gen(student_requests(both, task, sampling), model, "predict")
         self.store.write_table(stage_dir, generated, name=GENERATIONS)
         predictions = pa.concat_tables([grade(seed_rows, generated, task, "train"),
                                         grade(test, generated, task, "test")])
@@ -136,12 +156,14 @@ class RoundLoop:
 
     def _augment(self, task: Task, r: int, errors: pa.Table, train_set: pa.Table,
                  test: pa.Table, stage_dir: str) -> pa.Table:
-        requests = teacher_requests(errors, task, self.cfg.teacher.n_per_error, r,
-                                    self.cfg.teacher.constrain_format)
+        teacher = self.cfg.teacher
+        sampling = sampling_params(teacher, task.cfg.teacher_sampling)
+        requests = teacher_requests(errors, task, teacher.n_per_error, r, sampling,
+                                    teacher.constrain_format)
         generated = self.teacher_gen(requests, self.teacher_model, "augment")
         self.store.write_table(stage_dir, generated, name=GENERATIONS)
         known = {normalize_text(t) for t in train_set.column("input").to_pylist()}
         test_inputs = {normalize_text(t) for t in test.column("input").to_pylist()}
-        candidates = parse_candidates(errors, generated, task, r, self.cfg.teacher.model,
-                                      self.sampling, known, test_inputs)
+        candidates = parse_candidates(errors, requests, generated, task, r, teacher.model,
+                                      teacher.n_per_error, known, test_inputs)
         return self._write(stage_dir, candidates)

@@ -15,7 +15,6 @@ from engine.driver import RoundLoop
 from engine.generation.cache import ResponseCache
 from engine.generation.openai_api import Secret
 from engine.generation.pipeline import GenerationPipeline
-from engine.generation.vllm_replicas import sampling_params
 from engine.status import HEARTBEAT_EVERY_S
 from engine.storage import RunStorage
 from engine.tasks import build_task
@@ -42,7 +41,6 @@ class DriverActor:
             student_gen=self.student_gen,
             teacher_gen=self.teacher_gen,
             trainer=RayDeepSpeedTrainer(cfg.train, cfg.seed, log=_log),
-            sampling=sampling_params(cfg.teacher),
             log=_log,
         )
 

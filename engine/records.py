@@ -24,7 +24,7 @@ EXAMPLE = pa.schema(
         ("trigger_prediction", pa.string()),  # the wrong student output that triggered it
         ("teacher_model", pa.string()),  # teacher that wrote it ("" for seed rows)
         ("prompt_hash", pa.string()),  # content hash of the teacher prompt template
-        ("sampling", pa.string()),  # JSON of the teacher's sampling parameters
+        ("sampling", pa.string()),  # JSON of the sampling parameters of the request that wrote it
     ]
 )
 
@@ -53,9 +53,11 @@ CANDIDATE = pa.schema(
 )
 
 # The text generation contract: a backend receives these columns and adds GENERATED ones.
-# messages: JSON list of {"role", "content"}; an optional `regex` column constrains decoding
-# and an optional `sample` column (int) tells apart repeated samples of the same request.
-GENERATION_INPUT = ["request_id", "messages"]
+# messages: JSON list of {"role", "content"}; sampling: JSON of the sampling parameters
+# (engine/sampling.py), used unchanged for the cache key, the engine or API call and lineage.
+# Optional: `regex` constrains decoding; `sample` (int) tells apart repeated asks of the same
+# request (the teacher's top-up), so each gets its own answer and cache entry.
+GENERATION_INPUT = ["request_id", "messages", "sampling"]
 GENERATED = pa.schema(
     [
         ("request_id", pa.string()),

@@ -32,7 +32,8 @@ class FaultServer:
         self.answer, self.delay_s = answer, delay_s
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
-        self.log: list[dict] = []  # {"t": arrival, "outcome", "auth": header, "prompt": last message}
+        # {"t": arrival, "outcome", "auth": header, "prompt": last message, "body": request}
+        self.log: list[dict] = []
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
@@ -48,7 +49,7 @@ class FaultServer:
     def count(self, outcome: str | None = None) -> int:
         return sum(1 for e in self.log if outcome is None or e["outcome"] == outcome)
 
-    def _pick(self, auth: str, prompt: str) -> str:
+    def _pick(self, auth: str, prompt: str, body: dict | None = None) -> str:
         with self.lock:
             if self.api_key is not None and auth != f"Bearer {self.api_key}":
                 outcome = "unauthorized"
@@ -60,7 +61,7 @@ class FaultServer:
                         break
                     roll -= rate
             self.log.append({"t": time.monotonic(), "outcome": outcome, "auth": auth,
-                             "prompt": prompt})
+                             "prompt": prompt, "body": body})
             return outcome
 
     def _handler(self):
@@ -73,7 +74,7 @@ class FaultServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 auth = self.headers.get("Authorization", "")
-                outcome = server._pick(auth, body["messages"][-1]["content"])
+                outcome = server._pick(auth, body["messages"][-1]["content"], body)
                 try:
                     if outcome == "ok":
                         time.sleep(server.delay_s)

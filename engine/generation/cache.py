@@ -48,11 +48,11 @@ def model_fingerprint(model: str) -> str:
     return f"{path.rstrip('/').rsplit('/', 1)[-1]}@{digest[:16]}"
 
 
-def cache_key(model_id: str, messages: str, sampling: dict, seed: int, regex: str | None,
+def cache_key(model_id: str, messages: str, sampling: str, seed: int, regex: str | None,
               sample: int = 0) -> str:
-    # messages arrive as the JSON text the request carries; re-dump it canonically so
-    # formatting differences do not split the cache.
-    doc = {"model": model_id, "messages": json.loads(messages), "sampling": sampling,
+    # messages and sampling arrive as the JSON text the request row carries; re-dump them
+    # canonically so formatting differences do not split the cache.
+    doc = {"model": model_id, "messages": json.loads(messages), "sampling": json.loads(sampling),
            "seed": seed, "regex": regex or None, "sample": sample}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 

@@ -23,6 +23,7 @@ import pyarrow as pa
 from engine.config import ApiConfig
 from engine.generation.cache import ResponseCache
 from engine.records import GENERATED
+from engine.sampling import api_params
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -102,11 +103,11 @@ class OpenAIChatUDF:
 
     STORE_EVERY_S = 2.0
 
-    def __init__(self, api: ApiConfig, model: str, sampling: dict, key: Secret | None,
+    def __init__(self, api: ApiConfig, model: str, key: Secret | None,
                  share: float = 1.0, cache_dir: str | None = None):
         import httpx
 
-        self.api, self.model, self.sampling, self.key = api, model, sampling, key
+        self.api, self.model, self.key = api, model, key
         self.cache = ResponseCache(cache_dir) if cache_dir else None
         # With several API actors, each takes its share of the limits so the sum stays within.
         self.pacer = RequestPacer(api.requests_per_minute and api.requests_per_minute * share,
@@ -119,8 +120,9 @@ class OpenAIChatUDF:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         ids = batch.column("request_id").to_pylist()
-        futures = {self.pool.submit(self.complete, m): i
-                   for i, m in enumerate(batch.column("messages").to_pylist())}
+        futures = {self.pool.submit(self.complete, m, sampling): i
+                   for i, (m, sampling) in enumerate(zip(batch.column("messages").to_pylist(),
+                                                         batch.column("sampling").to_pylist()))}
         rows: list[dict | None] = [None] * len(ids)
         unstored, last_store = [], time.monotonic()
         for future in as_completed(futures):
@@ -138,11 +140,13 @@ class OpenAIChatUDF:
             self.cache.store(batch.take(indices),
                              pa.Table.from_pylist([rows[i] for i in indices], schema=GENERATED))
 
-    def complete(self, messages_json: str) -> dict:
-        """One request, retried; returns a GENERATED row without its request_id."""
-        body = {"model": self.model, "messages": json.loads(messages_json),
-                **_api_sampling(self.sampling), **self.api.extra_body}
-        estimate = len(messages_json) // 4 + self.sampling["max_tokens"]
+    def complete(self, messages_json: str, sampling_json: str) -> dict:
+        """One request (the row's messages and sampling, as sent), retried; returns a
+        GENERATED row without its request_id."""
+        sampling = api_params(json.loads(sampling_json))
+        body = {"model": self.model, "messages": json.loads(messages_json), **sampling,
+                **self.api.extra_body}
+        estimate = len(messages_json) // 4 + sampling.get("max_tokens", 0)
         attempts, reason = 0, ""
         while attempts <= self.api.max_retries:
             attempts += 1
@@ -192,11 +196,6 @@ class OpenAIChatUDF:
 
     def _scrub(self, text: str) -> str:
         return self.key.scrub(text) if self.key else text
-
-
-def _api_sampling(sampling: dict) -> dict:
-    """Our sampling parameters, in the API's names (ignore_eos is vLLM-only)."""
-    return {k: v for k, v in sampling.items() if k in ("temperature", "top_p", "max_tokens")}
 
 
 def _retry_after(resp) -> float | None:

@@ -19,7 +19,7 @@ from engine.config import GenerationConfig, TeacherConfig
 from engine.errors import ModelError, StageError, root_cause
 from engine.generation.cache import CACHE_KEY, ResponseCache, cache_key, model_fingerprint
 from engine.generation.openai_api import OpenAIChatUDF, Secret
-from engine.generation.vllm_replicas import ReplicaClient, ReplicaPool, sampling_params
+from engine.generation.vllm_replicas import ReplicaClient, ReplicaPool
 from engine.metrics import generation_usage
 from engine.records import GENERATED, GENERATION_INPUT, require_columns
 
@@ -31,7 +31,6 @@ class GenerationPipeline:
                  api_key: Secret | None = None, log=print):
         self.cfg, self.seed, self.cache, self.api_key, self.log = cfg, seed, cache, api_key, log
         self.api = cfg.api if isinstance(cfg, TeacherConfig) else None
-        self.sampling = sampling_params(cfg)
         self.pool: ReplicaPool | None = None
 
     def __call__(self, requests: pa.Table, model: str, stage: str) -> pa.Table:
@@ -81,15 +80,17 @@ class GenerationPipeline:
 
     # -- internals ------------------------------------------------------------------------
     def _keys(self, requests: pa.Table, model: str) -> dict[str, str]:
-        """request_id -> cache key, in request order."""
+        """request_id -> cache key, in request order. The key is made from the row itself
+        (messages, sampling, regex, sample), as the backend will answer it."""
         model_id = f"{self.api.base_url}|{model}" if self.api else model_fingerprint(model)
         cols = requests.column_names
         regexes = requests.column("regex").to_pylist() if "regex" in cols else [None] * len(requests)
         samples = requests.column("sample").to_pylist() if "sample" in cols else [0] * len(requests)
-        return {rid: cache_key(model_id, messages, self.sampling, self.seed, regex, sample)
-                for rid, messages, regex, sample in zip(
+        return {rid: cache_key(model_id, messages, sampling, self.seed, regex, sample)
+                for rid, messages, sampling, regex, sample in zip(
                     requests.column("request_id").to_pylist(),
-                    requests.column("messages").to_pylist(), regexes, samples)}
+                    requests.column("messages").to_pylist(),
+                    requests.column("sampling").to_pylist(), regexes, samples)}
 
     def _generate(self, requests: pa.Table, model: str):
         """Yield GENERATED batches as they finish, in whatever order they finish."""
@@ -110,7 +111,7 @@ class GenerationPipeline:
             ds = ds.map_batches(
                 OpenAIChatUDF, batch_size=size, batch_format="pyarrow", num_cpus=0,
                 fn_constructor_kwargs={"api": self.api, "model": model, "key": self.api_key,
-                                       "sampling": self.sampling, "share": 1 / workers,
+                                       "share": 1 / workers,
                                        "cache_dir": cache_dir},
                 compute=ray.data.ActorPoolStrategy(size=workers))
         else:

@@ -31,15 +31,6 @@ from engine.generation.cache import CACHE_KEY, ResponseCache
 from engine.records import GENERATED
 
 
-def sampling_params(cfg: GenerationConfig) -> dict:
-    """The sampling parameters, as recorded in lineage and cache keys. No per-request seed: on
-    CPU it crashed the engine ("CPU Generator does not use offset"); the engine is seeded."""
-    params = {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens}
-    if cfg.ignore_eos:
-        params["ignore_eos"] = True
-    return params
-
-
 def engine_kwargs(cfg: GenerationConfig) -> dict:
     return {
         "dtype": cfg.dtype,
@@ -55,13 +46,12 @@ def engine_kwargs(cfg: GenerationConfig) -> dict:
 class VLLMReplica:
     """One vLLM engine in one Ray actor; `generate` runs a batch of chat requests."""
 
-    def __init__(self, model: str, engine: dict, sampling: dict, seed: int):
-        from vllm import LLM, SamplingParams
+    def __init__(self, model: str, engine: dict, seed: int):
+        from vllm import LLM
 
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         # A student in a remote run_dir is fetched to this node first: vLLM loads local folders.
         self.llm = LLM(model=fs.localize(model), seed=seed, **engine)
-        self.sampling = SamplingParams(**sampling)
         self.busy_s, self.calls = 0.0, 0  # time spent generating: is the engine kept fed?
 
     def info(self) -> dict:
@@ -98,17 +88,22 @@ class VLLMReplica:
              for i, r in zip(ids, results)], schema=GENERATED)
 
     def _params(self, batch: pa.Table) -> list:
-        """One SamplingParams per row: shared, or with the row's structured-output regex."""
-        if "regex" not in batch.column_names:
-            return [self.sampling] * batch.num_rows
+        """One SamplingParams per row, from the row's own `sampling` (and `regex`): the
+        request is answered exactly as its cache key and lineage say."""
+        from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
+        regexes = (batch.column("regex").to_pylist() if "regex" in batch.column_names
+                   else [None] * batch.num_rows)
+        made: dict[tuple, SamplingParams] = {}  # rows share a few distinct settings
         out = []
-        for regex in batch.column("regex").to_pylist():
-            params = self.sampling.clone()
-            if regex:
-                params.structured_outputs = StructuredOutputsParams(regex=regex)
-            out.append(params)
+        for sampling, regex in zip(batch.column("sampling").to_pylist(), regexes):
+            if (sampling, regex) not in made:
+                params = SamplingParams(**json.loads(sampling))
+                if regex:
+                    params.structured_outputs = StructuredOutputsParams(regex=regex)
+                made[(sampling, regex)] = params
+            out.append(made[(sampling, regex)])
         return out
 
     def _chat(self, conversations: list, params: list) -> list:
@@ -153,8 +148,7 @@ class ReplicaPool:
             max_restarts=cfg.max_replica_restarts,
             max_task_retries=-1,  # re-run the in-flight batch on the restarted replica
         )
-        sampling = sampling_params(cfg)
-        self.replicas = [replica_cls.remote(model, engine_kwargs(cfg), sampling, seed)
+        self.replicas = [replica_cls.remote(model, engine_kwargs(cfg), seed)
                          for _ in range(cfg.replicas)]
         self.router = ray.remote(num_cpus=0)(_RoundRobin).remote(cfg.replicas)
         try:

@@ -7,15 +7,18 @@ import json
 import pyarrow as pa
 
 from engine.records import EXAMPLE, GENERATED, PREDICTION, require_columns
+from engine.sampling import to_json
 from engine.tasks import Task
 
 
-def student_requests(examples: pa.Table, task: Task) -> pa.Table:
-    """One chat request per example; request_id is the example id."""
+def student_requests(examples: pa.Table, task: Task, sampling: dict) -> pa.Table:
+    """One chat request per example; request_id is the example id. `sampling`: the student's
+    parameters for this task (engine/sampling.py), carried by every row."""
     require_columns(examples, ["id", "input"], "predict")
     ids = examples.column("id").to_pylist()
     messages = [json.dumps(task.student_messages(text)) for text in examples.column("input").to_pylist()]
-    return pa.table({"request_id": ids, "messages": messages})
+    return pa.table({"request_id": ids, "messages": messages,
+                     "sampling": [to_json(sampling)] * len(ids)})
 
 
 def grade(examples: pa.Table, generated: pa.Table, task: Task, split: str) -> pa.Table:

@@ -15,6 +15,7 @@ from engine.config import ApiConfig, GenerationConfig, TeacherConfig
 from engine.errors import StageError
 from engine.generation.cache import ResponseCache
 from engine.generation.pipeline import GenerationPipeline
+from engine.sampling import sampling_params, to_json
 from tests.fault_server import FaultServer, expected_answer
 
 pytestmark = pytest.mark.integration
@@ -29,11 +30,13 @@ def ray_local():
     ray.shutdown()
 
 
-def requests(n: int, prefix: str = "r") -> pa.Table:
+def requests(n: int, cfg, prefix: str = "r") -> pa.Table:
+    """n chat requests, each carrying the role's sampling parameters as a stage builds them."""
     return pa.table({
         "request_id": [f"{prefix}{i}" for i in range(n)],
         "messages": [json.dumps([{"role": "user", "content": f"Count to {i}."}])
-                     for i in range(n)]})
+                     for i in range(n)],
+        "sampling": [to_json(sampling_params(cfg))] * n})
 
 
 def cache_keys(cache_dir) -> list[str]:
@@ -50,7 +53,7 @@ def test_killed_replica_is_replaced_and_no_row_is_lost_or_doubled(ray_local, tin
     pipeline = GenerationPipeline(cfg, seed=0, cache=cache)
     result = {}
     worker = threading.Thread(
-        target=lambda: result.update(out=pipeline(requests(64), tiny_model, "predict")))
+        target=lambda: result.update(out=pipeline(requests(64, cfg), tiny_model, "predict")))
     worker.start()
     deadline = time.time() + 300
     while not cache.parts() and time.time() < deadline:  # generation is under way
@@ -88,7 +91,7 @@ def test_api_pipeline_with_faults_then_resume_pays_only_for_missing_rows(ray_loc
                     concurrency=4, timeout_s=0.4, max_retries=1, backoff_s=0.01)
     cfg = TeacherConfig(model="fake-model", api=api, batch_size=8, max_tokens=16)
     pipeline = GenerationPipeline(cfg, seed=0, cache=ResponseCache(tmp_path / "cache"))
-    first = pipeline(requests(40), "fake-model", "augment").to_pylist()
+    first = pipeline(requests(40, cfg), "fake-model", "augment").to_pylist()
     calls_first = faulty.count()
     failed = [r for r in first if r["error"]]
     # With one retry and a 45% fault rate, some rows fail for good: they are data, not a crash.
@@ -100,7 +103,7 @@ def test_api_pipeline_with_faults_then_resume_pays_only_for_missing_rows(ray_loc
     assert sum(r["attempts"] for r in first) == calls_first
 
     # The same requests again: answered rows come from the cache; only failed ones are sent.
-    second = pipeline(requests(40), "fake-model", "augment").to_pylist()
+    second = pipeline(requests(40, cfg), "fake-model", "augment").to_pylist()
     assert sum(r["cached"] for r in second) == 40 - len(failed)
     assert faulty.count() - calls_first == sum(r["attempts"] for r in second)
     assert sum(r["attempts"] for r in second) >= len(failed)
@@ -110,9 +113,9 @@ def test_api_pipeline_with_faults_then_resume_pays_only_for_missing_rows(ray_loc
 def test_unreachable_api_rows_fail_as_data(ray_local, tmp_path):
     api = ApiConfig(base_url="http://127.0.0.1:9/v1", api_key_env=None, max_retries=1,
                     backoff_s=0.01, timeout_s=1)
-    pipeline = GenerationPipeline(TeacherConfig(model="m", api=api), seed=0,
-                                  cache=ResponseCache(tmp_path / "cache"))
-    rows = pipeline(requests(3), "m", "augment").to_pylist()
+    cfg = TeacherConfig(model="m", api=api)
+    pipeline = GenerationPipeline(cfg, seed=0, cache=ResponseCache(tmp_path / "cache"))
+    rows = pipeline(requests(3, cfg), "m", "augment").to_pylist()
     assert [r["attempts"] for r in rows] == [2, 2, 2]
     assert all("connection error" in r["error"] for r in rows)
     assert not (tmp_path / "cache").exists()  # failures are never cached
@@ -124,4 +127,4 @@ def test_replica_that_cannot_start_is_a_stage_error(ray_local, tmp_path):
     (bad / "config.json").write_text("{}")
     cfg = GenerationConfig(model=str(bad), max_replica_restarts=0)
     with pytest.raises(StageError, match="failed to start: .*Unrecognized model"):
-        GenerationPipeline(cfg, seed=0)(requests(2), str(bad), "predict")
+        GenerationPipeline(cfg, seed=0)(requests(2, cfg), str(bad), "predict")

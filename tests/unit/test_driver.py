@@ -29,8 +29,7 @@ def make_loop(tmp_path, rounds=2):
                                     "tasks": [{"name": "arithmetic", "n_seed": 10, "n_test": 6}]})
     gen_s, gen_t, trainer = FakeGenerator(student), FakeGenerator(teacher), FakeTrainer()
     loop = RoundLoop(cfg, [build_task(t, cfg.seed) for t in cfg.tasks], "base-model",
-                     "teacher-model", gen_s, gen_t, trainer, {"temperature": 0.7},
-                     log=lambda m: None)
+                     "teacher-model", gen_s, gen_t, trainer, log=lambda m: None)
     return loop, gen_s, gen_t, trainer
 
 

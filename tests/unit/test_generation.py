@@ -14,7 +14,7 @@ from engine.metrics import generation_usage
 from engine.records import GENERATED
 from tests.fault_server import FaultServer, expected_answer
 
-SAMPLING = {"temperature": 0.7, "top_p": 0.95, "max_tokens": 32}
+SAMPLING = json.dumps({"temperature": 0.7, "top_p": 0.95, "max_tokens": 32})
 
 
 def messages(i: int) -> str:
@@ -25,9 +25,10 @@ def messages(i: int) -> str:
 def test_cache_key_changes_with_everything_that_changes_the_answer():
     base = cache_key("m", messages(1), SAMPLING, 0, None)
     assert base == cache_key("m", messages(1).replace(", ", ","), SAMPLING, 0, None)
+    assert base == cache_key("m", messages(1), SAMPLING.replace(", ", ","), 0, None)
     variants = [cache_key("m2", messages(1), SAMPLING, 0, None),
                 cache_key("m", messages(2), SAMPLING, 0, None),
-                cache_key("m", messages(1), {**SAMPLING, "temperature": 0.0}, 0, None),
+                cache_key("m", messages(1), SAMPLING.replace("0.7", "0.0"), 0, None),
                 cache_key("m", messages(1), SAMPLING, 1, None),
                 cache_key("m", messages(1), SAMPLING, 0, "a+"),
                 cache_key("m", messages(1), SAMPLING, 0, None, sample=1)]
@@ -92,7 +93,7 @@ def test_backoff_grows_exponentially_with_jitter_and_respects_retry_after():
 # -- the API client against a misbehaving server -----------------------------------------------
 def _batch(n: int) -> pa.Table:
     return pa.table({"request_id": [f"r{i}" for i in range(n)],
-                     "messages": [messages(i) for i in range(n)]})
+                     "messages": [messages(i) for i in range(n)], "sampling": [SAMPLING] * n})
 
 
 def test_api_client_survives_faults_within_the_rate_limit():
@@ -102,7 +103,7 @@ def test_api_client_survives_faults_within_the_rate_limit():
         api = ApiConfig(base_url=server.url, api_key_env=None, requests_per_minute=rpm,
                         concurrency=6, timeout_s=0.3, max_retries=8, backoff_s=0.01,
                         backoff_max_s=0.1)
-        out = OpenAIChatUDF(api, "fake-model", SAMPLING, key=None)(_batch(40))
+        out = OpenAIChatUDF(api, "fake-model", key=None)(_batch(40))
     assert out.schema == GENERATED
     rows = out.to_pylist()
     assert [r["request_id"] for r in rows] == [f"r{i}" for i in range(40)]
@@ -132,7 +133,7 @@ def test_api_client_does_not_retry_a_client_error_and_scrubs_the_key():
     key = "sk-test-DO-NOT-LEAK-4242"
     with FaultServer(api_key="another-key") as server:
         api = ApiConfig(base_url=server.url, max_retries=5, backoff_s=0.01)
-        out = OpenAIChatUDF(api, "m", SAMPLING, key=Secret(key))(_batch(2))
+        out = OpenAIChatUDF(api, "m", key=Secret(key))(_batch(2))
     rows = out.to_pylist()
     assert server.count() == 2  # 401 is final: no retries
     assert all(r["attempts"] == 1 and "HTTP 401" in r["error"] for r in rows)
@@ -151,7 +152,7 @@ def test_api_client_stores_answers_as_they_arrive_and_never_a_failure(tmp_path, 
         api = ApiConfig(base_url=server.url, api_key_env=None, concurrency=2, max_retries=0)
         batch = _batch(12)
         batch = batch.append_column(CACHE_KEY, pa.array([f"key-{i}" for i in range(12)]))
-        out = OpenAIChatUDF(api, "m", SAMPLING, key=None, cache_dir=str(cache_dir))(batch)
+        out = OpenAIChatUDF(api, "m", key=None, cache_dir=str(cache_dir))(batch)
     rows = out.to_pylist()
     stored = ResponseCache(cache_dir).lookup([f"key-{i}" for i in range(12)])
     answered = {f"key-{i}" for i, r in enumerate(rows) if not r["error"]}

@@ -36,8 +36,9 @@ def test_grade_joins_by_id_and_failed_rows_are_wrong():
 
 def test_student_requests_one_per_example():
     train, _ = examples()
-    req = student_requests(train, TASK)
+    req = student_requests(train, TASK, {"temperature": 0.0, "max_tokens": 8})
     assert req.column("request_id").to_pylist() == train.column("id").to_pylist()
+    assert set(req.column("sampling").to_pylist()) == {'{"max_tokens": 8, "temperature": 0.0}'}
 
 
 def test_mine_only_wrong_seed_rows():
@@ -52,7 +53,8 @@ def test_mine_only_wrong_seed_rows():
 def test_candidates_are_deduplicated_and_decontaminated():
     train, test = examples()
     errors = mine_errors(train, grade(train, generated([]), TASK, "train"))
-    req = teacher_requests(errors, TASK, n_per_error=2, round_=0)
+    req = teacher_requests(errors, TASK, n_per_error=2, round_=0,
+                           sampling={"temperature": 0.7})
     assert req.num_rows == errors.num_rows
     first, second = errors.column("id").to_pylist()[:2]
     block = "Question: Zed has {} pens. How many?\nAnswer: {}\n#### {}"
@@ -60,7 +62,7 @@ def test_candidates_are_deduplicated_and_decontaminated():
         (f"{first}@r0", block.format(1, 1, 1) + "\n" + block.format(1, 1, 1), ""),  # dup inside
         (f"{second}@r0", f"Question: {test[0]['input']}\nAnswer: 3\n#### 3", ""),  # test leak
     ])
-    cands = parse_candidates(errors, gen, TASK, 0, "teacher-x", {"temperature": 0.7},
+    cands = parse_candidates(errors, req, gen, TASK, 0, "teacher-x", n_per_error=2,
                              known_inputs=set(), test_inputs={test[0]["input"].lower()})
     reasons = cands.column("reject_reason").to_pylist()
     assert reasons[:3] == ["", "duplicate", "in_test_set"]

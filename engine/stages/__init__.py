@@ -1,2 +1,33 @@
-"""Stages of a round. Each module has pure functions over Arrow tables (testable without Ray)
-and, where the stage needs the cluster, a thin wrapper that calls a backend."""
+"""Stages of a round, in order, and what each one's output depends on.
+
+Each stage module holds pure functions over Arrow tables (testable without Ray); the round loop
+(engine/driver.py) calls them and the backends. What a stage depends on is declared here, once:
+rerun planning (engine/rerun.py) and resume compatibility read these declarations, so adding a
+setting to a stage's list is all it takes for a change of that setting to redo the stage.
+"""
+
+STAGES = ["data", "train", "predict", "mine", "augment"]
+
+# Dotted config paths (fnmatch patterns; `tasks.*.x` is task x's own setting, which affects
+# that task only) and prompt template hashes (`prompts.<task>.student|teacher`) each stage's
+# output depends on. A changed path redoes the first stage that lists it and everything after;
+# a path no stage lists and that is not OPERATIONAL redoes everything (never too little).
+STAGE_INPUTS: dict[str, list[str]] = {
+    "data": ["seed", "tasks.*.name", "tasks.*.type", "tasks.*.data.*", "tasks.*.fields.*",
+             "tasks.*.labels*", "tasks.*.label_names*", "tasks.*.n_seed",
+             "tasks.*.seed_fraction"],
+    "train": ["train.*", "student.model", "tasks.*.description", "tasks.*.prompts",
+              "prompts.*.student"],
+    "predict": ["student.*", "tasks.*.n_test", "tasks.*.student_sampling.*"],
+    "mine": [],
+    "augment": ["teacher.*", "tasks.*.teacher_sampling.*", "prompts.*.teacher"],
+}
+
+# Settings that change how a run executes but not what it produces: a run may resume with new
+# values (a lower request rate after hitting a provider's limits, more replicas, more rounds).
+OPERATIONAL = ["rounds", "ray.*", "*.replicas", "*.keep_warm", "*.max_replica_restarts",
+               "*.cpus_per_replica", "*.prices*", "train.log_every", "train.checkpoint_every",
+               "train.max_failures",
+               *(f"teacher.api.{k}" for k in ("requests_per_minute", "tokens_per_minute",
+                                               "concurrency", "timeout_s", "max_retries",
+                                               "backoff_s", "backoff_max_s"))]

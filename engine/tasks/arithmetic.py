@@ -62,7 +62,7 @@ def generate(n: int, seed: int) -> list[dict]:
 
 
 class ArithmeticTask(MathTask):
-    kind = "math"  # same prompts, grader and parser as GSM8K
+    prompt_family = "math"  # same prompts, grader and parser as GSM8K
 
     def check(self) -> list[str]:
         return []  # generated: no files to check

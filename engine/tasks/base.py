@@ -36,6 +36,17 @@ class PromptSet:
     def render(self, name: str, **values) -> str:
         return self.templates[name].format(**values)
 
+    def role_hashes(self) -> dict[str, str]:
+        """Content hashes of the student's template and of the teacher's (all the others):
+        editing one redoes only the stages that use it."""
+        def digest(names: list[str]) -> str:
+            text = "\n".join(f"{n}={self.templates[n]}" for n in sorted(names))
+            return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+        student = [n for n in self.templates if n.startswith("student")]
+        return {"student": digest(student),
+                "teacher": digest([n for n in self.templates if n not in student])}
+
 
 @dataclass(frozen=True)
 class Parsed:
@@ -48,16 +59,17 @@ class Parsed:
 
 
 class Task:
-    """Base task. Subclasses define `kind`, `required_fields` and the per-type methods."""
+    """Base task. Subclasses define `prompt_family`, `required_fields` and the per-type
+    methods."""
 
-    kind = ""
+    prompt_family = ""  # the built-in prompt file it uses: prompts/llm2llm/<family>.yaml
     required_fields: tuple[str, ...] = ()
 
     def __init__(self, cfg: TaskConfig, seed: int):
         self.cfg = cfg
         self.name = cfg.name
         self.seed = seed
-        self.prompts = PromptSet.load(prompt_path(cfg, self.kind))
+        self.prompts = PromptSet.load(prompt_path(cfg, self.prompt_family))
 
     # -- data ---------------------------------------------------------------------------
     def check(self) -> list[str]:
@@ -137,13 +149,13 @@ class Task:
         return messages
 
 
-def prompt_path(cfg: TaskConfig, kind: str) -> Path:
-    """The task's own prompt file, else the built-in one for its type."""
-    return Path(cfg.prompts) if cfg.prompts else PROMPTS_DIR / "llm2llm" / f"{kind}.yaml"
+def prompt_path(cfg: TaskConfig, family: str) -> Path:
+    """The task's own prompt file, else the built-in one of its prompt family."""
+    return Path(cfg.prompts) if cfg.prompts else PROMPTS_DIR / "llm2llm" / f"{family}.yaml"
 
 
-def check_prompt_file(cfg: TaskConfig, kind: str) -> list[str]:
-    path = prompt_path(cfg, kind)
+def check_prompt_file(cfg: TaskConfig, family: str) -> list[str]:
+    path = prompt_path(cfg, family)
     if not path.is_file():
         return [f"tasks.{cfg.name}.prompts: prompt file {str(path)!r} does not exist"]
     return []

@@ -14,7 +14,7 @@ _ECHO = re.compile(r"correct label|^text\s*:|\blabel\s*:", re.I)  # the prompt, 
 
 
 class ClassificationTask(Task):
-    kind = "classification"
+    prompt_family = "classification"
     required_fields = ("text", "label")
 
     def check(self) -> list[str]:

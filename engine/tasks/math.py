@@ -89,7 +89,7 @@ def extract_answer(output: str) -> str:
 
 
 class MathTask(Task):
-    kind = "math"
+    prompt_family = "math"
     required_fields = ("question", "answer")
 
     def example(self, role_row: dict) -> tuple[str, str, str]:

@@ -52,3 +52,24 @@ def test_parse_override_values_are_yaml():
     assert parse_override("a=null") == (["a"], None)
     with pytest.raises(ValueError):
         parse_override("a..b=1")
+
+
+def test_every_setting_is_documented_once_in_its_field():
+    from engine.config import describe_settings
+
+    rows = describe_settings()
+    undocumented = [path for path, _, _, description in rows if not description]
+    assert not undocumented, f"settings without a Field(description=...): {undocumented}"
+    paths = [r[0] for r in rows]
+    assert "teacher.n_per_error" in paths and "tasks.<i>.teacher_sampling.temperature" in paths
+
+
+def test_config_command_prints_a_section_and_refuses_an_unknown_one(capsys):
+    from engine.cli import main
+
+    assert main(["config", "teacher"]) == 0
+    out = capsys.readouterr().out
+    assert "teacher.temperature: float = 0.7\n    sampling temperature" in out
+    assert "train." not in out
+    assert main(["config", "teacher.no_such"]) == 2
+    assert "no setting named 'teacher.no_such'" in capsys.readouterr().err

@@ -4,7 +4,9 @@ import pytest
 import yaml
 
 from engine.errors import ConfigError
-from engine.job import first_affected_stage, preflight, save_run_config
+from engine.job import preflight
+from engine.provenance import save_run_record
+from engine.rerun import first_affected_stage
 
 
 @pytest.fixture
@@ -14,7 +16,7 @@ def saved_run(tmp_path, monkeypatch):
     path = tmp_path / "job.yaml"
     path.write_text(f"run_dir: {tmp_path / 'run'}\ntasks: [{{name: arithmetic, n_seed: 4}}]\n")
     prepared = preflight(str(path), [])
-    save_run_config(prepared)
+    save_run_record(prepared.cfg, prepared.student_model, prepared.teacher_model)
     return path, prepared
 
 
@@ -56,10 +58,45 @@ def test_more_rounds_may_be_added_to_a_run(saved_run):
     ("seed", "data"), ("tasks.0.n_seed", "data"), ("train.lr", "train"),
     ("student.model", "train"), ("student.max_tokens", "predict"),
     ("teacher.temperature", "augment"), ("teacher.api.base_url", "augment"),
+    ("tasks.0.n_test", "predict"), ("tasks.0.student_sampling.max_tokens", "predict"),
+    ("tasks.0.teacher_sampling.top_p", "augment"), ("prompts.arithmetic.student", "train"),
+    ("prompts.arithmetic.teacher", "augment"),
     ("something.new", "data"),  # unknown to the mapping: redo everything, never too little
 ])
 def test_first_affected_stage_of_each_field(field, stage):
     assert first_affected_stage(field) == stage
+
+
+def test_declaring_a_setting_as_a_stage_input_is_all_rerun_planning_needs(saved_run,
+                                                                          monkeypatch):
+    path, _ = saved_run
+    change = ["teacher.n_per_error=5"]
+    assert preflight(str(path), change, rerun_affected=True).rerun == {"arithmetic": "augment"}
+    # The train stage now declares it (as a strategy that trains on teacher rows might):
+    from engine.stages import STAGE_INPUTS
+
+    monkeypatch.setitem(STAGE_INPUTS, "train", [*STAGE_INPUTS["train"], "teacher.n_per_error"])
+    assert preflight(str(path), change, rerun_affected=True).rerun == {"arithmetic": "train"}
+
+
+def test_an_edited_prompt_template_is_a_changed_input(tmp_path, saved_run):
+    path, _ = saved_run
+    prompts = tmp_path / "math.yaml"
+    original = (Path(__file__).parents[2] / "prompts" / "llm2llm" / "math.yaml").read_text()
+    prompts.write_text(original)
+    # Point the saved run at a copy of the built-in prompts (same content: same hashes)...
+    config = yaml.safe_load(path.read_text())
+    config["tasks"][0]["prompts"] = str(prompts)
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match=r"changed: tasks.0.prompts\)"):
+        preflight(str(path), [])
+    prepared = preflight(str(path), [], rerun_affected=True)
+    save_run_record(prepared.cfg, prepared.student_model, prepared.teacher_model)
+    # ...then edit only the teacher's template: augment is redone, not training.
+    prompts.write_text(original.replace("You are a helpful teacher.", "You are a teacher."))
+    with pytest.raises(ConfigError, match=r"changed: prompts.arithmetic.teacher\)"):
+        preflight(str(path), [])
+    assert preflight(str(path), [], rerun_affected=True).rerun == {"arithmetic": "augment"}
 
 
 def test_changed_config_names_the_flag_that_reruns_the_affected_stages(saved_run):

@@ -73,3 +73,16 @@ def test_candidates_are_deduplicated_and_decontaminated():
     assert row["origin"] == "synthetic" and row["seed_id"] == first and row["round"] == 0
     assert row["teacher_model"] == "teacher-x" and row["prompt_hash"] == TASK.prompts.hash
     assert '"temperature": 0.7' in row["sampling"]
+
+
+def test_a_teacher_that_writes_more_than_n_per_error_gets_no_more_rows_kept():
+    train, _ = examples()
+    errors = mine_errors(train, grade(train, generated([]), TASK, "train")).slice(0, 1)
+    req = teacher_requests(errors, TASK, n_per_error=2, round_=0, sampling={})
+    block = "Question: Zed has {0} pens. How many?\nAnswer: {0} + 0 = {0}\n#### {0}\n"
+    gen = generated([(req["request_id"][0].as_py(), "".join(block.format(k) for k in (1, 2, 3)),
+                      "")])
+    cands = parse_candidates(errors, req, gen, TASK, 0, "t", n_per_error=2, known_inputs=set(),
+                             test_inputs=set()).to_pylist()
+    assert [c["accepted"] for c in cands] == [True, True, False]
+    assert cands[2]["reject_reason"].startswith("over_n_per_error")

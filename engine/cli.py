@@ -21,6 +21,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="if run_dir holds a run with a different config, redo the stages "
                             "the changes affect (the old ones are kept under "
                             "run_dir/superseded/) instead of refusing")
+    p = sub.add_parser("compare", help="strategies x training seeds over the config's tasks, "
+                                       "in one job; prints and writes compare.json")
+    p.add_argument("config", help="YAML config file (see jobs/configs/)")
+    p.add_argument("overrides", nargs="*", help="overrides such as train.lr=1e-4")
+    p.add_argument("--strategies", required=True,
+                   help="comma-separated, e.g. llm2llm,random,seed_only")
+    p.add_argument("--seeds", default="0,1,2", help="training seeds, e.g. 0,1,2")
+    p.add_argument("--rerun-affected", action="store_true",
+                   help="as for run")
     p = sub.add_parser("status", help="per task and round: which stages are done, running or "
                                       "missing")
     p.add_argument("run_dir", help="a job's run_dir")
@@ -68,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"config OK: {len(prepared.cfg.tasks)} task(s), {prepared.cfg.rounds} round(s)")
             for task, stage in prepared.rerun.items():
                 print(f"  {task}: would redo round 0 from {stage} on, and every later round")
+        elif args.command == "compare":
+            # A compare is a run with a `compare` section: resumable and re-plannable like any.
+            run_job(args.config, args.overrides + [f"compare.strategies=[{args.strategies}]",
+                                                   f"compare.seeds=[{args.seeds}]"],
+                    args.rerun_affected)
         else:
             run_job(args.config, args.overrides, args.rerun_affected)
     except EngineError as exc:

@@ -37,6 +37,42 @@ class SamplingOverride(Strict):
     max_tokens: int | None = Field(None, ge=1, description="tokens generated per request")
 
 
+STRATEGIES = ("llm2llm", "seed_only", "random", "mixed")
+
+
+class StrategyConfig(Strict):
+    """How a round chooses its teacher requests and trains (engine/strategies/). Baselines are
+    strategies too, so `llm2llm compare` runs them through the same loop at the same budget."""
+
+    name: Literal["llm2llm", "seed_only", "random", "mixed"] = Field(
+        "llm2llm", description="llm2llm: ask about the seed rows the student got wrong; "
+                               "seed_only: no teacher; random: the same number of requests, "
+                               "for seed rows drawn at random; mixed: targeted_share of them "
+                               "aimed at errors, the rest random")
+    targeted_share: float = Field(
+        0.5, ge=0, le=1, description="mixed: share of the requests aimed at errors")
+    mine_from: Literal["seed", "all"] = Field(
+        "seed", description="rows errors are mined from: the seed (LLM2LLM) or seed and "
+                            "synthetic rows (the paper's ablation)")
+    from_base: bool = Field(
+        True, description="train each round from the base model (LLM2LLM); false: continue "
+                          "from the previous round's student")
+    one_shot: bool = Field(
+        False, description="spend the whole teacher budget in the first augmentation round "
+                           "(n_per_error x (rounds - 1) rows per target) instead of spreading "
+                           "it over rounds")
+
+
+class CompareConfig(Strict):
+    """Strategies x training seeds over the job's tasks, in one job (`llm2llm compare`)."""
+
+    strategies: list[Literal["llm2llm", "seed_only", "random", "mixed"]] = Field(
+        min_length=1, description="strategies run side by side, each with the job's "
+                                  "`strategy` settings but its own name")
+    seeds: list[int] = Field([0, 1, 2], min_length=1,
+                             description="training seeds; the data split keeps `seed`")
+
+
 class TaskConfig(Strict):
     """A task: a built-in name (gsm8k, trec, sst2, arithmetic) or a custom definition.
 
@@ -64,6 +100,8 @@ class TaskConfig(Strict):
                                         "labels beside a math task in the same job)")
     teacher_sampling: SamplingOverride = Field(
         SamplingOverride(), description="this task's teacher sampling")
+    strategy: StrategyConfig | None = Field(
+        None, description="this task's own strategy (null: the job's)")
 
 
 class Prices(Strict):
@@ -139,6 +177,15 @@ class TeacherConfig(GenerationConfig):
     n_per_error: int = Field(
         2, ge=1, description="new examples kept per wrong seed row (asked for, and at most "
                              "this many accepted; the surplus is rejected as over_n_per_error)")
+    near_dup_threshold: float = Field(
+        0.6, gt=0, le=1, description="a candidate whose word-3-gram Jaccard similarity with a "
+                                     "training row, an earlier row of the round or a test row "
+                                     "reaches this is a duplicate (0.6: a one-word edit of a "
+                                     "10-word text)")
+    max_tries: int = Field(
+        3, ge=1, description="requests per target at most: while fewer than n_per_error rows "
+                             "are accepted for it, the teacher is asked again (each ask counts "
+                             "in the budget)")
     constrain_format: bool = Field(
         False, description="constrain the teacher's output to the task's block format with "
                            "vLLM structured outputs (a regex per request)")
@@ -197,6 +244,9 @@ class RunConfig(Strict):
     teacher: TeacherConfig = Field(TeacherConfig(), description="the teacher: vLLM or an API")
     train: TrainConfig = Field(TrainConfig(), description="student fine-tuning")
     ray: RayConfig = Field(RayConfig(), description="where Ray runs")
+    strategy: StrategyConfig = Field(StrategyConfig(), description="the job's strategy")
+    compare: CompareConfig | None = Field(
+        None, description="run several strategies and training seeds side by side")
 
     @model_validator(mode="after")
     def _unique_task_names(self) -> "RunConfig":

@@ -40,7 +40,7 @@ class DriverActor:
             teacher_model=teacher_model,
             student_gen=self.student_gen,
             teacher_gen=self.teacher_gen,
-            trainer=RayDeepSpeedTrainer(cfg.train, cfg.seed, log=_log),
+            trainer=RayDeepSpeedTrainer(cfg.train, log=_log),
             log=_log,
         )
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from engine.config import ApiConfig, RunConfig, load_config
+from engine.compare import format_compare, write_compare
 from engine.errors import ConfigError, EngineError, JobInterrupted, root_cause
 from engine.generation.openai_api import Secret
 from engine.metrics import format_table
@@ -16,6 +17,7 @@ from engine.models import check_model, resolve_model
 from engine.provenance import save_run_record
 from engine.rerun import affected_stages, changed_fields
 from engine.storage import RunStorage
+from engine.strategies import unit_keys
 from engine.tasks import build_task, check_tasks
 
 
@@ -113,10 +115,12 @@ def run_job(config_path: str | None, overrides: list[str],
     """Preflight, save config, start Ray, run the driver actor; print a table per round."""
     prepared = preflight(config_path, overrides, rerun_affected)
     store = RunStorage(prepared.cfg.run_dir)
+    compare = prepared.cfg.compare.model_dump() if prepared.cfg.compare else None
     for task, stage in prepared.rerun.items():
-        moved_to = store.location(store.supersede(task, stage))
-        print(f"config changed: {task} redoes round 0 from {stage} on; the previous stages "
-              f"are kept in {moved_to}", flush=True)
+        for *_, key in unit_keys(task, compare, prepared.cfg.strategy.name, prepared.cfg.seed):
+            moved_to = store.location(store.supersede(key, stage))
+            print(f"config changed: {key} redoes round 0 from {stage} on; the previous "
+                  f"stages are kept in {moved_to}", flush=True)
     save_run_record(prepared.cfg, prepared.student_model, prepared.teacher_model)
     start_ray(prepared.cfg)
     import ray
@@ -140,5 +144,7 @@ def run_job(config_path: str | None, overrides: list[str],
         history += round_metrics
         print(f"\n=== round {round_metrics[0]['round']} done ({time.time() - start:.0f}s) ===")
         print(format_table(history), flush=True)
+        if prepared.cfg.compare:
+            print(f"\n{format_compare(write_compare(prepared.cfg))}", flush=True)
     print(f"\nrun finished in {time.time() - start:.0f}s; artifacts in {prepared.cfg.run_dir}")
     return history

@@ -9,11 +9,13 @@ import pyarrow as pa
 from engine.stages.predict import accuracy
 
 TABLE_COLUMNS = [  # (metrics key, header, format)
-    ("task", "task", "{}"), ("round", "round", "{}"), ("n_train", "n_train", "{}"),
+    ("unit", "task", "{}"), ("round", "round", "{}"), ("n_train", "n_train", "{}"),
     ("train_accuracy", "train_acc", "{:.3f}"), ("test_accuracy", "test_acc", "{:.3f}"),
-    ("n_errors", "errors", "{}"), ("n_generated", "generated", "{}"),
-    ("n_accepted", "accepted", "{}"), ("tokens", "tokens", "{}"), ("cost_usd", "cost", "${:.4f}"),
-    ("seconds", "seconds", "{:.0f}"),
+    ("fix_rate", "fixed", "{:.2f}"), ("break_rate", "broke", "{:.2f}"),
+    ("n_errors", "errors", "{}"), ("n_requests", "asks", "{}"),
+    ("n_generated", "generated", "{}"), ("n_accepted", "accepted", "{}"),
+    ("teacher_yield", "yield", "{:.2f}"), ("tokens", "tokens", "{}"),
+    ("cost_usd", "cost", "${:.4f}"), ("seconds", "seconds", "{:.0f}"),
 ]
 
 
@@ -34,14 +36,36 @@ def generation_usage(generated: pa.Table, prices) -> dict:
             "prompt_tokens": prompt, "completion_tokens": completion, "cost_usd": cost}
 
 
+def fix_rates(previous: tuple[pa.Table, pa.Table] | None,
+              predictions: pa.Table) -> tuple[float | None, float | None]:
+    """(fix rate, break rate) of a round, from the lineage of the rows: of the rows mined as
+    errors in the previous round, the share the student now gets right; of the mining rows it
+    got right then, the share it now gets wrong. None in round 0."""
+    if previous is None:
+        return None, None
+    before, mined = previous
+    now = {r["id"]: r["correct"] for r in predictions.to_pylist() if r["split"] == "train"}
+    right_before = [r["id"] for r in before.to_pylist() if r["split"] == "train" and r["correct"]]
+    wrong_ids = [i for i in mined.column("id").to_pylist() if i in now]
+    kept = [i for i in right_before if i in now]
+    fixed = sum(now[i] for i in wrong_ids) / len(wrong_ids) if wrong_ids else None
+    broke = sum(not now[i] for i in kept) / len(kept) if kept else None
+    return fixed, broke
+
+
 def round_metrics(task: str, r: int, train_set: pa.Table, predictions: pa.Table,
                   errors: pa.Table, candidates: pa.Table | None, train_stats: dict,
-                  timings: dict, usage: dict[str, dict | None]) -> dict:
+                  timings: dict, usage: dict[str, dict | None], asked: dict | None = None,
+                  previous: tuple[pa.Table, pa.Table] | None = None) -> dict:
     origins = Counter(train_set.column("origin").to_pylist())
     preds = predictions.to_pylist()
     cands = candidates.to_pylist() if candidates is not None else []
     rejected = Counter(c["reject_reason"].split(":")[0] for c in cands if not c["accepted"])
     usage = {stage: u for stage, u in usage.items() if u is not None}
+    asked = asked or {}
+    rows_asked = asked.get("targets", 0) * asked.get("quota", 0)
+    n_accepted = sum(c["accepted"] for c in cands)
+    fixed, broke = fix_rates(previous, predictions)
     return {
         "task": task,
         "round": r,
@@ -51,9 +75,16 @@ def round_metrics(task: str, r: int, train_set: pa.Table, predictions: pa.Table,
         "train_accuracy": accuracy(predictions, "train"),  # on the seed (mining) rows
         "test_accuracy": accuracy(predictions, "test"),
         "n_test": sum(p["split"] == "test" for p in preds),
-        "n_errors": errors.num_rows,  # wrong seed rows sent to the teacher
+        "n_errors": errors.num_rows,  # wrong mining rows (seed rows, unless mine_from: all)
+        "fix_rate": fixed,  # of last round's errors, the share right now
+        "break_rate": broke,  # of last round's right mining rows, the share wrong now
+        "n_targets": asked.get("targets"),  # rows the strategy asked the teacher about
+        "n_requests": asked.get("requests"),  # teacher requests sent, top-up asks included
+        "n_rows_asked": rows_asked,  # targets x rows wanted per target
         "n_generated": len(cands),  # candidate examples the teacher's outputs yielded
-        "n_accepted": sum(c["accepted"] for c in cands),
+        "n_accepted": n_accepted,
+        # accepted rows / rows asked for: how much of the teacher's budget became training data
+        "teacher_yield": n_accepted / rows_asked if rows_asked else None,
         "rejected_by_reason": dict(rejected),
         "n_failed_predictions": sum(bool(p["error"]) for p in preds),
         # usage per generation stage (predict, augment); totals over both

@@ -15,6 +15,7 @@ from engine.errors import DataError
 from engine.generation.cache import ResponseCache
 from engine.provenance import read_run_record
 from engine.storage import STAGES, RunStorage
+from engine.strategies import unit_keys
 
 HEARTBEAT_EVERY_S = 20
 STALE_AFTER_S = 3 * HEARTBEAT_EVERY_S
@@ -33,25 +34,35 @@ def stage_states(run_dir: str | Path, now: float | None = None) -> tuple[list[di
     alive = age is not None and age < STALE_AFTER_S and not beat.get("finished")
     rows = []
     rounds = int(config.get("rounds", 0))
-    for task in [t["name"] for t in config.get("tasks", [])]:
-        for r in range(rounds):
-            row = {"task": task, "round": r}
-            for stage in STAGES:
-                stage_dir = store.stage_dir(task, r, stage)
-                if stage == "augment" and r == rounds - 1:
-                    row[stage] = "-"  # the last round does not augment
-                elif store.is_complete(stage_dir):
-                    row[stage] = "done"
-                elif store.exists(stage_dir):
-                    row[stage] = "running" if alive else "interrupted"
-                else:
-                    row[stage] = "missing"
-            row["metrics"] = store.exists(f"{store.round_dir(task, r)}/metrics.json")
-            rows.append(row)
+    strategy = config.get("strategy") or {}
+    for task in config.get("tasks", []):
+        own = task.get("strategy") or strategy
+        for name, _, key in unit_keys(task["name"], config.get("compare"),
+                                      own.get("name", "llm2llm"), 0):
+            last = 0 if name == "seed_only" else rounds - 1  # seed_only trains once
+            for r in range(last + 1):
+                no_teacher = r == last or name == "seed_only" or (own.get("one_shot") and r > 0)
+                rows.append(_unit_row(store, key, r, no_teacher, alive))
     driver = {"heartbeat_age_s": age, "alive": alive,
               "finished": bool(beat and beat.get("finished")), "host": beat and beat.get("host"),
               "cache_parts": len(ResponseCache(store.cache_dir()).parts())}
     return rows, driver
+
+
+def _unit_row(store: RunStorage, key: str, r: int, no_teacher: bool, alive: bool) -> dict:
+    row = {"task": key, "round": r}
+    for stage in STAGES:
+        stage_dir = store.stage_dir(key, r, stage)
+        if stage == "augment" and no_teacher:
+            row[stage] = "-"  # the last round does not augment, nor does seed_only
+        elif store.is_complete(stage_dir):
+            row[stage] = "done"
+        elif store.exists(stage_dir):
+            row[stage] = "running" if alive else "interrupted"
+        else:
+            row[stage] = "missing"
+    row["metrics"] = store.exists(f"{store.round_dir(key, r)}/metrics.json")
+    return row
 
 
 def format_status(run_dir: str | Path) -> str:

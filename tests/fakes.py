@@ -35,9 +35,12 @@ class FakeTrainer:
 
     def __init__(self):
         self.calls: list[tuple[pa.Table, str, str]] = []
+        self.seeds: list[int] = []
 
-    def __call__(self, examples: pa.Table, base_model: str, out_dir: str, task: str) -> dict:
+    def __call__(self, examples: pa.Table, base_model: str, out_dir: str, task: str,
+                 seed: int = 0) -> dict:
         self.calls.append((examples, base_model, out_dir))
+        self.seeds.append(seed)
         filesystem, path = fs.open_fs(out_dir)  # a local path or a URI, as for the real one
         fs.write_bytes(filesystem, f"{path}/config.json", b"{}")
         return {"steps": 2, "final_loss": 0.5, "loss_curve": [0.9, 0.5]}

@@ -17,9 +17,10 @@ class TextGenerator(Protocol):
 
 
 class StudentTrainer(Protocol):
-    def __call__(self, examples: pa.Table, base_model: str, out_dir: str, task: str) -> dict:
-        """Train a fresh student from base_model on examples; save an HF folder at out_dir
-        (a local path or a filesystem URI).
+    def __call__(self, examples: pa.Table, base_model: str, out_dir: str, task: str,
+                 seed: int) -> dict:
+        """Train a student from base_model on examples with this training seed; save an HF
+        folder at out_dir (a local path or a filesystem URI). `task` names the run in logs.
 
         Returns training stats (steps, final loss, tokens, seconds) for the manifest, and
         `loss_curve`, the loss per step on rank 0.

@@ -194,12 +194,12 @@ def _save_and_report(engine, tokenizer, cfg: TrainConfig, rank: int, stats: dict
 class RayDeepSpeedTrainer:
     """StudentTrainer: one Ray Train run per (task, round), model saved to `out_dir`."""
 
-    def __init__(self, cfg: TrainConfig, seed: int, log=print):
+    def __init__(self, cfg: TrainConfig, log=print):
         self.cfg = cfg
-        self.seed = seed
         self.log = log
 
-    def __call__(self, examples: pa.Table, base_model: str, out_dir: str, task: str) -> dict:
+    def __call__(self, examples: pa.Table, base_model: str, out_dir: str, task: str,
+                 seed: int) -> dict:
         import ray
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
@@ -219,10 +219,10 @@ class RayDeepSpeedTrainer:
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"train": self.cfg.model_dump(), "base_model": base_model,
-                               "seed": self.seed},
+                               "seed": seed},
             scaling_config=ScalingConfig(num_workers=self.cfg.num_workers, use_gpu=self.cfg.use_gpu),
             run_config=RunConfig(
-                name=f"train-{task}", storage_path=ray_path,
+                name=f"train-{task.replace('/', '-')}", storage_path=ray_path,
                 storage_filesystem=None if fs.is_local(out_fs) else out_fs,
                 failure_config=FailureConfig(max_failures=self.cfg.max_failures),
                 checkpoint_config=CheckpointConfig(num_to_keep=1)),  # the latest is never deleted

@@ -17,15 +17,19 @@ STAGE_INPUTS: dict[str, list[str]] = {
              "tasks.*.labels*", "tasks.*.label_names*", "tasks.*.n_seed",
              "tasks.*.seed_fraction"],
     "train": ["train.*", "student.model", "tasks.*.description", "tasks.*.prompts",
-              "prompts.*.student"],
-    "predict": ["student.*", "tasks.*.n_test", "tasks.*.student_sampling.*"],
+              "prompts.*.student", "strategy.from_base", "tasks.*.strategy.from_base",
+              "tasks.*.strategy"],
+    "predict": ["student.*", "tasks.*.n_test", "tasks.*.student_sampling.*",
+                "strategy.mine_from", "tasks.*.strategy.mine_from"],
     "mine": [],
-    "augment": ["teacher.*", "tasks.*.teacher_sampling.*", "prompts.*.teacher"],
+    "augment": ["teacher.*", "tasks.*.teacher_sampling.*", "prompts.*.teacher", "strategy.*",
+                "tasks.*.strategy.*"],
 }
 
 # Settings that change how a run executes but not what it produces: a run may resume with new
-# values (a lower request rate after hitting a provider's limits, more replicas, more rounds).
-OPERATIONAL = ["rounds", "ray.*", "*.replicas", "*.keep_warm", "*.max_replica_restarts",
+# values (a lower request rate after hitting a provider's limits, more replicas, more rounds,
+# more strategies or seeds in a compare: each is a unit of its own, the others stay valid).
+OPERATIONAL = ["rounds", "compare*", "ray.*", "*.replicas", "*.keep_warm", "*.max_replica_restarts",
                "*.cpus_per_replica", "*.prices*", "train.log_every", "train.checkpoint_every",
                "train.max_failures",
                *(f"teacher.api.{k}" for k in ("requests_per_minute", "tokens_per_minute",

@@ -1,4 +1,5 @@
-"""AUGMENT: teacher requests per error, then parse -> verify -> dedup -> decontaminate.
+"""AUGMENT: teacher requests per target, then parse -> verify -> gates -> decontaminate ->
+dedup -> cap, with top-up asks while a target is short of its quota.
 
 Every candidate the teacher wrote is kept as a row (accepted or not, with the reason), so the
 round report can count accept rates and a user can inspect what was thrown away.
@@ -7,81 +8,137 @@ round report can count accept rates and a user can inspect what was thrown away.
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.records import CANDIDATE, EXAMPLE, GENERATED, require_columns
+from engine.stages.gates import (NearDuplicateIndex, NgramLeakIndex, degenerate_reason,
+                                 template_words)
 from engine.sampling import to_json
 from engine.tasks import Parsed, Task
 
 
-def normalize_text(text: str) -> str:
-    """Key for exact-duplicate checks: case and whitespace do not make a new example."""
-    return re.sub(r"\s+", " ", text).strip().lower()
+def request_id(seed_id: str, round_: int, sample: int = 0) -> str:
+    """A teacher request about a seed row in a round; `sample` > 0 for a top-up ask."""
+    return f"{seed_id}@r{round_}" + (f"~{sample}" if sample else "")
 
 
-def request_id(seed_id: str, round_: int) -> str:
-    """One teacher request per seed row and round."""
-    return f"{seed_id}@r{round_}"
-
-
-def teacher_requests(errors: pa.Table, task: Task, n_per_error: int, round_: int,
-                     sampling: dict, constrain_format: bool = False) -> pa.Table:
-    """One teacher request per wrong seed row, asking for `n_per_error` new examples.
+def teacher_requests(targets: pa.Table, task: Task, n_per_error: int, round_: int,
+                     sampling: dict, constrain_format: bool = False, sample: int = 0) -> pa.Table:
+    """One teacher request per target row, asking for `n_per_error` new examples like it.
 
     sampling: the teacher's parameters for this task (engine/sampling.py), carried by every
     row. With constrain_format, each request carries a `regex` the backend enforces while
-    decoding. `seed_id` ties each request to the seed row it is about.
+    decoding. `seed_id` ties each request to its target; `sample` tells a top-up ask of the
+    same request apart (its own answer, its own cache entry).
     """
-    require_columns(errors, [f.name for f in EXAMPLE], "augment")
-    rows = errors.to_pylist()
+    require_columns(targets, [f.name for f in EXAMPLE], "augment")
+    rows = targets.to_pylist()
     columns = {
-        "request_id": [request_id(r["id"], round_) for r in rows],
+        "request_id": [request_id(r["id"], round_, sample) for r in rows],
         "seed_id": [r["id"] for r in rows],
         "messages": [json.dumps(task.teacher_messages(r, r["trigger_prediction"], n_per_error))
                      for r in rows],
         "sampling": [to_json(sampling)] * len(rows),
+        "sample": pa.array([sample] * len(rows), pa.int32()),
     }
     if constrain_format:
         columns["regex"] = [task.teacher_format_regex(r, n_per_error) for r in rows]
     return pa.table(columns)
 
 
-def parse_candidates(errors: pa.Table, requests: pa.Table, generated: pa.Table, task: Task,
-                     round_: int, teacher_model: str, n_per_error: int,
-                     known_inputs: set[str], test_inputs: set[str]) -> pa.Table:
-    """Turn teacher outputs into CANDIDATE rows, accepted or rejected with a reason.
+def ask_teacher(targets: pa.Table, generate, build_requests, candidates: "CandidateFilter",
+                max_tries: int) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """Ask about every target; while a target has fewer than its quota of rows accepted, ask
+    again (a new `sample`), up to max_tries asks per target. Every ask counts in the budget.
 
-    Lineage (seed row, trigger, sampling) comes from the request that produced the row. At
-    most `n_per_error` rows are accepted per seed row: a teacher that writes more does not
-    get more weight in training (the surplus is rejected as over_n_per_error).
-    known_inputs: normalised inputs already in the training set (duplicates are dropped);
-    test_inputs: normalised test inputs (a candidate equal to one would leak the test set).
+    generate: requests -> GENERATED rows; build_requests(targets, sample) -> requests.
+    Returns (all requests, all generated rows, all candidate rows).
     """
-    require_columns(generated, [f.name for f in GENERATED], "augment")
-    require_columns(requests, ["request_id", "seed_id", "sampling"], "augment")
-    seeds = {r["id"]: r for r in errors.to_pylist()}
-    answers = {r["request_id"]: r for r in generated.to_pylist()}
-    seen, kept, rows = set(known_inputs), Counter(), []
-    for req in requests.select(["request_id", "seed_id", "sampling"]).to_pylist():
-        seed, gen = seeds[req["seed_id"]], answers.get(req["request_id"])
-        for k, cand in enumerate(_parse(task, seed, gen)):
-            reason = cand.reject_reason or _dedup_reason(cand.input, seen, test_inputs)
-            if not reason and kept[seed["id"]] >= n_per_error:
-                reason = f"over_n_per_error: {n_per_error} already kept for this seed row"
-            if not reason:
-                seen.add(normalize_text(cand.input))
-                kept[seed["id"]] += 1
-            rows.append(dict(
-                id=f"{req['request_id']}#{k}", task=task.name, input=cand.input,
-                target=cand.target, label=cand.label, origin="synthetic", round=round_,
-                seed_id=seed["id"], trigger_prediction=seed["trigger_prediction"],
-                teacher_model=teacher_model, prompt_hash=task.prompts.hash,
-                sampling=req["sampling"], accepted=not reason, reject_reason=reason))
-    return pa.Table.from_pylist(rows, schema=CANDIDATE)
+    asked, answers, rows = [], [], []
+    pending = targets
+    for sample in range(max_tries):
+        if pending.num_rows == 0:
+            break
+        requests = build_requests(pending, sample)
+        generated = generate(requests)
+        asked.append(requests)
+        answers.append(generated)
+        rows += candidates.add(targets, requests, generated)
+        short = candidates.short_of_quota()
+        pending = targets.filter(pa.array([t in short for t in targets["id"].to_pylist()],
+                                          pa.bool_()))
+    return (pa.concat_tables(asked, promote_options="default") if asked else pa.table({}),
+            pa.concat_tables(answers) if answers else GENERATED.empty_table(),
+            pa.Table.from_pylist(rows, schema=CANDIDATE))
+
+
+class CandidateFilter:
+    """parse -> verify -> quality gates -> decontaminate -> near-dedup -> cap, over one round's
+    teacher answers as they come (a top-up's answers meet the same index and counts).
+
+    known_inputs: the training set's inputs (a near copy of one is a duplicate);
+    protected: test (and validation) inputs a candidate must not leak.
+    Lineage (seed row, trigger, sampling) comes from the request that produced each row.
+    At most `quota` rows are accepted per target: a teacher that writes more does not get
+    more weight in training (the surplus is rejected as over_n_per_error).
+    """
+
+    def __init__(self, task: Task, round_: int, teacher_model: str, quota: int,
+                 known_inputs: list[str], protected: list[str], near_dup_threshold: float):
+        self.task, self.round, self.teacher_model, self.quota = task, round_, teacher_model, quota
+        self.index = NearDuplicateIndex(near_dup_threshold)
+        self.index.add_many(known_inputs)
+        self.leaks = NgramLeakIndex(protected, threshold=near_dup_threshold)
+        self.prompt_words = template_words(*task.teacher_templates())
+        self.kept: Counter = Counter()
+        self.targets: set[str] = set()
+
+    def short_of_quota(self) -> set[str]:
+        return {t for t in self.targets if self.kept[t] < self.quota}
+
+    def add(self, targets: pa.Table, requests: pa.Table, generated: pa.Table) -> list[dict]:
+        """CANDIDATE rows for these answers, accepted or rejected with a reason."""
+        require_columns(generated, [f.name for f in GENERATED], "augment")
+        require_columns(requests, ["request_id", "seed_id", "sampling"], "augment")
+        seeds = {r["id"]: r for r in targets.to_pylist()}
+        answers = {r["request_id"]: r for r in generated.to_pylist()}
+        rows = []
+        for req in requests.select(["request_id", "seed_id", "sampling"]).to_pylist():
+            seed = seeds[req["seed_id"]]
+            self.targets.add(seed["id"])
+            for k, cand in enumerate(_parse(self.task, seed, answers.get(req["request_id"]))):
+                rows.append(self._row(req, seed, k, cand))
+        self._gate(rows)
+        return rows
+
+    def _row(self, req: dict, seed: dict, k: int, cand: Parsed) -> dict:
+        reason = cand.reject_reason or (
+            degenerate_reason(cand.input, self.task.labels, self.prompt_words))
+        return dict(id=f"{req['request_id']}#{k}", task=self.task.name, input=cand.input,
+                    target=cand.target, label=cand.label, origin="synthetic", round=self.round,
+                    seed_id=seed["id"], trigger_prediction=seed["trigger_prediction"],
+                    teacher_model=self.teacher_model, prompt_hash=self.task.prompts.hash,
+                    sampling=req["sampling"], accepted=not reason, reject_reason=reason)
+
+    def _gate(self, rows: list[dict]) -> None:
+        """Leaks, then near-duplicates (of the training set, earlier rows of the round, or
+        each other: the first wins), then the quota; only rows still accepted are checked."""
+        live = [r for r in rows if r["accepted"]]
+        for row, leak in zip(live, self.leaks.leak_many([r["input"] for r in live])):
+            if leak:
+                row.update(accepted=False, reject_reason=leak)
+        live = [r for r in live if r["accepted"]]
+        for row, dup in zip(live, self.index.check_and_add_many([r["input"] for r in live])):
+            if dup is not None:
+                row.update(accepted=False, reject_reason=f"duplicate: near copy of {dup[:80]!r}")
+            elif self.kept[row["seed_id"]] >= self.quota:
+                row.update(accepted=False, reject_reason=(
+                    f"over_n_per_error: {self.quota} already kept for this seed row"))
+            else:
+                self.kept[row["seed_id"]] += 1
 
 
 def _parse(task: Task, seed: dict, gen: dict | None) -> list[Parsed]:
@@ -89,15 +146,6 @@ def _parse(task: Task, seed: dict, gen: dict | None) -> list[Parsed]:
         reason = "teacher_error: " + ("missing output" if gen is None else gen["error"])
         return [Parsed(reject_reason=reason)]
     return task.parse_teacher(gen["output"] or "", seed)
-
-
-def _dedup_reason(text: str, seen: set[str], test_inputs: set[str]) -> str:
-    key = normalize_text(text)
-    if key in test_inputs:
-        return "in_test_set"
-    if key in seen:
-        return "duplicate"
-    return ""
 
 
 def accepted_examples(candidates: pa.Table) -> pa.Table:

@@ -128,6 +128,15 @@ class Task:
         raise NotImplementedError
 
     # -- teacher ------------------------------------------------------------------------
+    @property
+    def labels(self) -> list[str]:
+        """Label names a real example's text is not made of (quality gates); none here."""
+        return []
+
+    def teacher_templates(self) -> list[str]:
+        """The teacher's prompt templates: a candidate made of their words is an echo."""
+        return [t for n, t in self.prompts.templates.items() if not n.startswith("student")]
+
     def teacher_messages(self, row: dict, prediction: str, n: int) -> list[dict]:
         raise NotImplementedError
 

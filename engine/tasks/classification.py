@@ -28,6 +28,10 @@ class ClassificationTask(Task):
         return problems
 
     @property
+    def labels(self) -> list[str]:
+        return self.cfg.labels
+
+    @property
     def description(self) -> str:
         return self.cfg.description or f"Classify the text into one of {len(self.cfg.labels)} classes."
 

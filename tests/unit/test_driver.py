@@ -1,6 +1,7 @@
 """The round loop with fake backends: LLM2LLM rules, artifacts and metrics, without Ray."""
 
 import json
+import random
 import zlib
 
 import pyarrow.parquet as pq
@@ -13,15 +14,26 @@ from tests.fakes import FakeGenerator, FakeTrainer
 
 
 def student(messages):
-    """Right on about half the questions, wrong on the rest, deterministically."""
+    """Never right ("#### 0" answers no problem), or says nothing: every seed row is mined."""
     question = messages[-1]["content"]
     return "#### 0" if zlib.crc32(question.encode()) % 2 else "no idea"
 
 
+WORDS = ("kites drums lamps socks boats maps cups rings hats bells vans pies owls desks ropes "
+         "coats jars fans forks keys").split()
+
+
 def teacher(messages):
+    """Two new, distinct problems per request, a pure function of the seed question."""
     question = messages[-1]["content"].split("\n")[1]
-    return "".join(f"Question: {question} (variant {k})\nAnswer: 1 + 1 = 2\n#### 2\n"
-                   for k in range(2))
+    out = ""
+    for k in range(2):
+        rng = random.Random(f"{question}#{k}")
+        a, b = rng.randint(2, 99), rng.randint(2, 99)
+        x, y, z = rng.sample(WORDS, 3)
+        out += (f"Question: A shop sells {a} {x} and {b} {y} beside {z}. How many {x} and "
+                f"{y} are sold?\nAnswer: {a} + {b} = {a + b}\n#### {a + b}\n")
+    return out
 
 
 def make_loop(tmp_path, rounds=2):

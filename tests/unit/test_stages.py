@@ -1,8 +1,9 @@
 import pyarrow as pa
 
 from engine.config import TaskConfig
-from engine.records import EXAMPLE, GENERATED
-from engine.stages.augment import accepted_examples, parse_candidates, teacher_requests
+from engine.records import CANDIDATE, EXAMPLE, GENERATED
+from engine.stages.augment import (CandidateFilter, accepted_examples, ask_teacher,
+                                   teacher_requests)
 from engine.stages.mine import mine_errors
 from engine.stages.predict import accuracy, grade, student_requests
 from engine.tasks import build_task
@@ -62,10 +63,12 @@ def test_candidates_are_deduplicated_and_decontaminated():
         (f"{first}@r0", block.format(1, 1, 1) + "\n" + block.format(1, 1, 1), ""),  # dup inside
         (f"{second}@r0", f"Question: {test[0]['input']}\nAnswer: 3\n#### 3", ""),  # test leak
     ])
-    cands = parse_candidates(errors, req, gen, TASK, 0, "teacher-x", n_per_error=2,
-                             known_inputs=set(), test_inputs={test[0]["input"].lower()})
+    cands = pa.Table.from_pylist(CandidateFilter(
+        TASK, 0, "teacher-x", quota=2, known_inputs=[], protected=[test[0]["input"]],
+        near_dup_threshold=0.6).add(errors, req, gen), schema=CANDIDATE)
     reasons = cands.column("reject_reason").to_pylist()
-    assert reasons[:3] == ["", "duplicate", "in_test_set"]
+    assert reasons[0] == "" and reasons[1].startswith("duplicate")
+    assert reasons[2].startswith("in_protected_set")
     assert all(r.startswith("teacher_error") for r in reasons[3:])  # no output for the rest
     added = accepted_examples(cands).to_pylist()
     assert len(added) == 1
@@ -82,7 +85,38 @@ def test_a_teacher_that_writes_more_than_n_per_error_gets_no_more_rows_kept():
     block = "Question: Zed has {0} pens. How many?\nAnswer: {0} + 0 = {0}\n#### {0}\n"
     gen = generated([(req["request_id"][0].as_py(), "".join(block.format(k) for k in (1, 2, 3)),
                       "")])
-    cands = parse_candidates(errors, req, gen, TASK, 0, "t", n_per_error=2, known_inputs=set(),
-                             test_inputs=set()).to_pylist()
+    cands = CandidateFilter(TASK, 0, "t", quota=2, known_inputs=[], protected=[],
+                            near_dup_threshold=0.6).add(errors, req, gen)
     assert [c["accepted"] for c in cands] == [True, True, False]
     assert cands[2]["reject_reason"].startswith("over_n_per_error")
+
+
+def test_a_target_short_of_its_quota_is_asked_again_until_its_tries_run_out():
+    train, _ = examples()
+    errors = mine_errors(train, grade(train, generated([]), TASK, "train")).slice(0, 2)
+    first, second = errors.column("id").to_pylist()
+    block = "Question: {} has {} pens and buys {} more. How many?\nAnswer: {} + {} = {}\n#### {}\n"
+    calls = []
+
+    def teacher(req):  # `first` gets one good row per ask; `second` only junk
+        calls.append(req)
+        out = []
+        for rid, sid, sample in zip(req["request_id"].to_pylist(), req["seed_id"].to_pylist(),
+                                    req["sample"].to_pylist()):
+            name = ["Ana", "Bo", "Cy"][sample]
+            good = block.format(name, sample + 2, 5, sample + 2, 5, sample + 7, sample + 7)
+            out.append((rid, good if sid == first else "no idea", ""))
+        return generated(out)
+
+    filter_ = CandidateFilter(TASK, 0, "t", quota=2, known_inputs=[], protected=[],
+                              near_dup_threshold=0.6)
+    requests, answers, cands = ask_teacher(
+        errors, teacher,
+        lambda rows, sample: teacher_requests(rows, TASK, 2, 0, {}, sample=sample),
+        filter_, max_tries=3)
+    # first: asked twice (two good rows make its quota); second: all three tries, no row
+    assert [c.num_rows for c in calls] == [2, 2, 1]
+    assert requests.column("request_id").to_pylist() == [
+        f"{first}@r0", f"{second}@r0", f"{first}@r0~1", f"{second}@r0~1", f"{second}@r0~2"]
+    kept = [c for c in cands.to_pylist() if c["accepted"]]
+    assert [c["seed_id"] for c in kept] == [first, first]

@@ -1,0 +1,83 @@
+"""The table a user shows their team: per task, strategy and round, test accuracy over the
+training seeds (mean, spread), rows added, teacher requests, yield and tokens.
+
+Read from each unit's metrics.json, so it can be rebuilt from any finished or partial run.
+Written as <run_dir>/compare.json and compare.parquet.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pyarrow as pa
+
+from engine.config import RunConfig
+from engine.storage import RunStorage
+from engine.strategies import unit_keys
+
+
+def compare_rows(cfg: RunConfig) -> list[dict]:
+    """One row per (task, strategy, round) with every seed's metrics found so far. seed_only
+    trains once: its round 0 stands for every round."""
+    store = RunStorage(cfg.run_dir)
+    compare = cfg.compare.model_dump() if cfg.compare else None
+    rows = []
+    for task in cfg.tasks:
+        units: dict[str, list[tuple[int, str]]] = {}
+        for name, seed, key in unit_keys(task.name, compare, cfg.strategy.name, cfg.seed):
+            units.setdefault(name, []).append((seed, key))
+        for name, seeds in units.items():
+            for r in range(cfg.rounds):
+                found = [m for seed, key in seeds
+                         if (m := _metrics(store, key, 0 if name == "seed_only" else r))]
+                if found:
+                    rows.append(_summary(task.name, name, r, found))
+    return rows
+
+
+def _metrics(store: RunStorage, key: str, r: int) -> dict | None:
+    text = store.read_text(f"{store.round_dir(key, r)}/metrics.json")
+    return json.loads(text) if text else None
+
+
+def _summary(task: str, strategy: str, r: int, found: list[dict]) -> dict:
+    acc = [m["test_accuracy"] for m in found if m["test_accuracy"] is not None]
+    fixes = [m["fix_rate"] for m in found if m.get("fix_rate") is not None]
+    yields = [m["teacher_yield"] for m in found if m.get("teacher_yield") is not None]
+    return {
+        "task": task, "strategy": strategy, "round": r, "seeds": len(found),
+        "test_accuracy_mean": statistics.fmean(acc) if acc else None,
+        "test_accuracy_std": statistics.stdev(acc) if len(acc) > 1 else None,
+        "test_accuracy_min": min(acc, default=None), "test_accuracy_max": max(acc, default=None),
+        "test_accuracy_by_seed": [m["test_accuracy"] for m in found],
+        "n_synthetic": statistics.fmean(m["n_synthetic"] for m in found),  # rows trained on
+        "fix_rate_mean": statistics.fmean(fixes) if fixes else None,
+        "teacher_requests": sum(m.get("n_requests") or 0 for m in found),
+        "teacher_yield_mean": statistics.fmean(yields) if yields else None,
+        "tokens": sum(m["tokens"] for m in found),
+    }
+
+
+def write_compare(cfg: RunConfig) -> list[dict]:
+    rows = compare_rows(cfg)
+    store = RunStorage(cfg.run_dir)
+    store.write_json(store.path("compare.json"), rows)
+    store.write_table(store.root, pa.Table.from_pylist(rows), name="compare")
+    return rows
+
+
+COLUMNS = [("task", "{}"), ("strategy", "{}"), ("round", "{}"), ("seeds", "{}"),
+           ("test_accuracy_mean", "{:.3f}"), ("test_accuracy_std", "{:.3f}"),
+           ("n_synthetic", "{:.0f}"), ("fix_rate_mean", "{:.2f}"), ("teacher_requests", "{}"),
+           ("teacher_yield_mean", "{:.2f}"), ("tokens", "{}")]
+HEADERS = ["task", "strategy", "round", "seeds", "test_acc", "+-std", "synthetic", "fixed",
+           "asks", "yield", "tokens"]
+
+
+def format_compare(rows: list[dict]) -> str:
+    cells = [["-" if row[k] is None else fmt.format(row[k]) for k, fmt in COLUMNS]
+             for row in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(HEADERS)]
+    line = lambda vals: "  ".join(v.rjust(w) for v, w in zip(vals, widths))  # noqa: E731
+    return "\n".join([line(HEADERS), line(["-" * w for w in widths]), *map(line, cells)])

@@ -1,0 +1,103 @@
+"""Strategies: what a round asks the teacher, and how the student trains.
+
+A strategy fills in the round without changing its shape (engine/driver.py). Baselines are
+strategies too, so `llm2llm compare` runs them all through the same loop at the same budget:
+one small module each.
+
+Budget: `random` and `mixed` send as many teacher requests (targets, each asked for the same
+n_per_error rows, with the same top-up tries) as the `llm2llm` unit of the same task and
+training seed sent in that round; without one in the job, as many as their own student's
+errors. `seed_only` sends none, and trains once: its later rounds would repeat round 0.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from engine.config import RunConfig, StrategyConfig
+from engine.tasks import Task
+
+
+@dataclass(frozen=True)
+class RoundView:
+    """What a strategy sees when it picks a round's teacher targets."""
+
+    errors: pa.Table  # the mined rows (EXAMPLE, trigger_prediction = the wrong output)
+    mining: pa.Table  # every mining row, trigger_prediction = the student's output
+    budget: int | None  # targets the matched llm2llm unit asked about this round, if any
+    rng: random.Random  # seeded by (task, training seed, round)
+
+
+class Strategy:
+    """Base: LLM2LLM's choices. Subclasses override what differs."""
+
+    name = "llm2llm"
+    uses_teacher = True
+
+    def __init__(self, settings: StrategyConfig):
+        self.settings = settings
+
+    def targets(self, view: RoundView) -> pa.Table:
+        """The rows the teacher is asked to write new examples like (EXAMPLE schema)."""
+        return view.errors
+
+    def rounds(self, configured: int) -> int:
+        return configured
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One line of a job: a task under a strategy with a training seed. `key` is its folder
+    under run_dir: the task name in a plain run, <task>/<strategy>/seed_<s> in a compare."""
+
+    task: Task
+    strategy: Strategy
+    train_seed: int
+    key: str
+
+    @property
+    def settings(self) -> StrategyConfig:
+        return self.strategy.settings
+
+
+def build_strategy(settings: StrategyConfig) -> Strategy:
+    from engine.strategies.mixed import Mixed
+    from engine.strategies.random_rows import RandomRows
+    from engine.strategies.seed_only import SeedOnly
+
+    kinds = {"llm2llm": Strategy, "seed_only": SeedOnly, "random": RandomRows, "mixed": Mixed}
+    return kinds[settings.name](settings)
+
+
+def unit_keys(task: str, compare: dict | None, strategy: str,
+              seed: int) -> list[tuple[str, int, str]]:
+    """(strategy, training seed, folder key) of a task's units. A plain run has one, under
+    the task's name; a compare has strategies x seeds, llm2llm first within each seed so the
+    baselines that match its budget run after it in every round. Plain data in, so `status`
+    can list the units of a saved run without building its tasks."""
+    if not compare:
+        return [(strategy, seed, task)]
+    names = sorted(compare["strategies"], key=lambda n: n != "llm2llm")
+    return [(name, s, f"{task}/{name}/seed_{s}") for s in compare["seeds"] for name in names]
+
+
+def plan_units(cfg: RunConfig, tasks: list[Task]) -> list[Unit]:
+    """The job's units, in the order a round runs them."""
+    compare = cfg.compare.model_dump() if cfg.compare else None
+    units = []
+    for task in tasks:
+        base = task.cfg.strategy or cfg.strategy
+        for name, seed, key in unit_keys(task.name, compare, base.name, cfg.seed):
+            units.append(Unit(task, build_strategy(base.model_copy(update={"name": name})),
+                              seed, key))
+    return units
+
+
+def take_random(table: pa.Table, n: int, rng: random.Random) -> pa.Table:
+    """n rows drawn without replacement (all of them if there are fewer), in table order."""
+    if n >= table.num_rows:
+        return table
+    return table.take(sorted(rng.sample(range(table.num_rows), n)))

@@ -1,0 +1,21 @@
+"""`mixed`: a share of the requests aimed at errors, the rest at random seed rows. Aimed rows
+help where the teacher handles the hard cases, breadth where the seed is thin."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.strategies import RoundView, Strategy, take_random
+
+
+class Mixed(Strategy):
+    name = "mixed"
+
+    def targets(self, view: RoundView):
+        n = view.errors.num_rows if view.budget is None else view.budget
+        aimed = take_random(view.errors, round(n * self.settings.targeted_share), view.rng)
+        others = view.mining.filter(pc.invert(pc.is_in(
+            view.mining["id"], value_set=aimed["id"])))
+        rest = take_random(others, n - aimed.num_rows, view.rng)
+        return pa.concat_tables([aimed, rest])

@@ -1,0 +1,17 @@
+"""`seed_only`: the student trained on the seed alone, with the same training settings. The
+floor every synthesis strategy must beat."""
+
+from __future__ import annotations
+
+from engine.strategies import RoundView, Strategy
+
+
+class SeedOnly(Strategy):
+    name = "seed_only"
+    uses_teacher = False
+
+    def targets(self, view: RoundView):
+        return view.errors.slice(0, 0)
+
+    def rounds(self, configured: int) -> int:
+        return 1  # nothing changes between rounds: round 0 is the result of every round

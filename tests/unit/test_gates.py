@@ -1,0 +1,297 @@
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.stages import gates
+from engine.stages.gates import (NearDuplicateIndex, NgramLeakIndex, degenerate_reason,
+                                 template_words, words_of)
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO.parent / "shared" / "data"
+TREC = ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
+SST2 = ["negative", "positive"]
+SNIPS = ["AddToPlaylist", "BookRestaurant", "GetWeather", "PlayMusic", "RateBook",
+         "SearchCreativeWork", "SearchScreeningEvent"]
+# the shape of prompts/llm2llm/classification.yaml's teacher prompts
+TEACHER = template_words(
+    "You are a helpful teacher. Your job is to take examples that a student classifier gets "
+    "wrong and write new, different examples with the same label, so the student can learn the "
+    "distinction. The task: {description} The labels are: {labels}.",
+    "The student was given the following text:\n{text}\nThe correct label is: {label}\n"
+    "Please generate {n} similar examples with the same label. Write each one as \"Text: ...\", "
+    "then \"Label: {label}\" on the next line.")
+
+
+# ---------------------------------------------------------------- degenerate_reason
+
+@pytest.mark.parametrize("text, labels", [
+    ("SearchCreativeWork, SearchCreativeWork, BookRestaurant", SNIPS),
+    ("Search Creative Work. Book restaurant!", SNIPS),
+    ("positive negative positive", SST2),
+    ("positive", SST2),
+    ("LOC", TREC),
+])
+def test_label_names_are_rejected(text, labels):
+    assert degenerate_reason(text, labels).startswith("label_names: ")
+
+
+@pytest.mark.parametrize("text, labels", [
+    ("The movie was not positive at all, I hated every minute of it", SST2),
+    ("positive impression", SST2),  # a real SST-2 phrase: half is not "mostly"
+    ("search for the creative work called Dune", SNIPS),  # label words, not the label
+    ("What does the abbreviation LOC stand for ?", TREC),
+])
+def test_a_sentence_mentioning_a_label_passes(text, labels):
+    assert degenerate_reason(text, labels) == ""
+
+
+@pytest.mark.parametrize("text", [
+    "The Russian Space Agency (RSNA) - The Russian Space Agency (RSNA) - "
+    "The Russian Space Agency (RSNA) - The Russian Space",
+    "very very very very very good",
+    "What is the capital of France ? " * 6,
+    "I loved it. It was great. " + "The acting was superb and the plot was tight. " * 5,
+])
+def test_repeated_phrases_are_rejected(text):
+    assert degenerate_reason(text, SST2).startswith("repetition: ")
+
+
+@pytest.mark.parametrize("text", [
+    "very very good",
+    "bad , bad , bad movie",  # real SST-2 rows: a repetition for effect
+    "this movie just goes on and on and on and on",
+    "good action , good acting , good dialogue , good pace , good cinematography",
+])
+def test_rhetorical_repetition_passes(text):
+    assert degenerate_reason(text, SST2) == ""
+
+
+@pytest.mark.parametrize("text", [
+    "Please generate 2 similar examples with the same label.",
+    "Here are 2 new examples with the same label:",
+    "Sure! Here are three similar questions:",
+])
+def test_prompt_echo_is_rejected(text):
+    assert degenerate_reason(text, TREC, TEACHER).startswith("prompt_echo: ")
+    assert degenerate_reason(text, TREC).startswith("prompt_echo: ")  # chat filler alone
+
+
+@pytest.mark.parametrize("text", [
+    "What does the student learn?",
+    "Who was the teacher of Alexander the Great ?",
+    "What is the label on a bottle of wine called ?",
+    "What is the correct way to write a text message ?",
+])
+def test_questions_using_prompt_words_pass(text):
+    assert degenerate_reason(text, TREC, TEACHER) == ""
+
+
+def test_empty_text_is_rejected():
+    assert degenerate_reason(" ?! ", TREC).startswith("empty: ")
+
+
+def test_template_words_drop_placeholders():
+    assert template_words("Classify {text} as {labels}.") == {"classify", "as"}
+
+
+# ---------------------------------------------------------------- NearDuplicateIndex
+
+def test_copy_after_normalization_is_a_duplicate():
+    index = NearDuplicateIndex()
+    index.add("What is the capital city of France ?", key="trec-1")
+    assert index.find("what is the capital city of France") == "trec-1"
+    assert index.find("WHAT is the capital city of France!!") == "trec-1"
+
+
+def test_one_word_edit_in_a_long_question_is_a_duplicate():
+    index = NearDuplicateIndex()
+    index.add_many(["How many people live in the city of Tokyo in Japan today?"])
+    assert index.find("How many people live in the city of Tokyo in Japan now?") is not None
+    # an edit in the middle weighs the same as one at the end (boundary tokens)
+    assert index.find("How many people live in the town of Tokyo in Japan today?") is not None
+
+
+def test_distinct_questions_sharing_a_prefix_are_not_duplicates():
+    index = NearDuplicateIndex()
+    index.add_many(["What is the capital of France ?", "Who wrote Hamlet ?"])
+    assert index.find("What is the population of France ?") is None
+    assert index.find("What is the capital of Spain ?") is None
+    assert index.find("Who wrote Macbeth ?") is None
+    assert index.find("Something else entirely, with no shared words") is None
+
+
+def test_check_and_add_many_first_one_wins():
+    index = NearDuplicateIndex()
+    index.add_many(["Which river runs through the middle of the old city of Prague ?"],
+                   keys=["train-7"])
+    texts = ["How many moons does the planet Jupiter have in the year 2024 ?",
+             "Which river runs through the middle of the old city of Prague today ?",
+             "how many moons does the planet Jupiter have in the year 2024",
+             "Name a famous painter who lived in Paris in the nineteenth century .",
+             "How many moons does the planet Saturn have in the year 2024 ?"]
+    keys = [f"r{i}" for i in range(len(texts))]
+    assert index.check_and_add_many(texts, keys) == [None, "train-7", "r0", None, "r0"]
+    assert len(index) == 3  # the training row and r0, r3
+    assert index.find(texts[3]) == "r3"
+    assert index.check_and_add_many([texts[3]]) == ["r3"]  # later calls see accepted rows
+
+
+def test_a_rejected_row_does_not_reject_its_own_near_copies():
+    # b duplicates the indexed row a; c resembles b but not a: c is kept, as b never was
+    a = " ".join(f"word{i}" for i in range(20))
+    b = a.replace("word19", "other")
+    c = b.replace("word0", "first")
+    assert gates_jaccard(a, b) >= 0.6 and gates_jaccard(b, c) >= 0.6 > gates_jaccard(a, c)
+    index = NearDuplicateIndex()
+    index.add(a)
+    assert index.check_and_add_many([b, c]) == [a, None]
+
+
+def gates_jaccard(x: str, y: str) -> float:
+    from benchmarks.near_dup import jaccard
+
+    return jaccard(x, y)
+
+
+def synthetic_rows(n: int, seed: int = 1) -> list[str]:
+    rng = random.Random(seed)
+    vocab = [f"w{i}" for i in range(300)] + ["what", "is", "the", "of", "how", "many"]
+    rows = []
+    for i in range(n):
+        if rows and rng.random() < 0.2:
+            words = rng.choice(rows).split()
+            words[rng.randrange(len(words))] = rng.choice(vocab)
+        else:
+            words = ["what", "is", "the"][:rng.randint(0, 3)] + rng.choices(vocab, k=rng.randint(5, 20))
+        rows.append(" ".join(words))
+    return rows
+
+
+def test_matches_brute_force_over_many_batches(monkeypatch):
+    """Small batches exercise chunk merges and matches across batches; the result must be
+    the sequential exact-Jaccard filter's, up to LSH's rare misses (never a false match)."""
+    from benchmarks.near_dup import shingles
+
+    monkeypatch.setattr(gates, "_BATCH", 64)
+    rows = synthetic_rows(1500)
+    found = NearDuplicateIndex().check_and_add_many(rows)
+    kept: list[set] = []
+    expected = []
+    for text in rows:
+        s = shingles(text)
+        expected.append(any(len(s & k) >= 0.6 * len(s | k) for k in kept))
+        if not expected[-1]:
+            kept.append(s)
+    for text, key in zip(rows, found):
+        assert key is None or gates_jaccard(text, key) >= 0.6
+    disagree = sum((k is not None) != e for k, e in zip(found, expected))
+    assert sum(expected) > 150 and disagree <= 0.01 * sum(expected)
+
+
+def test_single_adds_and_many_chunks_are_searched(monkeypatch):
+    monkeypatch.setattr(gates, "_BATCH", 16)
+    index = NearDuplicateIndex()
+    rows = [f"question number {i} about the topic {i * 7} and nothing else" for i in range(200)]
+    for i, text in enumerate(rows):
+        index.add(text, key=str(i))
+    assert len(index) == 200 and len(index._chunks) < 10
+    assert [index.find(t) for t in rows[::37]] == [str(i) for i in range(0, 200, 37)]
+
+
+def test_deterministic_across_instances_and_processes():
+    rows = synthetic_rows(300, seed=3)
+    first, second = NearDuplicateIndex(), NearDuplicateIndex()
+    assert first.check_and_add_many(rows) == second.check_and_add_many(rows)
+    code = ("from engine.stages.gates import NearDuplicateIndex as I\n"
+            "r = I()._features(['Who was the first man on the moon ?'], None)\n"
+            "print(r.sig.tolist(), r.bands.tolist())")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True, cwd=REPO, env={**os.environ, "PYTHONHASHSEED": seed}
+                           ).stdout for seed in ("1", "2")}
+    assert len(outs) == 1
+
+
+def test_bands_are_the_longest_that_keep_recall_at_the_threshold():
+    for threshold in (0.5, 0.6, 0.8, 0.9):
+        index = NearDuplicateIndex(threshold=threshold)
+        b, r = index.bands, index.rows_per_band
+        assert b * r <= 64 and (1 / b) ** (1 / r) <= threshold
+        assert 1 - (1 - threshold ** r) ** b >= 0.95  # a pair at the threshold is a candidate
+        assert 1 - (1 - threshold ** (r + 1)) ** (64 // (r + 1)) < 0.95
+
+
+# ---------------------------------------------------------------- NgramLeakIndex
+
+PROTECTED = ("the committee met on a cold tuesday morning to decide whether the old stone "
+             "bridge over the river should be repaired or replaced before the spring floods "
+             "arrived and cut the village off from the busy market town for weeks")  # 40 words
+
+
+def test_shared_13_gram_leaks():
+    assert len(words_of(PROTECTED)) == 40
+    thirteen = " ".join(words_of(PROTECTED)[10:23])
+    candidate = (f"Yesterday my neighbour told me that {thirteen} which surprised everyone at "
+                 "the long family dinner last night in town")
+    assert len(words_of(candidate)) == 30
+    index = NgramLeakIndex([PROTECTED, "Who invented the telephone ?"])
+    assert index.leak(candidate) == "ngram_leak: shares a 13-gram with a protected row"
+    twelve = " ".join(words_of(PROTECTED)[10:22])
+    assert index.leak(candidate.replace(thirteen, twelve)) == ""
+
+
+def test_short_protected_rows_leak_by_exact_or_near_match():
+    index = NgramLeakIndex(["Who invented the telephone ?",
+                            "How many people live in the city of Tokyo in Japan today ?"])
+    assert index.leak("who invented the TELEPHONE").startswith("in_protected_set: ")
+    assert index.leak("How many people live in the city of Tokyo in Japan now?") == \
+        "in_protected_set: near-duplicate of protected row 1"
+    assert index.leak("Who invented the radio ?") == ""
+    assert index.leak_many(["Who wrote Hamlet ?", ""]) == ["", ""]
+
+
+def test_no_protected_rows_means_no_leaks():
+    assert NgramLeakIndex([]).leak("anything at all, really") == ""
+
+
+# ---------------------------------------------------------------- real data
+
+REAL = [  # (file, text field, labels, prompt words)
+    ("trec/train.jsonl", "text", TREC, TEACHER), ("trec/test.jsonl", "text", TREC, TEACHER),
+    ("sst2/train.jsonl", "sentence", SST2, TEACHER),
+    ("sst2/validation.jsonl", "sentence", SST2, TEACHER),
+    ("imdb/test.jsonl", "text", SST2, TEACHER),
+    ("imdb/train_sample_every10th.jsonl", "text", SST2, TEACHER),
+    ("gsm8k/train.jsonl", "question", [], template_words(
+        "You are a helpful teacher. Your job is to take math problems that students get wrong "
+        "and generate new problems like them, so the students can practise.",
+        "The student was given the following question:\n{question}\nThe answer key has this as "
+        "the rationale and answer:\n{answer}\nPlease generate {n} similar questions with their "
+        "answers.")),
+]
+
+
+def real_rows(name: str, field: str, n: int = 200) -> list[str]:
+    path = DATA / name
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    lines = path.read_text().split("\n")[:-1]
+    step = max(len(lines) // n, 1)  # spread over the file
+    return [json.loads(line)[field] for line in lines[::step][:n]]
+
+
+@pytest.mark.parametrize("name, field, labels, prompt", REAL, ids=[r[0] for r in REAL])
+def test_real_rows_pass_every_gate(name, field, labels, prompt):
+    rows = real_rows(name, field)
+    assert [r for r in rows if degenerate_reason(r, labels, prompt)] == []
+    distinct = list(dict.fromkeys(rows, None))
+    dups = [r for r, k in zip(distinct, NearDuplicateIndex().check_and_add_many(distinct)) if k]
+    assert len(dups) <= 0.02 * len(distinct), dups
+    # rows of one file against the other rows of it as a protected set
+    half = len(distinct) // 2
+    leaks = [r for r in NgramLeakIndex(distinct[:half]).leak_many(distinct[half:]) if r]
+    assert len(leaks) <= 0.02 * half, leaks

@@ -1,0 +1,145 @@
+"""Strategies and `compare` with fake backends: who the teacher is asked about, at what
+budget, how each trains, and the fix rate from lineage."""
+
+import json
+import random
+import zlib
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from engine.compare import compare_rows, format_compare
+from engine.config import RunConfig, StrategyConfig
+from engine.driver import RoundLoop
+from engine.metrics import fix_rates
+from engine.records import EXAMPLE, PREDICTION
+from engine.strategies import RoundView, build_strategy
+from engine.tasks import build_task
+from tests.fakes import FakeGenerator, FakeTrainer
+from tests.unit.test_driver import teacher
+
+
+def knowing_student(task):
+    """Right on the questions whose crc is even, wrong on the others."""
+    answers = {row["input"]: row["label"] for split in task.seed_and_test() for row in split}
+
+    def respond(messages):
+        question = next(q for q in answers if q in messages[-1]["content"])
+        return f"#### {answers[question]}" if zlib.crc32(question.encode()) % 2 == 0 else "?"
+    return respond
+
+
+def compare_loop(tmp_path, strategies, seeds=(0, 1), rounds=3, **strategy):
+    cfg = RunConfig.model_validate({
+        "run_dir": str(tmp_path / "run"), "rounds": rounds, "strategy": strategy,
+        "compare": {"strategies": strategies, "seeds": list(seeds)},
+        "tasks": [{"name": "arithmetic", "n_seed": 12, "n_test": 6}]})
+    tasks = [build_task(t, cfg.seed) for t in cfg.tasks]
+    gen_s, gen_t = FakeGenerator(knowing_student(tasks[0])), FakeGenerator(teacher)
+    trainer = FakeTrainer()
+    loop = RoundLoop(cfg, tasks, "base", "teacher", gen_s, gen_t, trainer, log=lambda m: None)
+    history = [m for ms in loop.run() for m in ms]
+    return cfg, history, gen_t, trainer
+
+
+def by_unit(history):
+    out = {}
+    for m in history:
+        out.setdefault((m["strategy"], m["train_seed"]), []).append(m)
+    return out
+
+
+def test_baselines_send_as_many_requests_as_llm2llm_for_other_rows(tmp_path):
+    cfg, history, gen_t, trainer = compare_loop(
+        tmp_path, ["random", "seed_only", "llm2llm", "mixed"])
+    units = by_unit(history)
+    for seed in (0, 1):
+        ref = units[("llm2llm", seed)]
+        for name in ("random", "mixed"):
+            for m, m_ref in zip(units[(name, seed)][:2], ref[:2]):  # augmenting rounds
+                assert m["n_targets"] == m_ref["n_targets"] == m_ref["n_errors"] > 0
+        # seed_only: one training, no teacher, no later rounds (they would repeat round 0)
+        assert [m["round"] for m in units[("seed_only", seed)]] == [0]
+        assert units[("seed_only", seed)][0]["n_targets"] is None
+    # llm2llm asked the teacher about its errors only; random about other seed rows too
+    root = tmp_path / "run" / "arithmetic"
+    asked = lambda name: set(pq.read_table(  # noqa: E731
+        root / name / "seed_0" / "round_0" / "augment" / "part-0.parquet")["seed_id"].to_pylist())
+    mined = set(pq.read_table(root / "llm2llm" / "seed_0" / "round_0" / "mine" /
+                              "part-0.parquet")["id"].to_pylist())
+    assert asked("llm2llm") == mined and asked("random") - mined
+    assert len(trainer.seeds) == 2 * (3 + 3 + 3 + 1)
+    assert sorted(set(trainer.seeds)) == [0, 1]
+
+
+def test_random_and_mixed_targets_from_a_hand_made_round():
+    seed = [dict(id=f"s{i}", task="t", input=f"q{i}", target="a", label="1", origin="seed",
+                 round=-1, seed_id=f"s{i}", trigger_prediction="out", teacher_model="",
+                 prompt_hash="", sampling="") for i in range(10)]
+    mining = pa.Table.from_pylist(seed, schema=EXAMPLE)
+    errors = mining.slice(0, 4)
+    view = RoundView(errors=errors, mining=mining, budget=6, rng=random.Random(0))
+    llm2llm = build_strategy(StrategyConfig()).targets(view)
+    assert llm2llm["id"].to_pylist() == ["s0", "s1", "s2", "s3"]
+    rand = build_strategy(StrategyConfig(name="random")).targets(view)
+    assert rand.num_rows == 6 and len(set(rand["id"].to_pylist())) == 6
+    mixed = build_strategy(StrategyConfig(name="mixed", targeted_share=0.5)).targets(view)
+    ids = mixed["id"].to_pylist()
+    assert len(ids) == 6 == len(set(ids))
+    assert sum(i in {"s0", "s1", "s2", "s3"} for i in ids) == 3  # half the budget aimed
+    no_ref = RoundView(errors=errors, mining=mining, budget=None, rng=random.Random(0))
+    assert build_strategy(StrategyConfig(name="random")).targets(no_ref).num_rows == 4
+
+
+def test_ablations_continue_training_and_spend_the_budget_at_once(tmp_path):
+    cfg, history, gen_t, trainer = compare_loop(
+        tmp_path, ["llm2llm"], seeds=[0], from_base=False, one_shot=True)
+    r0, r1, r2 = history
+    bases = [call[1] for call in trainer.calls]
+    assert bases[0] == "base" and bases[1].endswith("round_0/train/model")
+    assert bases[2].endswith("round_1/train/model")
+    assert len(gen_t.calls) >= 1 and r1["n_targets"] is None  # round 1 asks nothing
+    assert r0["n_rows_asked"] == r0["n_targets"] * 2 * 2  # n_per_error x (rounds - 1)
+
+
+def test_compare_table_aggregates_seeds_and_carries_seed_only_forward(tmp_path):
+    cfg, history, *_ = compare_loop(tmp_path, ["llm2llm", "seed_only"], rounds=2)
+    rows = compare_rows(cfg)
+    assert [(r["strategy"], r["round"], r["seeds"]) for r in rows] == [
+        ("llm2llm", 0, 2), ("llm2llm", 1, 2), ("seed_only", 0, 2), ("seed_only", 1, 2)]
+    units = by_unit(history)
+    accs = [units[("llm2llm", s)][1]["test_accuracy"] for s in (0, 1)]
+    assert rows[1]["test_accuracy_mean"] == pytest.approx(sum(accs) / 2)
+    assert rows[3]["test_accuracy_by_seed"] == rows[2]["test_accuracy_by_seed"]
+    assert "seed_only" in format_compare(rows)
+
+
+def test_fix_rate_from_a_hand_made_lineage():
+    def preds(correct: dict) -> pa.Table:
+        return pa.Table.from_pylist([dict(id=i, task="t", split="train", origin="seed",
+                                          output="", extracted="", correct=c,
+                                          completion_tokens=0, error="")
+                                     for i, c in correct.items()], schema=PREDICTION)
+
+    before = preds({"a": False, "b": False, "c": False, "d": True, "e": True})
+    mined = pa.table({"id": ["a", "b", "c"]})
+    now = preds({"a": True, "b": True, "c": False, "d": False, "e": True})
+    fixed, broke = fix_rates((before, mined), now)
+    assert fixed == pytest.approx(2 / 3) and broke == pytest.approx(1 / 2)
+    assert fix_rates(None, now) == (None, None)
+
+
+def test_compare_units_have_their_own_folders_and_status(tmp_path):
+    from engine.provenance import save_run_record
+    from engine.status import stage_states
+
+    cfg, *_ = compare_loop(tmp_path, ["llm2llm", "seed_only"], seeds=[3], rounds=2)
+    save_run_record(cfg, "base", "teacher")
+    rows, _ = stage_states(cfg.run_dir)
+    assert [(r["task"], r["round"], r["augment"]) for r in rows] == [
+        ("arithmetic/llm2llm/seed_3", 0, "done"), ("arithmetic/llm2llm/seed_3", 1, "-"),
+        ("arithmetic/seed_only/seed_3", 0, "-")]
+    metrics = json.loads((tmp_path / "run" / "arithmetic" / "llm2llm" / "seed_3" / "round_1"
+                          / "metrics.json").read_text())
+    assert metrics["strategy"] == "llm2llm" and metrics["train_seed"] == 3

@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides += extra
     from engine.job import preflight, run_job
+    from engine.models import BUILTIN_MODELS, looks_like_path
 
     try:
         if args.command == "status":
@@ -73,8 +74,14 @@ def main(argv: list[str] | None = None) -> int:
 
             print(format_status(args.run_dir))
         elif args.command == "check":
-            prepared = preflight(args.config, args.overrides, args.rerun_affected)
+            prepared = preflight(args.config, args.overrides, args.rerun_affected,
+                                 resolve_models=False)
             print(f"config OK: {len(prepared.cfg.tasks)} task(s), {prepared.cfg.rounds} round(s)")
+            for role in ("student", "teacher"):
+                name = getattr(prepared.cfg, role).model
+                if not looks_like_path(name) and name not in BUILTIN_MODELS and (
+                        role == "student" or prepared.cfg.teacher.api is None):
+                    print(f"  {role}.model {name!r}: a hub name, downloaded when the job runs")
             for task, stage in prepared.rerun.items():
                 print(f"  {task}: would redo round 0 from {stage} on, and every later round")
         elif args.command == "compare":

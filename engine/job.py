@@ -33,11 +33,13 @@ class Prepared:
 
 
 def preflight(config_path: str | None, overrides: list[str],
-              rerun_affected: bool = False) -> Prepared:
+              rerun_affected: bool = False, resolve_models: bool = True) -> Prepared:
     """Validate config, tasks, data and models; report every problem at once.
 
     rerun_affected: a run_dir saved with a different config is not refused; the stages the
     changes affect are listed in `Prepared.rerun` (run_job moves them aside and redoes them).
+    resolve_models: False (`llm2llm check`) leaves model names as given: a hub model is not
+    downloaded to be checked.
     """
     cfg = load_config(config_path, overrides)
     problems = check_tasks(cfg.tasks, cfg.seed)
@@ -63,13 +65,14 @@ def preflight(config_path: str | None, overrides: list[str],
                  for name, (seed, _) in splits.items() if len(seed) < cfg.train.num_workers]
     if too_small:
         raise ConfigError(too_small)
-    student = resolve_model(cfg.student.model)
+    resolve = resolve_model if resolve_models else (lambda name: name)
+    student = resolve(cfg.student.model)
     if api:
         teacher = cfg.teacher.model
     elif cfg.teacher.model == cfg.student.model:
         teacher = student
     else:
-        teacher = resolve_model(cfg.teacher.model)
+        teacher = resolve(cfg.teacher.model)
     key = Secret(os.environ[api.api_key_env]) if api and api.api_key_env else None
     return Prepared(cfg, student, teacher, splits, key, rerun=affected_stages(cfg, changed))
 

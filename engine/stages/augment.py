@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -93,6 +94,7 @@ class CandidateFilter:
         self.index.add_many(known_inputs)
         self.leaks = NgramLeakIndex(protected, threshold=near_dup_threshold)
         self.prompt_words = template_words(*task.teacher_templates())
+        self.style = TextStyle.of(known_inputs)
         self.kept: Counter = Counter()
         self.targets: set[str] = set()
 
@@ -115,7 +117,7 @@ class CandidateFilter:
         return rows
 
     def _row(self, req: dict, seed: dict, k: int, cand: Parsed) -> dict:
-        reason = cand.reject_reason or (
+        reason = cand.reject_reason or self.style.reason(cand.input) or (
             degenerate_reason(cand.input, self.task.labels, self.prompt_words))
         return dict(id=f"{req['request_id']}#{k}", task=self.task.name, input=cand.input,
                     target=cand.target, label=cand.label, origin="synthetic", round=self.round,
@@ -139,6 +141,32 @@ class CandidateFilter:
                     f"over_n_per_error: {self.quota} already kept for this seed row"))
             else:
                 self.kept[row["seed_id"]] += 1
+
+
+@dataclass(frozen=True)
+class TextStyle:
+    """The shape of the task's real texts, learnt from the training set: a candidate of
+    another shape (a statement where every real text is a question, a paragraph where they
+    are one line) is not an example of the task, however it parses."""
+
+    questions: bool  # nearly every real text ends with "?"
+    shortest: int  # words of the shortest and longest real text (0: none known)
+    longest: int
+
+    @classmethod
+    def of(cls, texts: list[str]) -> "TextStyle":
+        lengths = [len(t.split()) for t in texts]
+        asks = sum(t.rstrip().endswith("?") for t in texts)
+        return cls(questions=len(texts) >= 10 and asks >= 0.9 * len(texts),
+                   shortest=min(lengths, default=0), longest=max(lengths, default=0))
+
+    def reason(self, text: str) -> str:
+        if self.questions and not text.rstrip().endswith("?"):
+            return "style: the task's texts are questions; this is not one"
+        n = len(text.split())
+        if self.longest and not self.shortest // 2 <= n <= 2 * self.longest:
+            return f"style: {n} words; real texts have {self.shortest} to {self.longest}"
+        return ""
 
 
 def _parse(task: Task, seed: dict, gen: dict | None) -> list[Parsed]:

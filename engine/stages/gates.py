@@ -7,7 +7,7 @@
 
 One text model throughout: a text's words are its runs of letters and digits, lowercased
 (punctuation and underscores separate words); the normalized text is those words joined by
-single spaces. numpy is imported lazily, so `import engine.stages.gates` stays light.
+single spaces. Only numpy beyond the standard library, so importing this stays light.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from collections import Counter
 from functools import lru_cache
 from itertools import chain, compress
 from operator import not_
+
+import numpy as np
 
 _NON_WORD = re.compile(r"[\W_]+")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
@@ -46,8 +48,8 @@ def normalize(text: str) -> str:
 def template_words(*templates: str) -> frozenset[str]:
     """prompt_words for `degenerate_reason`: the words of prompt templates, placeholders cut.
 
-    Pass the templates, not rendered prompts: a rendered prompt holds the seed example, and a
-    good paraphrase of it shares most of its words.
+    Pass the instruction templates (teacher system and user prompts), not rendered prompts or
+    a one-shot example: those hold a real example, and a good new one shares its words.
     """
     return frozenset(chain.from_iterable(words_of(_PLACEHOLDER.sub(" ", t)) for t in templates))
 
@@ -56,7 +58,8 @@ def template_words(*templates: str) -> frozenset[str]:
 
 def degenerate_reason(text: str, labels: list[str],
                       prompt_words: frozenset[str] | set[str] = frozenset()) -> str:
-    """"" when `text` looks like a real example, else "<kind>: <detail>"."""
+    """"" when `text` looks like a real example, else "<kind>: <detail>", kind one of
+    label_names, repetition, prompt_echo, empty. prompt_words: see `template_words`."""
     words = words_of(text)
     if not words:
         return "empty: no words"
@@ -144,21 +147,28 @@ def _prompt_echo_reason(words: list[str], prompt_words: frozenset[str] | set[str
 # ---------------------------------------------------------------- hashing helpers
 
 _WORD_HASHES: dict[str, int] = {}
-_MUL = 0x9E3779B97F4A7C15  # odd 64-bit multiplier that chains word hashes into a shingle hash
+_MUL = 0x9E3779B97F4A7C15  # odd 64-bit multiplier that chains token hashes into an n-gram's
 _PAD_LEFT, _PAD_RIGHT = 1, 2  # hashes of the text-boundary tokens (no word hashes to them)
+_BATCH = 16_384  # texts tokenized at once: bounds the Python objects alive
+_CELLS = 1 << 24  # (shingles x permutations) per MinHash step: 128 MiB, long texts included
 
 
-def _word_hashes(words: list[str]):
-    """64-bit hash per word (blake2b: the same in every process, unlike hash())."""
-    import numpy as np
+def _blake64(text: str) -> int:
+    """A 64-bit hash that is the same in every process (str's hash() is salted)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
+
+def _word_hashes(words: list[str]) -> np.ndarray:
     cache = _WORD_HASHES
-    if len(cache) > 4_000_000:  # a bound on memory; the values never change
+    if len(cache) > 1_000_000:  # a bound on memory (~150 MB); the values never change
         cache.clear()
-    new = set(compress(words, map(not_, map(cache.get, words))))
-    for w in new:
-        cache[w] = int.from_bytes(hashlib.blake2b(w.encode(), digest_size=8).digest(), "little")
+    for w in set(compress(words, map(not_, map(cache.get, words)))):
+        cache[w] = _blake64(w)
     return np.fromiter(map(cache.__getitem__, words), np.uint64, len(words))
+
+
+def _text_hashes(word_lists: list[list[str]]) -> np.ndarray:
+    return np.fromiter((_blake64(" ".join(w)) for w in word_lists), np.uint64, len(word_lists))
 
 
 def _mix64(x):
@@ -173,17 +183,26 @@ def _mix64(x):
 
 def _ragged_arange(counts):
     """[0..c0), [0..c1), ... concatenated."""
-    import numpy as np
-
     ends = np.cumsum(counts)
     return np.arange(ends[-1] if len(ends) else 0) - np.repeat(ends - counts, counts)
+
+
+def _sorted_unique(values):
+    """np.unique for one flat integer array, without its hash-table pass (2-10x slower)."""
+    values = np.sort(values)
+    return values[np.r_[True, values[1:] != values[:-1]]] if len(values) else values
+
+
+def _in_sorted(values, sorted_array):
+    if not len(sorted_array):
+        return np.zeros(len(values), bool)
+    return sorted_array[np.minimum(np.searchsorted(sorted_array, values),
+                                   len(sorted_array) - 1)] == values
 
 
 def _ngram_hashes(word_lists: list[list[str]], n: int, pad: int):
     """(hashes, row of each): every word n-gram of every text, after `pad` boundary tokens
     on each side. Texts too short for one n-gram give none."""
-    import numpy as np
-
     lengths = np.fromiter(map(len, word_lists), np.int64, len(word_lists))
     tokens = _word_hashes(list(chain.from_iterable(word_lists)))
     if pad:
@@ -206,50 +225,41 @@ def _ngram_hashes(word_lists: list[list[str]], n: int, pad: int):
 # ---------------------------------------------------------------- NearDuplicateIndex
 
 _MAX_PEERS = 32  # rows compared per shared LSH bucket: bounds the work on templated texts
-_BATCH = 16_384  # rows hashed at once: the (shingles x num_perm) array stays ~150 MB
 
 
 class _Rows:
-    """Per-row features of indexed texts. A stored chunk drops the band keys in row order
-    and keeps each band's keys sorted (lookups are binary searches, no per-key dict)."""
+    """Features of indexed texts. Stored, it trades the band keys in row order for one sorted
+    array of all bands' keys (lookups are binary searches, no per-key dict)."""
 
     def __init__(self, keys, sig, shingles, offsets, bands=None):
         self.keys, self.sig, self.shingles, self.offsets = keys, sig, shingles, offsets
-        self.bands = bands  # (bands, rows)
-        self.sorted_bands = self.band_rows = None
+        self.bands = bands  # (bands, rows); each band's keys salted apart from the others'
+        self.sorted_keys = self.key_rows = None
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def take(self, idx) -> _Rows:
-        import numpy as np
-
         counts = self.offsets[idx + 1] - self.offsets[idx]
         flat = np.repeat(self.offsets[idx], counts) + _ragged_arange(counts)
-        offsets = np.concatenate([[0], np.cumsum(counts)])
         return _Rows([self.keys[i] for i in idx.tolist()], self.sig[idx], self.shingles[flat],
-                     offsets, self.bands[:, idx])
+                     np.concatenate([[0], np.cumsum(counts)]), self.bands[:, idx])
 
     def stored(self) -> _Rows:
-        import numpy as np
-
-        order = np.argsort(self.bands, axis=1, kind="stable")
-        self.sorted_bands = np.take_along_axis(self.bands, order, 1)
-        self.band_rows, self.bands = order.astype(np.int32), None
+        order = np.argsort(self.bands.ravel(), kind="stable")
+        self.sorted_keys = self.bands.ravel()[order]
+        self.key_rows, self.bands = (order % len(self)).astype(np.int32), None
         return self
 
     @staticmethod
     def merged(a: _Rows, b: _Rows) -> _Rows:
-        import numpy as np
-
         rows = _Rows(a.keys + b.keys, np.concatenate([a.sig, b.sig]),
                      np.concatenate([a.shingles, b.shingles]),
                      np.concatenate([a.offsets, b.offsets[1:] + a.offsets[-1]]))
-        keys = np.concatenate([a.sorted_bands, b.sorted_bands], axis=1)
-        order = np.argsort(keys, axis=1, kind="stable")  # two sorted runs: timsort merges them
-        rows.sorted_bands = np.take_along_axis(keys, order, 1)
-        rows.band_rows = np.take_along_axis(
-            np.concatenate([a.band_rows, b.band_rows + len(a)], axis=1), order, 1)
+        keys = np.concatenate([a.sorted_keys, b.sorted_keys])
+        order = np.argsort(keys, kind="stable")  # two sorted runs: timsort merges them
+        rows.sorted_keys = keys[order]
+        rows.key_rows = np.concatenate([a.key_rows, b.key_rows + len(a)])[order]
         return rows
 
 
@@ -260,19 +270,20 @@ class NearDuplicateIndex:
     Shingles are word 3-grams of the normalized text with two boundary tokens on each side,
     so each word is in exactly 3 shingles wherever it stands: one substituted word in an
     n-word text gives Jaccard (n-1)/(n+5). Hence the default threshold of 0.6: a one-word
-    edit is a duplicate from 10 words up (TREC near-copies, "... Japan today?" / "... Japan
-    now?" at 0.65), while distinct short questions sharing a prefix ("What is the capital of
-    France ?" / "What is the population of France ?": 0.45) stay apart. Without the boundary
-    tokens an edit in the last word would count for a third of one in the middle.
-    The signature estimate only prunes candidates: with 64 permutations its noise (about
-    +-0.06) is as wide as the gap between those two cases, the exact check is not.
+    edit is a duplicate from 10 words up ("... Japan today?" / "... Japan now?": 0.65), while
+    distinct short questions sharing a prefix ("What is the capital of France ?" / "What is
+    the population of France ?": 0.45) stay apart. Without the boundary tokens an edit in the
+    last word would weigh a third of one in the middle (and texts under 3 words still get
+    shingles that only an equal text shares in full).
+    The signature estimate only prunes candidates: with 64 permutations its noise (+-0.06)
+    is as wide as the gap between those two cases; the exact check has none. Bands are
+    chosen so a pair at the threshold is a candidate with probability >= 0.95 (21 bands of 3
+    rows at 0.6: 0.994); a row meets at most the first 32 rows of any one bucket.
     Deterministic across processes: blake2b word hashes and seeded permutations.
     """
 
     def __init__(self, threshold: float = 0.6, num_perm: int = 64, shingle: int = 3,
                  seed: int = 0):
-        import numpy as np
-
         self.threshold, self.num_perm, self.shingle = threshold, num_perm, shingle
         self.bands, self.rows_per_band = _choose_bands(threshold, num_perm)
         rng = np.random.default_rng(seed)
@@ -292,43 +303,35 @@ class NearDuplicateIndex:
             self._flush()
 
     def add_many(self, texts: list[str], keys: list[str] | None = None) -> None:
-        """Index many texts without checking them (e.g. the training set)."""
+        """Index texts without checking them (e.g. the training set)."""
         self._flush()
-        keys = _keys_for(texts, keys)
-        for start in range(0, len(texts), _BATCH):
-            self._store(self._features(texts[start:start + _BATCH], keys[start:start + _BATCH]))
+        for words, batch_keys in _batches(texts, keys):
+            self._store(self._features(words, batch_keys))
 
     def find(self, text: str) -> str | None:
-        """Key of an indexed near-duplicate of `text` (the most similar one), else None."""
+        """Key of the most similar indexed near-duplicate of `text`, else None."""
         return self.find_many([text])[0]
 
     def find_many(self, texts: list[str]) -> list[str | None]:
         self._flush()
-        out: list[str | None] = []
-        for start in range(0, len(texts), _BATCH):
-            out += self._indexed_matches(self._features(texts[start:start + _BATCH], None))
-        return out
+        return [key for words, batch_keys in _batches(texts, None)
+                for key in self._indexed_matches(self._features(words, batch_keys))]
 
     def check_and_add_many(self, texts: list[str],
                            keys: list[str] | None = None) -> list[str | None]:
         """In order: None for a new text (then indexed), else the key it duplicates, from
-        the index or from an earlier text of this call (the first one wins)."""
+        the index or from an earlier kept text of this call (the first one wins)."""
         self._flush()
-        keys = _keys_for(texts, keys)
         out: list[str | None] = []
-        for start in range(0, len(texts), _BATCH):
-            rows = self._features(texts[start:start + _BATCH], keys[start:start + _BATCH])
+        for words, batch_keys in _batches(texts, keys):
+            rows = self._features(words, batch_keys)
             dup_of = self._indexed_matches(rows)
             self._resolve_within(rows, dup_of)
-            new = [i for i, d in enumerate(dup_of) if d is None]
-            if new:
-                import numpy as np
-
-                self._store(rows.take(np.asarray(new)))
+            new = np.flatnonzero(np.array([d is None for d in dup_of], bool))
+            if len(new):
+                self._store(rows.take(new))
             out += dup_of
         return out
-
-    # -- internals
 
     def _flush(self) -> None:
         texts, keys = self._pending
@@ -337,42 +340,45 @@ class NearDuplicateIndex:
             self.add_many(texts, keys)
 
     def _store(self, rows: _Rows) -> None:
-        # Log-structured: merge equal-ish chunks, so a lookup searches O(log n) chunks.
+        # Log-structured: merge equal-ish chunks, so a lookup searches O(log n) of them.
+        if not len(rows):
+            return
         self._chunks.append(rows.stored())
         while len(self._chunks) > 1 and len(self._chunks[-2]) <= 2 * len(self._chunks[-1]):
             last = self._chunks.pop()
             self._chunks[-1] = _Rows.merged(self._chunks[-1], last)
 
-    def _features(self, texts: list[str], keys: list[str] | None) -> _Rows:
-        import numpy as np
-
-        pad = self.shingle - 1
-        word_lists = [words_of(t) or [""] for t in texts]  # "" keeps an empty text hashable
-        hashes, row = _ngram_hashes(word_lists, self.shingle, pad)
-        # one sorted set of 32-bit shingle hashes per row
-        packed = np.sort((row.astype(np.uint64) << 32) | (hashes >> 32))
-        packed = packed[np.r_[True, packed[1:] != packed[:-1]]]
+    def _features(self, word_lists: list[list[str]], keys: list[str]) -> _Rows:
+        # "" keeps an empty text hashable (and equal to other empty texts)
+        hashes, row = _ngram_hashes([w or [""] for w in word_lists], self.shingle,
+                                    self.shingle - 1)
+        packed = _sorted_unique((row.astype(np.uint64) << 32) | (hashes >> 32))  # per-row sets
         shingles = (packed & 0xFFFFFFFF).astype(np.uint32)
-        counts = np.bincount((packed >> 32).astype(np.int64), minlength=len(texts))
+        counts = np.bincount((packed >> 32).astype(np.int64), minlength=len(word_lists))
         offsets = np.concatenate([[0], np.cumsum(counts)])
         sig = self._signatures(shingles, offsets)
-        return _Rows(keys or [""] * len(texts), sig, shingles, offsets, self._band_keys(sig))
+        return _Rows(keys, sig, shingles, offsets, self._band_keys(sig))
 
     def _signatures(self, shingles, offsets):
         """MinHash: per permutation, the least (a*x + b) >> 32 over the row's shingles."""
-        import numpy as np
-
-        h = np.multiply.outer(self._mul, shingles.astype(np.uint64))  # (num_perm, shingles)
-        h += self._add[:, None]
-        h >>= 32
-        return np.ascontiguousarray(np.minimum.reduceat(h, offsets[:-1], axis=1).T, np.uint32)
+        n = len(offsets) - 1
+        sig = np.empty((n, self.num_perm), np.uint32)
+        start, per_step = 0, max(_CELLS // self.num_perm, 1)
+        while start < n:
+            end = int(np.searchsorted(offsets, offsets[start] + per_step, "right")) - 1
+            end = min(max(end, start + 1), n)
+            lo, hi = offsets[start], offsets[end]
+            h = np.multiply.outer(self._mul, shingles[lo:hi].astype(np.uint64))
+            h += self._add[:, None]
+            h >>= 32
+            sig[start:end] = np.minimum.reduceat(h, offsets[start:end] - lo, axis=1).T
+            start = end
+        return sig
 
     def _band_keys(self, sig):
-        import numpy as np
-
         b, r = self.bands, self.rows_per_band
         parts = sig[:, :b * r].T.reshape(b, r, len(sig)).astype(np.uint64)
-        acc = parts[:, 0].copy()
+        acc = parts[:, 0] | (np.arange(b, dtype=np.uint64)[:, None] << 40)  # band as salt
         for j in range(1, r):
             acc *= _MUL
             acc += parts[:, j]
@@ -383,8 +389,7 @@ class NearDuplicateIndex:
         best = [0.0] * len(rows)
         dup_of: list[str | None] = [None] * len(rows)
         for chunk in self._chunks:
-            qi, cj = _bucket_peers(rows.bands, chunk)
-            qi, cj, jac = self._verified(rows, qi, chunk, cj)
+            qi, cj, jac = self._verified(rows, *_bucket_peers(rows.bands, chunk), chunk)
             for i, j, s in zip(qi.tolist(), cj.tolist(), jac.tolist()):
                 if s > best[i]:
                     best[i], dup_of[i] = s, chunk.keys[j]
@@ -392,35 +397,32 @@ class NearDuplicateIndex:
 
     def _resolve_within(self, rows: _Rows, dup_of: list[str | None]) -> None:
         """Mark rows that duplicate an earlier kept row of the same batch, in order."""
-        import numpy as np
-
-        later, earlier = _within_peers(rows.bands)
-        later, earlier, jac = self._verified(rows, later, rows, earlier)
+        later, earlier, jac = self._verified(rows, *_within_peers(rows.bands), rows)
         order = np.lexsort((earlier, -jac, later))  # by row, then most similar first
         for i, j in zip(later[order].tolist(), earlier[order].tolist()):
-            if dup_of[i] is None and dup_of[j] is None:
+            if dup_of[i] is None and dup_of[j] is None:  # j < i: already decided
                 dup_of[i] = rows.keys[j]
 
-    def _verified(self, a: _Rows, ia, b: _Rows, jb):
-        """The candidate pairs whose exact shingle Jaccard reaches the threshold."""
-        import numpy as np
-
+    def _verified(self, a: _Rows, ia, jb, b: _Rows):
+        """(ia, jb, Jaccard) of the candidate pairs whose exact Jaccard reaches threshold."""
         keep = np.zeros(len(ia), bool)
         for s in range(0, len(ia), 1 << 18):  # bounded (pairs x num_perm) temporaries
-            sl = slice(s, s + (1 << 18))
-            agree = (a.sig[ia[sl]] == b.sig[jb[sl]]).mean(axis=1)
-            keep[sl] = agree >= self.threshold - 0.2  # 3+ standard deviations of the estimate
+            agree = (a.sig[ia[s:s + (1 << 18)]] == b.sig[jb[s:s + (1 << 18)]]).mean(axis=1)
+            keep[s:s + (1 << 18)] = agree >= self.threshold - 0.2  # 3+ sd of the estimate
         ia, jb = ia[keep], jb[keep]
         inter, union = _intersections(a, ia, b, jb)
-        jac = inter / np.maximum(union, 1)
         ok = inter >= self.threshold * union - 1e-9
-        return ia[ok], jb[ok], jac[ok]
+        return ia[ok], jb[ok], (inter / np.maximum(union, 1))[ok]
 
 
-def _keys_for(texts: list[str], keys: list[str] | None) -> list[str]:
+def _batches(texts: list[str], keys: list[str] | None):
+    """(word lists, keys) per batch; a key defaults to its text."""
     if keys is not None and len(keys) != len(texts):
         raise ValueError(f"{len(keys)} keys for {len(texts)} texts")
-    return list(texts) if keys is None else [k or t for k, t in zip(keys, texts)]
+    for start in range(0, len(texts), _BATCH):
+        batch = texts[start:start + _BATCH]
+        batch_keys = batch if keys is None else keys[start:start + _BATCH]
+        yield [words_of(t) for t in batch], [k or t for k, t in zip(batch_keys, batch)]
 
 
 def _choose_bands(threshold: float, num_perm: int, recall: float = 0.95) -> tuple[int, int]:
@@ -435,54 +437,36 @@ def _choose_bands(threshold: float, num_perm: int, recall: float = 0.95) -> tupl
 
 def _bucket_peers(query_bands, chunk: _Rows):
     """(query row, chunk row) pairs sharing a band key; up to _MAX_PEERS per bucket."""
-    import numpy as np
-
-    qs, cs = [], []
-    for band, keys in enumerate(chunk.sorted_bands):
-        q = query_bands[band]
-        lo = np.searchsorted(keys, q)
-        hit = np.flatnonzero(keys[np.minimum(lo, len(keys) - 1)] == q)
-        if not len(hit):
-            continue
-        lo = lo[hit]
-        n = np.minimum(np.searchsorted(keys, q[hit], side="right") - lo, _MAX_PEERS)
-        qs.append(np.repeat(hit, n))
-        cs.append(chunk.band_rows[band][np.repeat(lo, n) + _ragged_arange(n)])
-    return _unique_pairs(qs, cs)
+    order = np.argsort(query_bands.ravel())  # sorted queries: each search starts near the last
+    keys, q = chunk.sorted_keys, query_bands.ravel()[order]
+    lo = np.searchsorted(keys, q)
+    hit = np.flatnonzero(keys[np.minimum(lo, len(keys) - 1)] == q)
+    lo = lo[hit]
+    n = np.minimum(np.searchsorted(keys, q[hit], side="right") - lo, _MAX_PEERS)
+    rows = np.repeat(order[hit] % query_bands.shape[1], n)
+    return _unique_pairs(rows, chunk.key_rows[np.repeat(lo, n) + _ragged_arange(n)])
 
 
 def _within_peers(bands):
-    """(later, earlier) row pairs of one batch sharing a band key; each later row meets the
+    """(later, earlier) row pairs of one batch sharing a band key; a later row meets the
     first _MAX_PEERS rows of its bucket."""
-    import numpy as np
-
-    later, earlier = [], []
-    for band_keys in bands:
-        order = np.argsort(band_keys, kind="stable")
-        keys = band_keys[order]
-        idx = np.arange(len(keys))
-        start = np.maximum.accumulate(np.where(np.r_[True, keys[1:] != keys[:-1]], idx, 0))
-        members = np.flatnonzero(idx > start)
-        n = np.minimum(members - start[members], _MAX_PEERS)
-        later.append(order[np.repeat(members, n)])
-        earlier.append(order[np.repeat(start[members], n) + _ragged_arange(n)])
-    return _unique_pairs(later, earlier)
+    order = np.argsort(bands.ravel(), kind="stable")  # a bucket's rows stay in row order
+    keys, rows = bands.ravel()[order], order % bands.shape[1]
+    idx = np.arange(len(keys))
+    start = np.maximum.accumulate(np.where(np.r_[True, keys[1:] != keys[:-1]], idx, 0))
+    members = np.flatnonzero(idx > start)
+    n = np.minimum(members - start[members], _MAX_PEERS)
+    return _unique_pairs(rows[np.repeat(members, n)],
+                         rows[np.repeat(start[members], n) + _ragged_arange(n)])
 
 
-def _unique_pairs(firsts: list, seconds: list):
-    import numpy as np
-
-    if not firsts:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    packed = np.unique((np.concatenate(firsts).astype(np.int64) << 32)
-                       | np.concatenate(seconds).astype(np.int64))
+def _unique_pairs(firsts, seconds):
+    packed = _sorted_unique((firsts.astype(np.int64) << 32) | seconds)
     return packed >> 32, packed & 0xFFFFFFFF
 
 
 def _intersections(a: _Rows, ia, b: _Rows, jb):
     """(|A & B|, |A | B|) per pair: tag each shingle with its pair, sort, count neighbours."""
-    import numpy as np
-
     la, lb = a.offsets[ia + 1] - a.offsets[ia], b.offsets[jb + 1] - b.offsets[jb]
     pair = np.arange(len(ia), dtype=np.uint64)
     va = a.shingles[np.repeat(a.offsets[ia], la) + _ragged_arange(la)]
@@ -499,50 +483,40 @@ def _intersections(a: _Rows, ia, b: _Rows, jb):
 class NgramLeakIndex:
     """Decontamination: a candidate leaks a protected row (test or validation set) when it
     shares a word n-gram with one (13, as in GPT-3's decontamination), equals one after
-    normalization, or is a near-duplicate of one (which also covers rows under n words).
-    n-grams are kept as a sorted array of 64-bit hashes: 1M protected rows fit in ~150 MB.
+    normalization, or is a near-duplicate of one, which covers rows under n words.
+
+    Only rows under 5n words go to the near-duplicate index: a near copy of a longer row
+    that shares no n-gram with it needs an edit in every n words, which caps its Jaccard near
+    (n-3)/(n+3), 0.625. n-grams are a sorted array of 64-bit hashes: 1M rows in ~150 MB.
     """
 
     def __init__(self, texts: list[str], n: int = 13, threshold: float = 0.6):
-        import numpy as np
-
         self.n = n
-        word_lists = [words_of(t) for t in texts]
-        self._exact = np.unique(np.fromiter(
-            (_text_hash(w) for w in word_lists), np.uint64, len(word_lists)))
-        self._ngrams = np.unique(_ngram_hashes(word_lists, n, 0)[0])
         self._near = NearDuplicateIndex(threshold)
-        self._near.add_many(list(texts), [str(i) for i in range(len(texts))])
+        exact, ngrams = [np.zeros(0, np.uint64)], [np.zeros(0, np.uint64)]
+        for start, (words, _) in zip(range(0, len(texts), _BATCH), _batches(texts, None)):
+            exact.append(_text_hashes(words))
+            ngrams.append(_ngram_hashes(words, n, 0)[0])
+            short = [i for i, w in enumerate(words) if len(w) < 5 * n]
+            self._near._store(self._near._features([words[i] for i in short],
+                                                   [str(start + i) for i in short]))
+        self._exact = _sorted_unique(np.concatenate(exact))
+        self._ngrams = _sorted_unique(np.concatenate(ngrams))
 
     def leak(self, text: str) -> str:
         """"" when `text` is clean, else the reason it leaks a protected row."""
         return self.leak_many([text])[0]
 
     def leak_many(self, texts: list[str]) -> list[str]:
-        import numpy as np
-
-        word_lists = [words_of(t) for t in texts]
-        exact = _in_sorted(np.fromiter((_text_hash(w) for w in word_lists), np.uint64,
-                                       len(word_lists)), self._exact)
-        hashes, row = _ngram_hashes(word_lists, self.n, 0)
-        shares = np.zeros(len(texts), bool)
-        shares[row[_in_sorted(hashes, self._ngrams)]] = True
-        near = self._near.find_many(list(texts))
-        return [("in_protected_set: equals a protected row after normalization" if e else
-                 f"ngram_leak: shares a {self.n}-gram with a protected row" if s else
-                 f"in_protected_set: near-duplicate of protected row {m}" if m is not None
-                 else "") for e, s, m in zip(exact.tolist(), shares.tolist(), near)]
-
-
-def _text_hash(words: list[str]) -> int:
-    digest = hashlib.blake2b(" ".join(words).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
-
-
-def _in_sorted(values, sorted_array):
-    import numpy as np
-
-    if not len(sorted_array):
-        return np.zeros(len(values), bool)
-    pos = np.minimum(np.searchsorted(sorted_array, values), len(sorted_array) - 1)
-    return sorted_array[pos] == values
+        out = []
+        for words, _ in _batches(texts, None):
+            exact = _in_sorted(_text_hashes(words), self._exact)
+            hashes, row = _ngram_hashes(words, self.n, 0)
+            shares = np.zeros(len(words), bool)
+            shares[row[_in_sorted(hashes, self._ngrams)]] = True
+            near = self._near._indexed_matches(self._near._features(words, [""] * len(words)))
+            out += [("in_protected_set: equals a protected row after normalization" if e else
+                     f"ngram_leak: shares a {self.n}-gram with a protected row" if s else
+                     f"in_protected_set: near-duplicate of protected row {m}" if m is not None
+                     else "") for e, s, m in zip(exact.tolist(), shares.tolist(), near)]
+        return out

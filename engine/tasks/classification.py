@@ -7,10 +7,19 @@ import re
 from engine.errors import DataError
 from engine.tasks.base import Parsed, Task
 
-_TEXT = re.compile(r"(?:^|\n)\s*(?:\d+[.)]\s*)?(?:\*\*)?Text\s*:(?:\*\*)?", re.I)
+# The wrapper of an example: "Text:" as asked, or what small teachers write instead ("The
+# text:", "Example 2:", "**New question 1:**"), at the start of a line, maybe numbered.
+_TEXT = re.compile(r"(?:^|\n)\s*(?:\d+[.)]\s*)?(?:\*\*)?(?:the\s+|new\s+|another\s+)*"
+                   r"(?:text|example|sentence|question|review)(?:\s*#?\d+)?\s*:(?:\*\*)?", re.I)
+_ITEM = re.compile(r"(?:^|\n)\s*(?:\d+[.)]|[-*•])\s+")  # a bare numbered or bulleted list
 _LABEL = re.compile(r"\n\s*(?:\*\*)?Label\s*:(?:\*\*)?\s*(.*)", re.I)
 MIN_WORDS = 3  # shorter "examples" are fragments, not texts a classifier learns from
-_ECHO = re.compile(r"correct label|^text\s*:|\blabel\s*:", re.I)  # the prompt, parroted back
+# The prompt parroted back, or talk about examples instead of one ("This is a similar
+# example.", "The correct answer is ENTY"): seen from small teachers.
+_ECHO = re.compile(r"correct (label|answer)|^text\s*:|\blabel\s*:|\bthe answer is\b|"
+                   r"\bsimilar (example|text|question)|\bthis is an? (\w+ )?example\b|"
+                   r"\bexample of an?\b|^please\b", re.I)
+_NUMBERING = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+")
 
 
 class ClassificationTask(Task):
@@ -74,22 +83,37 @@ class ClassificationTask(Task):
         return f"({block}){{{n}}}"
 
     def parse_teacher(self, output: str, seed_row: dict) -> list[Parsed]:
-        """`Text: ... / Label: ...` blocks; the label must be the seed row's label."""
+        """`Text: ... / Label: ...` blocks (or another wrapper, or a bare numbered list);
+        the label must be the seed row's label."""
         blocks = [b for b in _TEXT.split(output)[1:] if b.strip()]
+        if not blocks:  # read leniently: a list of examples without the asked-for wrapper
+            blocks = [b for b in _ITEM.split(output)[1:] if b.strip()]
         if not blocks:
-            return [Parsed(reject_reason="unparsed: no 'Text:' block")]
+            return [Parsed(input=output.strip()[:500],
+                           reject_reason="unparsed: no 'Text:' block or list item")]
         return [self._parse_block(b, seed_row["label"]) for b in blocks]
+
+    def _label_code_in(self, text: str) -> str:
+        """A label that is a code, not a word ("ENTY", "SearchCreativeWork"), written in the
+        text: real texts never contain it, a teacher that confuses text and label does."""
+        for label in self.cfg.labels:
+            if label != label.lower() and re.search(rf"(?<!\w){re.escape(label)}(?!\w)", text):
+                return label
+        return ""
 
     def _parse_block(self, block: str, want: str) -> Parsed:
         """The example is the first line after `Text:`: examples are one sentence, and small
         teachers tend to run on into echoes of the prompt."""
         match = _LABEL.search(block)
         lines = (block[: match.start()] if match else block).strip().splitlines()
-        text = lines[0].strip().strip('"') if lines else ""
+        text = _NUMBERING.sub("", lines[0]).strip().strip('"') if lines else ""
         if len(text.split()) < MIN_WORDS:
             return Parsed(input=text, reject_reason="unparsed: text missing or too short")
         if _ECHO.search(text):
             return Parsed(input=text, reject_reason="prompt_echo")
+        named = self._label_code_in(text)
+        if named:
+            return Parsed(input=text, reject_reason=f"label_names: mentions the label {named}")
         if match:
             said = self.find_label(match.group(1))
             if said != want:

@@ -9,8 +9,10 @@ from engine.tasks.base import Parsed, Task
 _FINAL = re.compile(r"####\s*\$?\s*(-?[\d,]*\.?\d+)")
 _NUMBER = re.compile(r"-?\d[\d,]*\.?\d*|-?\.\d+")
 _CALC = re.compile(r"<<[^>]*>>")  # GSM8K calculator annotations: noise for a small student
-_QUESTION = re.compile(r"(?:^|\n)\s*(?:\*\*)?Question(?:\s*\d+)?\s*:?(?:\*\*)?\s*:?", re.I)
-_ANSWER = re.compile(r"\n\s*(?:\*\*)?Answer\s*:?(?:\*\*)?\s*:?", re.I)
+# "Question:" / "Answer:" as asked, or the wrappers small teachers use instead.
+_QUESTION = re.compile(r"(?:^|\n)\s*(?:\d+[.)]\s*)?(?:\*\*)?(?:new\s+)?(?:question|problem|q)"
+                       r"(?:\s*#?\d+)?\s*:(?:\*\*)?\s*:?", re.I)
+_ANSWER = re.compile(r"\n\s*(?:\*\*)?(?:answer|solution|a)\s*:(?:\*\*)?\s*:?", re.I)
 _EQUALS = re.compile(r"=\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)(?![\d.]*%)")
 _EXPR_CHARS = set("0123456789.,$ +-*/x×÷−()")
 _EXPR_OK = re.compile(r"[\d.+\-*/() ]+")
@@ -117,7 +119,8 @@ class MathTask(Task):
         """Split the output into Question/Answer blocks; each needs a final `#### number`."""
         blocks = [b for b in _QUESTION.split(output)[1:] if b.strip()]
         if not blocks:
-            return [Parsed(reject_reason="unparsed: no 'Question:' block")]
+            return [Parsed(input=output.strip()[:500],
+                           reject_reason="unparsed: no 'Question:' block")]
         return [self._parse_block(b) for b in blocks]
 
     @staticmethod

@@ -73,3 +73,18 @@ def test_config_command_prints_a_section_and_refuses_an_unknown_one(capsys):
     assert "train." not in out
     assert main(["config", "teacher.no_such"]) == 2
     assert "no setting named 'teacher.no_such'" in capsys.readouterr().err
+
+
+def test_every_example_config_passes_check(monkeypatch, capsys):
+    from pathlib import Path
+
+    from engine.cli import main
+
+    root = Path(__file__).resolve().parents[2]
+    if not (root.parent / "shared" / "data").is_dir():
+        pytest.skip("the example configs read ../shared/data")
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")  # the API example names this variable
+    for path in sorted((root / "jobs" / "configs").glob("*.yaml")):
+        assert main(["check", str(path), f"run_dir={root / 'runs' / 'check-only'}"]) == 0, path
+    assert "meta-llama/Llama-2-7b-hf': a hub name" in capsys.readouterr().out

@@ -9,7 +9,7 @@ import pytest
 
 from engine.stages import gates
 from engine.stages.gates import (NearDuplicateIndex, NgramLeakIndex, degenerate_reason,
-                                 template_words, words_of)
+                                 normalize, template_words, words_of)
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
@@ -17,14 +17,18 @@ TREC = ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
 SST2 = ["negative", "positive"]
 SNIPS = ["AddToPlaylist", "BookRestaurant", "GetWeather", "PlayMusic", "RateBook",
          "SearchCreativeWork", "SearchScreeningEvent"]
-# the shape of prompts/llm2llm/classification.yaml's teacher prompts
+# the shape of prompts/llm2llm/classification.yaml's teacher prompts, with the task
+# descriptions of engine/tasks/presets.py (a caller may render those in)
 TEACHER = template_words(
     "You are a helpful teacher. Your job is to take examples that a student classifier gets "
     "wrong and write new, different examples with the same label, so the student can learn the "
     "distinction. The task: {description} The labels are: {labels}.",
     "The student was given the following text:\n{text}\nThe correct label is: {label}\n"
     "Please generate {n} similar examples with the same label. Write each one as \"Text: ...\", "
-    "then \"Label: {label}\" on the next line.")
+    "then \"Label: {label}\" on the next line.",
+    "Classify the question by the type of its answer: ABBR (abbreviation), DESC (description), "
+    "ENTY (entity), HUM (human), LOC (location), NUM (numeric).",
+    "Classify the sentiment of the movie review sentence.")
 
 
 # ---------------------------------------------------------------- degenerate_reason
@@ -162,12 +166,13 @@ def synthetic_rows(n: int, seed: int = 1) -> list[str]:
     rng = random.Random(seed)
     vocab = [f"w{i}" for i in range(300)] + ["what", "is", "the", "of", "how", "many"]
     rows = []
-    for i in range(n):
+    for _ in range(n):
         if rows and rng.random() < 0.2:
             words = rng.choice(rows).split()
             words[rng.randrange(len(words))] = rng.choice(vocab)
         else:
-            words = ["what", "is", "the"][:rng.randint(0, 3)] + rng.choices(vocab, k=rng.randint(5, 20))
+            opening = ["what", "is", "the"][:rng.randint(0, 3)]
+            words = opening + rng.choices(vocab, k=rng.randint(5, 20))
         rows.append(" ".join(words))
     return rows
 
@@ -207,8 +212,9 @@ def test_deterministic_across_instances_and_processes():
     rows = synthetic_rows(300, seed=3)
     first, second = NearDuplicateIndex(), NearDuplicateIndex()
     assert first.check_and_add_many(rows) == second.check_and_add_many(rows)
-    code = ("from engine.stages.gates import NearDuplicateIndex as I\n"
-            "r = I()._features(['Who was the first man on the moon ?'], None)\n"
+    code = ("from engine.stages.gates import NearDuplicateIndex, words_of\n"
+            "r = NearDuplicateIndex()._features([words_of('Who was the first man on the moon ?'),"
+            " ['one']], ['a', 'b'])\n"
             "print(r.sig.tolist(), r.bands.tolist())")
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True, cwd=REPO, env={**os.environ, "PYTHONHASHSEED": seed}
@@ -236,7 +242,7 @@ def test_shared_13_gram_leaks():
     assert len(words_of(PROTECTED)) == 40
     thirteen = " ".join(words_of(PROTECTED)[10:23])
     candidate = (f"Yesterday my neighbour told me that {thirteen} which surprised everyone at "
-                 "the long family dinner last night in town")
+                 "the family dinner last night in town")
     assert len(words_of(candidate)) == 30
     index = NgramLeakIndex([PROTECTED, "Who invented the telephone ?"])
     assert index.leak(candidate) == "ngram_leak: shares a 13-gram with a protected row"
@@ -260,18 +266,20 @@ def test_no_protected_rows_means_no_leaks():
 
 # ---------------------------------------------------------------- real data
 
+MATH_TEACHER = template_words(
+    "You are a helpful teacher. Your job is to take math problems that students get wrong "
+    "and generate new problems like them, so the students can practise.",
+    "The student was given the following question:\n{question}\nThe answer key has this as "
+    "the rationale and answer:\n{answer}\nPlease generate {n} similar questions with their "
+    "answers.")
 REAL = [  # (file, text field, labels, prompt words)
     ("trec/train.jsonl", "text", TREC, TEACHER), ("trec/test.jsonl", "text", TREC, TEACHER),
     ("sst2/train.jsonl", "sentence", SST2, TEACHER),
     ("sst2/validation.jsonl", "sentence", SST2, TEACHER),
     ("imdb/test.jsonl", "text", SST2, TEACHER),
     ("imdb/train_sample_every10th.jsonl", "text", SST2, TEACHER),
-    ("gsm8k/train.jsonl", "question", [], template_words(
-        "You are a helpful teacher. Your job is to take math problems that students get wrong "
-        "and generate new problems like them, so the students can practise.",
-        "The student was given the following question:\n{question}\nThe answer key has this as "
-        "the rationale and answer:\n{answer}\nPlease generate {n} similar questions with their "
-        "answers.")),
+    ("gsm8k/train.jsonl", "question", [], MATH_TEACHER),
+    ("gsm8k/test.jsonl", "question", [], MATH_TEACHER),
 ]
 
 
@@ -288,10 +296,10 @@ def real_rows(name: str, field: str, n: int = 200) -> list[str]:
 def test_real_rows_pass_every_gate(name, field, labels, prompt):
     rows = real_rows(name, field)
     assert [r for r in rows if degenerate_reason(r, labels, prompt)] == []
-    distinct = list(dict.fromkeys(rows, None))
+    distinct = list({normalize(r): r for r in reversed(rows)}.values())[::-1]
     dups = [r for r, k in zip(distinct, NearDuplicateIndex().check_and_add_many(distinct)) if k]
-    assert len(dups) <= 0.02 * len(distinct), dups
+    assert len(dups) <= 0.01 * len(distinct), dups
     # rows of one file against the other rows of it as a protected set
     half = len(distinct) // 2
     leaks = [r for r in NgramLeakIndex(distinct[:half]).leak_many(distinct[half:]) if r]
-    assert len(leaks) <= 0.02 * half, leaks
+    assert len(leaks) <= 0.01 * half, leaks

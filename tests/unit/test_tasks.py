@@ -161,3 +161,37 @@ def test_math_verifier_rejects_wrong_arithmetic_and_mismatched_final():
     assert parsed[0].reject_reason.startswith("unverified: wrong arithmetic")
     for row in generate(200, seed=7):  # the built-in generator's answers all verify
         assert check_arithmetic(row["answer"], extract_answer(row["answer"])) == "", row
+
+
+def test_teacher_answers_in_other_wrappers_are_read_leniently(tmp_path):
+    task = build_task(yaml_task(tmp_path), 0)
+    out = ("Sure! Here are two examples.\nThe text: In an address on Monday the minister "
+           "announced cheap loans for all\nLabel: spam\n**Example 2:** Claim your free prize "
+           "now by replying YES")
+    parsed = task.parse_teacher(out, {"label": "spam"})
+    assert [(p.input, p.reject_reason) for p in parsed] == [
+        ("In an address on Monday the minister announced cheap loans for all", ""),
+        ("Claim your free prize now by replying YES", "")]
+    listed = task.parse_teacher("1. Win a brand new car today\n2) Cheap watches for sale here",
+                                {"label": "spam"})
+    assert [p.input for p in listed] == ["Win a brand new car today",
+                                         "Cheap watches for sale here"]
+    nothing = task.parse_teacher("I am not able to write that.", {"label": "spam"})
+    assert nothing[0].reject_reason.startswith("unparsed")
+    assert nothing[0].input == "I am not able to write that."  # kept for inspection
+    math = build_task(TaskConfig(name="arithmetic", n_seed=2, n_test=2), 0)
+    (p,) = math.parse_teacher("Problem 1: Ann has 2 cats and gets 3 more. How many?\n"
+                              "Solution: 2 + 3 = 5\n#### 5", {})
+    assert (p.input, p.label, p.reject_reason) == (
+        "Ann has 2 cats and gets 3 more. How many?", "5", "")
+
+
+def test_classification_rejects_label_codes_and_talk_about_examples(tmp_path):
+    task = build_task(yaml_task(tmp_path, labels=["HAM", "SPAM"],
+                                label_names={"0": "HAM", "1": "SPAM"}), 0)
+    out = ("Text: The correct answer is SPAM\nText: A company 's logo is a SPAM .\n"
+           "Text: This is a similar example.\nText: 1. Win a free cruise by calling today")
+    parsed = task.parse_teacher(out, {"label": "SPAM"})
+    assert [p.reject_reason.split(":")[0] for p in parsed] == [
+        "prompt_echo", "label_names", "prompt_echo", ""]
+    assert parsed[3].input == "Win a free cruise by calling today"

@@ -1,0 +1,115 @@
+"""Teacher yield: of the rows asked for, how many pass parsing and the quality gates, with the
+engine's teacher prompt, constrained decoding on against off, in one run.
+
+    python -m benchmarks.teacher_yield --task trec --rows 30 --json results/yield_trec.json
+    python -m benchmarks.teacher_yield --task arithmetic --rows 30
+
+The targets are the first `--rows` seed rows of the task (as a round's errors would be); each
+is asked for `n_per_error` rows, with top-up asks up to `max_tries` (the engine's defaults, or
+a config's). Prints yield (accepted / asked) first-ask and with top-ups, reject reasons, and
+samples of accepted and rejected rows, so a reader can judge the rows, not just the count.
+Runs vLLM in this process (no Ray): it measures the prompt and gates, not the pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+
+from engine.config import TaskConfig, TeacherConfig, load_config
+from engine.generation.vllm_replicas import engine_kwargs
+from engine.models import resolve_model
+from engine.records import EXAMPLE
+from engine.sampling import sampling_params
+from engine.stages.augment import CandidateFilter, ask_teacher, teacher_requests
+from engine.tasks import build_task
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def task_config(name: str) -> TaskConfig:
+    if name == "arithmetic":
+        return TaskConfig(name=name, n_seed=200, n_test=200)
+    return TaskConfig(name=name, n_seed=200, n_test=500,
+                      data={"train": str(DATA / name / "train.jsonl"),
+                            "test": str(DATA / name / "test.jsonl")})
+
+
+def vllm_generate(llm, requests: pa.Table) -> pa.Table:
+    """The replica's own request -> params step, then plain LLM.chat."""
+    from engine.generation.vllm_replicas import VLLMReplica
+
+    replica = object.__new__(VLLMReplica)
+    replica.llm, replica.name = llm, "bench"
+    return replica._generate(requests)
+
+
+def measure(llm, task, seed: list[dict], targets: pa.Table, teacher: TeacherConfig,
+            test: list[dict], constrain: bool) -> dict:
+    sampling = sampling_params(teacher, task.cfg.teacher_sampling)
+    filter_ = CandidateFilter(task, 0, teacher.model, teacher.n_per_error,
+                              [r["input"] for r in seed], [r["input"] for r in test],
+                              teacher.near_dup_threshold)
+    requests, _, cands = ask_teacher(
+        targets, lambda requests: vllm_generate(llm, requests),
+        lambda rows, sample: teacher_requests(rows, task, teacher.n_per_error, 0, sampling,
+                                              constrain, sample),
+        filter_, teacher.max_tries)
+    rows = cands.to_pylist()
+    asked = targets.num_rows * teacher.n_per_error
+    first_ask = [r for r in rows if r["accepted"] and "~" not in r["id"]]
+    accepted = [r for r in rows if r["accepted"]]
+    return {
+        "constrain_format": constrain, "targets": targets.num_rows, "rows_asked": asked,
+        "requests": requests.num_rows, "candidates": len(rows),
+        "yield_first_ask": round(len(first_ask) / asked, 3),
+        "yield": round(len(accepted) / asked, 3),
+        "targets_filled": sum(1 for t in filter_.targets if filter_.kept[t] >= filter_.quota),
+        "rejected": dict(Counter(r["reject_reason"].split(":")[0] for r in rows
+                                 if not r["accepted"])),
+        "accepted_samples": [(r["label"], r["input"]) for r in accepted[:12]],
+        "rejected_samples": [(r["reject_reason"][:60], r["input"][:160])
+                             for r in rows if not r["accepted"]][:12],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="trec")
+    parser.add_argument("--rows", type=int, default=30)
+    parser.add_argument("--config", help="a job config whose teacher settings to use")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--gpu-memory-utilization", type=float,
+                        help="the KV cache share (on CPU: of a NUMA node's memory)")
+    args = parser.parse_args()
+    teacher = (load_config(args.config).teacher if args.config
+               else TeacherConfig())
+    if args.gpu_memory_utilization:
+        teacher = teacher.model_copy(update={"gpu_memory_utilization":
+                                             args.gpu_memory_utilization})
+    task = build_task(task_config(args.task), seed=0)
+    seed, test = task.seed_and_test()
+    targets = pa.Table.from_pylist(seed[: args.rows], schema=EXAMPLE)
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    from vllm import LLM
+
+    llm = LLM(model=resolve_model(teacher.model), seed=0, **engine_kwargs(teacher))
+    results = [measure(llm, task, seed, targets, teacher, test, c) for c in (False, True)]
+    off, on = results
+    summary = {"task": args.task, "teacher": teacher.model, "n_per_error": teacher.n_per_error,
+               "max_tries": teacher.max_tries, "results": results,
+               "yield_ratio_constrained_vs_not": round(on["yield"] / off["yield"], 2)
+               if off["yield"] else None}
+    print(json.dumps(summary, indent=2))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

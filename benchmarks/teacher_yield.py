@@ -32,10 +32,10 @@ from engine.tasks import build_task
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def task_config(name: str) -> TaskConfig:
+def task_config(name: str, n_seed: int) -> TaskConfig:
     if name == "arithmetic":
-        return TaskConfig(name=name, n_seed=200, n_test=200)
-    return TaskConfig(name=name, n_seed=200, n_test=500,
+        return TaskConfig(name=name, n_seed=n_seed, n_test=200)
+    return TaskConfig(name=name, n_seed=n_seed, n_test=500,
                       data={"train": str(DATA / name / "train.jsonl"),
                             "test": str(DATA / name / "test.jsonl")})
 
@@ -58,7 +58,8 @@ def measure(llm, task, seed: list[dict], targets: pa.Table, teacher: TeacherConf
     requests, _, cands = ask_teacher(
         targets, lambda requests: vllm_generate(llm, requests),
         lambda rows, sample: teacher_requests(rows, task, teacher.n_per_error, 0, sampling,
-                                              constrain, sample),
+                                              constrain, sample,
+                                              pa.Table.from_pylist(seed, schema=EXAMPLE)),
         filter_, teacher.max_tries)
     rows = cands.to_pylist()
     asked = targets.num_rows * teacher.n_per_error
@@ -81,7 +82,9 @@ def measure(llm, task, seed: list[dict], targets: pa.Table, teacher: TeacherConf
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="trec")
-    parser.add_argument("--rows", type=int, default=30)
+    parser.add_argument("--rows", type=int, default=30, help="targets asked about")
+    parser.add_argument("--seed-rows", type=int, default=55,
+                        help="the seed set (training rows, worked examples); TREC 1%%: 55")
     parser.add_argument("--config", help="a job config whose teacher settings to use")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--gpu-memory-utilization", type=float,
@@ -92,7 +95,7 @@ def main() -> None:
     if args.gpu_memory_utilization:
         teacher = teacher.model_copy(update={"gpu_memory_utilization":
                                              args.gpu_memory_utilization})
-    task = build_task(task_config(args.task), seed=0)
+    task = build_task(task_config(args.task, max(args.seed_rows, args.rows)), seed=0)
     seed, test = task.seed_and_test()
     targets = pa.Table.from_pylist(seed[: args.rows], schema=EXAMPLE)
     os.environ.setdefault("OMP_NUM_THREADS", "2")

@@ -211,6 +211,7 @@ class RoundLoop:
                          rng=random.Random(f"{task.name}:{unit.train_seed}:{r}"))
         targets = unit.strategy.targets(view)
         quota = teacher.n_per_error * (self.cfg.rounds - 1 if unit.settings.one_shot else 1)
+        seed_rows = train_set.filter(pc.equal(train_set["origin"], "seed"))  # worked examples
         sampling = sampling_params(teacher, task.cfg.teacher_sampling)
         filter_ = CandidateFilter(task, r, teacher.model, quota,
                                   train_set.column("input").to_pylist(),
@@ -218,7 +219,7 @@ class RoundLoop:
         requests, generated, candidates = ask_teacher(
             targets, lambda req: self.teacher_gen(req, self.teacher_model, "augment"),
             lambda rows, sample: teacher_requests(rows, task, quota, r, sampling,
-                                                  teacher.constrain_format, sample),
+                                                  teacher.constrain_format, sample, seed_rows),
             filter_, teacher.max_tries)
         self.store.write_table(stage_dir, generated, name=GENERATIONS)
         return StageResult(self._write(stage_dir, candidates),

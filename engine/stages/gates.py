@@ -32,9 +32,11 @@ being am do does did have has had will would can could should may might must i y
 we they me him her us them my your his its our their this that these those what which who whom
 whose when where why how not no yes so than then there all any each some one two three four
 five six seven eight nine ten first second""".split())
-# Chat filler a teacher writes instead of an example; echo words whatever the prompt says.
+# Chat filler and task talk a teacher writes instead of an example: echo words whatever the
+# prompt says, and an echo holds at least one (a real text made of a one-shot example's
+# words does not).
 ECHO_WORDS = frozenset("""sure here certainly okay ok please example examples similar same
-generate new label labels text texts question questions following""".split())
+generate new label labels text texts question questions following classify""".split())
 
 
 def words_of(text: str) -> list[str]:
@@ -135,11 +137,13 @@ def _tandem_repeat_words(words: list[str], max_period: int = 16) -> int:
 
 def _prompt_echo_reason(words: list[str], prompt_words: frozenset[str] | set[str]) -> str:
     """Mostly the prompt's own words ("Please generate 2 similar examples with the same
-    label"). 3+ content words and 80%: a real question like "What does the student learn?"
-    or a GSM8K question reusing the one-shot example's nouns (70%) still passes."""
+    label"): 3+ content words, 80% of them the prompt's, one of them chat or task talk, in
+    at most 40 words. Real questions like "What does the student learn?" or a GSM8K question
+    reusing the one-shot example's nouns still pass."""
     content = [w for w in words if w not in STOP_WORDS and not w.isdigit()]
     echoed = sum(w in prompt_words or w in ECHO_WORDS for w in content)
-    if len(content) >= 3 and echoed * 5 >= len(content) * 4 and len(words) <= 40:
+    if (len(content) >= 3 and echoed * 5 >= len(content) * 4 and len(words) <= 40
+            and not ECHO_WORDS.isdisjoint(content)):
         return f"prompt_echo: {echoed} of {len(content)} content words come from the prompt"
     return ""
 

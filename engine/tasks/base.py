@@ -137,8 +137,18 @@ class Task:
         """The teacher's prompt templates: a candidate made of their words is an echo."""
         return [t for n, t in self.prompts.templates.items() if not n.startswith("student")]
 
-    def teacher_messages(self, row: dict, prediction: str, n: int) -> list[dict]:
+    def teacher_messages(self, row: dict, prediction: str, n: int,
+                         demos: list[dict] = ()) -> list[dict]:
+        """The chat asking for n new examples like `row`; `demos` are other real rows of the
+        same label a task may show as a worked example."""
         raise NotImplementedError
+
+    @staticmethod
+    def demonstrations(row: dict, pool: list[dict], k: int) -> list[dict]:
+        """Up to k other rows of `pool` with row's label, chosen by the row's id: each target
+        gets its own, so the teacher is not shown the same worked example every time."""
+        same = [p for p in pool if p["label"] == row["label"] and p["id"] != row["id"]]
+        return random.Random(row["id"]).sample(same, min(k, len(same)))
 
     def parse_teacher(self, output: str, seed_row: dict) -> list[Parsed]:
         raise NotImplementedError

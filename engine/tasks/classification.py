@@ -70,12 +70,27 @@ class ClassificationTask(Task):
         got = self.find_label(output)
         return got, got == label
 
-    def teacher_messages(self, row: dict, prediction: str, n: int) -> list[dict]:
+    def teacher_messages(self, row: dict, prediction: str, n: int,
+                         demos: list[dict] = ()) -> list[dict]:
+        """System prompt, then (with `demos`, other real rows of the same label) a worked
+        request answered with real examples, then the request about `row`. The worked one
+        shows a small teacher the format and that "similar" means a new text, not a copy."""
         labels = ", ".join(self.cfg.labels)
         system = self.prompts.render("teacher_system", description=self.description, labels=labels)
-        user = self.prompts.render("teacher_user", text=row["input"], label=row["label"],
+        messages = [{"role": "system", "content": system}]
+        if len(demos) >= 2 and "teacher_answer" in self.prompts.templates:
+            shown = demos[1: n + 1]
+            messages += [
+                {"role": "user", "content": self._ask(demos[0], len(shown), labels)},
+                {"role": "assistant", "content": "\n".join(
+                    self.prompts.render("teacher_answer", text=d["input"], label=d["label"])
+                    for d in shown)}]
+        messages.append({"role": "user", "content": self._ask(row, n, labels, prediction)})
+        return messages
+
+    def _ask(self, row: dict, n: int, labels: str, prediction: str = "") -> str:
+        return self.prompts.render("teacher_user", text=row["input"], label=row["label"],
                                    prediction=prediction, n=n, labels=labels)
-        return self._chat(system, user)
 
     def teacher_format_regex(self, row: dict, n: int) -> str:
         words = rf"(?:[^\n ]+ ){{{MIN_WORDS - 1},60}}[^\n ]+"  # at least MIN_WORDS words

@@ -105,7 +105,10 @@ class MathTask(Task):
         got = extract_answer(output)
         return got, bool(got) and got == normalize_number(label)
 
-    def teacher_messages(self, row: dict, prediction: str, n: int) -> list[dict]:
+    def teacher_messages(self, row: dict, prediction: str, n: int,
+                         demos: list[dict] = ()) -> list[dict]:
+        """The paper's shape: system prompt, the prompt file's fixed one-shot, the request.
+        (`demos` are not used: the one-shot already shows a worked problem.)"""
         system = self.prompts.render("teacher_system")
         user = self.prompts.render("teacher_user", question=row["input"], answer=row["target"],
                                    prediction=prediction, n=n)

@@ -30,6 +30,19 @@ TEACHER = template_words(
     "ENTY (entity), HUM (human), LOC (location), NUM (numeric).",
     "Classify the sentiment of the movie review sentence.")
 
+# prompts/llm2llm/math.yaml's teacher prompts, one-shot example included (a real example's
+# words: a real question made of them must pass)
+MATH_TEACHER = template_words(
+    "You are a helpful teacher. Your job is to take math problems that students get wrong "
+    "and generate new problems like them, so the students can practise.",
+    "The student was given the following question:\n{question}\nThe answer key has this as "
+    "the rationale and answer:\n{answer}\nPlease generate {n} similar questions with their "
+    "answers.",
+    "Tom has 3 boxes with 4 apples in each box. He eats 2 apples. How many apples are left?",
+    "Question: Mia has 5 bags with 6 marbles in each bag. She gives away 7 marbles. How many "
+    "marbles does she have now?\nAnswer: Mia has 5 * 6 = 30 marbles. After giving away 7, "
+    "30 - 7 = 23 marbles remain.\n#### 23")
+
 
 # ---------------------------------------------------------------- degenerate_reason
 
@@ -85,14 +98,22 @@ def test_prompt_echo_is_rejected(text):
     assert degenerate_reason(text, TREC).startswith("prompt_echo: ")  # chat filler alone
 
 
-@pytest.mark.parametrize("text", [
-    "What does the student learn?",
-    "Who was the teacher of Alexander the Great ?",
-    "What is the label on a bottle of wine called ?",
-    "What is the correct way to write a text message ?",
+def test_echo_of_the_task_description_is_rejected():
+    text = "Classify the sentiment of the movie review sentence."
+    assert degenerate_reason(text, SST2, TEACHER).startswith("prompt_echo: ")
+
+
+@pytest.mark.parametrize("text, prompt", [
+    ("What does the student learn?", TEACHER),
+    ("Who was the teacher of Alexander the Great ?", TEACHER),
+    ("What is the label on a bottle of wine called ?", TEACHER),
+    ("What is the correct way to write a text message ?", TEACHER),
+    # made of the one-shot example's words, but no chat or task talk
+    ("Mia has 5 boxes with 6 marbles in each box. How many marbles are left now?",
+     MATH_TEACHER),
 ])
-def test_questions_using_prompt_words_pass(text):
-    assert degenerate_reason(text, TREC, TEACHER) == ""
+def test_questions_using_prompt_words_pass(text, prompt):
+    assert degenerate_reason(text, TREC, prompt) == ""
 
 
 def test_empty_text_is_rejected():
@@ -266,12 +287,6 @@ def test_no_protected_rows_means_no_leaks():
 
 # ---------------------------------------------------------------- real data
 
-MATH_TEACHER = template_words(
-    "You are a helpful teacher. Your job is to take math problems that students get wrong "
-    "and generate new problems like them, so the students can practise.",
-    "The student was given the following question:\n{question}\nThe answer key has this as "
-    "the rationale and answer:\n{answer}\nPlease generate {n} similar questions with their "
-    "answers.")
 REAL = [  # (file, text field, labels, prompt words)
     ("trec/train.jsonl", "text", TREC, TEACHER), ("trec/test.jsonl", "text", TREC, TEACHER),
     ("sst2/train.jsonl", "sentence", SST2, TEACHER),

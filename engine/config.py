@@ -186,17 +186,23 @@ class TeacherConfig(GenerationConfig):
         3, ge=1, description="requests per target at most: while fewer than n_per_error rows "
                              "are accepted for it, the teacher is asked again (each ask counts "
                              "in the budget)")
-    constrain_format: bool = Field(
-        False, description="constrain the teacher's output to the task's block format with "
-                           "vLLM structured outputs (a regex per request)")
+    constrain_format: bool | None = Field(
+        None, description="constrain the teacher's output to the task's block format with "
+                          "vLLM structured outputs (a regex per request); null: on for a vLLM "
+                          "teacher (measured: more rows pass the gates), off for an API one")
     keep_warm: bool = Field(True, description="keep the teacher's engines running all job")
     api: ApiConfig | None = Field(
         None, description="use an OpenAI-compatible API instead of vLLM replicas; `model` is "
                           "then the API's model name")
 
+    @property
+    def constrained(self) -> bool:
+        """Whether requests carry the format regex (the setting, or its default)."""
+        return self.api is None if self.constrain_format is None else self.constrain_format
+
     @model_validator(mode="after")
     def _api_cannot_constrain(self) -> "TeacherConfig":
-        if self.api is not None and self.constrain_format:
+        if self.api is not None and self.constrain_format is True:
             raise ValueError("constrain_format needs a vLLM teacher (vLLM enforces the regex "
                              "while decoding); remove teacher.api or set constrain_format: false")
         return self

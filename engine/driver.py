@@ -219,7 +219,7 @@ class RoundLoop:
         requests, generated, candidates = ask_teacher(
             targets, lambda req: self.teacher_gen(req, self.teacher_model, "augment"),
             lambda rows, sample: teacher_requests(rows, task, quota, r, sampling,
-                                                  teacher.constrain_format, sample, seed_rows),
+                                                  teacher.constrained, sample, seed_rows),
             filter_, teacher.max_tries)
         self.store.write_table(stage_dir, generated, name=GENERATIONS)
         return StageResult(self._write(stage_dir, candidates),

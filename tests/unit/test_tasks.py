@@ -195,3 +195,15 @@ def test_classification_rejects_label_codes_and_talk_about_examples(tmp_path):
     assert [p.reject_reason.split(":")[0] for p in parsed] == [
         "prompt_echo", "label_names", "prompt_echo", ""]
     assert parsed[3].input == "Win a free cruise by calling today"
+
+
+def test_math_rows_must_be_about_their_own_numbers():
+    from engine.tasks.math import check_grounding
+
+    q = "Chris has 10 boxes with 15 toys in each. He gives away 2 toys. How many are left?"
+    assert check_grounding(q, "10 * 15 = 150\n#### 150") == (
+        "ungrounded: the question's 2 is never used")
+    assert check_grounding(q, "10 * 15 = 150 toys. 150 - 2 = 148\n#### 148") == ""
+    assert check_grounding(q, "10 * 37 = 370\n#### 370").startswith("ungrounded: 37 is not")
+    assert check_grounding("Ann has 3 pens and buys twice as many. How many now?",
+                           "3 * 2 = 6. 3 + 6 = 9\n#### 9") == ""  # 2: a free constant

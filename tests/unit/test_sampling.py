@@ -55,7 +55,7 @@ def test_cache_key_and_api_body_come_from_the_row(tmp_path):
         keys = pipeline._keys(requests, "m")
         rows = requests.to_pylist()
         assert list(keys.values()) == [cache_key(f"{server.url}|m", r["messages"], r["sampling"],
-                                                 0, None) for r in rows]
+                                                 0, r.get("regex"), r["sample"]) for r in rows]
         # another sampling text in the row is another cache entry: nothing else feeds the key
         other = requests.set_column(requests.schema.get_field_index("sampling"), "sampling",
                                     pa.array([json.dumps({"temperature": 0.0})] * 3))

@@ -106,7 +106,9 @@ def test_job_with_api_teacher(vllm_server, tiny_model, tmp_path):
     augment = run_dir / "arithmetic" / "round_0" / "augment"
     generated = pq.read_table(augment / "generations.parquet").to_pylist()
     metrics = json.loads((run_dir / "arithmetic" / "round_0" / "metrics.json").read_text())
-    assert len(generated) == metrics["n_errors"] > 0
+    # one ask per error, then top-up asks (max_tries 3) for errors with no row accepted
+    assert metrics["n_targets"] == metrics["n_errors"] > 0
+    assert len(generated) == metrics["n_requests"] <= 3 * metrics["n_errors"]
     assert all(r["error"] == "" and r["replica"] == "api" and not r["cached"] for r in generated)
     assert after["requests"] - before["requests"] == len(generated)
     usage = metrics["usage"]["augment"]

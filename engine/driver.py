@@ -179,8 +179,8 @@ class RoundLoop:
         task = unit.task
         rows = train_set.to_pylist()
         examples = pa.table({
-            "messages": [json.dumps(task.student_messages(r_["input"])) for r_ in rows],
-            "target": [r_["target"] for r_ in rows]})
+            "messages": [json.dumps(task.student_messages(row["input"])) for row in rows],
+            "target": [row["target"] for row in rows]})
         base = self.student_model if unit.settings.from_base or r == 0 else self._model(unit, r - 1)
         stats = self.trainer(examples, base, model, unit.key, unit.train_seed)
         curve = stats.pop("loss_curve", [])  # a table, not a manifest entry

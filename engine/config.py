@@ -37,18 +37,19 @@ class SamplingOverride(Strict):
     max_tokens: int | None = Field(None, ge=1, description="tokens generated per request")
 
 
-STRATEGIES = ("llm2llm", "seed_only", "random", "mixed")
+StrategyName = Literal["llm2llm", "seed_only", "random", "mixed", "zerogen"]
 
 
 class StrategyConfig(Strict):
     """How a round chooses its teacher requests and trains (engine/strategies/). Baselines are
     strategies too, so `llm2llm compare` runs them through the same loop at the same budget."""
 
-    name: Literal["llm2llm", "seed_only", "random", "mixed"] = Field(
+    name: StrategyName = Field(
         "llm2llm", description="llm2llm: ask about the seed rows the student got wrong; "
                                "seed_only: no teacher; random: the same number of requests, "
                                "for seed rows drawn at random; mixed: targeted_share of them "
-                               "aimed at errors, the rest random")
+                               "aimed at errors, the rest random; zerogen: the same number, "
+                               "from the task description and labels alone")
     targeted_share: float = Field(
         0.5, ge=0, le=1, description="mixed: share of the requests aimed at errors")
     mine_from: Literal["seed", "all"] = Field(
@@ -66,7 +67,7 @@ class StrategyConfig(Strict):
 class CompareConfig(Strict):
     """Strategies x training seeds over the job's tasks, in one job (`llm2llm compare`)."""
 
-    strategies: list[Literal["llm2llm", "seed_only", "random", "mixed"]] = Field(
+    strategies: list[StrategyName] = Field(
         min_length=1, description="strategies run side by side, each with the job's "
                                   "`strategy` settings but its own name")
     seeds: list[int] = Field([0, 1, 2], min_length=1,

@@ -208,7 +208,8 @@ class RoundLoop:
         task, teacher = unit.task, self.cfg.teacher
         view = RoundView(errors=errors, mining=with_outputs(mining, predictions)[0],
                          budget=self.budgets.get((task.name, unit.train_seed, r)),
-                         rng=random.Random(f"{task.name}:{unit.train_seed}:{r}"))
+                         rng=random.Random(f"{task.name}:{unit.train_seed}:{r}"),
+                         task=task.name, labels=tuple(task.labels))
         targets = unit.strategy.targets(view)
         quota = teacher.n_per_error * (self.cfg.rounds - 1 if unit.settings.one_shot else 1)
         seed_rows = train_set.filter(pc.equal(train_set["origin"], "seed"))  # worked examples

@@ -43,6 +43,7 @@ def preflight(config_path: str | None, overrides: list[str],
     """
     cfg = load_config(config_path, overrides)
     problems = check_tasks(cfg.tasks, cfg.seed)
+    problems += [] if problems else _check_strategy_prompts(cfg)
     problems += check_model(cfg.student.model, "student.model")
     api = cfg.teacher.api
     problems += _check_api_key(api) if api else check_model(cfg.teacher.model, "teacher.model")
@@ -75,6 +76,18 @@ def preflight(config_path: str | None, overrides: list[str],
         teacher = resolve(cfg.teacher.model)
     key = Secret(os.environ[api.api_key_env]) if api and api.api_key_env else None
     return Prepared(cfg, student, teacher, splits, key, rerun=affected_stages(cfg, changed))
+
+
+def _check_strategy_prompts(cfg: RunConfig) -> list[str]:
+    """zerogen needs a `zerogen_user` template in each of its tasks' prompt files."""
+    problems = []
+    for i, t in enumerate(cfg.tasks):
+        names = {(t.strategy or cfg.strategy).name, *(cfg.compare.strategies if cfg.compare else ())}
+        prompts = build_task(t, cfg.seed).prompts
+        if "zerogen" in names and "zerogen_user" not in prompts.templates:
+            problems.append(f"tasks.{i}.prompts: strategy zerogen needs a `zerogen_user` "
+                            f"template in {prompts.path} (see prompts/llm2llm/math.yaml)")
+    return problems
 
 
 def _check_storage(run_dir: str) -> str | None:

@@ -4,7 +4,7 @@ A strategy fills in the round without changing its shape (engine/driver.py). Bas
 strategies too, so `llm2llm compare` runs them all through the same loop at the same budget:
 one small module each.
 
-Budget: `random` and `mixed` send as many teacher requests (targets, each asked for the same
+Budget: `random`, `mixed` and `zerogen` send as many teacher requests (targets, each asked for the same
 n_per_error rows, with the same top-up tries) as the `llm2llm` unit of the same task and
 training seed sent in that round; without one in the job, as many as their own student's
 errors. `seed_only` sends none, and trains once: its later rounds would repeat round 0.
@@ -29,6 +29,8 @@ class RoundView:
     mining: pa.Table  # every mining row, trigger_prediction = the student's output
     budget: int | None  # targets the matched llm2llm unit asked about this round, if any
     rng: random.Random  # seeded by (task, training seed, round)
+    task: str = ""  # the task's name and label names (zerogen writes from them alone)
+    labels: tuple[str, ...] = ()
 
 
 class Strategy:
@@ -67,8 +69,10 @@ def build_strategy(settings: StrategyConfig) -> Strategy:
     from engine.strategies.mixed import Mixed
     from engine.strategies.random_rows import RandomRows
     from engine.strategies.seed_only import SeedOnly
+    from engine.strategies.zerogen import ZeroGen
 
-    kinds = {"llm2llm": Strategy, "seed_only": SeedOnly, "random": RandomRows, "mixed": Mixed}
+    kinds = {"llm2llm": Strategy, "seed_only": SeedOnly, "random": RandomRows, "mixed": Mixed,
+             "zerogen": ZeroGen}
     return kinds[settings.name](settings)
 
 

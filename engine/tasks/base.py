@@ -143,6 +143,18 @@ class Task:
         same label a task may show as a worked example."""
         raise NotImplementedError
 
+    @property
+    def description(self) -> str:
+        return self.cfg.description or ""
+
+    def description_messages(self, row: dict, n: int) -> list[dict]:
+        """A request from the task's description and labels alone (the zerogen strategy):
+        the prompt file's `zerogen_user`, for a target whose origin is "description"."""
+        values = dict(description=self.description, labels=", ".join(self.labels),
+                      label=row["label"], n=n)
+        return [{"role": "system", "content": self.prompts.render("teacher_system", **values)},
+                {"role": "user", "content": self.prompts.render("zerogen_user", **values)}]
+
     @staticmethod
     def demonstrations(row: dict, pool: list[dict], k: int) -> list[dict]:
         """Up to k other rows of `pool` with row's label, chosen by the row's id: each target

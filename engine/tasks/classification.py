@@ -75,6 +75,8 @@ class ClassificationTask(Task):
         """System prompt, then (with `demos`, other real rows of the same label) a worked
         request answered with real examples, then the request about `row`. The worked one
         shows a small teacher the format and that "similar" means a new text, not a copy."""
+        if row["origin"] == "description":  # the zerogen strategy: no real row to show
+            return self.description_messages(row, n)
         labels = ", ".join(self.cfg.labels)
         system = self.prompts.render("teacher_system", description=self.description, labels=labels)
         messages = [{"role": "system", "content": system}]

@@ -139,6 +139,8 @@ class MathTask(Task):
                          demos: list[dict] = ()) -> list[dict]:
         """The paper's shape: system prompt, the prompt file's fixed one-shot, the request.
         (`demos` are not used: the one-shot already shows a worked problem.)"""
+        if row["origin"] == "description":  # the zerogen strategy: no real row to show
+            return self.description_messages(row, n)
         system = self.prompts.render("teacher_system")
         user = self.prompts.render("teacher_user", question=row["input"], answer=row["target"],
                                    prediction=prediction, n=n)

@@ -24,8 +24,8 @@ WORDS = ("kites drums lamps socks boats maps cups rings hats bells vans pies owl
 
 
 def teacher(messages):
-    """Two new, distinct problems per request, a pure function of the seed question."""
-    question = messages[-1]["content"].split("\n")[1]
+    """Two new, distinct problems per request, a pure function of the request."""
+    question = messages[-1]["content"]
     out = ""
     for k in range(2):
         rng = random.Random(f"{question}#{k}")

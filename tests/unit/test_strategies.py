@@ -143,3 +143,30 @@ def test_compare_units_have_their_own_folders_and_status(tmp_path):
     metrics = json.loads((tmp_path / "run" / "arithmetic" / "llm2llm" / "seed_3" / "round_1"
                           / "metrics.json").read_text())
     assert metrics["strategy"] == "llm2llm" and metrics["train_seed"] == 3
+
+
+def test_zerogen_asks_from_the_description_alone_at_the_same_budget(tmp_path):
+    cfg, history, gen_t, _ = compare_loop(tmp_path, ["llm2llm", "zerogen"], seeds=[0])
+    units = by_unit(history)
+    for m, ref in zip(units[("zerogen", 0)][:2], units[("llm2llm", 0)][:2]):
+        assert m["n_targets"] == ref["n_targets"] > 0
+    asked = [json.loads(m) for _, _, req in gen_t.calls for rid, m in zip(
+        req["request_id"].to_pylist(), req["messages"].to_pylist()) if rid.startswith("desc")]
+    assert asked and all(len(m) == 2 and "new math word problems" in m[-1]["content"]
+                         for m in asked)  # system + request: no seed row, no one-shot
+    rows = pq.read_table(tmp_path / "run" / "arithmetic" / "zerogen" / "seed_0" / "round_0" /
+                         "augment" / "part-0.parquet").to_pylist()
+    assert rows and all(r["seed_id"].startswith("description:arithmetic:") for r in rows)
+
+
+def test_zerogen_without_its_template_is_refused_at_preflight(tmp_path, monkeypatch):
+    from engine.errors import ConfigError
+    from engine.job import preflight
+
+    prompts = tmp_path / "p.yaml"
+    prompts.write_text("student: '{question}'\nteacher_system: s\nteacher_user: '{question}'\n")
+    path = tmp_path / "job.yaml"
+    path.write_text(f"run_dir: {tmp_path / 'run'}\n"
+                    f"tasks: [{{name: arithmetic, n_seed: 4, prompts: {prompts}}}]\n")
+    with pytest.raises(ConfigError, match="strategy zerogen needs a `zerogen_user` template"):
+        preflight(str(path), ["strategy.name=zerogen"], resolve_models=False)

@@ -1,0 +1,29 @@
+"""`zerogen`: the same number of teacher requests, written from the task's description and
+label names alone, no seed row shown (ZeroGen-style one-shot synthesis). Shows what the seed
+rows, and the errors among them, add to the teacher's prompt."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from engine.records import EXAMPLE
+from engine.strategies import RoundView, Strategy
+
+DESCRIPTION = "description"  # origin of a target that is a label slot, not a real row
+
+
+class ZeroGen(Strategy):
+    name = "zerogen"
+
+    def targets(self, view: RoundView) -> pa.Table:
+        """Label slots, the labels in turn (one empty label for tasks without labels)."""
+        n = view.errors.num_rows if view.budget is None else view.budget
+        labels = list(view.labels) or [""]
+        rows = []
+        for k in range(n):
+            slot = f"{DESCRIPTION}:{view.task}:{k}"
+            rows.append(dict(id=slot, task=view.task, input="", target="",
+                             label=labels[k % len(labels)], origin=DESCRIPTION, round=-1,
+                             seed_id=slot, trigger_prediction="", teacher_model="",
+                             prompt_hash="", sampling=""))
+        return pa.Table.from_pylist(rows, schema=EXAMPLE)

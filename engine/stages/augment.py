@@ -50,7 +50,10 @@ def teacher_requests(targets: pa.Table, task: Task, n_per_error: int, round_: in
         "sample": pa.array([sample] * len(rows), pa.int32()),
     }
     if constrain_format:
-        columns["regex"] = [task.teacher_format_regex(r, n_per_error) for r in rows]
+        # no longer than the style gate accepts: twice the longest real text
+        longest = max((len(p["input"].split()) for p in real), default=30)
+        columns["regex"] = [task.teacher_format_regex(r, n_per_error, 2 * longest)
+                            for r in rows]
     return pa.table(columns)
 
 

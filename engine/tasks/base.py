@@ -165,8 +165,9 @@ class Task:
     def parse_teacher(self, output: str, seed_row: dict) -> list[Parsed]:
         raise NotImplementedError
 
-    def teacher_format_regex(self, row: dict, n: int) -> str:
-        """A regex that every parseable teacher answer matches (for structured outputs)."""
+    def teacher_format_regex(self, row: dict, n: int, max_words: int = 60) -> str:
+        """A regex that every parseable teacher answer matches (for structured outputs);
+        max_words bounds an example's text where the format has one."""
         raise NotImplementedError
 
     def _chat(self, system: str, user: str) -> list[dict]:

@@ -94,8 +94,9 @@ class ClassificationTask(Task):
         return self.prompts.render("teacher_user", text=row["input"], label=row["label"],
                                    prediction=prediction, n=n, labels=labels)
 
-    def teacher_format_regex(self, row: dict, n: int) -> str:
-        words = rf"(?:[^\n ]+ ){{{MIN_WORDS - 1},60}}[^\n ]+"  # at least MIN_WORDS words
+    def teacher_format_regex(self, row: dict, n: int, max_words: int = 60) -> str:
+        top = max(MIN_WORDS, max_words) - 1
+        words = rf"(?:[^\n ]+ ){{{MIN_WORDS - 1},{top}}}[^\n ]+"  # MIN_WORDS to max_words
         block = rf"Text: {words}\nLabel: {re.escape(row['label'])}\n"
         return f"({block}){{{n}}}"
 

@@ -146,7 +146,7 @@ class MathTask(Task):
                                    prediction=prediction, n=n)
         return self._chat(system, user)
 
-    def teacher_format_regex(self, row: dict, n: int) -> str:
+    def teacher_format_regex(self, row: dict, n: int, max_words: int = 60) -> str:
         block = r"Question: [^\n]{10,300}\nAnswer: [^\n]{5,400}\n#### -?[0-9]{1,7}\n"
         return f"({block}){{{n}}}"
 

@@ -25,7 +25,8 @@ from engine.storage import RESUME_DIR
 
 
 def deepspeed_config(cfg: TrainConfig, total_steps: int, use_gpu: bool) -> dict:
-    warmup = max(1, int(total_steps * cfg.warmup_ratio))  # DeepSpeed refuses 0
+    warmup = int(total_steps * cfg.warmup_ratio)
+    warmup = warmup if warmup >= 2 else 0  # DeepSpeed cannot warm up in fewer than 2 steps
     config = {
         "train_micro_batch_size_per_gpu": cfg.batch_size,
         "gradient_accumulation_steps": cfg.grad_accum,
@@ -34,9 +35,14 @@ def deepspeed_config(cfg: TrainConfig, total_steps: int, use_gpu: bool) -> dict:
         "bf16": {"enabled": cfg.precision == "bf16"},
         # torch AdamW on CPU: DeepSpeed's fused Adam needs CUDA, its CPU Adam a compile step.
         "zero_allow_untested_optimizer": True,
+        # DeepSpeed warms up over at least 2 steps, its first two at warmup_min_lr: with a
+        # min of 0, a short run (a small seed set is a handful of steps) spent them at lr 0.
+        # So the warm-up starts above 0, and a run too short to warm up trains at a constant lr.
         "scheduler": {"type": "WarmupDecayLR", "params": {
-            "total_num_steps": max(total_steps, warmup + 1), "warmup_num_steps": warmup,
-            "warmup_min_lr": 0.0, "warmup_max_lr": cfg.lr}},
+            "total_num_steps": max(total_steps, warmup + 2),
+            "warmup_num_steps": max(warmup, 2), "warmup_type": "linear",
+            "warmup_min_lr": cfg.lr / (warmup + 1) if warmup else cfg.lr,
+            "warmup_max_lr": cfg.lr}},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }

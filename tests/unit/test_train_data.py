@@ -38,3 +38,24 @@ def test_checkpoint_steps_per_epoch_and_every_n():
     assert checkpoint_steps(10, 5, 1, 2) == [2, 4, 6, 8]
     assert checkpoint_steps(10, 5, 2, 2) == [4, 8]  # every 2 optimizer steps of 2 micro-steps
     assert checkpoint_steps(10, 5, 1, "never") == []
+
+
+def test_no_training_step_runs_at_learning_rate_zero():
+    import torch
+    from deepspeed.runtime.lr_schedules import WarmupDecayLR
+
+    from engine.backends.deepspeed_trainer import deepspeed_config
+    from engine.config import TrainConfig
+
+    for total in (2, 6, 14, 40):  # a tiny seed set is a handful of steps
+        params = deepspeed_config(TrainConfig(lr=1e-4, warmup_ratio=0.1), total,
+                                  False)["scheduler"]["params"]
+        opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-4)
+        schedule = WarmupDecayLR(opt, **params)
+        lrs = []
+        for _ in range(total):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            schedule.step()
+        assert min(lrs) > 0, (total, lrs)
+        assert max(lrs) <= 1e-4 + 1e-12

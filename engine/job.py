@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from engine.config import ApiConfig, RunConfig, load_config
 from engine.compare import format_compare, write_compare
+from engine.config import ApiConfig, RunConfig, load_config
 from engine.errors import ConfigError, EngineError, JobInterrupted, root_cause
 from engine.generation.openai_api import Secret
 from engine.metrics import format_table

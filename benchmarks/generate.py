@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from benchmarks import report
 from engine.config import GenerationConfig, TaskConfig
 from engine.generation.pipeline import GenerationPipeline
 from engine.generation.vllm_replicas import engine_kwargs
@@ -132,10 +133,7 @@ def main() -> None:
                                        / engine["seconds"], 3),
     }
     result["ratio"] = round(result["engine_tokens_per_s"] / result["vllm_tokens_per_s"], 3)
-    print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    report(result, args.json)
 
 
 if __name__ == "__main__":

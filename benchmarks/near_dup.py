@@ -24,6 +24,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from benchmarks import report
 from engine.stages.gates import NearDuplicateIndex, normalize, words_of
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -154,10 +155,7 @@ def main() -> None:
         "cpu_time_ratio_vs_exact_set": round(cpu_s / exact_cpu, 1),
         "synthesis_seconds": round(synth_s, 1),
     }
-    print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    report(result, args.json)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,13 @@ Runs vLLM in this process (no Ray): it measures the prompt and gates, not the pi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
 
+from benchmarks import report
 from engine.config import TaskConfig, TeacherConfig, load_config
 from engine.generation.vllm_replicas import engine_kwargs
 from engine.models import resolve_model
@@ -108,10 +108,7 @@ def main() -> None:
                "max_tries": teacher.max_tries, "results": results,
                "yield_ratio_constrained_vs_not": round(on["yield"] / off["yield"], 2)
                if off["yield"] else None}
-    print(json.dumps(summary, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    report(summary, args.json)
 
 
 if __name__ == "__main__":

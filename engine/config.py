@@ -64,14 +64,59 @@ class StrategyConfig(Strict):
                            "it over rounds")
 
 
+# Ablation switches a compare entry may carry after its strategy's name ("llm2llm+one_shot"):
+# the LLM2LLM paper's ablations, swept side by side with the strategies in one job.
+SWITCHES = {"one_shot": {"one_shot": True}, "mine_all": {"mine_from": "all"},
+            "continue": {"from_base": False}}
+STRATEGY_NAMES = StrategyName.__args__
+
+
+def strategy_variant(spec: str) -> dict:
+    """The StrategyConfig fields a compare entry sets: `name[+switch...]`, switches from
+    SWITCHES or `share=X` (mixed's targeted_share). Raises ValueError naming the fix."""
+    name, *switches = spec.split("+")
+    if name not in STRATEGY_NAMES:
+        raise ValueError(f"{spec!r}: unknown strategy {name!r}; use one of "
+                         f"{', '.join(STRATEGY_NAMES)}")
+    fields: dict = {"name": name}
+    for switch in switches:
+        if switch.startswith("share=") and name == "mixed":
+            try:
+                fields["targeted_share"] = float(switch.split("=", 1)[1])
+            except ValueError:
+                raise ValueError(f"{spec!r}: share takes a number, e.g. mixed+share=0.25") from None
+        elif switch in SWITCHES and name != "seed_only":
+            fields.update(SWITCHES[switch])
+        else:
+            known = ", ".join([*SWITCHES, "share=X (mixed)"])
+            raise ValueError(f"{spec!r}: {switch!r} is not a switch of {name} (seed_only "
+                             f"takes none); switches: {known}")
+    return fields
+
+
 class CompareConfig(Strict):
     """Strategies x training seeds over the job's tasks, in one job (`llm2llm compare`)."""
 
-    strategies: list[StrategyName] = Field(
+    strategies: list[str] = Field(
         min_length=1, description="strategies run side by side, each with the job's "
-                                  "`strategy` settings but its own name")
+                                  "`strategy` settings but its own name, plus any ablation "
+                                  "switches: llm2llm+one_shot (whole budget in round 0), "
+                                  "llm2llm+mine_all (mine synthetic rows too), "
+                                  "llm2llm+continue (train on from the last student), "
+                                  "mixed+share=0.25")
     seeds: list[int] = Field([0, 1, 2], min_length=1,
                              description="training seeds; the data split keeps `seed`")
+
+    @model_validator(mode="after")
+    def _known_variants(self) -> "CompareConfig":
+        for spec in self.strategies:
+            try:  # a share outside [0, 1] fails here, with its bounds
+                StrategyConfig(**strategy_variant(spec))
+            except ValidationError as exc:
+                raise ValueError(f"{spec!r}: {exc.errors()[0]['msg']}") from None
+        if len(set(self.strategies)) < len(self.strategies):
+            raise ValueError("a strategy is listed twice; list each once")
+        return self
 
 
 class TaskConfig(Strict):

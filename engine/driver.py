@@ -91,7 +91,7 @@ class RoundLoop:
             result = stage("augment", lambda d: self._augment(
                 unit, r, errors, mining, predictions, train_set, test, d))
             candidates, asked = result.table, result.info
-            if unit.strategy.name == "llm2llm":
+            if unit.sets_budget:
                 self.budgets[(unit.task.name, unit.train_seed, r)] = asked.get("targets", 0)
         added = accepted_examples(candidates) if candidates is not None else EXAMPLE.empty_table()
         usage = {"predict": self._usage(unit, r, "predict", self.cfg.student.prices)}
@@ -99,7 +99,7 @@ class RoundLoop:
             usage["augment"] = self._usage(unit, r, "augment", self.cfg.teacher.prices)
         metrics = round_metrics(unit.task.name, r, train_set, predictions, errors, candidates,
                                 train_stats, timings, usage, asked, self._previous(unit, r))
-        metrics.update(strategy=unit.strategy.name, train_seed=unit.train_seed, unit=unit.key)
+        metrics.update(strategy=unit.variant, train_seed=unit.train_seed, unit=unit.key)
         self.store.write_json(f"{self.store.round_dir(unit.key, r)}/metrics.json", metrics)
         return metrics, added
 

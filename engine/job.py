@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from engine.compare import format_compare, write_compare
-from engine.config import ApiConfig, RunConfig, load_config
+from engine.config import ApiConfig, RunConfig, load_config, strategy_variant
 from engine.errors import ConfigError, EngineError, JobInterrupted, root_cause
 from engine.generation.openai_api import Secret
 from engine.metrics import format_table
@@ -82,7 +82,8 @@ def _check_strategy_prompts(cfg: RunConfig) -> list[str]:
     """zerogen needs a `zerogen_user` template in each of its tasks' prompt files."""
     problems = []
     for i, t in enumerate(cfg.tasks):
-        names = {(t.strategy or cfg.strategy).name, *(cfg.compare.strategies if cfg.compare else ())}
+        listed = cfg.compare.strategies if cfg.compare else ()
+        names = {(t.strategy or cfg.strategy).name, *(strategy_variant(s)["name"] for s in listed)}
         prompts = build_task(t, cfg.seed).prompts
         if "zerogen" in names and "zerogen_user" not in prompts.templates:
             problems.append(f"tasks.{i}.prompts: strategy zerogen needs a `zerogen_user` "

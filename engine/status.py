@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from engine.config import strategy_variant
 from engine.errors import DataError
 from engine.generation.cache import ResponseCache
 from engine.provenance import read_run_record
@@ -39,9 +40,11 @@ def stage_states(run_dir: str | Path, now: float | None = None) -> tuple[list[di
         own = task.get("strategy") or strategy
         for name, _, key in unit_keys(task["name"], config.get("compare"),
                                       own.get("name", "llm2llm"), 0):
-            last = 0 if name == "seed_only" else rounds - 1  # seed_only trains once
+            settings = {**own, **(strategy_variant(name) if config.get("compare") else {})}
+            last = 0 if settings.get("name") == "seed_only" else rounds - 1  # trains once
             for r in range(last + 1):
-                no_teacher = r == last or name == "seed_only" or (own.get("one_shot") and r > 0)
+                no_teacher = (r == last or settings.get("name") == "seed_only"
+                              or (settings.get("one_shot") and r > 0))
                 rows.append(_unit_row(store, key, r, no_teacher, alive))
     driver = {"heartbeat_age_s": age, "alive": alive,
               "finished": bool(beat and beat.get("finished")), "host": beat and beat.get("host"),

@@ -8,6 +8,10 @@ Budget: `random`, `mixed` and `zerogen` send as many teacher requests (targets, 
 n_per_error rows, with the same top-up tries) as the `llm2llm` unit of the same task and
 training seed sent in that round; without one in the job, as many as their own student's
 errors. `seed_only` sends none, and trains once: its later rounds would repeat round 0.
+
+A compare entry may add the LLM2LLM paper's ablation switches to a name
+(`llm2llm+one_shot`, `llm2llm+mine_all`, `llm2llm+continue`; engine/config.py SWITCHES): the
+variant is a unit of its own, under its full name, and only plain `llm2llm` sets the budget.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from engine.config import RunConfig, StrategyConfig
+from engine.config import RunConfig, StrategyConfig, strategy_variant
 from engine.tasks import Task
 
 
@@ -53,12 +57,19 @@ class Strategy:
 @dataclass(frozen=True)
 class Unit:
     """One line of a job: a task under a strategy with a training seed. `key` is its folder
-    under run_dir: the task name in a plain run, <task>/<strategy>/seed_<s> in a compare."""
+    under run_dir: the task name in a plain run, <task>/<variant>/seed_<s> in a compare.
+    `variant` is the strategy as the compare lists it, switches included."""
 
     task: Task
     strategy: Strategy
     train_seed: int
     key: str
+    variant: str = ""
+
+    @property
+    def sets_budget(self) -> bool:
+        """The plain llm2llm unit's targets are the budget its task-seed's baselines match."""
+        return (self.variant or self.strategy.name) == "llm2llm"
 
     @property
     def settings(self) -> StrategyConfig:
@@ -95,8 +106,8 @@ def plan_units(cfg: RunConfig, tasks: list[Task]) -> list[Unit]:
     for task in tasks:
         base = task.cfg.strategy or cfg.strategy
         for name, seed, key in unit_keys(task.name, compare, base.name, cfg.seed):
-            units.append(Unit(task, build_strategy(base.model_copy(update={"name": name})),
-                              seed, key))
+            settings = base.model_copy(update=strategy_variant(name) if compare else {})
+            units.append(Unit(task, build_strategy(settings), seed, key, name))
     return units
 
 

@@ -103,6 +103,39 @@ def test_ablations_continue_training_and_spend_the_budget_at_once(tmp_path):
     assert r0["n_rows_asked"] == r0["n_targets"] * 2 * 2  # n_per_error x (rounds - 1)
 
 
+def test_compare_sweeps_ablation_switches_as_units_of_their_own(tmp_path):
+    cfg, history, gen_t, trainer = compare_loop(
+        tmp_path, ["llm2llm", "llm2llm+one_shot+continue", "random"], seeds=[0])
+    units = by_unit(history)
+    plain, ablated, rand = (units[(n, 0)] for n in
+                            ("llm2llm", "llm2llm+one_shot+continue", "random"))
+    assert plain[1]["n_targets"] and ablated[1]["n_targets"] is None  # one_shot: r0 only
+    assert ablated[0]["n_rows_asked"] == ablated[0]["n_targets"] * 2 * 2
+    # the budget is plain llm2llm's, never the variant's
+    assert [m["n_targets"] for m in rand[:2]] == [m["n_targets"] for m in plain[:2]]
+    bases = {call[2].split("/arithmetic/")[1]: call[1] for call in trainer.calls}
+    assert bases["llm2llm+one_shot+continue/seed_0/round_2/train/model"].endswith(
+        "llm2llm+one_shot+continue/seed_0/round_1/train/model")
+    assert bases["llm2llm/seed_0/round_2/train/model"] == "base"
+    assert {r["strategy"] for r in compare_rows(cfg)} == {
+        "llm2llm", "llm2llm+one_shot+continue", "random"}
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("llm2llm+fast", "'fast' is not a switch of llm2llm"),
+    ("seed_only+one_shot", "seed_only takes none"),
+    ("mixed+share=lots", "share takes a number"),
+    ("mixed+share=1.5", "less than or equal to 1"),
+    ("s3", "unknown strategy 's3'"),
+])
+def test_a_bad_compare_entry_names_the_fix(spec, message):
+    from engine.errors import ConfigError
+    from engine.config import load_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, ["tasks=[{name: arithmetic}]", f"compare.strategies=[{spec}]"])
+
+
 def test_compare_table_aggregates_seeds_and_carries_seed_only_forward(tmp_path):
     cfg, history, *_ = compare_loop(tmp_path, ["llm2llm", "seed_only"], rounds=2)
     rows = compare_rows(cfg)

@@ -1,0 +1,114 @@
+"""Student training time for one round, the engine's trainer (Ray Train + DeepSpeed) under
+several settings against plain PyTorch in this process, on the same rows, in one run.
+
+    python -m benchmarks.train_round --task trec --rows 55 --json results/train_round.json
+
+The rows are a task's seed rows as the train stage builds them; each variant trains the
+bundled student for `--epochs` epochs at `--batch` rows per optimizer step (split over the
+workers), so every variant does the same arithmetic. Prints wall seconds per variant and the
+ratio to the plain loop, so a reader sees what the distribution and checkpoint machinery costs
+on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+
+from benchmarks import report
+from benchmarks.teacher_yield import task_config
+from engine.backends.train_data import build_features, collate, epoch_batches
+from engine.config import TrainConfig
+from engine.models import DEFAULT_MODEL, resolve_model
+from engine.tasks import build_task
+
+VARIANTS = {
+    # name: TrainConfig overrides (batch_size is per worker: the global batch stays --batch)
+    "ray_2w_zero2_ckpt_epoch": {"num_workers": 2, "zero_stage": 2, "checkpoint_every": "epoch"},
+    "ray_2w_zero2": {"num_workers": 2, "zero_stage": 2, "checkpoint_every": "never"},
+    "ray_2w_zero0": {"num_workers": 2, "zero_stage": 0, "checkpoint_every": "never"},
+    "ray_1w_zero0": {"num_workers": 1, "zero_stage": 0, "checkpoint_every": "never"},
+}
+
+
+def examples_for(task_name: str, n_rows: int) -> pa.Table:
+    task = build_task(task_config(task_name, n_rows), 0)
+    rows, _ = task.seed_and_test()
+    return pa.table({"messages": [json.dumps(task.student_messages(r["input"])) for r in rows],
+                     "target": [r["target"] for r in rows]})
+
+
+def plain_loop(examples: pa.Table, model_dir: str, cfg: TrainConfig, batch: int,
+               seed: int) -> dict:
+    """The same steps with no Ray, no DeepSpeed: the floor for this machine."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    start = time.time()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    features = []
+    for row in examples.to_pylist():
+        prompt = tok.apply_chat_template(json.loads(row["messages"]), tokenize=False,
+                                         add_generation_prompt=True)
+        features.append(build_features(tok(prompt, add_special_tokens=False)["input_ids"],
+                                       tok(row["target"], add_special_tokens=False)["input_ids"],
+                                       tok.eos_token_id, cfg.max_seq_len))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    steps = epoch_batches(len(features), batch, cfg.epochs, seed)
+    t0 = time.time()
+    for idx in steps:
+        out = model(**{k: torch.tensor(v) for k, v in collate([features[i] for i in idx],
+                                                               pad).items()})
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return {"steps": len(steps), "train_seconds": round(time.time() - t0, 1),
+            "wall_seconds": round(time.time() - start, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", default="trec")
+    parser.add_argument("--rows", type=int, default=55)
+    parser.add_argument("--batch", type=int, default=8, help="rows per optimizer step")
+    parser.add_argument("--epochs", type=float, default=2)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    import ray
+
+    from engine.backends.deepspeed_trainer import RayDeepSpeedTrainer
+
+    examples = examples_for(args.task, args.rows)
+    model_dir = resolve_model(DEFAULT_MODEL)
+    base = TrainConfig(epochs=args.epochs)
+    result = {"task": args.task, "rows": examples.num_rows, "global_batch": args.batch,
+              "epochs": args.epochs, "plain_torch": plain_loop(examples, model_dir, base,
+                                                               args.batch, 0)}
+    ray.init(num_cpus=max(2, args.batch), include_dashboard=False)
+    for name in args.variants.split(","):
+        overrides = VARIANTS[name]
+        cfg = base.model_copy(update={**overrides,
+                                      "batch_size": args.batch // overrides["num_workers"]})
+        with tempfile.TemporaryDirectory() as out:
+            stats = RayDeepSpeedTrainer(cfg, log=lambda *_: None)(
+                examples, model_dir, str(Path(out) / "model"), "bench", 0)
+        result[name] = {"steps": stats["steps"],
+                        "train_seconds": round(stats["train_seconds"], 1),
+                        "wall_seconds": round(stats["wall_seconds"], 1),
+                        "wall_vs_plain": round(stats["wall_seconds"]
+                                               / result["plain_torch"]["wall_seconds"], 2)}
+        print(name, result[name], flush=True)
+    report(result, args.json)
+
+
+if __name__ == "__main__":
+    main()

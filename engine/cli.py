@@ -1,5 +1,5 @@
 """`llm2llm` command line: `llm2llm run CONFIG [key.sub=value ...]`, `llm2llm check ...`,
-`llm2llm status RUN_DIR`, `llm2llm config [SECTION]`."""
+`llm2llm status RUN_DIR`, `llm2llm inspect RUN_DIR`, `llm2llm config [SECTION]`."""
 
 from __future__ import annotations
 
@@ -35,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="per task and round: which stages are done, running or "
                                       "missing")
     p.add_argument("run_dir", help="a job's run_dir")
+    p = sub.add_parser("inspect", help="the errors a round mined, the rows the teacher wrote "
+                                       "for each with verdicts, and which were fixed")
+    p.add_argument("run_dir", help="a job's run_dir")
+    p.add_argument("--task", help="a task, or a compare's unit such as trec/llm2llm/seed_0")
+    p.add_argument("--round", type=int, help="every row of this round (default: a summary "
+                                             "per round)")
+    p.add_argument("--row", help="one row (a seed row's id) in full")
     p = sub.add_parser("config", help="every setting with its type, default and meaning")
     p.add_argument("section", nargs="?", default="",
                    help="only settings under this dotted prefix, e.g. teacher or train.lr")
@@ -61,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     # Overrides may come before or after flags; argparse leaves the later ones unparsed.
     args, extra = parser.parse_known_args(argv)
     if any(a.startswith("-") or "=" not in a for a in extra) or (
-            extra and args.command in ("status", "config")):
+            extra and args.command in ("status", "inspect", "config")):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "config":
         return print_settings(args.section)
@@ -71,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     from engine.models import BUILTIN_MODELS, looks_like_path
 
     try:
-        if args.command == "status":
+        if args.command == "inspect":
+            from engine.inspect import inspect_run
+
+            print(inspect_run(args.run_dir, args.task, args.round, args.row))
+        elif args.command == "status":
             from engine.status import format_status
 
             print(format_status(args.run_dir))

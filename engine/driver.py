@@ -42,6 +42,10 @@ class StageResult:
     info: dict = field(default_factory=dict)
 
 
+# Round-0 stages every strategy shares for a task and training seed (see _round0_twin).
+ROUND0_SHARED = ("train", "predict", "mine")
+
+
 class RoundLoop:
     def __init__(self, cfg: RunConfig, tasks: list[Task], student_model: str, teacher_model: str,
                  student_gen: TextGenerator, teacher_gen: TextGenerator, trainer: StudentTrainer,
@@ -123,6 +127,9 @@ class RoundLoop:
             # "result": where engines before StageResult kept the train stage's stats
             info = manifest.get("info", manifest.get("result")) or {}
             return StageResult(self.store.read_table(stage_dir), info)
+        twin = self._round0_twin(unit, r, name)
+        if twin is not None:
+            return self._copy_stage(unit, twin, name, timings)
         self.log(f"[{unit.key} r{r}] {name} ...")
         self.store.begin_stage(stage_dir)
         start = time.time()
@@ -134,6 +141,46 @@ class RoundLoop:
                                 seconds=timings[name], rows=result.table.num_rows,
                                 info=result.info)
         return result
+
+    def _round0_twin(self, unit: Unit, r: int, name: str) -> Unit | None:
+        """An earlier unit whose finished round-0 `name` stage this unit's would repeat.
+
+        Round 0 trains on the seed alone from the base model, so every strategy with the same
+        task and training seed has the same round-0 student, predictions and errors (training
+        is deterministic given the seed): a compare computes them once per task and seed."""
+        if r != 0 or name not in ROUND0_SHARED:
+            return None
+        for other in self.units:
+            if other is unit:
+                return None
+            if (other.task.name, other.train_seed) == (unit.task.name, unit.train_seed) and \
+                    self.store.is_complete(self.store.stage_dir(other.key, 0, name)):
+                return other
+        return None
+
+    def _copy_stage(self, unit: Unit, twin: Unit, name: str, timings: dict) -> StageResult:
+        """This unit's round-0 stage as a copy of its twin's, recorded as one. Generations
+        copied count as cached: none were generated for this unit."""
+        source, stage_dir = (self.store.stage_dir(u.key, 0, name) for u in (twin, unit))
+        self.log(f"[{unit.key} r0] {name}: the same as {twin.key}'s, copied")
+        self.store.begin_stage(stage_dir)
+        self.store.copy_stage(source, stage_dir)
+        if self.store.has_table(stage_dir, GENERATIONS):
+            generated = self.store.read_table(stage_dir, GENERATIONS)
+            generated = generated.set_column(
+                generated.schema.get_field_index("cached"), "cached",
+                pa.array([True] * generated.num_rows)).set_column(
+                generated.schema.get_field_index("attempts"), "attempts",
+                pa.array([0] * generated.num_rows, pa.int32()))
+            self.store.write_table(stage_dir, generated, name=GENERATIONS)
+        manifest = self.store.read_manifest(source)
+        info = manifest.get("info", manifest.get("result")) or {}
+        table = self.store.read_table(stage_dir)
+        timings[name] = 0.0
+        self.store.finish_stage(stage_dir, name, task=unit.task.name, unit=unit.key, round=0,
+                                seconds=0.0, rows=table.num_rows, info=info,
+                                copied_from=twin.key)
+        return StageResult(table, info)
 
     def _usage(self, unit: Unit, r: int, stage: str, prices) -> dict | None:
         """Tokens, failures and cost of a stage's generations (stored with the stage); None

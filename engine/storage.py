@@ -135,6 +135,14 @@ class RunStorage:
         self.write_json(fs.join(stage_dir, MANIFEST), manifest)
         return manifest
 
+    def copy_stage(self, source: str, stage_dir: str) -> None:
+        """Another finished stage's files into `stage_dir`, without its manifest: the caller
+        finishes the copy as a stage of its own."""
+        for entry in fs.list_files(self.fs, source, recursive=True):
+            name = entry.path[len(source):].lstrip("/")
+            if name != MANIFEST:
+                fs.copy_tree(self.fs, entry.path, self.fs, fs.join(stage_dir, name))
+
     def read_manifest(self, stage_dir: str) -> dict:
         return json.loads(fs.read_bytes(self.fs, fs.join(stage_dir, MANIFEST)))
 

@@ -57,10 +57,14 @@ def test_compare_table_has_every_strategy_round_and_seed(compare_run):
 def test_seeds_train_differently_and_strategies_share_round_0(compare_run):
     run_dir, _ = compare_run
     units = run_dir / "arithmetic"
-    # round 0 is the same training (seed data, same seed) whatever the strategy...
+    # round 0 is the same training (seed data, same seed) whatever the strategy: computed
+    # once per seed, and copied...
     for seed in (0, 1):
         assert weights(units / "llm2llm" / f"seed_{seed}", 0) == weights(
             units / "seed_only" / f"seed_{seed}", 0)
+        manifest = json.loads((units / "seed_only" / f"seed_{seed}" / "round_0" / "train" /
+                               "MANIFEST.json").read_text())
+        assert manifest["copied_from"] == f"arithmetic/llm2llm/seed_{seed}"
     # ...and another training seed is another student
     assert weights(units / "llm2llm" / "seed_0", 0) != weights(units / "llm2llm" / "seed_1", 0)
     # seed_only trains once and never asks the teacher

@@ -69,8 +69,30 @@ def test_baselines_send_as_many_requests_as_llm2llm_for_other_rows(tmp_path):
     mined = set(pq.read_table(root / "llm2llm" / "seed_0" / "round_0" / "mine" /
                               "part-0.parquet")["id"].to_pylist())
     assert asked("llm2llm") == mined and asked("random") - mined
-    assert len(trainer.seeds) == 2 * (3 + 3 + 3 + 1)
+    # per seed: round 0 once for all four, rounds 1 and 2 for the three that augment
+    assert len(trainer.seeds) == 2 * (1 + 3 * 2)
     assert sorted(set(trainer.seeds)) == [0, 1]
+
+
+def test_round_0_is_computed_once_per_task_and_seed_and_copied_to_the_others(tmp_path):
+    cfg, history, gen_t, trainer = compare_loop(tmp_path, ["llm2llm", "random", "seed_only"],
+                                                seeds=[0, 1], rounds=2)
+    trained = [call[2].split("/arithmetic/")[1] for call in trainer.calls]
+    assert [t for t in trained if "round_0" in t] == [
+        "llm2llm/seed_0/round_0/train/model", "llm2llm/seed_1/round_0/train/model"]
+    units = by_unit(history)
+    for seed in (0, 1):
+        r0 = [units[(name, seed)][0] for name in ("llm2llm", "random", "seed_only")]
+        assert len({(m["test_accuracy"], m["n_errors"]) for m in r0}) == 1
+        assert units[("random", seed)][0]["n_targets"] == r0[0]["n_targets"]  # then its own
+    copied = tmp_path / "run" / "arithmetic" / "random" / "seed_1" / "round_0"
+    manifest = json.loads((copied / "predict" / "MANIFEST.json").read_text())
+    assert manifest["copied_from"] == "arithmetic/llm2llm/seed_1"
+    assert (copied / "train" / "model" / "config.json").is_file()
+    generated = pq.read_table(copied / "predict" / "generations.parquet")
+    assert all(generated["cached"].to_pylist())  # nothing was generated for this unit
+    # round 1 is each strategy's own
+    assert any("random/seed_0/round_1/train" in t for t in trained)
 
 
 def test_random_and_mixed_targets_from_a_hand_made_round():

@@ -21,6 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="if run_dir holds a run with a different config, redo the stages "
                             "the changes affect (the old ones are kept under "
                             "run_dir/superseded/) instead of refusing")
+        p.add_argument("--verbose", action="store_true",
+                       help="show the workers' own output (vLLM, DeepSpeed, Ray) here too; "
+                            "it is always in the worker logs")
     p = sub.add_parser("compare", help="strategies x training seeds over the config's tasks, "
                                        "in one job; prints and writes compare.json")
     p.add_argument("config", help="YAML config file (see jobs/configs/)")
@@ -32,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0,1,2", help="training seeds, e.g. 0,1,2")
     p.add_argument("--rerun-affected", action="store_true",
                    help="as for run")
+    p.add_argument("--verbose", action="store_true", help="as for run")
     p = sub.add_parser("status", help="per task and round: which stages are done, running or "
                                       "missing")
     p.add_argument("run_dir", help="a job's run_dir")
@@ -101,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
             # A compare is a run with a `compare` section: resumable and re-plannable like any.
             run_job(args.config, args.overrides + [f"compare.strategies=[{args.strategies}]",
                                                    f"compare.seeds=[{args.seeds}]"],
-                    args.rerun_affected)
+                    args.rerun_affected, args.verbose)
         else:
-            run_job(args.config, args.overrides, args.rerun_affected)
+            run_job(args.config, args.overrides, args.rerun_affected, args.verbose)
     except EngineError as exc:
         print(f"llm2llm: error: {exc}", file=sys.stderr)
         return 2

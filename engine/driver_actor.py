@@ -11,6 +11,7 @@ import ray
 
 from engine.backends.deepspeed_trainer import RayDeepSpeedTrainer
 from engine.config import RunConfig
+from engine.console import QueueLog
 from engine.driver import RoundLoop
 from engine.generation.cache import ResponseCache
 from engine.generation.openai_api import Secret
@@ -20,19 +21,22 @@ from engine.storage import RunStorage
 from engine.tasks import build_task
 
 
-def _log(message: str) -> None:
+def _print(message: str) -> None:
     print(message, flush=True)
 
 
 @ray.remote(num_cpus=0)  # it only orchestrates; workers and engines hold the CPUs
 class DriverActor:
     def __init__(self, cfg: RunConfig, student_model: str, teacher_model: str, splits: dict,
-                 api_key: Secret | None = None):
+                 api_key: Secret | None = None, console=None):
+        """`console`: a ray.util.queue.Queue the job's process shows events from (lines and
+        progress, engine/console.py); without one, lines go to this actor's output only."""
         self.splits = splits
+        log = QueueLog(console) if console is not None else _print
         # One cache for both roles: keys include the model, so they never collide.
-        cache = ResponseCache(RunStorage(cfg.run_dir).cache_dir(), log=_log)
-        self.student_gen = GenerationPipeline(cfg.student, cfg.seed, cache, log=_log)
-        self.teacher_gen = GenerationPipeline(cfg.teacher, cfg.seed, cache, api_key, log=_log)
+        cache = ResponseCache(RunStorage(cfg.run_dir).cache_dir(), log=log)
+        self.student_gen = GenerationPipeline(cfg.student, cfg.seed, cache, log=log)
+        self.teacher_gen = GenerationPipeline(cfg.teacher, cfg.seed, cache, api_key, log=log)
         self.loop = RoundLoop(
             cfg,
             tasks=[build_task(t, cfg.seed) for t in cfg.tasks],
@@ -40,8 +44,8 @@ class DriverActor:
             teacher_model=teacher_model,
             student_gen=self.student_gen,
             teacher_gen=self.teacher_gen,
-            trainer=RayDeepSpeedTrainer(cfg.train, log=_log),
-            log=_log,
+            trainer=RayDeepSpeedTrainer(cfg.train, log=log),
+            log=log,
         )
 
     def run(self):

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pyarrow as pa
 
 from engine.compare import format_compare, write_compare
+from engine import fs
 from engine.config import ApiConfig, RunConfig, load_config, strategy_variant
+from engine.console import Console
 from engine.errors import ConfigError, EngineError, JobInterrupted, root_cause
 from engine.generation.openai_api import Secret
 from engine.metrics import format_table
@@ -110,26 +113,50 @@ def _check_api_key(api: ApiConfig) -> list[str]:
     return []
 
 
-def start_ray(cfg: RunConfig) -> None:
+def start_ray(cfg: RunConfig, verbose: bool = True) -> None:
     """Join the configured cluster, the one a `ray job submit` job runs in, or start a fresh
-    local instance."""
+    local instance. Workers' output (vLLM, DeepSpeed, Ray Data) reaches this process's
+    console only if `verbose`; it is always in the workers' log files."""
     import ray
 
     if cfg.ray.address:
-        ray.init(address=cfg.ray.address)
+        ray.init(address=cfg.ray.address, log_to_driver=verbose)
     elif os.environ.get("RAY_ADDRESS"):  # set by Ray for jobs submitted with `ray job submit`
-        ray.init()
+        ray.init(log_to_driver=verbose)
     else:
         # A fresh local instance: a bare ray.init() may try to join a stale `ray start`
         # cluster. Logical CPUs above the core count let train workers, vLLM replicas and Ray
         # Data's own tasks coexist; each process sets its real thread count itself. The
         # dashboard stays on: Ray Train's placement-group cleaner polls the state API it serves.
-        ray.init(address="local", num_cpus=cfg.ray.num_cpus or max(8, os.cpu_count() or 1))
+        ray.init(address="local", num_cpus=cfg.ray.num_cpus or max(8, os.cpu_count() or 1),
+                 log_to_driver=verbose)
+
+
+def link_worker_logs(store: RunStorage) -> str:
+    """Where this Ray session's worker logs are, linked from <run_dir>/logs/ when both are on
+    this machine. Returns the path to tell the user."""
+    import ray
+
+    try:  # no public API names the session's log folder
+        logs = ray._private.worker.global_worker.node.get_logs_dir_path()
+    except AttributeError:
+        return "/tmp/ray/session_latest/logs on the head node"
+    if not fs.is_local(store.fs):
+        return logs
+    link = Path(store.path("logs")) / Path(logs).parent.name
+    try:
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.symlink_to(logs, target_is_directory=True)
+        return str(link)
+    except OSError:
+        return logs
 
 
 def run_job(config_path: str | None, overrides: list[str],
-            rerun_affected: bool = False) -> list[dict]:
-    """Preflight, save config, start Ray, run the driver actor; print a table per round."""
+            rerun_affected: bool = False, verbose: bool = False) -> list[dict]:
+    """Preflight, save config, start Ray, run the driver actor; show its progress and a table
+    per round. `verbose`: the workers' own output too."""
     prepared = preflight(config_path, overrides, rerun_affected)
     store = RunStorage(prepared.cfg.run_dir)
     compare = prepared.cfg.compare.model_dump() if prepared.cfg.compare else None
@@ -139,29 +166,63 @@ def run_job(config_path: str | None, overrides: list[str],
             print(f"config changed: {key} redoes round 0 from {stage} on; the previous "
                   f"stages are kept in {moved_to}", flush=True)
     save_run_record(prepared.cfg, prepared.student_model, prepared.teacher_model)
-    start_ray(prepared.cfg)
-    import ray
+    start_ray(prepared.cfg, verbose)
+    from ray.util.queue import Queue
 
     from engine.driver_actor import DriverActor
 
-    start, history = time.time(), []
+    console, logs = Console(), link_worker_logs(store)
+    console.line(f"worker logs (vLLM, DeepSpeed, Ray): {logs}"
+                 + ("" if verbose else "; --verbose shows them here"))
+    start, history, events = time.time(), [], Queue(actor_options={"num_cpus": 0})
     driver = DriverActor.remote(prepared.cfg, prepared.student_model, prepared.teacher_model,
-                                prepared.splits, prepared.api_key)
-    for ref in driver.run.remote():
+                                prepared.splits, prepared.api_key, events)
+    try:
+        for round_metrics in _rounds(driver, events, console, prepared.cfg.run_dir):
+            history += round_metrics
+            console.line(f"\n=== round {round_metrics[0]['round']} done "
+                         f"({time.time() - start:.0f}s) ===")
+            console.line(format_table(history))
+            if prepared.cfg.compare:
+                console.line(f"\n{format_compare(write_compare(prepared.cfg))}")
+    except EngineError:
+        console.line(f"details in the worker logs: {logs}")
+        raise
+    console.line(f"\nrun finished in {time.time() - start:.0f}s; artifacts in "
+                 f"{prepared.cfg.run_dir}")
+    return history
+
+
+def _rounds(driver, events, console: Console, run_dir: str):
+    """Yield each round's metrics from the driver actor as it finishes, showing the events
+    it sends meanwhile."""
+    import ray
+
+    def show_events() -> None:
+        waiting = events.size()
+        for event in events.get_nowait_batch(waiting) if waiting else ():
+            console.show(event)
+
+    rounds = driver.run.remote()
+    while True:
+        ready, _ = ray.wait([rounds], timeout=0.5)
+        show_events()
+        if not ready:
+            continue
         try:
+            ref = next(rounds)
             round_metrics = ray.get(ref)
+        except StopIteration:
+            show_events()
+            return
         except ray.exceptions.RayTaskError as exc:
+            show_events()
             cause = exc.as_instanceof_cause()
             raise (cause if isinstance(cause, EngineError) else exc) from None
         except ray.exceptions.RayActorError as exc:  # its process or node died
             raise JobInterrupted(
                 f"the driver actor died ({root_cause(exc).split('. ')[0]}); every finished "
-                f"stage, stored answer and training checkpoint is kept in "
-                f"{prepared.cfg.run_dir}: run the same command again to resume") from None
-        history += round_metrics
-        print(f"\n=== round {round_metrics[0]['round']} done ({time.time() - start:.0f}s) ===")
-        print(format_table(history), flush=True)
-        if prepared.cfg.compare:
-            print(f"\n{format_compare(write_compare(prepared.cfg))}", flush=True)
-    print(f"\nrun finished in {time.time() - start:.0f}s; artifacts in {prepared.cfg.run_dir}")
-    return history
+                f"stage, stored answer and training checkpoint is kept in {run_dir}: run the "
+                f"same command again to resume") from None
+        show_events()
+        yield round_metrics

@@ -18,8 +18,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="overrides such as rounds=3")
     parser.add_argument("--rerun-affected", action="store_true",
                         help="redo the stages a changed config affects instead of refusing")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the workers' own output (vLLM, DeepSpeed, Ray) in the job log")
     args = parser.parse_args(argv)
-    flags = ["--rerun-affected"] if args.rerun_affected else []
+    flags = (["--rerun-affected"] if args.rerun_affected else []) + (
+        ["--verbose"] if args.verbose else [])
     return cli_main(["run", args.config, *flags, *args.overrides])
 
 

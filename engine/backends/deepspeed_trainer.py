@@ -19,6 +19,7 @@ import pyarrow as pa
 from engine import fs
 from engine.backends.train_data import build_features, checkpoint_steps, collate, epoch_batches
 from engine.config import TrainConfig
+from engine.console import QueueLog, eta
 from engine.errors import StageError
 from engine.records import require_columns
 from engine.storage import RESUME_DIR
@@ -84,13 +85,20 @@ def train_loop_per_worker(config: dict) -> None:
             ray.train.report(json.loads((ckpt_dir / FINAL_STATS).read_text()))
             return
         engine, tokenizer, features, batches, progress = _set_up(config, cfg, ckpt_dir)
+    # The job's console, if it has one (engine/console.py): rank 0 tells it about a resume,
+    # and its step lines show as the stage's progress.
+    console = QueueLog(config["console"]) if config.get("console") is not None else None
+    unit = config.get("unit", "student")
     if ckpt_dir and rank == 0:
-        print(f"[train] resuming at step {progress['step']}/{len(batches)} from the last "
-              f"checkpoint", flush=True)
+        (console or print)(f"[train] {unit}: resuming at step {progress['step']}/"
+                           f"{len(batches)} from the last checkpoint")
     save_after = set(checkpoint_steps(len(batches), math.ceil(len(features) / cfg.batch_size),
                                       cfg.grad_accum, cfg.checkpoint_every))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    stats = _run_steps(engine, features, batches, pad_id, cfg, rank, progress, save_after)
+    report = (lambda message: console.progress(f"{unit} train", message)) \
+        if console and rank == 0 else (lambda message: None)
+    stats = _run_steps(engine, features, batches, pad_id, cfg, rank, progress, save_after,
+                       report)
     _save_and_report(engine, tokenizer, cfg, rank, {**stats, "world_size": world})
 
 
@@ -132,7 +140,7 @@ def _features(tokenizer, row: dict, max_len: int) -> dict:
 
 
 def _run_steps(engine, features, batches, pad_id, cfg: TrainConfig, rank: int,
-               progress: dict, save_after: set[int]) -> dict:
+               progress: dict, save_after: set[int], report=lambda message: None) -> dict:
     """Train from micro-step progress["step"] to the end. The batch order is a pure function
     of the seed, so a resumed run sees exactly the batches an uninterrupted one would."""
     import torch
@@ -150,9 +158,12 @@ def _run_steps(engine, features, batches, pad_id, cfg: TrainConfig, rank: int,
         tokens += int(batch["attention_mask"].sum())
         losses.append(float(loss.detach()))
         if rank == 0 and (step % cfg.log_every == 0 or step == len(batches)):
-            rate = (tokens - progress["tokens"]) / (time.time() - t0)
+            seconds = time.time() - t0
+            rate = (tokens - progress["tokens"]) / seconds
             print(f"[train] step {step}/{len(batches)} loss {losses[-1]:.4f} "
                   f"({rate:.0f} tokens/s on rank 0)", flush=True)
+            report(f"step {step}/{len(batches)}, loss {losses[-1]:.4f}, {rate:.0f} tokens/s "
+                   f"on rank 0 {eta(step - first, len(batches) - first, seconds)}")
         if step in save_after:
             _save_checkpoint(engine, rank, {"step": step, "losses": losses, "tokens": tokens,
                                             "seconds": progress["seconds"] + time.time() - t0})
@@ -225,7 +236,8 @@ class RayDeepSpeedTrainer:
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"train": self.cfg.model_dump(), "base_model": base_model,
-                               "seed": seed},
+                               "seed": seed, "unit": task,
+                               "console": getattr(self.log, "queue", None)},
             scaling_config=ScalingConfig(num_workers=self.cfg.num_workers, use_gpu=self.cfg.use_gpu),
             run_config=RunConfig(
                 name=f"train-{task.replace('/', '-')}", storage_path=ray_path,

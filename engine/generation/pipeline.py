@@ -16,6 +16,7 @@ import time
 import pyarrow as pa
 
 from engine.config import GenerationConfig, TeacherConfig
+from engine.console import eta, progress
 from engine.errors import ModelError, StageError, root_cause
 from engine.generation.cache import CACHE_KEY, ResponseCache, cache_key, model_fingerprint
 from engine.generation.openai_api import OpenAIChatUDF, Secret
@@ -48,9 +49,15 @@ class GenerationPipeline:
                 self.warm_up(model)
                 misses = misses.append_column(CACHE_KEY, pa.array(
                     [keys[rid] for rid in misses.column("request_id").to_pylist()], pa.string()))
+                tokens, began, cached = 0, time.time(), len(done)
                 for batch in self._generate(misses, model):
                     for r in batch.to_pylist():
                         done.setdefault(r["request_id"], r)  # a re-run batch never doubles
+                    tokens += sum(batch.column("completion_tokens").to_pylist())
+                    seconds = time.time() - began
+                    progress(self.log, stage, f"{len(done)}/{len(keys)} rows, "
+                             f"{tokens / max(seconds, 1e-9):.0f} tokens/s "
+                             f"{eta(len(done) - cached, len(keys) - cached, seconds)}")
             except ModelError as exc:  # a replica that cannot start: no use retrying
                 raise StageError(stage, str(exc)) from None
             except Exception as exc:  # noqa: BLE001 - Ray wraps the cause in many types

@@ -66,6 +66,20 @@ def test_round_table_printed(run):
     assert "arithmetic" in stdout and "trec" in stdout
 
 
+def test_console_shows_progress_not_the_engines_output(run):
+    run_dir, stdout = run
+    lines = stdout.splitlines()
+    assert not [l for l in lines if " INFO " in l or "WARNING" in l or "Loading weights" in l]
+    assert any("train: step" in l for l in lines) and any(" rows, " in l for l in lines)
+    assert any("[arithmetic r1] train ..." in l for l in lines)
+    assert len(lines) < 120  # 2 tasks x 2 rounds; `make demo` (one task) prints about half
+    # ... which are in the worker logs, linked from the run directory
+    logs = next(l for l in lines if l.startswith("worker logs")).split(": ", 1)[1].split(";")[0]
+    assert Path(logs).is_relative_to(run_dir / "logs")
+    assert any("[train] step" in f.read_text(errors="replace")
+               for f in Path(logs).glob("worker-*.out"))
+
+
 def test_candidates_accepted_or_rejected_with_reason(run):
     run_dir, _ = run
     trec, arithmetic = metrics(run_dir / "trec", 0), metrics(run_dir / "arithmetic", 0)

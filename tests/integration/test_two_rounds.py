@@ -69,7 +69,10 @@ def test_round_table_printed(run):
 def test_console_shows_progress_not_the_engines_output(run):
     run_dir, stdout = run
     lines = stdout.splitlines()
-    assert not [l for l in lines if " INFO " in l or "WARNING" in l or "Loading weights" in l]
+    # Ray's own notices from the raylet (an OOM kill, a worker-pool warning) always reach the
+    # driver; what the workers print does not
+    assert not [l for l in lines if "(raylet)" not in l and (
+        " INFO " in l or "WARNING" in l or "Loading weights" in l)]
     assert any("train: step" in l for l in lines) and any(" rows, " in l for l in lines)
     assert any("[arithmetic r1] train ..." in l for l in lines)
     assert len(lines) < 120  # 2 tasks x 2 rounds; `make demo` (one task) prints about half

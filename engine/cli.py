@@ -1,5 +1,6 @@
 """`llm2llm` command line: `llm2llm run CONFIG [key.sub=value ...]`, `llm2llm check ...`,
-`llm2llm status RUN_DIR`, `llm2llm inspect RUN_DIR`, `llm2llm config [SECTION]`."""
+`llm2llm status RUN_DIR`, `llm2llm inspect RUN_DIR`, `llm2llm report RUN_DIR`,
+`llm2llm config [SECTION]`."""
 
 from __future__ import annotations
 
@@ -46,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--round", type=int, help="every row of this round (default: a summary "
                                              "per round)")
     p.add_argument("--row", help="one row (a seed row's id) in full")
+    p = sub.add_parser("report", help="write a self-contained report.html of a run: accuracy, "
+                                      "fix rate, teacher rows, tokens and time, sample rows")
+    p.add_argument("run_dir", help="a job's run_dir")
+    p.add_argument("--out", help="where to write it (default: <run_dir>/report.html)")
     p = sub.add_parser("config", help="every setting with its type, default and meaning")
     p.add_argument("section", nargs="?", default="",
                    help="only settings under this dotted prefix, e.g. teacher or train.lr")
@@ -72,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     # Overrides may come before or after flags; argparse leaves the later ones unparsed.
     args, extra = parser.parse_known_args(argv)
     if any(a.startswith("-") or "=" not in a for a in extra) or (
-            extra and args.command in ("status", "inspect", "config")):
+            extra and args.command in ("status", "inspect", "report", "config")):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "config":
         return print_settings(args.section)
@@ -82,7 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     from engine.models import BUILTIN_MODELS, looks_like_path
 
     try:
-        if args.command == "inspect":
+        if args.command == "report":
+            from engine.report import write_report
+
+            print(f"report written to {write_report(args.run_dir, args.out)}")
+        elif args.command == "inspect":
             from engine.inspect import inspect_run
 
             print(inspect_run(args.run_dir, args.task, args.round, args.row))

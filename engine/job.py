@@ -190,6 +190,13 @@ def run_job(config_path: str | None, overrides: list[str],
         raise
     console.line(f"\nrun finished in {time.time() - start:.0f}s; artifacts in "
                  f"{prepared.cfg.run_dir}")
+    try:
+        from engine.report import write_report
+
+        console.line(f"report: {write_report(prepared.cfg.run_dir)}")
+    except Exception as exc:  # noqa: BLE001 - the run is done; a report can be made later
+        console.line(f"report not written ({exc}); `llm2llm report {prepared.cfg.run_dir}` "
+                     f"tries again")
     return history
 
 

@@ -83,6 +83,51 @@ def test_console_shows_progress_not_the_engines_output(run):
                for f in Path(logs).glob("worker-*.out"))
 
 
+def headless_chromium():
+    """Debian's chromium through its chromedriver (`make install` installs both)."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (binary and driver):
+        pytest.fail("chromium and chromedriver are not installed: `make install` installs "
+                    "Debian's chromium and chromium-driver")
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                "--disable-background-networking", "--window-size=1200,1000"):
+        options.add_argument(arg)
+    options.binary_location = binary
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def test_report_opens_in_a_browser_with_every_plot_visible(run):
+    from selenium.webdriver.common.by import By
+
+    run_dir, stdout = run
+    report = run_dir / "report.html"
+    assert f"report: {report}" in stdout  # written when the run finished
+    browser = headless_chromium()
+    try:
+        browser.get(report.as_uri())
+        assert browser.find_element(By.TAG_NAME, "h1").text == "llm2llm run report"
+        problems = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+        assert not problems
+        plots = browser.find_elements(By.CSS_SELECTOR, "figure svg")
+        assert len(plots) == 2 * 4  # two tasks, four plots each
+        for plot in plots:
+            browser.execute_script("arguments[0].scrollIntoView()", plot)
+            assert plot.is_displayed() and plot.size["width"] > 300 and plot.size["height"] > 150
+            assert plot.find_elements(By.CSS_SELECTOR, "path, rect, line")  # something drawn
+        height = browser.execute_script("return document.body.scrollHeight")
+        browser.set_window_size(1200, height + 50)
+        browser.save_screenshot(str(run_dir / "report.png"))  # kept with the run, to look at
+    finally:
+        browser.quit()
+
+
 def test_candidates_accepted_or_rejected_with_reason(run):
     run_dir, _ = run
     trec, arithmetic = metrics(run_dir / "trec", 0), metrics(run_dir / "arithmetic", 0)

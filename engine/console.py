@@ -80,7 +80,7 @@ class Console:
         self.stream.flush()
 
     def progress(self, key: str, message: str) -> None:
-        text = f"  {key}: {message}"
+        text = f"  {key}: {message}".rstrip()
         if self.tty:
             self._clear()
             self._live = text[:160]

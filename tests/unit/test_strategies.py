@@ -141,6 +141,13 @@ def test_compare_sweeps_ablation_switches_as_units_of_their_own(tmp_path):
     assert bases["llm2llm/seed_0/round_2/train/model"] == "base"
     assert {r["strategy"] for r in compare_rows(cfg)} == {
         "llm2llm", "llm2llm+one_shot+continue", "random"}
+    from engine.provenance import save_run_record
+    from engine.status import stage_states
+
+    save_run_record(cfg, "base", "teacher")
+    states = {(r["task"], r["round"]): r["augment"] for r in stage_states(cfg.run_dir)[0]}
+    assert states[("arithmetic/llm2llm+one_shot+continue/seed_0", 1)] == "-"  # asks in r0 only
+    assert states[("arithmetic/llm2llm/seed_0", 1)] == "done"
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -1,13 +1,15 @@
-"""Student training time for one round, the engine's trainer (Ray Train + DeepSpeed) under
-several settings against plain PyTorch in this process, on the same rows, in one run.
+"""Student training through the engine's trainer (Ray Train + DeepSpeed) under several
+settings, against a bare single-process PyTorch loop on the same model, rows and steps, in one
+run.
 
-    python -m benchmarks.train_round --task trec --rows 55 --json results/train_round.json
+    python -m benchmarks.train --task trec --rows 55 --json results/train.json
 
 The rows are a task's seed rows as the train stage builds them; each variant trains the
 bundled student for `--epochs` epochs at `--batch` rows per optimizer step (split over the
-workers), so every variant does the same arithmetic. Prints wall seconds per variant and the
-ratio to the plain loop, so a reader sees what the distribution and checkpoint machinery costs
-on this machine.
+workers), so every variant does the same arithmetic. Per variant: training tokens/s in the
+step loop (`ratio`: against the bare loop), the start-up and save time around it, and the
+round's wall time against the bare loop's: what the distribution, ZeRO and checkpoint
+machinery cost on this machine.
 """
 
 from __future__ import annotations
@@ -62,15 +64,17 @@ def plain_loop(examples: pa.Table, model_dir: str, cfg: TrainConfig, batch: int,
                                        tok.eos_token_id, cfg.max_seq_len))
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     steps = epoch_batches(len(features), batch, cfg.epochs, seed)
-    t0 = time.time()
+    t0, tokens = time.time(), 0
     for idx in steps:
-        out = model(**{k: torch.tensor(v) for k, v in collate([features[i] for i in idx],
-                                                               pad).items()})
+        batch = {k: torch.tensor(v) for k, v in collate([features[i] for i in idx], pad).items()}
+        out = model(**batch)
         out.loss.backward()
         opt.step()
         opt.zero_grad()
-    return {"steps": len(steps), "train_seconds": round(time.time() - t0, 1),
-            "wall_seconds": round(time.time() - start, 1)}
+        tokens += int(batch["attention_mask"].sum())
+    seconds = time.time() - t0
+    return {"steps": len(steps), "tokens_per_s": round(tokens / seconds, 1),
+            "train_seconds": round(seconds, 1), "wall_seconds": round(time.time() - start, 1)}
 
 
 def main() -> None:
@@ -101,11 +105,15 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as out:
             stats = RayDeepSpeedTrainer(cfg, log=lambda *_: None)(
                 examples, model_dir, str(Path(out) / "model"), "bench", 0)
-        result[name] = {"steps": stats["steps"],
+        # every rank trains on as many rows as rank 0 (equal shards)
+        rate = stats["tokens_rank0"] * stats["world_size"] / stats["train_seconds"]
+        plain = result["plain_torch"]
+        result[name] = {"steps": stats["steps"], "tokens_per_s": round(rate, 1),
+                        "ratio": round(rate / plain["tokens_per_s"], 3),
                         "train_seconds": round(stats["train_seconds"], 1),
-                        "wall_seconds": round(stats["wall_seconds"], 1),
-                        "wall_vs_plain": round(stats["wall_seconds"]
-                                               / result["plain_torch"]["wall_seconds"], 2)}
+                        "startup_and_save_seconds": round(stats["wall_seconds"]
+                                                          - stats["train_seconds"], 1),
+                        "wall_vs_plain": round(stats["wall_seconds"] / plain["wall_seconds"], 2)}
         print(name, result[name], flush=True)
     report(result, args.json)
 

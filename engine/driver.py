@@ -225,11 +225,14 @@ class RoundLoop:
         loss curve; the training stats go into its manifest."""
         task = unit.task
         rows = train_set.to_pylist()
+        # a causal student learns `target` after its chat prompt; an encoder, `label` from `input`
         examples = pa.table({
             "messages": [json.dumps(task.student_messages(row["input"])) for row in rows],
-            "target": [row["target"] for row in rows]})
+            "target": [row["target"] for row in rows],
+            "input": [row["input"] for row in rows], "label": [row["label"] for row in rows]})
         base = self.student_model if unit.settings.from_base or r == 0 else self._model(unit, r - 1)
-        stats = self.trainer(examples, base, model, unit.key, unit.train_seed)
+        stats = self.trainer(examples, base, model, unit.key, unit.train_seed,
+                             labels=list(task.labels))
         curve = stats.pop("loss_curve", [])  # a table, not a manifest entry
         loss = self._write(stage_dir, pa.table({
             "step": pa.array(range(1, len(curve) + 1), pa.int32()),

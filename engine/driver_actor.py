@@ -14,6 +14,7 @@ from engine.config import RunConfig
 from engine.console import QueueLog
 from engine.driver import RoundLoop
 from engine.generation.cache import ResponseCache
+from engine.generation.encoder import EncoderPredictor
 from engine.generation.openai_api import Secret
 from engine.generation.pipeline import GenerationPipeline
 from engine.status import HEARTBEAT_EVERY_S
@@ -35,7 +36,10 @@ class DriverActor:
         log = QueueLog(console) if console is not None else _print
         # One cache for both roles: keys include the model, so they never collide.
         cache = ResponseCache(RunStorage(cfg.run_dir).cache_dir(), log=log)
-        self.student_gen = GenerationPipeline(cfg.student, cfg.seed, cache, log=log)
+        if cfg.student.kind == "sequence_classification":  # an encoder: Ray Data, no vLLM
+            self.student_gen = EncoderPredictor(cfg.student, log=log)
+        else:
+            self.student_gen = GenerationPipeline(cfg.student, cfg.seed, cache, log=log)
         self.teacher_gen = GenerationPipeline(cfg.teacher, cfg.seed, cache, api_key, log=log)
         self.loop = RoundLoop(
             cfg,
@@ -44,7 +48,7 @@ class DriverActor:
             teacher_model=teacher_model,
             student_gen=self.student_gen,
             teacher_gen=self.teacher_gen,
-            trainer=RayDeepSpeedTrainer(cfg.train, log=log),
+            trainer=RayDeepSpeedTrainer(cfg.train, log=log, kind=cfg.student.kind),
             log=log,
         )
 

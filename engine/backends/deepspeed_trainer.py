@@ -17,7 +17,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from engine import fs
-from engine.backends.train_data import build_features, checkpoint_steps, collate, epoch_batches
+from engine.backends.train_data import (build_features, checkpoint_steps, collate,
+                                        collate_encoder, encoder_features, epoch_batches)
 from engine.config import TrainConfig
 from engine.console import QueueLog, eta
 from engine.errors import StageError
@@ -98,8 +99,36 @@ def train_loop_per_worker(config: dict) -> None:
     report = (lambda message: console.progress(f"{unit} train", message)) \
         if console and rank == 0 else (lambda message: None)
     stats = _run_steps(engine, features, batches, pad_id, cfg, rank, progress, save_after,
-                       report)
-    _save_and_report(engine, tokenizer, cfg, rank, {**stats, "world_size": world})
+                       report, collate_encoder if _is_encoder(config) else collate)
+    _save_and_report(engine, tokenizer, cfg, rank, {**stats, "world_size": world},
+                     to_bf16=not _is_encoder(config))
+
+
+def _is_encoder(config: dict) -> bool:
+    return config.get("kind") == "sequence_classification"
+
+
+STALE_BUILD_LOCK_S = 600  # compiling DeepSpeed's CPU communication op takes about a minute
+
+
+def clear_stale_build_locks(now: float | None = None) -> list[str]:
+    """Remove torch extension build locks older than STALE_BUILD_LOCK_S. A process killed while
+    compiling an op (DeepSpeed builds its CPU shared-memory op on first use) leaves its lock
+    behind, and every later training would wait on it forever."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    own = os.environ.get("TORCH_EXTENSIONS_DIR")  # <dir>/<op>/lock
+    locks = Path(own).glob("*/lock") if own else \
+        Path(get_default_build_root()).glob("*/*/lock")  # <root>/py311_cpu/<op>/lock
+    removed = []
+    for lock in locks:
+        try:
+            if (now or time.time()) - lock.stat().st_mtime > STALE_BUILD_LOCK_S:
+                lock.unlink()
+                removed.append(str(lock))
+        except FileNotFoundError:  # another worker removed it first
+            pass
+    return removed
 
 
 def _set_up(config: dict, cfg: TrainConfig, ckpt_dir: Path | None):
@@ -108,16 +137,28 @@ def _set_up(config: dict, cfg: TrainConfig, ckpt_dir: Path | None):
     import deepspeed
     import ray.train
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification,
+                              AutoTokenizer)
 
     tokenizer = AutoTokenizer.from_pretrained(config["base_model"])
     rows = list(ray.train.get_dataset_shard("train").iter_rows())
-    features = [_features(tokenizer, r, cfg.max_seq_len) for r in rows]
+    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
+    if _is_encoder(config):  # a classifier head over the task's labels, in their order
+        labels = list(config["labels"])
+        features = [encoder_features(
+            tokenizer(r["input"], add_special_tokens=True)["input_ids"],
+            labels.index(r["label"]), cfg.max_seq_len, tokenizer.sep_token_id) for r in rows]
+        model = AutoModelForSequenceClassification.from_pretrained(
+            config["base_model"], dtype=dtype, num_labels=len(labels),
+            id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    else:
+        features = [_features(tokenizer, r, cfg.max_seq_len) for r in rows]
+        model = AutoModelForCausalLM.from_pretrained(config["base_model"], dtype=dtype)
     batches = epoch_batches(len(features), cfg.batch_size, cfg.epochs, config["seed"])
     total_steps = max(1, len(batches) // cfg.grad_accum)
 
-    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(config["base_model"], dtype=dtype)
+    for lock in clear_stale_build_locks():
+        print(f"[train] removed a stale build lock left by a killed process: {lock}", flush=True)
     client_opt = None if cfg.use_gpu else torch.optim.AdamW(
         model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     engine, *_ = deepspeed.initialize(
@@ -140,7 +181,8 @@ def _features(tokenizer, row: dict, max_len: int) -> dict:
 
 
 def _run_steps(engine, features, batches, pad_id, cfg: TrainConfig, rank: int,
-               progress: dict, save_after: set[int], report=lambda message: None) -> dict:
+               progress: dict, save_after: set[int], report=lambda message: None,
+               collate_batch=collate) -> dict:
     """Train from micro-step progress["step"] to the end. The batch order is a pure function
     of the seed, so a resumed run sees exactly the batches an uninterrupted one would."""
     import torch
@@ -151,7 +193,7 @@ def _run_steps(engine, features, batches, pad_id, cfg: TrainConfig, rank: int,
     for step in range(first + 1, len(batches) + 1):
         idx = batches[step - 1]
         batch = {k: torch.tensor(v, device=engine.device)
-                 for k, v in collate([features[i] for i in idx], pad_id).items()}
+                 for k, v in collate_batch([features[i] for i in idx], pad_id).items()}
         loss = engine(**batch).loss
         engine.backward(loss)
         engine.step()
@@ -187,7 +229,8 @@ def _save_checkpoint(engine, rank: int, progress: dict) -> None:
         print(f"[train] checkpoint at step {progress['step']}", flush=True)
 
 
-def _save_and_report(engine, tokenizer, cfg: TrainConfig, rank: int, stats: dict) -> None:
+def _save_and_report(engine, tokenizer, cfg: TrainConfig, rank: int, stats: dict,
+                     to_bf16: bool = True) -> None:
     import ray.train
     import torch
 
@@ -199,9 +242,9 @@ def _save_and_report(engine, tokenizer, cfg: TrainConfig, rank: int, stats: dict
     with tempfile.TemporaryDirectory() as tmp:
         module = engine.module
         state = state if state is not None else module.state_dict()
-        # bf16 halves disk and load time; vLLM serves the student in bf16 anyway.
-        state = {k: v.to(torch.bfloat16) for k, v in state.items()}
-        module.config.dtype = torch.bfloat16
+        if to_bf16:  # halves disk and load time; vLLM serves a causal student in bf16 anyway
+            state = {k: v.to(torch.bfloat16) for k, v in state.items()}
+            module.config.dtype = torch.bfloat16
         module.save_pretrained(tmp, state_dict=state, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (Path(tmp) / FINAL_STATS).write_text(json.dumps(stats))
@@ -211,17 +254,20 @@ def _save_and_report(engine, tokenizer, cfg: TrainConfig, rank: int, stats: dict
 class RayDeepSpeedTrainer:
     """StudentTrainer: one Ray Train run per (task, round), model saved to `out_dir`."""
 
-    def __init__(self, cfg: TrainConfig, log=print):
+    def __init__(self, cfg: TrainConfig, log=print, kind: str = "causal_lm"):
         self.cfg = cfg
         self.log = log
+        self.kind = kind  # the student's kind (StudentConfig.kind)
 
     def __call__(self, examples: pa.Table, base_model: str, out_dir: str, task: str,
-                 seed: int) -> dict:
+                 seed: int, labels: list[str] = ()) -> dict:
         import ray
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
 
-        require_columns(examples, ["messages", "target"], "train")
+        columns = ["input", "label"] if self.kind == "sequence_classification" \
+            else ["messages", "target"]
+        require_columns(examples, columns, "train")
         if examples.num_rows < self.cfg.num_workers:
             raise StageError("train", f"{examples.num_rows} rows cannot be split over "
                                       f"{self.cfg.num_workers} workers; lower train.num_workers")
@@ -236,7 +282,8 @@ class RayDeepSpeedTrainer:
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"train": self.cfg.model_dump(), "base_model": base_model,
-                               "seed": seed, "unit": task,
+                               "seed": seed, "unit": task, "kind": self.kind,
+                               "labels": list(labels),
                                "console": getattr(self.log, "queue", None)},
             scaling_config=ScalingConfig(num_workers=self.cfg.num_workers, use_gpu=self.cfg.use_gpu),
             run_config=RunConfig(
@@ -244,7 +291,7 @@ class RayDeepSpeedTrainer:
                 storage_filesystem=None if fs.is_local(out_fs) else out_fs,
                 failure_config=FailureConfig(max_failures=self.cfg.max_failures),
                 checkpoint_config=CheckpointConfig(num_to_keep=1)),  # the latest is never deleted
-            datasets={"train": ray.data.from_arrow(examples.select(["messages", "target"]))},
+            datasets={"train": ray.data.from_arrow(examples.select(columns))},
         )
         start = time.time()
         result = trainer.fit()

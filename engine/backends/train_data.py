@@ -34,6 +34,26 @@ def collate(features: list[dict], pad_id: int) -> dict:
     return out
 
 
+def encoder_features(input_ids: list[int], label_id: int, max_len: int,
+                     sep_id: int | None = None) -> dict:
+    """An encoder student's row: the text's token ids (cut to max_len, keeping the closing
+    [SEP] a BERT-style encoder was trained with) and its label's index in the task's labels."""
+    ids = list(input_ids)
+    if len(ids) > max_len:
+        ids = ids[:max_len - 1] + [sep_id] if sep_id is not None else ids[:max_len]
+    return {"input_ids": ids, "label": label_id}
+
+
+def collate_encoder(features: list[dict], pad_id: int) -> dict:
+    """Right-pad a batch of encoder rows; `labels` is one class index per row."""
+    width = max(len(f["input_ids"]) for f in features)
+    return {"input_ids": [f["input_ids"] + [pad_id] * (width - len(f["input_ids"]))
+                          for f in features],
+            "attention_mask": [[1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"]))
+                               for f in features],
+            "labels": [f["label"] for f in features]}
+
+
 def epoch_batches(n_rows: int, batch_size: int, epochs: float, seed: int) -> list[list[int]]:
     """Row indices per step: a fresh shuffle each epoch, a fractional last epoch allowed.
 

@@ -16,7 +16,7 @@ STAGE_INPUTS: dict[str, list[str]] = {
     "data": ["seed", "tasks.*.name", "tasks.*.type", "tasks.*.data.*", "tasks.*.fields.*",
              "tasks.*.labels*", "tasks.*.label_names*", "tasks.*.n_seed",
              "tasks.*.seed_fraction"],
-    "train": ["train.*", "student.model", "tasks.*.description", "tasks.*.prompts",
+    "train": ["train.*", "student.model", "student.kind", "tasks.*.description", "tasks.*.prompts",
               "prompts.*.student", "strategy.from_base", "tasks.*.strategy.from_base",
               "tasks.*.strategy"],
     "predict": ["student.*", "tasks.*.n_test", "tasks.*.student_sampling.*",

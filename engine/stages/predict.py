@@ -17,8 +17,10 @@ def student_requests(examples: pa.Table, task: Task, sampling: dict) -> pa.Table
     require_columns(examples, ["id", "input"], "predict")
     ids = examples.column("id").to_pylist()
     messages = [json.dumps(task.student_messages(text)) for text in examples.column("input").to_pylist()]
+    # `input`: the raw text, for a student that reads it directly (an encoder classifier)
     return pa.table({"request_id": ids, "messages": messages,
-                     "sampling": [to_json(sampling)] * len(ids)})
+                     "sampling": [to_json(sampling)] * len(ids),
+                     "input": examples.column("input")})
 
 
 def grade(examples: pa.Table, generated: pa.Table, task: Task, split: str) -> pa.Table:

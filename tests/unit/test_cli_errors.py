@@ -45,6 +45,9 @@ GOOD = json.dumps({"question": "q", "answer": "#### 1"})
      "base_url must start with http:// or https://"),
     ("tasks: [{name: arithmetic}]\nteacher: {constrain_format: true, "
      "api: {base_url: http://127.0.0.1:1/v1}}\n", [], "constrain_format needs a vLLM teacher"),
+    ("tasks: [{name: arithmetic}]\n", ["student.kind=sequence_classification"],
+     "type arithmetic needs a generating student; student.kind sequence_classification is "
+     "for classification tasks"),
 ])
 def test_bad_config_fails_before_work(tmp_path, config, overrides, message):
     out, run_dir = run_cli(tmp_path, config, *overrides)

@@ -88,3 +88,12 @@ def test_every_example_config_passes_check(monkeypatch, capsys):
     for path in sorted((root / "jobs" / "configs").glob("*.yaml")):
         assert main(["check", str(path), f"run_dir={root / 'runs' / 'check-only'}"]) == 0, path
     assert "meta-llama/Llama-2-7b-hf': a hub name" in capsys.readouterr().out
+
+
+def test_an_encoder_student_defaults_to_the_bundled_minilm():
+    cfg = load_config(None, ["tasks=[{name: trec}]", "student.kind=sequence_classification"])
+    assert cfg.student.model == "all-minilm-l6-v2"
+    mine = load_config(None, ["tasks=[{name: trec}]", "student.kind=sequence_classification",
+                              "student.model=/models/distilbert"])
+    assert mine.student.model == "/models/distilbert"  # a model named is kept
+    assert load_config(None, ["tasks=[{name: trec}]"]).student.model == "smollm2-135m-instruct"

@@ -136,3 +136,23 @@ def test_stage_with_a_truncated_part_is_redone(tmp_path):
     again, *_ = make_loop(tmp_path, rounds=1)
     list(again.run())
     assert pq.read_table(part).num_rows > 0  # rewritten whole, and readable
+
+
+def test_an_encoder_student_gets_the_raw_text_and_the_tasks_labels(tmp_path):
+    from tests.unit.test_tasks import yaml_task
+
+    task_cfg = yaml_task(tmp_path, n_test=3)
+    cfg = RunConfig.model_validate({"run_dir": str(tmp_path / "run"), "rounds": 1,
+                                    "tasks": [task_cfg.model_dump()]})
+    task = build_task(cfg.tasks[0], cfg.seed)
+    gen_s, trainer = FakeGenerator(lambda messages: "spam"), FakeTrainer()
+    loop = RoundLoop(cfg, [task], "base", "teacher", gen_s, FakeGenerator(teacher), trainer,
+                     log=lambda m: None)
+    list(loop.run())
+    examples = trainer.calls[0][0]
+    seed, test = task.seed_and_test()
+    assert examples.column("input").to_pylist() == [r["input"] for r in seed]
+    assert examples.column("label").to_pylist() == [r["label"] for r in seed]
+    assert trainer.labels == ["ham", "spam"]  # the head's outputs, in the task's order
+    requests = gen_s.calls[0][2]
+    assert requests.column("input").to_pylist() == [r["input"] for r in seed + test]

@@ -1,5 +1,5 @@
 from engine.backends.train_data import (IGNORE, build_features, checkpoint_steps, collate,
-                                        epoch_batches)
+                                        collate_encoder, encoder_features, epoch_batches)
 
 
 def test_loss_only_on_answer_and_eos():
@@ -59,3 +59,30 @@ def test_no_training_step_runs_at_learning_rate_zero():
             schedule.step()
         assert min(lrs) > 0, (total, lrs)
         assert max(lrs) <= 1e-4 + 1e-12
+
+
+def test_encoder_rows_keep_their_closing_sep_and_pad_right():
+    long = encoder_features([101, 5, 6, 7, 8, 9, 102], label_id=3, max_len=5, sep_id=102)
+    assert long == {"input_ids": [101, 5, 6, 7, 102], "label": 3}
+    short = encoder_features([101, 5, 102], label_id=0, max_len=5, sep_id=102)
+    batch = collate_encoder([long, short], pad_id=0)
+    assert batch["input_ids"][1] == [101, 5, 102, 0, 0]
+    assert batch["attention_mask"] == [[1] * 5, [1, 1, 1, 0, 0]]
+    assert batch["labels"] == [3, 0]
+
+
+def test_a_build_lock_left_by_a_killed_compile_is_cleared(tmp_path, monkeypatch):
+    import os
+
+    from engine.backends.deepspeed_trainer import STALE_BUILD_LOCK_S, clear_stale_build_locks
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    (tmp_path / "deepspeed_shm_comm").mkdir()
+    (tmp_path / "other_op").mkdir()
+    stale, fresh = tmp_path / "deepspeed_shm_comm" / "lock", tmp_path / "other_op" / "lock"
+    stale.touch()
+    fresh.touch()
+    old = stale.stat().st_mtime - STALE_BUILD_LOCK_S - 1
+    os.utime(stale, (old, old))
+    assert clear_stale_build_locks() == [str(stale)]
+    assert not stale.exists() and fresh.exists()  # a compile in progress keeps its lock

@@ -1,0 +1,73 @@
+"""An encoder student (`student.kind: sequence_classification`) through two real rounds: Ray
+Train + DeepSpeed fine-tune a tiny BERT with a classifier head over TREC's labels, Ray Data
+predicts with an actor pool, the tiny Llama teacher (vLLM, constrained) writes rows."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+TREC = ROOT.parent / "shared" / "data" / "trec"
+LABELS = ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
+N_SEED, N_TEST = 12, 8
+
+
+@pytest.fixture(scope="module")
+def run(tiny_encoder, tiny_model, tmp_path_factory):
+    if not TREC.is_dir():
+        pytest.skip(f"real TREC data not found at {TREC}")
+    run_dir = tmp_path_factory.mktemp("encoder")
+    config = {
+        "run_dir": str(run_dir), "rounds": 2, "seed": 0,
+        "tasks": [{"name": "trec", "n_seed": N_SEED, "n_test": N_TEST,
+                   "data": {"train": str(TREC / "train.jsonl"), "test": str(TREC / "test.jsonl")}}],
+        "student": {"kind": "sequence_classification", "model": tiny_encoder, "batch_size": 8},
+        # a tiny model's KV cache needs little of the machine's memory
+        "teacher": {"model": tiny_model, "max_tokens": 120, "max_model_len": 1024,
+                    "n_per_error": 1, "constrain_format": True, "max_tries": 1,
+                    "gpu_memory_utilization": 0.05},
+        "train": {"num_workers": 2, "zero_stage": 2, "epochs": 1, "batch_size": 2,
+                  "max_seq_len": 64, "lr": 1e-3},
+    }
+    path = run_dir / "job.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
+    return run_dir / "trec", out.stdout
+
+
+def test_the_student_is_a_classifier_over_the_tasks_labels(run):
+    task_dir, stdout = run
+    config = json.loads((task_dir / "round_1" / "train" / "model" / "config.json").read_text())
+    assert config["architectures"] == ["BertForSequenceClassification"]
+    assert [config["id2label"][str(i)] for i in range(len(LABELS))] == LABELS
+    assert "by the encoder student" in stdout  # predicted by the actor pool, not vLLM
+
+
+def test_predictions_are_label_names_graded_like_any_answer(run):
+    task_dir, _ = run
+    for r in (0, 1):
+        predictions = pq.read_table(task_dir / f"round_{r}" / "predict" / "part-0.parquet")
+        rows = predictions.to_pylist()
+        assert len(rows) == N_SEED + N_TEST
+        assert {row["output"] for row in rows} <= set(LABELS)
+        assert all(row["extracted"] == row["output"] for row in rows)  # read back as given
+        metrics = json.loads((task_dir / f"round_{r}" / "metrics.json").read_text())
+        assert metrics["test_accuracy"] == pytest.approx(
+            sum(row["correct"] for row in rows if row["split"] == "test") / N_TEST)
+
+
+def test_round_1_trains_on_seed_and_accepted_rows(run):
+    task_dir, _ = run
+    r0 = json.loads((task_dir / "round_0" / "metrics.json").read_text())
+    r1 = json.loads((task_dir / "round_1" / "metrics.json").read_text())
+    assert r0["n_errors"] > 0 and r1["n_train"] == N_SEED + r0["n_accepted"]
+    train = pq.read_table(task_dir / "round_1" / "data" / "part-0.parquet")
+    assert set(train.column("label").to_pylist()) <= set(LABELS)

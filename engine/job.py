@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from engine.compare import format_compare, write_compare
 from engine import fs
+from engine.compare import format_compare, write_compare
 from engine.config import ApiConfig, RunConfig, load_config, strategy_variant
 from engine.console import Console
 from engine.errors import ConfigError, EngineError, JobInterrupted, root_cause

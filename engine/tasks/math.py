@@ -89,21 +89,25 @@ FREE_NUMBERS = {str(i) for i in range(13)} | {"24", "30", "52", "60", "100", "36
 def check_grounding(question: str, answer: str) -> str:
     """Why a worked answer is not about its question ("" if it is): a calculation uses a
     number that is neither in the question nor an earlier result, or a number the question
-    gives is never used. Small teachers write correct sums about other numbers ("10 boxes of
-    15 toys, gives away 2: 10 * 15 = 150"); 72% of real GSM8K rows pass, 100% of the
-    arithmetic task's."""
+    gives is never used, or the final answer is not the result of any calculation. Small
+    teachers write correct sums about other numbers ("10 boxes of 15 toys, gives away 2:
+    10 * 15 = 150") and answers they only assert ("There are 21 cans left. #### 21")."""
     body = answer.split("####")[0]
-    known, used = _numbers(question), set()
+    known, used, results = _numbers(question), set(), set()
     for match in _EQUALS.finditer(body):
         operands = _numbers(_left_expression(body, match.start()))
         stray = operands - known - FREE_NUMBERS
         if stray:
             return f"ungrounded: {sorted(stray)[0]} is not in the question"
         used |= operands
+        results.add(normalize_number(match.group(1)))
         known.add(normalize_number(match.group(1)))
     unused = _numbers(question) - used
     if used and unused:
         return f"ungrounded: the question's {sorted(unused)[0]} is never used"
+    final = extract_answer(answer)
+    if final not in results:  # "There are 21 cans left. #### 21": asserted, not worked out
+        return f"ungrounded: the final answer {final} is not the result of a calculation"
     return ""
 
 

@@ -58,10 +58,11 @@ def test_candidates_are_deduplicated_and_decontaminated():
                            sampling={"temperature": 0.7})
     assert req.num_rows == errors.num_rows
     first, second = errors.column("id").to_pylist()[:2]
-    block = "Question: Zed has {} pens. How many?\nAnswer: {}\n#### {}"
+    block = "Question: Zed has {} pens and buys 2. How many?\nAnswer: {} + 2 = {}\n#### {}"
     gen = generated([
-        (f"{first}@r0", block.format(1, 1, 1) + "\n" + block.format(1, 1, 1), ""),  # dup inside
-        (f"{second}@r0", f"Question: {test[0]['input']}\nAnswer: 3\n#### 3", ""),  # test leak
+        (f"{first}@r0", block.format(1, 1, 3, 3) + "\n" + block.format(1, 1, 3, 3), ""),  # dup
+        (f"{second}@r0", f"Question: {test[0]['input']}\nAnswer: {test[0]['target']}",
+         ""),  # a test row, worked answer and all
     ])
     cands = pa.Table.from_pylist(CandidateFilter(
         TASK, 0, "teacher-x", quota=2, known_inputs=[], protected=[test[0]["input"]],

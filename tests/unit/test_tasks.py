@@ -207,3 +207,10 @@ def test_math_rows_must_be_about_their_own_numbers():
     assert check_grounding(q, "10 * 37 = 370\n#### 370").startswith("ungrounded: 37 is not")
     assert check_grounding("Ann has 3 pens and buys twice as many. How many now?",
                            "3 * 2 = 6. 3 + 6 = 9\n#### 9") == ""  # 2: a free constant
+    # an answer that only asserts its result (rows the bundled teacher wrote in the demo)
+    assert check_grounding("How many cans of soda can be used to make 230 cans of soda?",
+                           "There are 21 cans of soda left.\n#### 21") == (
+        "ungrounded: the final answer 21 is not the result of a calculation")
+    assert check_grounding("Ben has 3 cats and 4 dogs. How many pets?",
+                           "3 + 4 = 7 pets. The answer is 8.\n#### 8").startswith(
+        "ungrounded: the final answer 8")

@@ -123,6 +123,7 @@ def test_report_opens_in_a_browser_with_every_plot_visible(run):
             assert plot.find_elements(By.CSS_SELECTOR, "path, rect, line")  # something drawn
         height = browser.execute_script("return document.body.scrollHeight")
         browser.set_window_size(1200, height + 50)
+        browser.execute_script("window.scrollTo(0, 0)")
         browser.save_screenshot(str(run_dir / "report.png"))  # kept with the run, to look at
     finally:
         browser.quit()

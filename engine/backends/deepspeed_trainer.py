@@ -1,7 +1,10 @@
 """Student fine-tuning: Ray Train TorchTrainer + DeepSpeed ZeRO, from the base model each round.
 
-The driver hands over rows with the student's chat messages and target; each worker tokenises
-its Ray Data shard, trains, and rank 0 reports the saved HF folder as a Ray Train checkpoint.
+The driver hands over rows with the student's chat messages and target (a causal LM learns the
+target after its prompt) and the raw input and label (an encoder student, `student.kind:
+sequence_classification`, learns the label's index with a classifier head); each worker
+tokenises its Ray Data shard, trains, and rank 0 reports the saved HF folder as a Ray Train
+checkpoint.
 """
 
 from __future__ import annotations

@@ -28,6 +28,9 @@ class DataConfig(Strict):
 
     train: str | None = Field(None, description="training rows (the seed is drawn from them)")
     test: str | None = Field(None, description="test rows, evaluated every round")
+    validation: str | None = Field(
+        None, description="real validation rows a strategy mines errors from (s3); unset: "
+                          "n_validation rows of train that are not in the seed")
 
 
 class SamplingOverride(Strict):
@@ -38,7 +41,7 @@ class SamplingOverride(Strict):
     max_tokens: int | None = Field(None, ge=1, description="tokens generated per request")
 
 
-StrategyName = Literal["llm2llm", "seed_only", "random", "mixed", "zerogen"]
+StrategyName = Literal["llm2llm", "seed_only", "random", "mixed", "zerogen", "s3"]
 
 
 class StrategyConfig(Strict):
@@ -53,9 +56,10 @@ class StrategyConfig(Strict):
                                "from the task description and labels alone")
     targeted_share: float = Field(
         0.5, ge=0, le=1, description="mixed: share of the requests aimed at errors")
-    mine_from: Literal["seed", "all"] = Field(
-        "seed", description="rows errors are mined from: the seed (LLM2LLM) or seed and "
-                            "synthetic rows (the paper's ablation)")
+    mine_from: Literal["seed", "all", "validation"] = Field(
+        "seed", description="rows errors are mined from: the seed (LLM2LLM), seed and "
+                            "synthetic rows (the paper's ablation), or the task's real "
+                            "validation rows (S3; never trained on; the default of s3)")
     from_base: bool = Field(
         True, description="train each round from the base model (LLM2LLM); false: continue "
                           "from the previous round's student")
@@ -63,6 +67,20 @@ class StrategyConfig(Strict):
         False, description="spend the whole teacher budget in the first augmentation round "
                            "(n_per_error x (rounds - 1) rows per target) instead of spreading "
                            "it over rounds")
+    rationales_per_label: int = Field(
+        4, ge=1, description="s3 seed synthesis: rationales the teacher writes per label (what "
+                             "makes a text have it), each the theme of some examples; zerogen "
+                             "without a labelled seed asks as many times per label")
+    seed_rows_per_label: int = Field(
+        16, ge=1, description="s3 and zerogen without a labelled seed: synthetic seed rows "
+                              "asked for per label in round 0 (spread over its rationales)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _s3_mines_validation(cls, data):
+        if isinstance(data, dict) and data.get("name") == "s3" and "mine_from" not in data:
+            data = {**data, "mine_from": "validation"}
+        return data
 
 
 # Ablation switches a compare entry may carry after its strategy's name ("llm2llm+one_shot"):
@@ -80,6 +98,8 @@ def strategy_variant(spec: str) -> dict:
         raise ValueError(f"{spec!r}: unknown strategy {name!r}; use one of "
                          f"{', '.join(STRATEGY_NAMES)}")
     fields: dict = {"name": name}
+    if name == "s3":  # S3 mines the real validation set, whatever the job's strategy mines
+        fields["mine_from"] = "validation"
     for switch in switches:
         if switch.startswith("share=") and name == "mixed":
             try:
@@ -139,9 +159,17 @@ class TaskConfig(Strict):
         None, description="one line on what the task is, shown to student and teacher")
     prompts: str | None = Field(
         None, description="prompt template file; default prompts/llm2llm/<type>.yaml")
-    n_seed: int | None = Field(None, ge=1, description="seed rows taken from train (after shuffling)")
+    s3_prompts: str | None = Field(
+        None, description="the s3 strategy's prompt template file; default prompts/s3/<type>.yaml")
+    n_seed: int | None = Field(
+        None, ge=0, description="seed rows taken from train (after shuffling); 0: no labelled "
+                                "seed (S3's setting: s3 and zerogen synthesize one)")
     seed_fraction: float | None = Field(None, gt=0, le=1, description="or a fraction of train")
     n_test: int | None = Field(100, ge=1, description="test rows evaluated each round (null: all)")
+    n_validation: int = Field(
+        200, ge=1, description="real validation rows mined for errors (s3, mine_from: "
+                               "validation): from data.validation, else from train after the "
+                               "seed")
     student_sampling: SamplingOverride = Field(
         SamplingOverride(), description="this task's student sampling (e.g. max_tokens: 8 for "
                                         "labels beside a math task in the same job)")

@@ -21,16 +21,18 @@ import pyarrow.compute as pc
 from engine.backends import StudentTrainer, TextGenerator
 from engine.config import RunConfig
 from engine.metrics import generation_usage, round_metrics
-from engine.records import EXAMPLE
+from engine.records import EXAMPLE, PREDICTION
 from engine.sampling import sampling_params
 from engine.stages.augment import CandidateFilter, accepted_examples, ask_teacher, teacher_requests
 from engine.stages.mine import mine_errors, with_outputs
 from engine.stages.predict import grade, student_requests
+from engine.stages.synthesize import ask_rationales, rationale_requests, seed_quota
 from engine.storage import RunStorage
 from engine.strategies import RoundView, Unit, plan_units
 from engine.tasks import Task
 
 GENERATIONS = "generations"  # the raw GENERATED rows a stage produced, next to its output
+RATIONALES = "rationales"  # s3's round-0 rationales (EXAMPLE rows), next to the augment output
 
 
 @dataclass
@@ -62,50 +64,85 @@ class RoundLoop:
     def run(self, splits: dict | None = None) -> Iterator[list[dict]]:
         """Yield the metrics of every unit after each round.
 
-        splits: task name -> (seed rows, test rows), as read at preflight; read here if absent.
+        splits: task name -> (seed rows, test rows, validation rows), as read at preflight;
+        read here if absent.
         """
-        splits = splits or {t.name: t.seed_and_test() for t in self.tasks}
-        train_sets = {u.key: pa.Table.from_pylist(splits[u.task.name][0], schema=EXAMPLE)
-                      for u in self.units}
+        splits = splits or {t.name: t.splits(self.needs_validation(t)) for t in self.tasks}
+        # a unit that writes its own seed (s3) starts with no training rows
+        train_sets = {u.key: pa.Table.from_pylist(
+            splits[u.task.name][0] if u.strategy.uses_seed else [], schema=EXAMPLE)
+            for u in self.units}
         for r in range(self.cfg.rounds):
             metrics = []
             for unit in self.units:
                 if r >= unit.strategy.rounds(self.cfg.rounds):
                     continue
-                test = pa.Table.from_pylist(splits[unit.task.name][1], schema=EXAMPLE)
-                m, added = self.run_round(unit, r, train_sets[unit.key], test)
+                test, validation = (pa.Table.from_pylist(rows, schema=EXAMPLE)
+                                    for rows in splits[unit.task.name][1:3])
+                m, added = self.run_round(unit, r, train_sets[unit.key], test, validation)
                 train_sets[unit.key] = pa.concat_tables([train_sets[unit.key], added])
                 metrics.append(m)
             yield metrics
 
-    def run_round(self, unit: Unit, r: int, train_set: pa.Table, test: pa.Table):
-        """One round of one unit; returns (metrics, accepted examples for the next round)."""
+    def needs_validation(self, task: Task) -> bool:
+        """Whether any unit of the task mines the real validation rows (s3)."""
+        return any(u.settings.mine_from == "validation" for u in self.units if u.task is task)
+
+    def run_round(self, unit: Unit, r: int, train_set: pa.Table, test: pa.Table,
+                  validation: pa.Table | None = None):
+        """One round of one unit; returns (metrics, accepted examples for the next round).
+
+        With no training rows (round 0 of a unit that writes its own seed), train, predict
+        and mine are recorded as skipped and the augment stage writes the seed."""
         timings: dict[str, float] = {}
         stage = lambda name, compute: self._stage(unit, r, name, timings, compute)  # noqa: E731
+        validation = validation if validation is not None else EXAMPLE.empty_table()
         train_set = stage("data", lambda d: self._write(d, train_set)).table
-        model = self._model(unit, r)
-        train_stats = stage("train", lambda d: self._train(unit, r, train_set, model, d)).info
-        mining = self._mining_rows(unit, train_set)
-        predictions = stage("predict",
-                            lambda d: self._predict(unit.task, mining, test, model, d)).table
-        errors = stage("mine", lambda d: self._write(d, mine_errors(
-            train_set, predictions, self._mined_origins(unit)))).table
+        if train_set.num_rows == 0:
+            train_stats, predictions, errors, mining = self._skip(unit, r, stage)
+        else:
+            model = self._model(unit, r)
+            train_stats = stage("train",
+                                lambda d: self._train(unit, r, train_set, model, d)).info
+            mining = self._mining_rows(unit, train_set, validation)
+            predictions = stage(
+                "predict", lambda d: self._predict(unit.task, mining, test, model, d)).table
+            errors = stage("mine", lambda d: self._write(d, mine_errors(
+                mining, predictions, self._mined_origins(unit)))).table
         candidates, asked = None, {}
         if self._augments(unit, r):
             result = stage("augment", lambda d: self._augment(
-                unit, r, errors, mining, predictions, train_set, test, d))
+                unit, r, errors, mining, predictions, train_set, test, validation, d))
             candidates, asked = result.table, result.info
-            if unit.sets_budget:
-                self.budgets[(unit.task.name, unit.train_seed, r)] = asked.get("targets", 0)
+            budget_key = (unit.task.name, unit.train_seed, r)
+            if unit.sets_budget and budget_key not in self.budgets:  # llm2llm's, else s3's
+                self.budgets[budget_key] = asked.get("targets", 0)
         added = accepted_examples(candidates) if candidates is not None else EXAMPLE.empty_table()
         usage = {"predict": self._usage(unit, r, "predict", self.cfg.student.prices)}
         if candidates is not None:
             usage["augment"] = self._usage(unit, r, "augment", self.cfg.teacher.prices)
         metrics = round_metrics(unit.task.name, r, train_set, predictions, errors, candidates,
                                 train_stats, timings, usage, asked, self._previous(unit, r))
-        metrics.update(strategy=unit.variant, train_seed=unit.train_seed, unit=unit.key)
+        metrics.update(strategy=unit.variant, train_seed=unit.train_seed, unit=unit.key,
+                       mined_from=unit.settings.mine_from)
         self.store.write_json(f"{self.store.round_dir(unit.key, r)}/metrics.json", metrics)
         return metrics, added
+
+    def _skip(self, unit: Unit, r: int, stage) -> tuple[dict, pa.Table, pa.Table, pa.Table]:
+        """Train, predict and mine of a round with nothing to train on, recorded as done and
+        empty (so status, resume and inspect see them), with the reason in the manifest."""
+        reason = ("no training rows yet: this round's augment stage writes the synthetic seed"
+                  if r == 0 else "no training rows: the teacher's rows were all rejected "
+                                 "(llm2llm inspect shows why)")
+        if r > 0:
+            self.log(f"[{unit.key} r{r}] {reason}")
+        empty = lambda table: lambda d: StageResult(self._write(d, table),  # noqa: E731
+                                                    {"skipped": reason})
+        info = stage("train", empty(pa.table({"step": pa.array([], pa.int32()),
+                                              "loss": pa.array([], pa.float64())}))).info
+        predictions = stage("predict", empty(PREDICTION.empty_table())).table
+        errors = stage("mine", empty(EXAMPLE.empty_table())).table
+        return info, predictions, errors, EXAMPLE.empty_table()
 
     def _augments(self, unit: Unit, r: int) -> bool:
         """The last round does not augment (nothing would train on it); one_shot spends the
@@ -148,13 +185,13 @@ class RoundLoop:
         Round 0 trains on the seed alone from the base model, so every strategy with the same
         task and training seed has the same round-0 student, predictions and errors (training
         is deterministic given the seed): a compare computes them once per task and seed."""
-        if r != 0 or name not in ROUND0_SHARED:
+        if r != 0 or name not in ROUND0_SHARED or not unit.strategy.uses_seed:
             return None
         for other in self.units:
             if other is unit:
                 return None
             if (other.task.name, other.train_seed) == (unit.task.name, unit.train_seed) and \
-                    self.store.is_complete(self.store.stage_dir(other.key, 0, name)):
+                    other.strategy.uses_seed and self.store.is_complete(self.store.stage_dir(other.key, 0, name)):
                 return other
         return None
 
@@ -207,15 +244,19 @@ class RoundLoop:
         """The round's student as other processes open it: a local path, or a URI."""
         return self.store.location(f"{self.store.stage_dir(unit.key, r, 'train')}/model")
 
-    def _mining_rows(self, unit: Unit, train_set: pa.Table) -> pa.Table:
-        """The rows the student is graded on to find errors (and random targets)."""
+    def _mining_rows(self, unit: Unit, train_set: pa.Table, validation: pa.Table) -> pa.Table:
+        """The rows the student is graded on to find errors (and random targets): the seed,
+        the whole training set (mine_from: all) or the real validation rows (s3)."""
+        if unit.settings.mine_from == "validation":
+            return validation
         if unit.settings.mine_from == "all":
             return train_set
         return train_set.filter(pc.equal(train_set["origin"], "seed"))
 
     @staticmethod
     def _mined_origins(unit: Unit) -> tuple[str, ...]:
-        return ("seed", "synthetic") if unit.settings.mine_from == "all" else ("seed",)
+        return {"all": ("seed", "synthetic"), "validation": ("validation",)}.get(
+            unit.settings.mine_from, ("seed",))
 
     # -- stages -----------------------------------------------------------------------------
     def _train(self, unit: Unit, r: int, train_set: pa.Table, model: str,
@@ -252,27 +293,62 @@ class RoundLoop:
 
     def _augment(self, unit: Unit, r: int, errors: pa.Table, mining: pa.Table,
                  predictions: pa.Table, train_set: pa.Table, test: pa.Table,
-                 stage_dir: str) -> StageResult:
+                 validation: pa.Table, stage_dir: str) -> StageResult:
         """The strategy picks the targets; the teacher is asked about each until its quota is
-        accepted or its tries run out."""
-        task, teacher = unit.task, self.cfg.teacher
+        accepted or its tries run out. With no training rows yet, the targets are what the
+        synthetic seed is written from (s3's rationales, zerogen's label slots)."""
+        task, teacher, settings = unit.task, self.cfg.teacher, unit.settings
+        sampling = sampling_params(teacher, task.cfg.teacher_sampling)
+        generate = lambda req: self.teacher_gen(req, self.teacher_model, "augment")  # noqa: E731
+        budget = self.budgets.get((task.name, unit.train_seed, r))
+        synthesizing = train_set.num_rows == 0 and r == 0
+        generated_before, asked_before = [], 0
+        if synthesizing:
+            per_label = settings.rationales_per_label
+            quota = seed_quota(settings.seed_rows_per_label, per_label)
+            budget = budget if budget is not None else per_label * len(task.labels)
+            rationales = EXAMPLE.empty_table()
+            if unit.strategy.explains:
+                rationales, rationale_requests_, rationale_answers = ask_rationales(
+                    task, per_label, r, generate,
+                    lambda labels, sample: rationale_requests(
+                        task, labels, per_label, r, sampling, teacher.constrained, sample),
+                    teacher.max_tries)
+                self.store.write_table(stage_dir, rationales, name=RATIONALES)
+                generated_before = [rationale_answers] if rationale_answers is not None else []
+                asked_before = rationale_requests_.num_rows
+        else:
+            quota = teacher.n_per_error * (self.cfg.rounds - 1 if settings.one_shot else 1)
         view = RoundView(errors=errors, mining=with_outputs(mining, predictions)[0],
-                         budget=self.budgets.get((task.name, unit.train_seed, r)),
+                         budget=budget,
                          rng=random.Random(f"{task.name}:{unit.train_seed}:{r}"),
                          task=task.name, labels=tuple(task.labels))
-        targets = unit.strategy.targets(view)
-        quota = teacher.n_per_error * (self.cfg.rounds - 1 if unit.settings.one_shot else 1)
+        targets = (unit.strategy.seed_targets(view, rationales) if synthesizing
+                   else unit.strategy.targets(view))
         seed_rows = train_set.filter(pc.equal(train_set["origin"], "seed"))  # worked examples
-        sampling = sampling_params(teacher, task.cfg.teacher_sampling)
+        # the real texts a candidate must look like: the training set's, or (s3, whose
+        # training set is synthetic) the validation set's; those it must not leak: test and
+        # validation
+        mines_validation = settings.mine_from == "validation"
+        real = validation if mines_validation else seed_rows
+        prompts = task.s3_prompts if unit.strategy.explains else task.prompts
         filter_ = CandidateFilter(task, r, teacher.model, quota,
                                   train_set.column("input").to_pylist(),
-                                  test.column("input").to_pylist(), teacher.near_dup_threshold)
+                                  test.column("input").to_pylist()
+                                  + validation.column("input").to_pylist(),
+                                  teacher.near_dup_threshold,
+                                  style_texts=(real if mines_validation
+                                               else train_set).column("input").to_pylist(),
+                                  prompt_hash=prompts.hash)
         requests, generated, candidates = ask_teacher(
-            targets, lambda req: self.teacher_gen(req, self.teacher_model, "augment"),
+            targets, generate,
             lambda rows, sample: teacher_requests(rows, task, quota, r, sampling,
                                                   teacher.constrained, sample, seed_rows),
             filter_, teacher.max_tries)
-        self.store.write_table(stage_dir, generated, name=GENERATIONS)
+        self.store.write_table(stage_dir, pa.concat_tables([*generated_before, generated]),
+                               name=GENERATIONS)
         return StageResult(self._write(stage_dir, candidates),
                            {"targets": targets.num_rows, "quota": quota,
-                            "requests": requests.num_rows})
+                            "requests": requests.num_rows + asked_before,
+                            **({"rationales": rationales.num_rows} if synthesizing
+                               and unit.strategy.explains else {})})

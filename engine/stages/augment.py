@@ -88,20 +88,23 @@ class CandidateFilter:
     teacher answers as they come (a top-up's answers meet the same index and counts).
 
     known_inputs: the training set's inputs (a near copy of one is a duplicate);
-    protected: test (and validation) inputs a candidate must not leak.
+    protected: test (and validation) inputs a candidate must not leak;
+    style_texts: real texts whose shape a candidate must have (default: known_inputs).
     Lineage (seed row, trigger, sampling) comes from the request that produced each row.
     At most `quota` rows are accepted per target: a teacher that writes more does not get
     more weight in training (the surplus is rejected as over_n_per_error).
     """
 
     def __init__(self, task: Task, round_: int, teacher_model: str, quota: int,
-                 known_inputs: list[str], protected: list[str], near_dup_threshold: float):
+                 known_inputs: list[str], protected: list[str], near_dup_threshold: float,
+                 style_texts: list[str] | None = None, prompt_hash: str | None = None):
         self.task, self.round, self.teacher_model, self.quota = task, round_, teacher_model, quota
+        self.prompt_hash = prompt_hash or task.prompts.hash
         self.index = NearDuplicateIndex(near_dup_threshold)
         self.index.add_many(known_inputs)
         self.leaks = NgramLeakIndex(protected, threshold=near_dup_threshold)
         self.prompt_words = template_words(*task.teacher_templates())
-        self.style = TextStyle.of(known_inputs)
+        self.style = TextStyle.of(known_inputs if style_texts is None else style_texts)
         self.kept: Counter = Counter()
         self.targets: set[str] = set()
 
@@ -129,7 +132,7 @@ class CandidateFilter:
         return dict(id=f"{req['request_id']}#{k}", task=self.task.name, input=cand.input,
                     target=cand.target, label=cand.label, origin="synthetic", round=self.round,
                     seed_id=seed["id"], trigger_prediction=seed["trigger_prediction"],
-                    teacher_model=self.teacher_model, prompt_hash=self.task.prompts.hash,
+                    teacher_model=self.teacher_model, prompt_hash=self.prompt_hash,
                     sampling=req["sampling"], accepted=not reason, reject_reason=reason)
 
     def _gate(self, rows: list[dict]) -> None:

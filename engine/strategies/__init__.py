@@ -6,8 +6,13 @@ one small module each.
 
 Budget: `random`, `mixed` and `zerogen` send as many teacher requests (targets, each asked for the same
 n_per_error rows, with the same top-up tries) as the `llm2llm` unit of the same task and
-training seed sent in that round; without one in the job, as many as their own student's
-errors. `seed_only` sends none, and trains once: its later rounds would repeat round 0.
+training seed sent in that round (without one, the `s3` unit); without either in the job, as
+many as their own student's errors. `seed_only` sends none, and trains once: its later rounds
+would repeat round 0.
+
+Without labelled seed rows (`s3` always; `zerogen` on a task with `n_seed: 0`), round 0 has
+no student: its augment stage writes the synthetic seed (engine/stages/synthesize.py), and
+round 1 trains on it.
 
 A compare entry may add the LLM2LLM paper's ablation switches to a name
 (`llm2llm+one_shot`, `llm2llm+mine_all`, `llm2llm+continue`; engine/config.py SWITCHES): the
@@ -42,6 +47,8 @@ class Strategy:
 
     name = "llm2llm"
     uses_teacher = True
+    uses_seed = True  # trains on the task's labelled seed rows (s3 writes its own)
+    explains = False  # s3: round 0's targets are rationales the teacher lists first
 
     def __init__(self, settings: StrategyConfig):
         self.settings = settings
@@ -52,6 +59,11 @@ class Strategy:
 
     def rounds(self, configured: int) -> int:
         return configured
+
+    def seed_targets(self, view: RoundView, rationales: pa.Table) -> pa.Table:
+        """Round 0's targets for a unit with no labelled seed to train on (S3's setting): what
+        its synthetic seed is written from. Only s3 and zerogen can start so."""
+        raise NotImplementedError(f"strategy {self.name} needs labelled seed rows")
 
 
 @dataclass(frozen=True)
@@ -68,8 +80,9 @@ class Unit:
 
     @property
     def sets_budget(self) -> bool:
-        """The plain llm2llm unit's targets are the budget its task-seed's baselines match."""
-        return (self.variant or self.strategy.name) == "llm2llm"
+        """The plain llm2llm unit's targets are the budget its task-seed's baselines match;
+        without one in the job, the plain s3 unit's (zerogen then writes as many rows)."""
+        return (self.variant or self.strategy.name) in ("llm2llm", "s3")
 
     @property
     def settings(self) -> StrategyConfig:
@@ -79,11 +92,12 @@ class Unit:
 def build_strategy(settings: StrategyConfig) -> Strategy:
     from engine.strategies.mixed import Mixed
     from engine.strategies.random_rows import RandomRows
+    from engine.strategies.s3 import S3
     from engine.strategies.seed_only import SeedOnly
     from engine.strategies.zerogen import ZeroGen
 
     kinds = {"llm2llm": Strategy, "seed_only": SeedOnly, "random": RandomRows, "mixed": Mixed,
-             "zerogen": ZeroGen}
+             "zerogen": ZeroGen, "s3": S3}
     return kinds[settings.name](settings)
 
 
@@ -92,10 +106,11 @@ def unit_keys(task: str, compare: dict | None, strategy: str,
     """(strategy, training seed, folder key) of a task's units. A plain run has one, under
     the task's name; a compare has strategies x seeds, llm2llm first within each seed so the
     baselines that match its budget run after it in every round. Plain data in, so `status`
-    can list the units of a saved run without building its tasks."""
+    can list the units of a saved run without building its tasks. s3 comes next: it sets the
+    budget where there is no llm2llm unit."""
     if not compare:
         return [(strategy, seed, task)]
-    names = sorted(compare["strategies"], key=lambda n: n != "llm2llm")
+    names = sorted(compare["strategies"], key=lambda n: (n != "llm2llm", n != "s3"))
     return [(name, s, f"{task}/{name}/seed_{s}") for s in compare["seeds"] for name in names]
 
 

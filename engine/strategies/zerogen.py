@@ -27,3 +27,8 @@ class ZeroGen(Strategy):
                              seed_id=slot, trigger_prediction="", teacher_model="",
                              prompt_hash="", sampling=""))
         return pa.Table.from_pylist(rows, schema=EXAMPLE)
+
+    def seed_targets(self, view: RoundView, rationales: pa.Table) -> pa.Table:
+        """No labelled seed: the synthetic seed is written from label slots too (the driver
+        sets the budget: the s3 unit's rationales, or rationales_per_label per label)."""
+        return self.targets(view)

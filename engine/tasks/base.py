@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from engine.config import TaskConfig
 from engine.tasks.loaders import check_source, pick_fields, read_source
 
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
+# the marker of a list item a rationale may start with: "1.", "2)", "-", "*", "Reason 3:"
+RATIONALE_MARKER = re.compile(r"^\s*(?:(?:reason\s*)?\d+\s*[.):]|[-*•])\s*", re.I)
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ class Task:
         self.name = cfg.name
         self.seed = seed
         self.prompts = PromptSet.load(prompt_path(cfg, self.prompt_family))
+        s3_path = s3_prompt_path(cfg, self.prompt_family)
+        # the s3 strategy's templates; tasks of a type without them cannot run s3 (preflight)
+        self.s3_prompts = PromptSet.load(s3_path) if s3_path.is_file() else None
 
     # -- data ---------------------------------------------------------------------------
     def check(self) -> list[str]:
@@ -83,6 +89,8 @@ class Task:
                 problems.append(f"{where}.data.{split}: not set")
             else:
                 problems += check_source(source, f"{where}.data.{split}")
+        if self.cfg.data.validation is not None:
+            problems += check_source(self.cfg.data.validation, f"{where}.data.validation")
         return problems
 
     def source_rows(self, split: str) -> list[dict]:
@@ -96,18 +104,34 @@ class Task:
 
     def seed_and_test(self) -> tuple[list[dict], list[dict]]:
         """The seed training rows and the test rows, shuffled deterministically from the seed."""
+        seed, test, _ = self.splits(validation=False)
+        return seed, test
+
+    def splits(self, validation: bool = True) -> tuple[list[dict], list[dict], list[dict]]:
+        """(seed, test, validation) rows. Validation rows (what s3 mines errors from) come from
+        data.validation, else from train right after the seed, so they never overlap it;
+        empty if not asked for."""
         train = self._as_examples(self.source_rows("train"), "train")
         test = self._as_examples(self.source_rows("test"), "test")
         random.Random(self.seed).shuffle(train)
         random.Random(self.seed + 1).shuffle(test)
-        if self.cfg.n_seed:
+        if self.cfg.n_seed is not None:
             n_seed = self.cfg.n_seed
         elif self.cfg.seed_fraction:
             n_seed = max(1, round(self.cfg.seed_fraction * len(train)))
         else:
             n_seed = len(train)
         n_test = self.cfg.n_test or len(test)
-        return train[:n_seed], test[:n_test]
+        held_out: list[dict] = []
+        if validation and self.cfg.data.validation:
+            held_out = self._as_examples(self.source_rows("validation"), "validation")
+            random.Random(self.seed + 2).shuffle(held_out)
+            held_out = held_out[: self.cfg.n_validation]
+        elif validation:
+            held_out = train[n_seed: n_seed + self.cfg.n_validation]
+        for row in held_out:
+            row["origin"] = "validation"
+        return train[:n_seed], test[:n_test], held_out
 
     def _as_examples(self, role_rows: list[dict], split: str) -> list[dict]:
         rows = []
@@ -155,6 +179,42 @@ class Task:
         return [{"role": "system", "content": self.prompts.render("teacher_system", **values)},
                 {"role": "user", "content": self.prompts.render("zerogen_user", **values)}]
 
+    # -- s3: explain-then-generate, error extrapolation --------------------------------------
+    def rationale_messages(self, label: str, n: int) -> list[dict]:
+        """S3's *explain* step: ask for n different reasons a text has `label`."""
+        values = dict(description=self.description, labels=", ".join(self.labels), label=label,
+                      n=n)
+        return [{"role": "system", "content": self._s3().render("teacher_system", **values)},
+                {"role": "user", "content": self._s3().render("rationale_user", **values)}]
+
+    @staticmethod
+    def rationale_regex(n: int, max_words: int = 40) -> str:
+        """n numbered one-line reasons of 3 to max_words words (for structured outputs)."""
+        words = rf"(?:[^\n ]+ ){{2,{max_words - 1}}}[^\n ]+"
+        return "".join(rf"{k}\. {words}\n" for k in range(1, n + 1))
+
+    @staticmethod
+    def parse_rationales(output: str, n: int) -> list[str]:
+        """Up to n distinct reasons, each at least 3 words: the items of a numbered or
+        bulleted list (plain lines when there is none; a line ending in ":" is a heading),
+        without their markers and wrapping quotes."""
+        lines = output.splitlines()
+        if any(RATIONALE_MARKER.match(line) for line in lines):
+            lines = [line for line in lines if RATIONALE_MARKER.match(line)]
+        found: list[str] = []
+        for line in lines:
+            text = RATIONALE_MARKER.sub("", line).strip().strip('"').strip()
+            if len(text.split()) >= 3 and not text.endswith(":") \
+                    and text.lower() not in {f.lower() for f in found}:
+                found.append(text)
+        return found[:n]
+
+    def _s3(self) -> PromptSet:
+        if self.s3_prompts is None:
+            raise ValueError(f"task {self.name}: no s3 prompt file for its type; set "
+                             f"tasks[].s3_prompts")
+        return self.s3_prompts
+
     @staticmethod
     def demonstrations(row: dict, pool: list[dict], k: int) -> list[dict]:
         """Up to k other rows of `pool` with row's label, chosen by the row's id: each target
@@ -184,6 +244,11 @@ class Task:
 def prompt_path(cfg: TaskConfig, family: str) -> Path:
     """The task's own prompt file, else the built-in one of its prompt family."""
     return Path(cfg.prompts) if cfg.prompts else PROMPTS_DIR / "llm2llm" / f"{family}.yaml"
+
+
+def s3_prompt_path(cfg: TaskConfig, family: str) -> Path:
+    """The task's s3 prompt file, else the built-in one of its prompt family."""
+    return Path(cfg.s3_prompts) if cfg.s3_prompts else PROMPTS_DIR / "s3" / f"{family}.yaml"
 
 
 def check_prompt_file(cfg: TaskConfig, family: str) -> list[str]:

@@ -77,6 +77,8 @@ class ClassificationTask(Task):
         shows a small teacher the format and that "similar" means a new text, not a copy."""
         if row["origin"] == "description":  # the zerogen strategy: no real row to show
             return self.description_messages(row, n)
+        if row["origin"] in ("rationale", "validation"):  # the s3 strategy
+            return self.s3_messages(row, prediction, n)
         labels = ", ".join(self.cfg.labels)
         system = self.prompts.render("teacher_system", description=self.description, labels=labels)
         messages = [{"role": "system", "content": system}]
@@ -89,6 +91,17 @@ class ClassificationTask(Task):
                     for d in shown)}]
         messages.append({"role": "user", "content": self._ask(row, n, labels, prediction)})
         return messages
+
+    def s3_messages(self, row: dict, prediction: str, n: int) -> list[dict]:
+        """S3's requests: examples written on one rationale (*generate*, a target whose origin
+        is "rationale" and whose input is the rationale), or like a real validation row the
+        student got wrong (*error extrapolation*, origin "validation")."""
+        values = dict(description=self.description, labels=", ".join(self.cfg.labels), n=n,
+                      label=row["label"], text=row["input"], prediction=prediction or "nothing")
+        template = "example_user" if row["origin"] == "rationale" else "extrapolate_user"
+        prompts = self._s3()
+        return [{"role": "system", "content": prompts.render("teacher_system", **values)},
+                {"role": "user", "content": prompts.render(template, **values)}]
 
     def _ask(self, row: dict, n: int, labels: str, prediction: str = "") -> str:
         return self.prompts.render("teacher_user", text=row["input"], label=row["label"],

@@ -25,6 +25,7 @@ def gsm8k_files(tmp_path, lines):
     return f"tasks: [{{name: gsm8k, data: {{train: {data}, test: {data}}}}}]\n"
 
 
+TREC = ROOT.parent / "shared" / "data" / "trec"
 GOOD = json.dumps({"question": "q", "answer": "#### 1"})
 
 
@@ -45,6 +46,12 @@ GOOD = json.dumps({"question": "q", "answer": "#### 1"})
      "base_url must start with http:// or https://"),
     ("tasks: [{name: arithmetic}]\nteacher: {constrain_format: true, "
      "api: {base_url: http://127.0.0.1:1/v1}}\n", [], "constrain_format needs a vLLM teacher"),
+    ("tasks: [{name: arithmetic, n_seed: 0}]\n", [],
+     "n_seed is 0 (no labelled seed) but llm2llm train(s) on labelled seed rows"),
+    ("tasks: [{name: arithmetic}]\nstrategy: {name: s3}\n", [],
+     "strategy s3 needs a classification task"),
+    (f"tasks: [{{name: trec, data: {{train: {TREC}/train.jsonl, test: {TREC}/test.jsonl}}}}]\n"
+     "strategy: {name: s3}\nrounds: 1\n", [], "set rounds >= 2"),
     ("tasks: [{name: arithmetic}]\n", ["student.kind=sequence_classification"],
      "type arithmetic needs a generating student; student.kind sequence_classification is "
      "for classification tasks"),

@@ -155,7 +155,7 @@ def test_compare_sweeps_ablation_switches_as_units_of_their_own(tmp_path):
     ("seed_only+one_shot", "seed_only takes none"),
     ("mixed+share=lots", "share takes a number"),
     ("mixed+share=1.5", "less than or equal to 1"),
-    ("s3", "unknown strategy 's3'"),
+    ("s4", "unknown strategy 's4'"),
 ])
 def test_a_bad_compare_entry_names_the_fix(spec, message):
     from engine.errors import ConfigError

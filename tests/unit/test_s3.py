@@ -1,0 +1,213 @@
+"""The s3 strategy with fake backends: explain-then-generate seed synthesis, errors mined on
+the real validation rows only, error extrapolation, and zerogen at the same number of rows."""
+
+import hashlib
+import json
+import re
+
+import pyarrow.parquet as pq
+import pytest
+
+from engine.config import RunConfig
+from engine.driver import RoundLoop
+from engine.stages.synthesize import ask_rationales, rationale_requests, seed_quota
+from engine.tasks import build_task
+from engine.tasks.base import Task
+from tests.fakes import FakeGenerator, FakeTrainer
+
+POSITIVE = ["wonderful", "moving", "brilliant", "joyful", "superb", "charming"]
+NEGATIVE = ["dull", "clumsy", "tedious", "awful", "bland", "painful"]
+VOCAB = [f"{a}{b}" for a in ("bri", "cal", "dor", "fen", "gal", "hol", "jun", "kel")
+         for b in ("ax", "eb", "ic", "od", "ul", "yn", "ar", "os")]
+TOPICS = ["acting", "plot", "music", "ending", "cast", "pacing", "script", "visuals"]
+
+
+def review(word: str, topic: str, k: int) -> str:
+    return f"the {topic} of this film was {word} from start to finish, take {k}"
+
+
+def write_task_files(tmp_path):
+    """A two-label sentiment task: train, a separate validation file and test."""
+    def rows(offset):
+        out = []
+        for k in range(24):
+            word = (POSITIVE if k % 2 else NEGATIVE)[k % 6]
+            out.append({"text": review(word, TOPICS[k % 8], k + offset),
+                        "label": "positive" if k % 2 else "negative"})
+        return out
+    paths = {}
+    for split, offset in (("train", 0), ("validation", 100), ("test", 200)):
+        paths[split] = tmp_path / f"{split}.jsonl"
+        paths[split].write_text("\n".join(json.dumps(r) for r in rows(offset)) + "\n")
+    return paths
+
+
+def task_config(paths, **extra):
+    return {"name": "sentiment", "type": "classification", "labels": ["negative", "positive"],
+            "description": "Is the movie review positive or negative?",
+            "fields": {"text": "text", "label": "label"},
+            "data": {k: str(v) for k, v in paths.items()}, "n_test": 8, "n_validation": 10,
+            **extra}
+
+
+def student(messages):
+    """Right on texts whose take number is even, otherwise the opposite of the right word."""
+    text = messages[-1]["content"].split("Text: ", 1)[1]
+    right = "positive" if any(w in text for w in POSITIVE) else "negative"
+    take = re.search(r"take (\d+)", text)
+    if take and int(take.group(1)) % 2:
+        return "negative" if right == "positive" else "positive"
+    return right
+
+
+def teacher(messages):
+    """Rationales as a numbered list; examples as Text/Label blocks, unique per request; an
+    extrapolation also copies the shown text once (the leak gate must reject it)."""
+    prompt = messages[-1]["content"]
+    label = re.search(r"label(?: is)?:? (positive|negative)", prompt).group(1)
+    words = POSITIVE if label == "positive" else NEGATIVE
+    digest = hashlib.sha256(prompt.encode()).digest()
+    if prompt.startswith("List "):
+        return "\n".join(f"{k}. the review judges the {TOPICS[k]} in {digest.hex()[:6]} ways"
+                         for k in range(1, 6))
+    blocks = []
+    for k in range(3):  # three distinct texts per request, different from other requests'
+        picks = [VOCAB[b % len(VOCAB)] for b in digest[4 * k: 4 * k + 4]]
+        blocks.append(f"Text: {' '.join(picks)} and a {words[k]} {TOPICS[digest[k] % 8]}\n"
+                      f"Label: {label}")
+    if "got this text wrong" in prompt:
+        shown = prompt.split("):\n", 1)[1].split("\n")[0]
+        blocks.insert(0, f"Text: {shown}\nLabel: {label}")
+    return "\n".join(blocks)
+
+
+def s3_loop(tmp_path, strategies=("s3", "zerogen"), rounds=3, n_seed=0):
+    paths = write_task_files(tmp_path)
+    cfg = RunConfig.model_validate({
+        "run_dir": str(tmp_path / "run"), "rounds": rounds,
+        "strategy": {"rationales_per_label": 3, "seed_rows_per_label": 6},
+        "teacher": {"n_per_error": 2},
+        "compare": {"strategies": list(strategies), "seeds": [0]},
+        "tasks": [task_config(paths, n_seed=n_seed)]})
+    tasks = [build_task(t, cfg.seed) for t in cfg.tasks]
+    gen_s, gen_t, trainer = FakeGenerator(student), FakeGenerator(teacher), FakeTrainer()
+    loop = RoundLoop(cfg, tasks, "base", "teacher", gen_s, gen_t, trainer, log=lambda m: None)
+    history = {(m["strategy"], m["round"]): m for ms in loop.run() for m in ms}
+    return tmp_path / "run" / "sentiment", history, gen_t, trainer, tasks[0]
+
+
+def read(unit_dir, r, stage, name="part-0"):
+    return pq.read_table(unit_dir / f"round_{r}" / stage / f"{name}.parquet").to_pylist()
+
+
+def test_round_0_writes_the_seed_by_explain_then_generate(tmp_path):
+    root, history, gen_t, trainer, task = s3_loop(tmp_path)
+    unit = root / "s3" / "seed_0"
+    rationales = read(unit, 0, "augment", "rationales")
+    assert len(rationales) == 3 * 2 and {r["origin"] for r in rationales} == {"rationale"}
+    candidates = read(unit, 0, "augment")
+    accepted = [c for c in candidates if c["accepted"]]
+    # every seed row was written on one rationale, at most its quota (6 rows / 3 rationales)
+    assert {c["seed_id"] for c in candidates} <= {r["id"] for r in rationales}
+    per_rationale = {r["id"]: sum(c["seed_id"] == r["id"] for c in accepted) for r in rationales}
+    assert set(per_rationale.values()) == {seed_quota(6, 3)}
+    assert all(c["prompt_hash"] == task.s3_prompts.hash for c in candidates)
+    # the rationale shows in the prompt its examples were asked with
+    asks = [json.loads(m)[-1]["content"] for stage, _, req in gen_t.calls
+            for m in req.column("messages").to_pylist()]
+    assert any(rationales[0]["input"] in a and "fits this reason" in a for a in asks)
+    # no student in round 0; round 1 trains on the synthetic seed alone
+    r0 = history[("s3", 0)]
+    assert r0["test_accuracy"] is None and r0["n_train"] == 0
+    assert json.loads((unit / "round_0" / "train" / "MANIFEST.json").read_text()
+                      )["info"]["skipped"].startswith("no training rows yet")
+    first = trainer.calls[0][0]
+    assert first.num_rows == len(accepted) == history[("s3", 1)]["n_train"]
+
+
+def test_errors_are_mined_on_the_real_validation_rows_and_extrapolated(tmp_path):
+    root, history, gen_t, _, task = s3_loop(tmp_path)
+    unit = root / "s3" / "seed_0"
+    _, test, validation = task.splits()
+    predicted = [p for p in read(unit, 1, "predict") if p["split"] == "train"]
+    assert sorted(p["id"] for p in predicted) == sorted(v["id"] for v in validation)
+    mined = read(unit, 1, "mine")
+    assert mined and {m["origin"] for m in mined} == {"validation"}
+    assert history[("s3", 1)]["mined_from"] == "validation"
+    candidates = read(unit, 1, "augment")
+    assert {c["seed_id"] for c in candidates} == {m["id"] for m in mined}
+    # the copy of a validation text is rejected as a leak; the rest are accepted
+    leaked = [c for c in candidates if c["input"] in {v["input"] for v in validation}]
+    assert leaked and all(not c["accepted"] and c["reject_reason"].startswith("in_protected_set")
+                      for c in leaked)
+    trained = [r["input"] for r in read(unit, 2, "data")]
+    assert not set(trained) & {v["input"] for v in validation + test}
+
+
+def test_zerogen_without_a_seed_writes_as_many_rows_as_s3(tmp_path):
+    root, history, _, _, _ = s3_loop(tmp_path)
+    for r in (0, 1):
+        s3, zerogen = history[("s3", r)], history[("zerogen", r)]
+        assert zerogen["n_targets"] == s3["n_targets"] > 0
+        assert zerogen["n_rows_asked"] == s3["n_rows_asked"]
+    data = read(root / "zerogen" / "seed_0", 1, "data")
+    assert data and {r["origin"] for r in data} == {"synthetic"}
+
+
+def test_s3_ignores_a_labelled_seed_that_llm2llm_trains_on(tmp_path):
+    root, history, _, trainer, _ = s3_loop(tmp_path, ("llm2llm", "s3"), rounds=2, n_seed=8)
+    assert history[("llm2llm", 0)]["n_seed"] == 8 and history[("s3", 1)]["n_seed"] == 0
+    assert history[("s3", 0)]["n_train"] == 0  # s3 never copies llm2llm's round 0
+
+
+def test_rationale_requests_and_parser():
+    cfg = RunConfig.model_validate({"tasks": [task_config({}, name="s", data={})]})
+    task = build_task(cfg.tasks[0], 0)
+    req = rationale_requests(task, ["negative", "positive"], 4, 0, {"temperature": 0.7},
+                             constrain_format=True)
+    messages = json.loads(req.column("messages")[1].as_py())
+    assert "label positive" in messages[-1]["content"] and "4" in messages[-1]["content"]
+    assert re.fullmatch(req.column("regex")[0].as_py(),
+                        "".join(f"{k}. a reason with words {k}\n" for k in range(1, 5)))
+    messy = ('Here are reasons:\n1) "It praises the acting."\n- It uses warm words\n'
+             "Reason 3: the tone is upbeat overall\n4. It praises the acting.\nok\n")
+    assert Task.parse_rationales(messy, 5) == ["It praises the acting.", "It uses warm words",
+                                               "the tone is upbeat overall"]
+
+
+def test_rationales_are_asked_again_for_a_label_left_short():
+    cfg = RunConfig.model_validate({"tasks": [task_config({}, name="s", data={})]})
+    task = build_task(cfg.tasks[0], 0)
+    answers = iter(["1. one reason only here", "2. a second reason right here",
+                    "1. a second reason right here\n2. and a third reason too",
+                    "1. positive reason number one\n2. positive reason number two\n"
+                    "3. positive reason number three"])
+
+    def respond(messages):
+        return next(answers) if "label negative" in messages[-1]["content"] else \
+            "1. positive reason number one\n2. positive reason number two\n" \
+            "3. positive reason number three"
+    gen = FakeGenerator(respond)
+    rationales, requests, _ = ask_rationales(
+        task, 3, 0, lambda req: gen(req, "t", "augment"),
+        lambda labels, sample: rationale_requests(task, labels, 3, 0, {}, False, sample), 3)
+    by_label = {}
+    for row in rationales.to_pylist():
+        by_label.setdefault(row["label"], []).append(row["input"])
+    assert by_label["negative"] == ["one reason only here", "a second reason right here",
+                                    "and a third reason too"]
+    assert len(by_label["positive"]) == 3
+    assert requests.num_rows == 2 + 1 + 1  # both labels, then negative twice more
+
+
+@pytest.mark.parametrize("validation_file", [True, False])
+def test_validation_rows_never_overlap_the_seed_or_test(tmp_path, validation_file):
+    paths = write_task_files(tmp_path)
+    if not validation_file:
+        paths.pop("validation")
+    cfg = RunConfig.model_validate({"tasks": [task_config(paths, n_seed=6)]})
+    seed, test, validation = build_task(cfg.tasks[0], 0).splits()
+    assert len(validation) == 10 and {v["origin"] for v in validation} == {"validation"}
+    ids = [r["id"] for r in seed + test + validation]
+    assert len(set(ids)) == len(ids)
+    assert all(":validation:" in v["id"] for v in validation) == validation_file

@@ -141,7 +141,7 @@ class CompareConfig(Strict):
 
 
 class TaskConfig(Strict):
-    """A task: a built-in name (gsm8k, trec, sst2, arithmetic) or a custom definition.
+    """A task: a built-in name (gsm8k, trec, sst2, imdb, rte, qnli, arithmetic) or a custom definition.
 
     Fields left unset take the built-in preset's values (engine/tasks/presets.py).
     """
@@ -151,7 +151,15 @@ class TaskConfig(Strict):
         None, description="task type of a custom task (a built-in name sets it)")
     data: DataConfig = Field(DataConfig(), description="where the rows come from")
     fields: dict[str, str] = Field(
-        {}, description="task role -> column in the files (question/answer, or text/label)")
+        {}, description="task role -> column in the files (question/answer, or text/label; "
+                        "a sentence-pair task adds text_b)")
+    text_names: list[str] = Field(
+        [], description="a sentence-pair task's names of its two texts, as the student and "
+                        "teacher see them (default: Text, Text B)")
+    multiline: bool = Field(
+        False, description="classification: an example may span lines (a review, a "
+                           "paragraph): the teacher's text is every line up to its Label line; "
+                           "false keeps the first line (small teachers run on into echoes)")
     labels: list[str] = Field(
         [], description="classification: the label names the student must answer with")
     label_names: dict[str, str] = Field({}, description="raw label value in the data -> label name")

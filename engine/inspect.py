@@ -69,12 +69,15 @@ def round_rows(store: RunStorage, key: str, r: int) -> list[dict] | None:
             for e in errors.to_pylist()}
     train_set = _table(store, key, r, "data")
     known = {} if train_set is None else {e["id"]: e for e in train_set.to_pylist()}
-    for target, cands in by_target.items():  # targets that were not errors (random, mixed)
-        seed = known.get(target, {})
+    augment_dir = store.stage_dir(key, r, "augment")
+    if store.has_table(augment_dir, "rationales"):  # s3's round 0: examples on rationales
+        known.update({e["id"]: e for e in store.read_table(augment_dir, "rationales").to_pylist()})
+    for target, cands in by_target.items():  # targets that were not errors (random, s3's
+        seed = known.get(target, {})          # rationales, zerogen's label slots)
         rows.setdefault(target, {"id": target, "input": seed.get("input"),
-                                 "label": seed.get("label"),
+                                 "label": seed.get("label") or cands[0]["label"],
                                  "student_output": cands[0]["trigger_prediction"],
-                                 "mined": False})
+                                 "mined": False, "origin": seed.get("origin")})
     for row in rows.values():
         row["candidates"] = [{"id": c["id"], "input": c["input"], "label": c["label"],
                               "accepted": c["accepted"], "reject_reason": c["reject_reason"]}
@@ -113,7 +116,8 @@ def format_round(key: str, r: int, rows: list[dict], width: int = 100) -> str:
         lines.append("  rejected: " + ", ".join(f"{k} {n}" for k, n in s["rejected"].items()))
     for row in rows:
         verdict = {True: "fixed", False: "still wrong", None: ""}[row["right_next_round"]]
-        head = "error" if row["mined"] else "target (not an error)"
+        head = "error" if row["mined"] else (
+            "rationale" if row.get("origin") == "rationale" else "target (not an error)")
         lines.append(f"\n  {head} {row['id']}  label {row['label'] or '?'}  student said "
                      f"{_clip(row['student_output'], 30)!r}  {verdict}".rstrip())
         if row["input"]:

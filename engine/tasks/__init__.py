@@ -46,7 +46,7 @@ def check_tasks(cfgs: list[TaskConfig], seed: int) -> list[str]:
                             f"(labels, fields, data) or `type: math`")
             continue
         resolved = resolve_task_config(cfg)
-        file_problems = check_prompt_file(resolved, TASK_TYPES[resolved.type].prompt_family)
+        file_problems = check_prompt_file(resolved, TASK_TYPES[resolved.type].family_of(resolved))
         if file_problems:
             problems += file_problems
             continue

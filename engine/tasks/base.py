@@ -72,10 +72,16 @@ class Task:
         self.cfg = cfg
         self.name = cfg.name
         self.seed = seed
-        self.prompts = PromptSet.load(prompt_path(cfg, self.prompt_family))
-        s3_path = s3_prompt_path(cfg, self.prompt_family)
+        family = self.family_of(cfg)
+        self.prompts = PromptSet.load(prompt_path(cfg, family))
+        s3_path = s3_prompt_path(cfg, family)
         # the s3 strategy's templates; tasks of a type without them cannot run s3 (preflight)
         self.s3_prompts = PromptSet.load(s3_path) if s3_path.is_file() else None
+
+    @classmethod
+    def family_of(cls, cfg: TaskConfig) -> str:
+        """The prompt family a task of this type with this config uses."""
+        return cls.prompt_family
 
     # -- data ---------------------------------------------------------------------------
     def check(self) -> list[str]:
@@ -171,11 +177,15 @@ class Task:
     def description(self) -> str:
         return self.cfg.description or ""
 
+    def render_values(self) -> dict:
+        """Template values every prompt of the task may use beyond the request's own."""
+        return {}
+
     def description_messages(self, row: dict, n: int) -> list[dict]:
         """A request from the task's description and labels alone (the zerogen strategy):
         the prompt file's `zerogen_user`, for a target whose origin is "description"."""
         values = dict(description=self.description, labels=", ".join(self.labels),
-                      label=row["label"], n=n)
+                      label=row["label"], n=n, **self.render_values())
         return [{"role": "system", "content": self.prompts.render("teacher_system", **values)},
                 {"role": "user", "content": self.prompts.render("zerogen_user", **values)}]
 
@@ -183,7 +193,7 @@ class Task:
     def rationale_messages(self, label: str, n: int) -> list[dict]:
         """S3's *explain* step: ask for n different reasons a text has `label`."""
         values = dict(description=self.description, labels=", ".join(self.labels), label=label,
-                      n=n)
+                      n=n, **self.render_values())
         return [{"role": "system", "content": self._s3().render("teacher_system", **values)},
                 {"role": "user", "content": self._s3().render("rationale_user", **values)}]
 

@@ -23,12 +23,34 @@ _NUMBERING = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+")
 
 
 class ClassificationTask(Task):
+    """One text (or, with a `text_b` field, a sentence pair such as RTE's premise and
+    hypothesis) and a label from a fixed set. A pair's `input` is both texts, each on its own
+    line after its name ("Premise: ...\nHypothesis: ..."), so the student, the teacher and
+    the quality gates all see the pair as one example."""
+
     prompt_family = "classification"
     required_fields = ("text", "label")
+
+    @classmethod
+    def family_of(cls, cfg) -> str:
+        return "pair" if "text_b" in cfg.fields else cls.prompt_family
+
+    @property
+    def names(self) -> list[str]:
+        """The names of the texts of an example: one for a single text, two for a pair."""
+        if "text_b" not in self.cfg.fields:
+            return ["Text"]
+        return list(self.cfg.text_names) if len(self.cfg.text_names) == 2 else ["Text", "Text B"]
+
+    def render_values(self) -> dict:
+        return {"first": self.names[0], "second": self.names[-1]}
 
     def check(self) -> list[str]:
         problems = super().check()
         where = f"tasks.{self.name}"
+        if self.cfg.text_names and len(self.cfg.text_names) != len(self.names):
+            problems.append(f"{where}.text_names: give {len(self.names)} name(s), one per text "
+                            f"field (a pair task maps text and text_b)")
         if len(self.cfg.labels) < 2:
             problems.append(f"{where}.labels: a classification task needs at least 2 labels")
         unknown = sorted(set(self.cfg.label_names.values()) - set(self.cfg.labels))
@@ -50,11 +72,16 @@ class ClassificationTask(Task):
         if label not in self.cfg.labels:
             raise DataError(f"task {self.name}: label {raw!r} is not one of {self.cfg.labels}; "
                             f"add it to `labels` or map it with `label_names`")
-        return str(role_row["text"]).strip(), label, label
+        text = str(role_row["text"]).strip()
+        if "text_b" in self.cfg.fields:
+            first, second = self.names
+            text = f"{first}: {text}\n{second}: {str(role_row['text_b']).strip()}"
+        return text, label, label
 
     def student_messages(self, text: str) -> list[dict]:
         content = self.prompts.render("student", description=self.description,
-                                      labels=", ".join(self.cfg.labels), text=text)
+                                      labels=", ".join(self.cfg.labels), text=text,
+                                      **self.render_values())
         return [{"role": "user", "content": content}]
 
     def find_label(self, output: str) -> str:
@@ -80,14 +107,16 @@ class ClassificationTask(Task):
         if row["origin"] in ("rationale", "validation"):  # the s3 strategy
             return self.s3_messages(row, prediction, n)
         labels = ", ".join(self.cfg.labels)
-        system = self.prompts.render("teacher_system", description=self.description, labels=labels)
+        system = self.prompts.render("teacher_system", description=self.description, labels=labels,
+                                     **self.render_values())
         messages = [{"role": "system", "content": system}]
         if len(demos) >= 2 and "teacher_answer" in self.prompts.templates:
             shown = demos[1: n + 1]
             messages += [
                 {"role": "user", "content": self._ask(demos[0], len(shown), labels)},
                 {"role": "assistant", "content": "\n".join(
-                    self.prompts.render("teacher_answer", text=d["input"], label=d["label"])
+                    self.prompts.render("teacher_answer", text=d["input"], label=d["label"],
+                                        **self.render_values())
                     for d in shown)}]
         messages.append({"role": "user", "content": self._ask(row, n, labels, prediction)})
         return messages
@@ -97,7 +126,8 @@ class ClassificationTask(Task):
         is "rationale" and whose input is the rationale), or like a real validation row the
         student got wrong (*error extrapolation*, origin "validation")."""
         values = dict(description=self.description, labels=", ".join(self.cfg.labels), n=n,
-                      label=row["label"], text=row["input"], prediction=prediction or "nothing")
+                      label=row["label"], text=row["input"], prediction=prediction or "nothing",
+                      **self.render_values())
         template = "example_user" if row["origin"] == "rationale" else "extrapolate_user"
         prompts = self._s3()
         return [{"role": "system", "content": prompts.render("teacher_system", **values)},
@@ -105,17 +135,24 @@ class ClassificationTask(Task):
 
     def _ask(self, row: dict, n: int, labels: str, prediction: str = "") -> str:
         return self.prompts.render("teacher_user", text=row["input"], label=row["label"],
-                                   prediction=prediction, n=n, labels=labels)
+                                   prediction=prediction, n=n, labels=labels,
+                                   **self.render_values())
 
     def teacher_format_regex(self, row: dict, n: int, max_words: int = 60) -> str:
         top = max(MIN_WORDS, max_words) - 1
         words = rf"(?:[^\n ]+ ){{{MIN_WORDS - 1},{top}}}[^\n ]+"  # MIN_WORDS to max_words
-        block = rf"Text: {words}\nLabel: {re.escape(row['label'])}\n"
+        if "text_b" in self.cfg.fields:
+            first, second = (re.escape(name) for name in self.names)
+            block = rf"{first}: {words}\n{second}: {words}\nLabel: {re.escape(row['label'])}\n"
+        else:
+            block = rf"Text: {words}\nLabel: {re.escape(row['label'])}\n"
         return f"({block}){{{n}}}"
 
     def parse_teacher(self, output: str, seed_row: dict) -> list[Parsed]:
         """`Text: ... / Label: ...` blocks (or another wrapper, or a bare numbered list);
-        the label must be the seed row's label."""
+        a pair's blocks start with its first text's name. The label must be the seed row's."""
+        if "text_b" in self.cfg.fields:
+            return self._parse_pairs(output, seed_row["label"])
         blocks = [b for b in _TEXT.split(output)[1:] if b.strip()]
         if not blocks:  # read leniently: a list of examples without the asked-for wrapper
             blocks = [b for b in _ITEM.split(output)[1:] if b.strip()]
@@ -133,20 +170,52 @@ class ClassificationTask(Task):
         return ""
 
     def _parse_block(self, block: str, want: str) -> Parsed:
-        """The example is the first line after `Text:`: examples are one sentence, and small
-        teachers tend to run on into echoes of the prompt."""
+        """The example is the first line after `Text:` (every line up to `Label:` for a
+        multiline task): small teachers tend to run on into echoes of the prompt."""
         match = _LABEL.search(block)
-        lines = (block[: match.start()] if match else block).strip().splitlines()
-        text = _NUMBERING.sub("", lines[0]).strip().strip('"') if lines else ""
-        if len(text.split()) < MIN_WORDS:
+        text = self._text_of(block[: match.start()] if match else block)
+        return self._checked([text], text, match.group(1) if match else None, want)
+
+    def _text_of(self, part: str) -> str:
+        lines = [line.strip() for line in part.strip().splitlines() if line.strip()]
+        if not lines:
+            return ""
+        kept = lines if self.cfg.multiline else lines[:1]
+        return _NUMBERING.sub("", " ".join(kept)).strip().strip('"')
+
+    def _parse_pairs(self, output: str, want: str) -> list[Parsed]:
+        first, second = (re.escape(name) for name in self.names)
+        starts = re.compile(rf"(?:^|\n)\s*(?:\d+[.)]\s*)?(?:\*\*)?{first}\s*:(?:\*\*)?", re.I)
+        seconds = re.compile(rf"\n\s*(?:\*\*)?{second}\s*:(?:\*\*)?", re.I)
+        blocks = [b for b in starts.split(output)[1:] if b.strip()]
+        if not blocks:
+            return [Parsed(input=output.strip()[:500],
+                           reject_reason=f"unparsed: no '{self.names[0]}:' block")]
+        out = []
+        for block in blocks:
+            split = seconds.search(block)
+            if not split:
+                out.append(Parsed(input=block.strip()[:500],
+                                  reject_reason=f"unparsed: no '{self.names[1]}:' line"))
+                continue
+            rest = block[split.end():]
+            match = _LABEL.search(rest)
+            a = self._text_of(block[: split.start()])
+            b = self._text_of(rest[: match.start()] if match else rest)
+            text = f"{self.names[0]}: {a}\n{self.names[1]}: {b}"
+            out.append(self._checked([a, b], text, match.group(1) if match else None, want))
+        return out
+
+    def _checked(self, parts: list[str], text: str, said: str | None, want: str) -> Parsed:
+        """An example whose every text is long enough, not an echo of the prompt, free of
+        label codes, and labelled as asked."""
+        if any(len(p.split()) < MIN_WORDS for p in parts):
             return Parsed(input=text, reject_reason="unparsed: text missing or too short")
-        if _ECHO.search(text):
+        if any(_ECHO.search(p) for p in parts):
             return Parsed(input=text, reject_reason="prompt_echo")
         named = self._label_code_in(text)
         if named:
             return Parsed(input=text, reject_reason=f"label_names: mentions the label {named}")
-        if match:
-            said = self.find_label(match.group(1))
-            if said != want:
-                return Parsed(input=text, label=said, reject_reason="label_mismatch")
+        if said is not None and self.find_label(said) != want:
+            return Parsed(input=text, label=self.find_label(said), reject_reason="label_mismatch")
         return Parsed(input=text, target=want, label=want)

@@ -36,4 +36,34 @@ PRESETS: dict[str, dict] = {
         "data": {"train": "hub:stanfordnlp/sst2@train", "test": "hub:stanfordnlp/sst2@validation"},
         "description": "Classify the sentiment of the movie review sentence.",
     },
+    "imdb": {
+        "type": "classification",
+        "fields": {"text": "text", "label": "label"},
+        "labels": ["negative", "positive"],
+        "label_names": {"0": "negative", "1": "positive"},
+        "multiline": True,  # reviews are paragraphs
+        "data": {"train": "hub:stanfordnlp/imdb@train", "test": "hub:stanfordnlp/imdb@test"},
+        "description": "Classify the sentiment of the movie review.",
+    },
+    # sentence pairs (GLUE): the hub copies name the two texts sentence1/sentence2 (RTE) and
+    # question/sentence (QNLI); label 0 is entailment
+    "rte": {
+        "type": "classification",
+        "fields": {"text": "sentence1", "text_b": "sentence2", "label": "label"},
+        "text_names": ["Premise", "Hypothesis"],
+        "labels": ["entailment", "not_entailment"],
+        "label_names": {"0": "entailment", "1": "not_entailment"},
+        "data": {"train": "hub:nyu-mll/glue:rte@train", "test": "hub:nyu-mll/glue:rte@validation"},
+        "description": "Does the premise entail the hypothesis?",
+    },
+    "qnli": {
+        "type": "classification",
+        "fields": {"text": "question", "text_b": "sentence", "label": "label"},
+        "text_names": ["Question", "Sentence"],
+        "labels": ["entailment", "not_entailment"],
+        "label_names": {"0": "entailment", "1": "not_entailment"},
+        "data": {"train": "hub:nyu-mll/glue:qnli@train",
+                 "test": "hub:nyu-mll/glue:qnli@validation"},
+        "description": "Does the sentence contain the answer to the question?",
+    },
 }

@@ -1,4 +1,6 @@
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -214,3 +216,65 @@ def test_math_rows_must_be_about_their_own_numbers():
     assert check_grounding("Ben has 3 cats and 4 dogs. How many pets?",
                            "3 + 4 = 7 pets. The answer is 8.\n#### 8").startswith(
         "ungrounded: the final answer 8")
+
+
+RTE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "rte"
+
+
+def rte_task():
+    if not RTE.is_dir():
+        pytest.skip(f"real RTE data not found at {RTE}")
+    return build_task(TaskConfig(
+        name="rte", fields={"text": "premise", "text_b": "hypothesis", "label": "label"},
+        data={"train": str(RTE / "train.jsonl"), "test": str(RTE / "validation.jsonl")},
+        n_seed=4, n_test=3), 0)
+
+
+def test_a_pair_task_shows_both_texts_to_student_and_teacher():
+    task = rte_task()
+    assert task.prompts.path.endswith("llm2llm/pair.yaml")
+    assert task.s3_prompts.path.endswith("s3/pair.yaml")
+    seed, _ = task.seed_and_test()
+    premise, hypothesis = seed[0]["input"].split("\n")
+    assert premise.startswith("Premise: ") and hypothesis.startswith("Hypothesis: ")
+    assert seed[0]["label"] in ("entailment", "not_entailment")
+    student = task.student_messages(seed[0]["input"])[0]["content"]
+    assert seed[0]["input"] in student and student.endswith("Label:")
+    ask = task.teacher_messages(seed[0], "entailment", 2, seed[1:])[-1]["content"]
+    assert seed[0]["input"] in ask and '"Premise: ...", then "Hypothesis: ..."' in ask
+    extrapolate = task.teacher_messages({**seed[0], "origin": "validation"}, "x", 2)
+    assert "got this pair wrong" in extrapolate[-1]["content"]
+
+
+def test_pair_parser_reads_both_texts_and_checks_each():
+    task = rte_task()
+    row = {"label": "entailment"}
+    out = task.parse_teacher(
+        "Premise: The council approved the new park budget on Monday.\n"
+        "Hypothesis: A park budget was approved.\nLabel: entailment\n"
+        "2. **Premise:** Rain fell across the valley all night long.\n"
+        "**Hypothesis:** The valley stayed dry.\nLabel: not_entailment\n"
+        "Premise: Only a premise here without its partner line\nLabel: entailment\n"
+        "Premise: The museum opened a new wing last spring.\nHypothesis: Opened.\n", row)
+    assert out[0].input == ("Premise: The council approved the new park budget on Monday.\n"
+                            "Hypothesis: A park budget was approved.") and not out[0].reject_reason
+    assert out[1].reject_reason == "label_mismatch"
+    assert out[2].reject_reason == "unparsed: no 'Hypothesis:' line"
+    assert out[3].reject_reason == "unparsed: text missing or too short"
+    regex = task.teacher_format_regex(row, 1)
+    assert re.fullmatch(regex, "Premise: The council approved the park budget.\n"
+                               "Hypothesis: A budget was approved.\nLabel: entailment\n")
+
+
+def test_multiline_texts_keep_every_line_up_to_the_label(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"text": "a fine film overall", "label": "pos"}) + "\n")
+    answer = ("Text: The film opens slowly.\nBy the end I was in tears, in a good way.\n"
+              "Label: pos\n")
+    for multiline, want in ((True, "The film opens slowly. By the end I was in tears, in a "
+                                   "good way."), (False, "The film opens slowly.")):
+        task = build_task(TaskConfig(name="r", type="classification", labels=["pos", "neg"],
+                                     fields={"text": "text", "label": "label"},
+                                     multiline=multiline,
+                                     data={"train": str(path), "test": str(path)}), 0)
+        assert task.parse_teacher(answer, {"label": "pos"})[0].input == want

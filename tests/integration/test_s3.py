@@ -1,0 +1,93 @@
+"""S3 on the real stack: `llm2llm compare --strategies s3,zerogen` over three rounds of SST-2
+with no labelled seed. Round 0 writes the synthetic seed (s3: rationales from the tiny Llama
+teacher through vLLM, then examples on each; zerogen: as many from the description), rounds 1
+and 2 train a tiny BERT encoder (Ray Train + DeepSpeed) and predict with Ray Data; s3 mines
+the real validation rows and extrapolates its errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+SST2 = ROOT.parent / "shared" / "data" / "sst2"
+N_VALIDATION, N_TEST = 8, 8
+
+
+@pytest.fixture(scope="module")
+def run(tiny_encoder, tiny_model, tmp_path_factory):
+    if not SST2.is_dir():
+        pytest.skip(f"real SST-2 data not found at {SST2}")
+    run_dir = tmp_path_factory.mktemp("s3")
+    config = {
+        "run_dir": str(run_dir), "rounds": 3, "seed": 0,
+        # no labelled seed; validation rows come from train, the test rows from GLUE dev
+        "tasks": [{"name": "sst2", "n_seed": 0, "n_validation": N_VALIDATION, "n_test": N_TEST,
+                   "data": {"train": str(SST2 / "train.jsonl"),
+                            "test": str(SST2 / "validation.jsonl")}}],
+        "strategy": {"rationales_per_label": 2, "seed_rows_per_label": 4},
+        "student": {"kind": "sequence_classification", "model": tiny_encoder, "batch_size": 8},
+        "teacher": {"model": tiny_model, "max_tokens": 120, "max_model_len": 1024,
+                    "n_per_error": 1, "constrain_format": True, "max_tries": 2,
+                    "gpu_memory_utilization": 0.05},
+        "train": {"num_workers": 2, "zero_stage": 2, "epochs": 1, "batch_size": 2,
+                  "max_seq_len": 64, "lr": 1e-3},
+    }
+    path = run_dir / "job.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = subprocess.run([sys.executable, "-m", "engine.cli", "compare", str(path),
+                          "--strategies", "s3,zerogen", "--seeds", "0"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
+    return run_dir / "sst2"
+
+
+def table(unit: Path, r: int, stage: str, name: str = "part-0") -> list[dict]:
+    return pq.read_table(unit / f"round_{r}" / stage / f"{name}.parquet").to_pylist()
+
+
+def metrics(unit: Path, r: int) -> dict:
+    return json.loads((unit / f"round_{r}" / "metrics.json").read_text())
+
+
+def test_round_0_writes_the_seed_on_the_teachers_rationales(run):
+    unit = run / "s3" / "seed_0"
+    rationales = table(unit, 0, "augment", "rationales")
+    assert sorted(r["label"] for r in rationales) == ["negative"] * 2 + ["positive"] * 2
+    candidates = table(unit, 0, "augment")
+    assert {c["seed_id"] for c in candidates} <= {r["id"] for r in rationales}
+    accepted = [c for c in candidates if c["accepted"]]
+    trained = table(unit, 1, "data")
+    assert len(trained) == len(accepted) > 0
+    assert {r["origin"] for r in trained} == {"synthetic"}
+    assert metrics(unit, 0)["n_train"] == 0 and metrics(unit, 1)["n_train"] == len(accepted)
+
+
+def test_errors_come_from_the_validation_rows_and_are_extrapolated(run):
+    unit = run / "s3" / "seed_0"
+    predictions = table(unit, 1, "predict")
+    mined_on = [p for p in predictions if p["split"] == "train"]
+    assert len(mined_on) == N_VALIDATION and {p["origin"] for p in mined_on} == {"validation"}
+    assert sum(p["split"] == "test" for p in predictions) == N_TEST
+    errors = table(unit, 1, "mine")
+    assert len(errors) == sum(not p["correct"] for p in mined_on)
+    asked = {c["seed_id"] for c in table(unit, 1, "augment")}
+    assert asked == {e["id"] for e in errors}
+    held_out = {p["input"] for p in predictions}
+    assert not {r["input"] for r in table(unit, 2, "data")} & held_out
+    assert metrics(unit, 2)["test_accuracy"] is not None
+
+
+def test_zerogen_writes_as_many_rows_from_the_description(run):
+    s3, zerogen = run / "s3" / "seed_0", run / "zerogen" / "seed_0"
+    for r in (0, 1):
+        assert metrics(zerogen, r)["n_rows_asked"] == metrics(s3, r)["n_rows_asked"]
+    assert {r["origin"] for r in table(zerogen, 1, "data")} <= {"synthetic"}
+    compare = json.loads((run.parent / "compare.json").read_text())
+    assert {(row["strategy"], row["round"]) for row in compare} == {
+        (s, r) for s in ("s3", "zerogen") for r in (0, 1, 2)}

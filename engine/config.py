@@ -141,18 +141,19 @@ class CompareConfig(Strict):
 
 
 class TaskConfig(Strict):
-    """A task: a built-in name (gsm8k, trec, sst2, imdb, rte, qnli, arithmetic) or a custom definition.
+    """A task: a built-in name (gsm8k, trec, sst2, imdb, rte, qnli, adversarialqa, arithmetic) or
+    a custom definition.
 
     Fields left unset take the built-in preset's values (engine/tasks/presets.py).
     """
 
     name: str = Field(description="built-in task name, or any name for a task defined here")
-    type: Literal["math", "classification", "arithmetic"] | None = Field(
+    type: Literal["math", "classification", "arithmetic", "qa"] | None = Field(
         None, description="task type of a custom task (a built-in name sets it)")
     data: DataConfig = Field(DataConfig(), description="where the rows come from")
     fields: dict[str, str] = Field(
-        {}, description="task role -> column in the files (question/answer, or text/label; "
-                        "a sentence-pair task adds text_b)")
+        {}, description="task role -> column in the files (question/answer, text/label, "
+                        "context/question/answers for qa; a sentence-pair task adds text_b)")
     text_names: list[str] = Field(
         [], description="a sentence-pair task's names of its two texts, as the student and "
                         "teacher see them (default: Text, Text B)")

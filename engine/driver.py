@@ -123,6 +123,7 @@ class RoundLoop:
             usage["augment"] = self._usage(unit, r, "augment", self.cfg.teacher.prices)
         metrics = round_metrics(unit.task.name, r, train_set, predictions, errors, candidates,
                                 train_stats, timings, usage, asked, self._previous(unit, r))
+        metrics.update(unit.task.round_scores(predictions))  # QA: F1 beside exact match
         metrics.update(strategy=unit.variant, train_seed=unit.train_seed, unit=unit.key,
                        mined_from=unit.settings.mine_from)
         self.store.write_json(f"{self.store.round_dir(unit.key, r)}/metrics.json", metrics)

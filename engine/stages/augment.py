@@ -101,10 +101,14 @@ class CandidateFilter:
         self.task, self.round, self.teacher_model, self.quota = task, round_, teacher_model, quota
         self.prompt_hash = prompt_hash or task.prompts.hash
         self.index = NearDuplicateIndex(near_dup_threshold)
-        self.index.add_many(known_inputs)
-        self.leaks = NgramLeakIndex(protected, threshold=near_dup_threshold)
+        # the gates judge what the teacher wrote (task.gate_text: QA's question, not the
+        # context it was given), against the same part of the rows it is compared with
+        gate = task.gate_text
+        self.index.add_many([gate(t) for t in known_inputs])
+        self.leaks = NgramLeakIndex([gate(t) for t in protected], threshold=near_dup_threshold)
         self.prompt_words = template_words(*task.teacher_templates())
-        self.style = TextStyle.of(known_inputs if style_texts is None else style_texts)
+        self.style = TextStyle.of([gate(t) for t in (known_inputs if style_texts is None
+                                                      else style_texts)])
         self.kept: Counter = Counter()
         self.targets: set[str] = set()
 
@@ -127,8 +131,9 @@ class CandidateFilter:
         return rows
 
     def _row(self, req: dict, seed: dict, k: int, cand: Parsed) -> dict:
-        reason = cand.reject_reason or self.style.reason(cand.input) or (
-            degenerate_reason(cand.input, self.task.labels, self.prompt_words))
+        written = self.task.gate_text(cand.input)
+        reason = cand.reject_reason or self.style.reason(written) or (
+            degenerate_reason(written, self.task.labels, self.prompt_words))
         return dict(id=f"{req['request_id']}#{k}", task=self.task.name, input=cand.input,
                     target=cand.target, label=cand.label, origin="synthetic", round=self.round,
                     seed_id=seed["id"], trigger_prediction=seed["trigger_prediction"],
@@ -139,11 +144,13 @@ class CandidateFilter:
         """Leaks, then near-duplicates (of the training set, earlier rows of the round, or
         each other: the first wins), then the quota; only rows still accepted are checked."""
         live = [r for r in rows if r["accepted"]]
-        for row, leak in zip(live, self.leaks.leak_many([r["input"] for r in live])):
+        gate = self.task.gate_text
+        for row, leak in zip(live, self.leaks.leak_many([gate(r["input"]) for r in live])):
             if leak:
                 row.update(accepted=False, reject_reason=leak)
         live = [r for r in live if r["accepted"]]
-        for row, dup in zip(live, self.index.check_and_add_many([r["input"] for r in live])):
+        for row, dup in zip(live, self.index.check_and_add_many([gate(r["input"])
+                                                                  for r in live])):
             if dup is not None:
                 row.update(accepted=False, reject_reason=f"duplicate: near copy of {dup[:80]!r}")
             elif self.kept[row["seed_id"]] >= self.quota:

@@ -7,12 +7,14 @@ from engine.tasks.arithmetic import ArithmeticTask
 from engine.tasks.base import Parsed, Task, check_prompt_file
 from engine.tasks.classification import ClassificationTask
 from engine.tasks.math import MathTask
+from engine.tasks.qa import QATask
 from engine.tasks.presets import PRESETS
 
 TASK_TYPES: dict[str, type[Task]] = {
     "math": MathTask,
     "classification": ClassificationTask,
     "arithmetic": ArithmeticTask,
+    "qa": QATask,
 }
 
 __all__ = ["Parsed", "Task", "TASK_TYPES", "resolve_task_config", "build_task", "check_tasks"]

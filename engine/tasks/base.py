@@ -116,27 +116,36 @@ class Task:
     def splits(self, validation: bool = True) -> tuple[list[dict], list[dict], list[dict]]:
         """(seed, test, validation) rows. Validation rows (what s3 mines errors from) come from
         data.validation, else from train right after the seed, so they never overlap it;
-        empty if not asked for."""
+        empty if not asked for. When train and test are the same source (a data set with one
+        labelled split), the test rows are the ones after the seed and validation rows."""
         train = self._as_examples(self.source_rows("train"), "train")
-        test = self._as_examples(self.source_rows("test"), "test")
         random.Random(self.seed).shuffle(train)
-        random.Random(self.seed + 1).shuffle(test)
+        one_split = self.cfg.data.test == self.cfg.data.train
+        if one_split:
+            test = []
+        else:
+            test = self._as_examples(self.source_rows("test"), "test")
+            random.Random(self.seed + 1).shuffle(test)
         if self.cfg.n_seed is not None:
             n_seed = self.cfg.n_seed
         elif self.cfg.seed_fraction:
             n_seed = max(1, round(self.cfg.seed_fraction * len(train)))
         else:
-            n_seed = len(train)
-        n_test = self.cfg.n_test or len(test)
+            n_seed = len(train) if not one_split else len(train) // 2
         held_out: list[dict] = []
+        taken = n_seed
         if validation and self.cfg.data.validation:
             held_out = self._as_examples(self.source_rows("validation"), "validation")
             random.Random(self.seed + 2).shuffle(held_out)
             held_out = held_out[: self.cfg.n_validation]
         elif validation:
             held_out = train[n_seed: n_seed + self.cfg.n_validation]
+            taken += len(held_out)
         for row in held_out:
             row["origin"] = "validation"
+        if one_split:
+            test = train[taken:]
+        n_test = self.cfg.n_test or len(test)
         return train[:n_seed], test[:n_test], held_out
 
     def _as_examples(self, role_rows: list[dict], split: str) -> list[dict]:
@@ -157,7 +166,16 @@ class Task:
         """(extracted answer, correct?) of a student output."""
         raise NotImplementedError
 
+    def round_scores(self, predictions) -> dict:
+        """Scores a task reports beside accuracy (QA: F1), keyed like metrics.json."""
+        return {}
+
     # -- teacher ------------------------------------------------------------------------
+    def gate_text(self, text: str) -> str:
+        """The part of an example's input the teacher wrote, which the quality gates judge:
+        all of it, except where the input repeats what the teacher was given (QA's context)."""
+        return text
+
     @property
     def labels(self) -> list[str]:
         """Label names a real example's text is not made of (quality gates); none here."""

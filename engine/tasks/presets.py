@@ -66,4 +66,12 @@ PRESETS: dict[str, dict] = {
                  "test": "hub:nyu-mll/glue:qnli@validation"},
         "description": "Does the sentence contain the answer to the question?",
     },
+    # extractive QA (SQuAD-style answers: {"text": [...], "answer_start": [...]})
+    "adversarialqa": {
+        "type": "qa",
+        "fields": {"context": "context", "question": "question", "answers": "answers"},
+        "data": {"train": "hub:UCLNLP/adversarial_qa:adversarialQA@train",
+                 "test": "hub:UCLNLP/adversarial_qa:adversarialQA@validation"},
+        "description": "Answer the question with a span copied from the context.",
+    },
 }

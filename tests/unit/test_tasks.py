@@ -21,7 +21,9 @@ def test_extract_answer_prefers_final_marker():
 def test_math_grading_and_gsm8k_calc_annotations_stripped(tmp_path):
     path = tmp_path / "train.jsonl"
     path.write_text(json.dumps({"question": "Q?", "answer": "2*3 = <<2*3=6>>6\n#### 6"}) + "\n")
-    task = build_task(TaskConfig(name="gsm8k", data={"train": str(path), "test": str(path)}), 0)
+    task = build_task(TaskConfig(name="gsm8k", data={"train": str(path),
+                                                     "test": str(tmp_path / "test.jsonl")}), 0)
+    (tmp_path / "test.jsonl").write_text(path.read_text())
     seed, test = task.seed_and_test()
     assert seed[0]["target"] == "2*3 = 6\n#### 6"
     assert seed[0]["label"] == "6"
@@ -278,3 +280,16 @@ def test_multiline_texts_keep_every_line_up_to_the_label(tmp_path):
                                      multiline=multiline,
                                      data={"train": str(path), "test": str(path)}), 0)
         assert task.parse_teacher(answer, {"label": "pos"})[0].input == want
+
+
+def test_one_labelled_split_is_cut_into_disjoint_seed_and_test(tmp_path):
+    path = tmp_path / "all.jsonl"
+    path.write_text("".join(json.dumps({"question": f"Q{k}?", "answer": f"#### {k}"}) + "\n"
+                            for k in range(10)))
+    task = build_task(TaskConfig(name="gsm8k", n_seed=3, n_test=None,
+                                 data={"train": str(path), "test": str(path)}), 0)
+    seed, test, validation = task.splits()
+    assert len(seed) == 3 and len(validation) == 7 and test == []  # validation asked for first
+    seed, test = task.seed_and_test()
+    assert len(seed) == 3 and len(test) == 7
+    assert not {r["input"] for r in seed} & {r["input"] for r in test}

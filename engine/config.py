@@ -148,12 +148,13 @@ class TaskConfig(Strict):
     """
 
     name: str = Field(description="built-in task name, or any name for a task defined here")
-    type: Literal["math", "classification", "arithmetic", "qa"] | None = Field(
+    type: Literal["math", "classification", "arithmetic", "qa", "multiple_choice"] | None = Field(
         None, description="task type of a custom task (a built-in name sets it)")
     data: DataConfig = Field(DataConfig(), description="where the rows come from")
     fields: dict[str, str] = Field(
         {}, description="task role -> column in the files (question/answer, text/label, "
-                        "context/question/answers for qa; a sentence-pair task adds text_b)")
+                        "context/question/answers for qa, context/choices/label for "
+                        "multiple_choice; a sentence-pair task adds text_b)")
     text_names: list[str] = Field(
         [], description="a sentence-pair task's names of its two texts, as the student and "
                         "teacher see them (default: Text, Text B)")

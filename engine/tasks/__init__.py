@@ -7,6 +7,7 @@ from engine.tasks.arithmetic import ArithmeticTask
 from engine.tasks.base import Parsed, Task, check_prompt_file
 from engine.tasks.classification import ClassificationTask
 from engine.tasks.math import MathTask
+from engine.tasks.multiple_choice import MultipleChoiceTask
 from engine.tasks.qa import QATask
 from engine.tasks.presets import PRESETS
 
@@ -15,6 +16,7 @@ TASK_TYPES: dict[str, type[Task]] = {
     "classification": ClassificationTask,
     "arithmetic": ArithmeticTask,
     "qa": QATask,
+    "multiple_choice": MultipleChoiceTask,
 }
 
 __all__ = ["Parsed", "Task", "TASK_TYPES", "resolve_task_config", "build_task", "check_tasks"]

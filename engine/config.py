@@ -140,6 +140,31 @@ class CompareConfig(Strict):
         return self
 
 
+class StopConfig(Strict):
+    """When a unit (a task, or a task under a strategy and seed in a compare) stops before its
+    last round, and what its teacher may spend. Checked after every round; the reason is in
+    metrics.json (`stop_reason`), under the round table and in `llm2llm status`."""
+
+    max_requests: int | None = Field(
+        None, ge=0, description="teacher requests a unit may send over all rounds (top-up asks "
+                                "included); held exactly: the last ask is cut to fit")
+    max_requests_per_round: int | None = Field(
+        None, ge=1, description="teacher requests a unit may send in one round")
+    max_tokens: int | None = Field(
+        None, ge=0, description="teacher tokens (prompt + completion) a unit may spend over all "
+                                "rounds; checked between asks, so one ask may pass it")
+    max_cost_usd: float | None = Field(
+        None, ge=0, description="teacher cost a unit may spend over all rounds (needs "
+                                "teacher.prices); checked between asks, like max_tokens")
+    patience: int | None = Field(
+        None, ge=1, description="stop when test accuracy has not beaten its best for this many "
+                                "rounds")
+    when_nothing_added: bool = Field(
+        True, description="stop when a round adds no rows (no errors left, or none accepted): "
+                          "the next round would train on the same rows from the same base "
+                          "model and repeat this one")
+
+
 class TaskConfig(Strict):
     """A task: a built-in name (gsm8k, trec, sst2, imdb, rte, qnli, adversarialqa, arithmetic) or
     a custom definition.
@@ -187,6 +212,8 @@ class TaskConfig(Strict):
         SamplingOverride(), description="this task's teacher sampling")
     strategy: StrategyConfig | None = Field(
         None, description="this task's own strategy (null: the job's)")
+    stop: StopConfig | None = Field(
+        None, description="this task's own stopping rules and budget (null: the job's)")
 
 
 class Prices(Strict):
@@ -355,8 +382,18 @@ class RunConfig(Strict):
     train: TrainConfig = Field(TrainConfig(), description="student fine-tuning")
     ray: RayConfig = Field(RayConfig(), description="where Ray runs")
     strategy: StrategyConfig = Field(StrategyConfig(), description="the job's strategy")
+    stop: StopConfig = Field(StopConfig(), description="stopping rules and teacher budget of "
+                                                       "every unit (a task may set its own)")
     compare: CompareConfig | None = Field(
         None, description="run several strategies and training seeds side by side")
+
+    @model_validator(mode="after")
+    def _cost_needs_prices(self) -> "RunConfig":
+        rules = [self.stop, *(t.stop for t in self.tasks if t.stop)]
+        if self.teacher.prices is None and any(r.max_cost_usd is not None for r in rules):
+            raise ValueError("stop.max_cost_usd needs teacher.prices (prompt_per_million, "
+                             "completion_per_million) to count the cost")
+        return self
 
     @model_validator(mode="after")
     def _unique_task_names(self) -> "RunConfig":

@@ -27,6 +27,7 @@ from engine.stages.augment import CandidateFilter, accepted_examples, ask_teache
 from engine.stages.mine import mine_errors, with_outputs
 from engine.stages.predict import grade, student_requests
 from engine.stages.synthesize import ask_rationales, rationale_requests, seed_quota
+from engine.stopping import budget_spent, request_cap, stop_reason
 from engine.storage import RunStorage
 from engine.strategies import RoundView, Unit, plan_units
 from engine.tasks import Task
@@ -60,6 +61,9 @@ class RoundLoop:
         # (task, training seed, round) -> targets the llm2llm unit asked about: the budget the
         # random and mixed baselines match
         self.budgets: dict[tuple[str, int, int], int] = {}
+        # unit key -> its rounds' metrics so far, and why it stopped (engine/stopping.py)
+        self.history: dict[str, list[dict]] = {u.key: [] for u in self.units}
+        self.stopped: dict[str, str] = {}
 
     def run(self, splits: dict | None = None) -> Iterator[list[dict]]:
         """Yield the metrics of every unit after each round.
@@ -75,13 +79,15 @@ class RoundLoop:
         for r in range(self.cfg.rounds):
             metrics = []
             for unit in self.units:
-                if r >= unit.strategy.rounds(self.cfg.rounds):
+                if r >= unit.strategy.rounds(self.cfg.rounds) or unit.key in self.stopped:
                     continue
                 test, validation = (pa.Table.from_pylist(rows, schema=EXAMPLE)
                                     for rows in splits[unit.task.name][1:3])
                 m, added = self.run_round(unit, r, train_sets[unit.key], test, validation)
                 train_sets[unit.key] = pa.concat_tables([train_sets[unit.key], added])
                 metrics.append(m)
+            if not metrics:  # every unit has stopped
+                return
             yield metrics
 
     def needs_validation(self, task: Task) -> bool:
@@ -110,7 +116,11 @@ class RoundLoop:
             errors = stage("mine", lambda d: self._write(d, mine_errors(
                 mining, predictions, self._mined_origins(unit)))).table
         candidates, asked = None, {}
-        if self._augments(unit, r):
+        rules = unit.task.cfg.stop or self.cfg.stop
+        spent = budget_spent(rules, self.history[unit.key], self.cfg.teacher.prices)
+        if spent and self.store.is_complete(self.store.stage_dir(unit.key, r, "augment")):
+            spent = ""  # asked before the budget was lowered: what was done is kept
+        if self._augments(unit, r) and not spent:
             result = stage("augment", lambda d: self._augment(
                 unit, r, errors, mining, predictions, train_set, test, validation, d))
             candidates, asked = result.table, result.info
@@ -126,6 +136,15 @@ class RoundLoop:
         metrics.update(unit.task.round_scores(predictions))  # QA: F1 beside exact match
         metrics.update(strategy=unit.variant, train_seed=unit.train_seed, unit=unit.key,
                        mined_from=unit.settings.mine_from)
+        if r < unit.strategy.rounds(self.cfg.rounds) - 1:
+            reason = (spent and self._augments(unit, r) and f"teacher budget spent: {spent}") \
+                or self._matched_unit_stopped(unit) or stop_reason(
+                    rules, self.history[unit.key] + [metrics], unit.settings.from_base)
+            if reason:
+                metrics["stop_reason"] = reason
+                self.stopped[unit.key] = reason
+                self.log(f"[{unit.key} r{r}] stops: {reason}")
+        self.history[unit.key].append(metrics)
         self.store.write_json(f"{self.store.round_dir(unit.key, r)}/metrics.json", metrics)
         return metrics, added
 
@@ -144,6 +163,17 @@ class RoundLoop:
         predictions = stage("predict", empty(PREDICTION.empty_table())).table
         errors = stage("mine", empty(EXAMPLE.empty_table())).table
         return info, predictions, errors, EXAMPLE.empty_table()
+
+    def _matched_unit_stopped(self, unit: Unit) -> str:
+        """A baseline matched to its task-seed's llm2llm (or s3) unit stops with it: with no
+        budget to match, it would no longer be the same experiment."""
+        if unit.sets_budget:
+            return ""
+        for other in self.units:
+            if other.sets_budget and other.key in self.stopped and \
+                    (other.task.name, other.train_seed) == (unit.task.name, unit.train_seed):
+                return f"its matched unit {other.key} stopped"
+        return ""
 
     def _augments(self, unit: Unit, r: int) -> bool:
         """The last round does not augment (nothing would train on it); one_shot spends the
@@ -341,15 +371,18 @@ class RoundLoop:
                                   style_texts=(real if mines_validation
                                                else train_set).column("input").to_pylist(),
                                   prompt_hash=prompts.hash)
+        rules = task.cfg.stop or self.cfg.stop
+        cap, over = request_cap(rules, self.history[unit.key], teacher.prices, asked_before)
         requests, generated, candidates = ask_teacher(
             targets, generate,
             lambda rows, sample: teacher_requests(rows, task, quota, r, sampling,
                                                   teacher.constrained, sample, seed_rows),
-            filter_, teacher.max_tries)
+            filter_, teacher.max_tries, max_requests=cap, over_budget=over)
         self.store.write_table(stage_dir, pa.concat_tables([*generated_before, generated]),
                                name=GENERATIONS)
         return StageResult(self._write(stage_dir, candidates),
-                           {"targets": targets.num_rows, "quota": quota,
+                           {"targets": len(set(requests.column("seed_id").to_pylist()))
+                            if requests.num_rows else 0, "quota": quota,
                             "requests": requests.num_rows + asked_before,
                             **({"rationales": rationales.num_rows} if synthesizing
                                and unit.strategy.explains else {})})

@@ -227,6 +227,10 @@ def run_job(config_path: str | None, overrides: list[str],
             console.line(f"\n=== round {round_metrics[0]['round']} done "
                          f"({time.time() - start:.0f}s) ===")
             console.line(format_table(history))
+            for m in round_metrics:
+                if m.get("stop_reason"):
+                    console.line(f"{m['unit']} stops after round {m['round']}: "
+                                 f"{m['stop_reason']}")
             if prepared.cfg.compare:
                 console.line(f"\n{format_compare(write_compare(prepared.cfg))}")
     except EngineError:

@@ -8,6 +8,7 @@ command redoes that stage (a generation stage only for the rows not in the respo
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -46,6 +47,8 @@ def stage_states(run_dir: str | Path, now: float | None = None) -> tuple[list[di
                 no_teacher = (r == last or settings.get("name") == "seed_only"
                               or (settings.get("one_shot") and r > 0))
                 rows.append(_unit_row(store, key, r, no_teacher, alive))
+                if rows[-1]["stopped"]:
+                    break  # the unit's later rounds will not run
     driver = {"heartbeat_age_s": age, "alive": alive,
               "finished": bool(beat and beat.get("finished")), "host": beat and beat.get("host"),
               "cache_parts": len(ResponseCache(store.cache_dir()).parts())}
@@ -64,7 +67,11 @@ def _unit_row(store: RunStorage, key: str, r: int, no_teacher: bool, alive: bool
             row[stage] = "running" if alive else "interrupted"
         else:
             row[stage] = "missing"
-    row["metrics"] = store.exists(f"{store.round_dir(key, r)}/metrics.json")
+    text = store.read_text(f"{store.round_dir(key, r)}/metrics.json")
+    row["metrics"] = text is not None
+    row["stopped"] = json.loads(text).get("stop_reason", "") if text else ""
+    if row["stopped"] and no_teacher is False and row["augment"] == "missing":
+        row["augment"] = "-"  # the budget was spent before this round could ask
     return row
 
 
@@ -73,6 +80,8 @@ def format_status(run_dir: str | Path) -> str:
     headers = ["task", "round", *STAGES, "metrics"]
     cells = [[str(r["task"]), str(r["round"]), *(r[s] for s in STAGES),
               "yes" if r["metrics"] else "no"] for r in rows]
+    stops = [f"{r['task']} stopped after round {r['round']}: {r['stopped']}"
+             for r in rows if r["stopped"]]
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
               for i, h in enumerate(headers)]
 
@@ -92,4 +101,4 @@ def format_status(run_dir: str | Path) -> str:
     head = [f"run {run_dir}: {state}",
             f"response cache: {driver['cache_parts']} part(s)", ""]
     return "\n".join(head + [line(headers), line(["-" * w for w in widths])]
-                     + [line(c) for c in cells])
+                     + [line(c) for c in cells] + ([""] + stops if stops else []))

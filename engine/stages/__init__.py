@@ -29,8 +29,9 @@ STAGE_INPUTS: dict[str, list[str]] = {
 
 # Settings that change how a run executes but not what it produces: a run may resume with new
 # values (a lower request rate after hitting a provider's limits, more replicas, more rounds,
-# more strategies or seeds in a compare: each is a unit of its own, the others stay valid).
-OPERATIONAL = ["rounds", "compare*", "ray.*", "*.replicas", "*.keep_warm", "*.max_replica_restarts",
+# a larger teacher budget, more strategies or seeds in a compare: each is a unit of its own,
+# the others stay valid). Stages finished under the old values are kept as they are.
+OPERATIONAL = ["rounds", "stop.*", "tasks.*.stop*", "compare*", "ray.*", "*.replicas", "*.keep_warm", "*.max_replica_restarts",
                "*.cpus_per_replica", "*.prices*", "train.log_every", "train.checkpoint_every",
                "train.max_failures",
                *(f"teacher.api.{k}" for k in ("requests_per_minute", "tokens_per_minute",

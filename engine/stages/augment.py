@@ -58,17 +58,23 @@ def teacher_requests(targets: pa.Table, task: Task, n_per_error: int, round_: in
 
 
 def ask_teacher(targets: pa.Table, generate, build_requests, candidates: "CandidateFilter",
-                max_tries: int) -> tuple[pa.Table, pa.Table, pa.Table]:
+                max_tries: int, max_requests: int | None = None,
+                over_budget=None) -> tuple[pa.Table, pa.Table, pa.Table]:
     """Ask about every target; while a target has fewer than its quota of rows accepted, ask
     again (a new `sample`), up to max_tries asks per target. Every ask counts in the budget.
 
     generate: requests -> GENERATED rows; build_requests(targets, sample) -> requests.
+    max_requests: requests all asks may send (an ask is cut to fit); over_budget(answers so
+    far) -> True stops before the next ask (engine/stopping.py).
     Returns (all requests, all generated rows, all candidate rows).
     """
     asked, answers, rows = [], [], []
     pending = targets
     for sample in range(max_tries):
-        if pending.num_rows == 0:
+        if max_requests is not None:
+            pending = pending.slice(0, max(0, max_requests - sum(a.num_rows for a in asked)))
+        if pending.num_rows == 0 or (over_budget is not None and answers
+                                     and over_budget(answers)):
             break
         requests = build_requests(pending, sample)
         generated = generate(requests)

@@ -82,6 +82,8 @@ def test_job_with_api_teacher(vllm_server, tiny_model, tmp_path):
     run_dir = tmp_path / "run"
     config = {
         "run_dir": str(run_dir), "rounds": 2, "seed": 0,
+        # every round runs even when the tiny teacher's rows are all rejected
+        "stop": {"when_nothing_added": False},
         "tasks": [{"name": "arithmetic", "n_seed": 4, "n_test": 4}],
         "student": {"model": tiny_model, "max_tokens": 16, "max_model_len": 1024},
         "teacher": {"model": SERVED_NAME, "max_tokens": 48, "n_per_error": 1,

@@ -19,6 +19,8 @@ def compare_run(tiny_model, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("compare")
     config = {
         "run_dir": str(run_dir), "rounds": 2, "seed": 0,
+        # every round runs even when the tiny teacher's rows are all rejected
+        "stop": {"when_nothing_added": False},
         # 8 rows in batches of 2 x 2 workers: two steps an epoch, whose order the seed sets
         "tasks": [{"name": "arithmetic", "n_seed": 8, "n_test": 4}],
         "student": {"model": tiny_model, "max_tokens": 16, "max_model_len": 1024},

@@ -25,6 +25,8 @@ def run(tiny_encoder, tiny_model, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("encoder")
     config = {
         "run_dir": str(run_dir), "rounds": 2, "seed": 0,
+        # every round runs even when the tiny teacher's rows are all rejected
+        "stop": {"when_nothing_added": False},
         "tasks": [{"name": "trec", "n_seed": N_SEED, "n_test": N_TEST,
                    "data": {"train": str(TREC / "train.jsonl"), "test": str(TREC / "test.jsonl")}}],
         "student": {"kind": "sequence_classification", "model": tiny_encoder, "batch_size": 8},

@@ -88,6 +88,8 @@ def teacher():
 def write_config(path: Path, run_dir: str, model: str, teacher_url: str) -> list[str]:
     config = {
         "run_dir": run_dir, "rounds": 2, "seed": 0,
+        # every round runs even when the tiny teacher's rows are all rejected
+        "stop": {"when_nothing_added": False},
         "tasks": [{"name": TASK, "n_seed": N_SEED, "n_test": N_TEST}],
         "student": {"model": model, "max_tokens": 16, "max_model_len": 1024},
         # max_tries 1: one request per wrong seed row, so every request is counted below

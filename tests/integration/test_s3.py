@@ -26,6 +26,8 @@ def run(tiny_encoder, tiny_model, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("s3")
     config = {
         "run_dir": str(run_dir), "rounds": 3, "seed": 0,
+        # every round runs even when the tiny teacher's rows are all rejected
+        "stop": {"when_nothing_added": False},
         # no labelled seed; validation rows come from train, the test rows from GLUE dev
         "tasks": [{"name": "sst2", "n_seed": 0, "n_validation": N_VALIDATION, "n_test": N_TEST,
                    "data": {"train": str(SST2 / "train.jsonl"),

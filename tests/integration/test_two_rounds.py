@@ -30,6 +30,8 @@ def run(tiny_model, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
     config = {
         "run_dir": str(run_dir), "rounds": 2, "seed": 0,
+        # every round runs even when the tiny teacher's rows are all rejected
+        "stop": {"when_nothing_added": False},
         "tasks": [{"name": "arithmetic", "n_seed": N_SEED, "n_test": N_TEST},
                   {"name": "trec", "n_seed": N_SEED, "n_test": N_TEST,
                    "data": {"train": str(TREC / "train.jsonl"), "test": str(TREC / "test.jsonl")}}],

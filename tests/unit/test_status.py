@@ -36,7 +36,8 @@ def test_status_of_a_finished_run(tmp_path):
     rows, driver = stage_states(run_dir)
     assert [(r["task"], r["round"]) for r in rows] == [("arithmetic", 0), ("arithmetic", 1)]
     assert states(rows, 0) == {"data": "done", "train": "done", "predict": "done",
-                               "mine": "done", "augment": "done", "metrics": True}
+                               "mine": "done", "augment": "done", "metrics": True,
+                               "stopped": ""}
     assert states(rows, 1)["augment"] == "-"  # the last round never augments
     assert driver["finished"]
     assert "finished" in format_status(run_dir).splitlines()[0]
@@ -52,7 +53,8 @@ def test_status_tells_running_from_interrupted_and_missing(tmp_path):
     store.write_heartbeat()
     rows, _ = stage_states(run_dir)
     assert states(rows, 1) == {"data": "done", "train": "done", "predict": "running",
-                               "mine": "missing", "augment": "-", "metrics": False}
+                               "mine": "missing", "augment": "-", "metrics": False,
+                               "stopped": ""}
     # The driver went quiet: the same stage is now reported as interrupted, with the fix.
     beat = json.loads((run_dir / "HEARTBEAT.json").read_text())
     rows, driver = stage_states(run_dir, now=beat["time"] + STALE_AFTER_S + 1)

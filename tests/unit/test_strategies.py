@@ -34,6 +34,8 @@ def compare_loop(tmp_path, strategies, seeds=(0, 1), rounds=3, **strategy):
     cfg = RunConfig.model_validate({
         "run_dir": str(tmp_path / "run"), "rounds": rounds, "strategy": strategy,
         "compare": {"strategies": strategies, "seeds": list(seeds)},
+        # the fake teacher repeats itself for a repeated error: every round must still run
+        "stop": {"when_nothing_added": False},
         "tasks": [{"name": "arithmetic", "n_seed": 12, "n_test": 6}]})
     tasks = [build_task(t, cfg.seed) for t in cfg.tasks]
     gen_s, gen_t = FakeGenerator(knowing_student(tasks[0])), FakeGenerator(teacher)

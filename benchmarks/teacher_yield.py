@@ -26,7 +26,7 @@ from engine.generation.vllm_replicas import engine_kwargs
 from engine.models import resolve_model
 from engine.records import EXAMPLE
 from engine.sampling import sampling_params
-from engine.stages.augment import CandidateFilter, ask_teacher, teacher_requests
+from engine.stages.augment import AnswerCheck, CandidateFilter, ask_teacher, teacher_requests
 from engine.tasks import build_task
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -52,9 +52,13 @@ def vllm_generate(llm, requests: pa.Table) -> pa.Table:
 def measure(llm, task, seed: list[dict], targets: pa.Table, teacher: TeacherConfig,
             test: list[dict], constrain: bool) -> dict:
     sampling = sampling_params(teacher, task.cfg.teacher_sampling)
+    checks = teacher.check_answers if teacher.check_answers is not None \
+        else task.checkable_answers
+    check = AnswerCheck(task, lambda requests: vllm_generate(llm, requests), sampling) \
+        if checks else None
     filter_ = CandidateFilter(task, 0, teacher.model, teacher.n_per_error,
                               [r["input"] for r in seed], [r["input"] for r in test],
-                              teacher.near_dup_threshold)
+                              teacher.near_dup_threshold, check=check)
     requests, _, cands = ask_teacher(
         targets, lambda requests: vllm_generate(llm, requests),
         lambda rows, sample: teacher_requests(rows, task, teacher.n_per_error, 0, sampling,
@@ -66,7 +70,8 @@ def measure(llm, task, seed: list[dict], targets: pa.Table, teacher: TeacherConf
     first_ask = [r for r in rows if r["accepted"] and "~" not in r["id"]]
     accepted = [r for r in rows if r["accepted"]]
     return {
-        "constrain_format": constrain, "targets": targets.num_rows, "rows_asked": asked,
+        "constrain_format": constrain, "answer_check": check is not None,
+        "targets": targets.num_rows, "rows_asked": asked,
         "requests": requests.num_rows, "candidates": len(rows),
         "yield_first_ask": round(len(first_ask) / asked, 3),
         "yield": round(len(accepted) / asked, 3),
@@ -86,12 +91,16 @@ def main() -> None:
     parser.add_argument("--seed-rows", type=int, default=55,
                         help="the seed set (training rows, worked examples); TREC 1%%: 55")
     parser.add_argument("--config", help="a job config whose teacher settings to use")
+    parser.add_argument("--no-check", action="store_true",
+                        help="teacher.check_answers off (the answer check)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--gpu-memory-utilization", type=float,
                         help="the KV cache share (on CPU: of a NUMA node's memory)")
     args = parser.parse_args()
     teacher = (load_config(args.config).teacher if args.config
                else TeacherConfig())
+    if args.no_check:
+        teacher = teacher.model_copy(update={"check_answers": False})
     if args.gpu_memory_utilization:
         teacher = teacher.model_copy(update={"gpu_memory_utilization":
                                              args.gpu_memory_utilization})

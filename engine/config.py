@@ -321,6 +321,12 @@ class TeacherConfig(GenerationConfig):
         None, description="constrain the teacher's output to the task's block format with "
                           "vLLM structured outputs (a regex per request); null: on for a vLLM "
                           "teacher (measured: more rows pass the gates), off for an API one")
+    check_answers: bool | None = Field(
+        None, description="self-consistency: the teacher answers each candidate that passed "
+                          "the other gates again (greedy, as the student is asked) and a row "
+                          "whose answer it does not reproduce is rejected; null: on for math "
+                          "tasks, whose answers can be checked, off for the others (a small "
+                          "teacher labels text worse than it writes it)")
     keep_warm: bool = Field(True, description="keep the teacher's engines running all job")
     api: ApiConfig | None = Field(
         None, description="use an OpenAI-compatible API instead of vLLM replicas; `model` is "

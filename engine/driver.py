@@ -23,7 +23,8 @@ from engine.config import RunConfig
 from engine.metrics import generation_usage, round_metrics
 from engine.records import EXAMPLE, PREDICTION
 from engine.sampling import sampling_params
-from engine.stages.augment import CandidateFilter, accepted_examples, ask_teacher, teacher_requests
+from engine.stages.augment import (AnswerCheck, CandidateFilter, accepted_examples, ask_teacher,
+                                   teacher_requests)
 from engine.stages.mine import mine_errors, with_outputs
 from engine.stages.predict import grade, student_requests
 from engine.stages.synthesize import ask_rationales, rationale_requests, seed_quota
@@ -363,6 +364,11 @@ class RoundLoop:
         mines_validation = settings.mine_from == "validation"
         real = validation if mines_validation else seed_rows
         prompts = task.s3_prompts if unit.strategy.explains else task.prompts
+        checks = teacher.check_answers if teacher.check_answers is not None \
+            else task.checkable_answers
+        check = AnswerCheck(  # logged as its own step: "[check] N rows ..."
+            task, lambda req: self.teacher_gen(req, self.teacher_model, "check"),
+            sampling) if checks else None
         filter_ = CandidateFilter(task, r, teacher.model, quota,
                                   train_set.column("input").to_pylist(),
                                   test.column("input").to_pylist()
@@ -370,7 +376,7 @@ class RoundLoop:
                                   teacher.near_dup_threshold,
                                   style_texts=(real if mines_validation
                                                else train_set).column("input").to_pylist(),
-                                  prompt_hash=prompts.hash)
+                                  prompt_hash=prompts.hash, check=check)
         rules = task.cfg.stop or self.cfg.stop
         cap, over = request_cap(rules, self.history[unit.key], teacher.prices, asked_before)
         requests, generated, candidates = ask_teacher(
@@ -378,11 +384,14 @@ class RoundLoop:
             lambda rows, sample: teacher_requests(rows, task, quota, r, sampling,
                                                   teacher.constrained, sample, seed_rows),
             filter_, teacher.max_tries, max_requests=cap, over_budget=over)
-        self.store.write_table(stage_dir, pa.concat_tables([*generated_before, generated]),
-                               name=GENERATIONS)
+        checked = check.generated if check else []
+        self.store.write_table(stage_dir, pa.concat_tables([*generated_before, generated,
+                                                            *checked]), name=GENERATIONS)
         return StageResult(self._write(stage_dir, candidates),
                            {"targets": len(set(requests.column("seed_id").to_pylist()))
                             if requests.num_rows else 0, "quota": quota,
                             "requests": requests.num_rows + asked_before,
+                            "check_requests": sum(t.num_rows for t in check.requests)
+                            if check else 0,
                             **({"rationales": rationales.num_rows} if synthesizing
                                and unit.strategy.explains else {})})

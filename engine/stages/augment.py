@@ -103,8 +103,10 @@ class CandidateFilter:
 
     def __init__(self, task: Task, round_: int, teacher_model: str, quota: int,
                  known_inputs: list[str], protected: list[str], near_dup_threshold: float,
-                 style_texts: list[str] | None = None, prompt_hash: str | None = None):
+                 style_texts: list[str] | None = None, prompt_hash: str | None = None,
+                 check: "AnswerCheck | None" = None):
         self.task, self.round, self.teacher_model, self.quota = task, round_, teacher_model, quota
+        self.check = check
         self.prompt_hash = prompt_hash or task.prompts.hash
         self.index = NearDuplicateIndex(near_dup_threshold)
         # the gates judge what the teacher wrote (task.gate_text: QA's question, not the
@@ -148,7 +150,8 @@ class CandidateFilter:
 
     def _gate(self, rows: list[dict]) -> None:
         """Leaks, then near-duplicates (of the training set, earlier rows of the round, or
-        each other: the first wins), then the quota; only rows still accepted are checked."""
+        each other: the first wins), then the answer check (if any), then the quota; only rows
+        still accepted are checked."""
         live = [r for r in rows if r["accepted"]]
         gate = self.task.gate_text
         for row, leak in zip(live, self.leaks.leak_many([gate(r["input"]) for r in live])):
@@ -159,11 +162,59 @@ class CandidateFilter:
                                                                   for r in live])):
             if dup is not None:
                 row.update(accepted=False, reject_reason=f"duplicate: near copy of {dup[:80]!r}")
-            elif self.kept[row["seed_id"]] >= self.quota:
+        live = [r for r in live if r["accepted"]]
+        if self.check is not None and live:
+            for row, reason in zip(live, self.check(live)):
+                if reason:
+                    row.update(accepted=False, reject_reason=reason)
+        for row in (r for r in live if r["accepted"]):
+            if self.kept[row["seed_id"]] >= self.quota:
                 row.update(accepted=False, reject_reason=(
                     f"over_n_per_error: {self.quota} already kept for this seed row"))
             else:
                 self.kept[row["seed_id"]] += 1
+
+
+class AnswerCheck:
+    """Self-consistency for rows whose answer can be checked (math): the teacher answers each
+    candidate's question again, greedily, as the student is asked it, and a row whose own
+    answer it does not reproduce is rejected ("unconfirmed"). A wrong answer under a
+    plausible question passes every other gate, and teaches the student wrong arithmetic on
+    the very shape of problem it is tested on.
+
+    generate: requests -> GENERATED rows. The checks' requests and answers are kept
+    (`requests`, `generated`) for the stage's token accounting.
+    """
+
+    def __init__(self, task: Task, generate, sampling: dict):
+        self.task, self.generate = task, generate
+        self.sampling = to_json({**sampling, "temperature": 0.0, "top_p": 1.0})
+        self.requests: list[pa.Table] = []
+        self.generated: list[pa.Table] = []
+
+    def __call__(self, rows: list[dict]) -> list[str]:
+        """A reject reason per row ("" for a confirmed one)."""
+        requests = pa.table({
+            "request_id": [f"{r['id']}?check" for r in rows],
+            "seed_id": [r["seed_id"] for r in rows],
+            "messages": [json.dumps(self.task.student_messages(r["input"])) for r in rows],
+            "sampling": [self.sampling] * len(rows),
+            "sample": pa.array([0] * len(rows), pa.int32())})
+        generated = self.generate(requests)
+        self.requests.append(requests)
+        self.generated.append(generated)
+        answers = {g["request_id"]: g for g in generated.to_pylist()}
+        reasons = []
+        for row in rows:
+            answer = answers.get(f"{row['id']}?check")
+            if answer is None or answer["error"]:
+                reasons.append("unconfirmed: the check got no answer")
+                continue
+            got, right = self.task.grade(answer["output"] or "", row["label"])
+            reasons.append("" if right else (
+                f"unconfirmed: solved again, the teacher answers {got or 'nothing'!r}, "
+                f"not {row['label']!r}"))
+        return reasons
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,7 @@ class Task:
     methods."""
 
     prompt_family = ""  # the built-in prompt file it uses: prompts/llm2llm/<family>.yaml
+    checkable_answers = False  # solving a row again can confirm its answer (teacher.check_answers)
     required_fields: tuple[str, ...] = ()
 
     def __init__(self, cfg: TaskConfig, seed: int):

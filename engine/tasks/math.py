@@ -126,6 +126,7 @@ def extract_answer(output: str) -> str:
 
 class MathTask(Task):
     prompt_family = "math"
+    checkable_answers = True
     required_fields = ("question", "answer")
 
     def example(self, role_row: dict) -> tuple[str, str, str]:
@@ -141,14 +142,36 @@ class MathTask(Task):
 
     def teacher_messages(self, row: dict, prediction: str, n: int,
                          demos: list[dict] = ()) -> list[dict]:
-        """The paper's shape: system prompt, the prompt file's fixed one-shot, the request.
-        (`demos` are not used: the one-shot already shows a worked problem.)"""
+        """The paper's shape: system prompt, a worked request, the request. The worked request
+        is built from real seed rows like this one (`demos`: one asked about, the others as
+        the answer) where the prompt file has a `teacher_answer` template, so a small teacher
+        sees what "similar" means for this task; else it is the file's fixed one-shot."""
         if row["origin"] == "description":  # the zerogen strategy: no real row to show
             return self.description_messages(row, n)
         system = self.prompts.render("teacher_system")
         user = self.prompts.render("teacher_user", question=row["input"], answer=row["target"],
                                    prediction=prediction, n=n)
-        return self._chat(system, user)
+        if len(demos) < 2 or "teacher_answer" not in self.prompts.templates:
+            return self._chat(system, user)
+        shown = demos[1: n + 1]
+        worked = self.prompts.render("teacher_user", question=demos[0]["input"],
+                                     answer=demos[0]["target"], prediction="", n=len(shown))
+        answer = "\n".join(self.prompts.render("teacher_answer", question=d["input"],
+                                               answer=d["target"]) for d in shown)
+        return [{"role": "system", "content": system}, {"role": "user", "content": worked},
+                {"role": "assistant", "content": answer}, {"role": "user", "content": user}]
+
+    @staticmethod
+    def demonstrations(row: dict, pool: list[dict], k: int) -> list[dict]:
+        """The k other rows of `pool` whose words overlap `row`'s most (Jaccard; ties broken
+        by id): a worked example of the same kind of problem, whatever its answer."""
+        words = set(row["input"].lower().split())
+
+        def overlap(other: dict) -> float:
+            theirs = set(other["input"].lower().split())
+            return len(words & theirs) / max(1, len(words | theirs))
+        others = [p for p in pool if p["id"] != row["id"] and p["input"] != row["input"]]
+        return sorted(others, key=lambda p: (-overlap(p), p["id"]))[:k]
 
     def teacher_format_regex(self, row: dict, n: int, max_words: int = 60) -> str:
         block = r"Question: [^\n]{10,300}\nAnswer: [^\n]{5,400}\n#### -?[0-9]{1,7}\n"

@@ -2,6 +2,7 @@
 
 import json
 import random
+import re
 import zlib
 
 import pyarrow.parquet as pq
@@ -24,8 +25,12 @@ WORDS = ("kites drums lamps socks boats maps cups rings hats bells vans pies owl
 
 
 def teacher(messages):
-    """Two new, distinct problems per request, a pure function of the request."""
+    """Two new, distinct problems per request, a pure function of the request; asked to
+    solve one of them (the answer check), it answers right."""
     question = messages[-1]["content"]
+    if question.startswith("Solve the math word problem"):
+        a, b = (int(x) for x in re.findall(r"sells (\d+) \w+ and (\d+)", question)[0])
+        return f"{a} + {b} = {a + b}\n#### {a + b}"
     out = ""
     for k in range(2):
         rng = random.Random(f"{question}#{k}")
@@ -55,8 +60,9 @@ def test_two_rounds_follow_llm2llm_rules(tmp_path):
     assert r1["n_train"] == 10 + r0["n_accepted"]
     assert [call[1] for call in trainer.calls] == ["base-model", "base-model"]
     assert trainer.calls[1][0].num_rows == r1["n_train"]
-    # the teacher only ever saw seed rows; the last round does not augment
-    assert len(gen_t.calls) == 1
+    # the teacher only ever saw seed rows (and its own rows, to check their answers); the
+    # last round does not augment
+    assert [c[0] for c in gen_t.calls] == ["augment", "check"]
     sent = gen_t.calls[0][2].column("request_id").to_pylist()
     assert all(rid.startswith("arithmetic:train:") for rid in sent)
     # the student predicts over the seed rows only (not synthetic) plus the test set

@@ -147,7 +147,7 @@ def test_after_supersede_the_loop_redoes_only_the_affected_stages(tmp_path):
     again, gen_s, gen_t, trainer = make_loop(tmp_path)
     list(again.run())
     # Round 0's train and predict are loaded; its augment and all of round 1 are redone.
-    assert [c[0] for c in gen_t.calls] == ["augment"]
+    assert [c[0] for c in gen_t.calls] == ["augment", "check"]
     assert len(trainer.calls) == 1 and len(gen_s.calls) == 1  # round 1 only
 
 

@@ -36,7 +36,7 @@ def sent_sampling(requests: pa.Table) -> set[str]:
 
 def test_task_override_reaches_requests_and_lineage_unchanged(tmp_path):
     loop, gen_s, gen_t = run_loop(tmp_path)
-    (_, _, requests), = gen_t.calls
+    (_, _, requests), = [c for c in gen_t.calls if c[0] == "augment"]
     want = {**{"temperature": 0.7, "top_p": 0.95, "max_tokens": 512}, **OVERRIDE}
     assert {json.loads(s) == want for s in sent_sampling(requests)} == {True}
     candidates = loop.store.read_table(loop.store.stage_dir("arithmetic", 0, "augment"))

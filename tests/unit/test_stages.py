@@ -1,8 +1,10 @@
+import json
+
 import pyarrow as pa
 
 from engine.config import TaskConfig
 from engine.records import CANDIDATE, EXAMPLE, GENERATED
-from engine.stages.augment import (CandidateFilter, accepted_examples, ask_teacher,
+from engine.stages.augment import (AnswerCheck, CandidateFilter, accepted_examples, ask_teacher,
                                    teacher_requests)
 from engine.stages.mine import mine_errors
 from engine.stages.predict import accuracy, grade, student_requests
@@ -133,3 +135,40 @@ def test_candidates_must_have_the_shape_of_the_tasks_texts():
     mixed = TextStyle.of(["A fine film .", "Why did I watch this ?"] * 10)
     assert mixed.reason("A statement is fine here .") == ""
     assert TextStyle.of([]).reason("anything at all goes") == ""
+
+
+def test_the_answer_check_rejects_a_row_whose_answer_the_teacher_does_not_reproduce():
+    """Self-consistency: a plausible question with a wrong answer passes every other gate; it
+    is rejected when solving it again gives another answer, before the quota is filled, so a
+    confirmed row behind it still counts."""
+    train, _ = examples()
+    errors = mine_errors(train, grade(train, generated([]), TASK, "train")).slice(0, 1)
+    req = teacher_requests(errors, TASK, n_per_error=2, round_=0, sampling={})
+    blocks = ["Question: Zed has 4 boxes with 4 pens in each box and 16 more pens. How many "
+              "pens does Zed have?\nAnswer: 4 * 4 = 16 and 16 * 4 = 64\n#### 64\n",
+              "Question: Ana has 3 pens and buys 5 more. How many pens does Ana have?\n"
+              "Answer: 3 + 5 = 8\n#### 8\n",
+              "Question: Bo has 9 cups and gives away 2. How many cups are left?\n"
+              "Answer: 9 - 2 = 7\n#### 7\n"]
+    gen = generated([(req["request_id"][0].as_py(), "".join(blocks), "")])
+    solved = {"Zed": "16 + 16 = 32\n#### 32", "Ana": "#### 8", "Bo": "#### 7"}
+    checked = []
+
+    def solve(requests):  # the teacher answering as the student is asked, greedily
+        checked.append(requests)
+        out = []
+        for rid, messages in zip(requests["request_id"].to_pylist(),
+                                 requests["messages"].to_pylist()):
+            question = json.loads(messages)[-1]["content"]
+            out.append((rid, next(v for k, v in solved.items() if k in question), ""))
+        return generated(out)
+
+    check = AnswerCheck(TASK, solve, {"temperature": 0.7, "max_tokens": 64})
+    cands = CandidateFilter(TASK, 0, "t", quota=2, known_inputs=[], protected=[],
+                            near_dup_threshold=0.6, check=check).add(errors, req, gen)
+    assert [c["accepted"] for c in cands] == [False, True, True]
+    assert cands[0]["reject_reason"] == "unconfirmed: solved again, the teacher answers '32', " \
+                                        "not '64'"
+    assert json.loads(checked[0]["sampling"][0].as_py())["temperature"] == 0.0  # greedy
+    assert "Solve the math word problem" in checked[0]["messages"][0].as_py()  # as the student
+    assert check.generated and check.requests[0].num_rows == 3

@@ -214,8 +214,9 @@ def test_zerogen_asks_from_the_description_alone_at_the_same_budget(tmp_path):
     units = by_unit(history)
     for m, ref in zip(units[("zerogen", 0)][:2], units[("llm2llm", 0)][:2]):
         assert m["n_targets"] == ref["n_targets"] > 0
-    asked = [json.loads(m) for _, _, req in gen_t.calls for rid, m in zip(
-        req["request_id"].to_pylist(), req["messages"].to_pylist()) if rid.startswith("desc")]
+    asked = [json.loads(m) for stage, _, req in gen_t.calls if stage == "augment" for rid, m in
+             zip(req["request_id"].to_pylist(), req["messages"].to_pylist())
+             if rid.startswith("desc")]
     assert asked and all(len(m) == 2 and "new math word problems" in m[-1]["content"]
                          for m in asked)  # system + request: no seed row, no one-shot
     rows = pq.read_table(tmp_path / "run" / "arithmetic" / "zerogen" / "seed_0" / "round_0" /

@@ -293,3 +293,23 @@ def test_one_labelled_split_is_cut_into_disjoint_seed_and_test(tmp_path):
     seed, test = task.seed_and_test()
     assert len(seed) == 3 and len(test) == 7
     assert not {r["input"] for r in seed} & {r["input"] for r in test}
+
+
+def test_math_teacher_is_shown_a_worked_request_built_from_the_nearest_seed_rows():
+    task = build_task(TaskConfig(name="arithmetic", n_seed=40, n_test=5), 0)
+    seed, _ = task.seed_and_test()
+    row = seed[0]
+    demos = task.demonstrations(row, seed, 3)
+    assert row not in demos and len(demos) == 3
+    overlap = lambda r: len(set(row["input"].lower().split()) & set(r["input"].lower().split()))  # noqa
+    assert overlap(demos[0]) >= max(overlap(r) for r in seed[1:])  # the nearest first
+    messages = task.teacher_messages(row, "7", 2, demos)
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert demos[0]["input"] in messages[1]["content"]
+    assert all(f"Question: {d['input']}\nAnswer: {d['target']}" in messages[2]["content"]
+               for d in demos[1:3])
+    assert row["input"] in messages[3]["content"]
+    parsed = task.parse_teacher(messages[2]["content"], row)  # the worked answer parses
+    assert len(parsed) == 2 and not any(p.reject_reason for p in parsed)
+    fixed = task.teacher_messages(row, "7", 2, [])  # no seed rows: the file's one-shot
+    assert "Mia has 5 bags" in fixed[2]["content"]

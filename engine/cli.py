@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {role}.model {name!r}: a hub name, downloaded when the job runs")
             for task, stage in prepared.rerun.items():
                 print(f"  {task}: would redo round 0 from {stage} on, and every later round")
+            for warning in prepared.warnings:
+                print(f"  warning: {warning}")
         elif args.command == "compare":
             # A compare is a run with a `compare` section: resumable and re-plannable like any.
             run_job(args.config, args.overrides + [f"compare.strategies=[{args.strategies}]",

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from engine.backends import StudentTrainer, TextGenerator
 from engine.config import RunConfig
+from engine.errors import StorageError, storage_problem
 from engine.metrics import generation_usage, round_metrics
 from engine.records import EXAMPLE, PREDICTION
 from engine.sampling import sampling_params
@@ -202,7 +203,16 @@ class RoundLoop:
         self.log(f"[{unit.key} r{r}] {name} ...")
         self.store.begin_stage(stage_dir)
         start = time.time()
-        result = compute(stage_dir)
+        try:
+            result = compute(stage_dir)
+        except StorageError:
+            raise
+        except Exception as exc:
+            # a full disk met by another process (a train worker saving the model) or library
+            reason = storage_problem(exc)
+            if reason:
+                raise StorageError(self.store.location(stage_dir), reason) from exc
+            raise
         if isinstance(result, pa.Table):
             result = StageResult(result)
         timings[name] = round(time.time() - start, 2)

@@ -31,6 +31,48 @@ class StageError(EngineError):
         super().__init__(f"[{stage}] {message}")
 
 
+class StorageError(EngineError):
+    """The run directory cannot take a write: the disk is full, or it is not writable."""
+
+    def __init__(self, path: str, reason: str, needed: int | None = None,
+                 free: int | None = None):
+        self.path, self.needed, self.free = path, needed, free
+        amounts = ""
+        if needed is not None:
+            amounts = f" ({_size(needed)} to write" + (
+                f", {_size(free)} free)" if free is not None else ")")
+        super().__init__(
+            f"cannot write {path}: {reason}{amounts}. Free space there (or give a run_dir "
+            f"with room) and run the same command again: finished stages are kept, and "
+            f"nothing half-written is ever read back")
+
+
+# errno values that mean "no room" or "not writable", and what to tell the user for each
+DISK_FULL = {28: "no space left on the device", 122: "the disk quota is exceeded",
+             30: "the file system is read-only", 13: "permission denied"}
+_DISK_FULL_TEXT = re.compile(r"No space left on device|Disk quota exceeded|Read-only file system")
+
+
+def storage_problem(exc: BaseException) -> str:
+    """What a write failure means for the user, if it is one of DISK_FULL (also found in the
+    text of an error raised in another process, such as a train worker's); else ""."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in DISK_FULL:
+            return DISK_FULL[seen.errno]
+        seen = seen.__cause__ or seen.__context__
+    match = _DISK_FULL_TEXT.search(str(exc))
+    return match.group(0).lower() if match else ""
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
 class JobInterrupted(EngineError):
     """The job stopped part-way (its driver died); running the same command resumes it."""
 

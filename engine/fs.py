@@ -9,6 +9,7 @@ its upload completes, so a reader sees the whole new object or none.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -17,6 +18,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
+
+from engine.errors import StorageError, storage_problem
 
 _FILESYSTEMS: dict[str, pafs.FileSystem] = {}  # one client per store, shared in a process
 
@@ -91,13 +94,37 @@ def write_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
             with fs.open_output_stream(path) as f:
                 f.write(data)
         return
-    fs.create_dir(parent, recursive=True)
     tmp = f"{parent}/.{path.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp"
-    with open(tmp, "wb") as f:
+    try:
+        fs.create_dir(parent, recursive=True)
+        write_local(tmp, data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        reason = storage_problem(exc)
+        if not reason:
+            raise
+        with contextlib.suppress(OSError):  # a part-written temporary file is never read
+            os.remove(tmp)
+        raise StorageError(path, reason, len(data), free_bytes(parent)) from exc
+
+
+def write_local(path: str, data: bytes) -> None:
+    """Write and flush a local file: the data is on disk before a rename makes it visible."""
+    with open(path, "wb") as f:
         f.write(data)
         f.flush()
-        os.fsync(f.fileno())  # the data is on disk before the rename makes it visible
-    os.replace(tmp, path)
+        os.fsync(f.fileno())
+
+
+def free_bytes(path: str) -> int | None:
+    """Free space of the local file system holding `path` (its nearest existing folder)."""
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
 
 
 def sha256(fs: pafs.FileSystem, path: str) -> str:

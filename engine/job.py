@@ -34,6 +34,7 @@ class Prepared:
     api_key: Secret | None = None  # the API teacher's key, read from its environment variable
     # --rerun-affected: task -> the first stage (of round 0) the config change affects
     rerun: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # printed, not fatal (disk space)
 
 
 def preflight(config_path: str | None, overrides: list[str],
@@ -87,7 +88,38 @@ def preflight(config_path: str | None, overrides: list[str],
     else:
         teacher = resolve(cfg.teacher.model)
     key = Secret(os.environ[api.api_key_env]) if api and api.api_key_env else None
-    return Prepared(cfg, student, teacher, splits, key, rerun=affected_stages(cfg, changed))
+    return Prepared(cfg, student, teacher, splits, key, rerun=affected_stages(cfg, changed),
+                    warnings=_check_disk(cfg, student, strategies))
+
+
+def disk_needed(cfg: RunConfig, model_bytes: int,
+                strategies: dict[str, list[StrategyConfig]]) -> int:
+    """About how many bytes a run writes: a saved student for every unit and round (round-0
+    copies in a compare included; seed_only trains once), plus, with checkpoints on, one
+    training's checkpoint at a time (fp32 weights and Adam's two moments: about 6x a 16-bit
+    model's files). Stage tables are small beside them."""
+    trainings = sum(1 if s.name == "seed_only" else cfg.rounds
+                    for task in cfg.tasks for s in strategies[task.name]
+                    for _ in (cfg.compare.seeds if cfg.compare else [cfg.seed]))
+    checkpoint = 6 * model_bytes if cfg.train.checkpoint_every != "never" else 0
+    return trainings * model_bytes + checkpoint
+
+
+def _check_disk(cfg: RunConfig, student: str,
+                strategies: dict[str, list[StrategyConfig]]) -> list[str]:
+    """A warning when a local run_dir has less free space than the run may write."""
+    folder = Path(student)
+    if not folder.is_dir() or not fs.is_local(RunStorage(cfg.run_dir).fs):
+        return []
+    weights = sum(f.stat().st_size for f in folder.iterdir()
+                  if f.suffix in (".safetensors", ".bin", ".pt"))
+    needed, free = disk_needed(cfg, weights, strategies), fs.free_bytes(cfg.run_dir)
+    if free is None or free >= needed:
+        return []
+    return [f"run_dir {cfg.run_dir!r} has {free / 2**30:.1f} GiB free; this run may write "
+            f"about {needed / 2**30:.1f} GiB (a {weights / 2**20:.0f} MiB student saved per "
+            f"unit and round, plus checkpoints). Free space or point run_dir elsewhere; a run "
+            f"that fills the disk stops with the path and resumes when run again"]
 
 
 def _task_strategies(cfg: RunConfig) -> dict[str, list[StrategyConfig]]:
@@ -209,6 +241,8 @@ def run_job(config_path: str | None, overrides: list[str],
             moved_to = store.location(store.supersede(key, stage))
             print(f"config changed: {key} redoes round 0 from {stage} on; the previous "
                   f"stages are kept in {moved_to}", flush=True)
+    for warning in prepared.warnings:
+        print(f"warning: {warning}", flush=True)
     save_run_record(prepared.cfg, prepared.student_model, prepared.teacher_model)
     start_ray(prepared.cfg, verbose)
     from ray.util.queue import Queue

@@ -1,0 +1,86 @@
+"""A run directory that fills up mid-run: the error names the path and the space, nothing
+half-written is read back, and a re-run with space gives the undisturbed result."""
+
+import errno
+import json
+import os
+
+import pytest
+
+import engine.fs
+from engine.errors import StorageError, storage_problem
+from tests.unit.test_driver import make_loop
+
+
+def results(run_dir):
+    """Every round's metrics, without timings, and every stage's tables' row counts."""
+    out = {}
+    for path in sorted(run_dir.rglob("metrics.json")):
+        m = json.loads(path.read_text())
+        out[str(path.relative_to(run_dir))] = {k: v for k, v in m.items()
+                                               if k not in ("stage_seconds", "seconds")}
+    return out
+
+
+def test_a_full_disk_fails_the_stage_by_name_and_the_rerun_resumes(tmp_path, monkeypatch):
+    clean, _, _, _ = make_loop(tmp_path / "clean")
+    list(clean.run())
+
+    room = {"left": 40_000}  # bytes this "disk" takes before it is full
+    real_write = engine.fs.write_local
+
+    def filling(path, data):
+        if len(data) > room["left"]:
+            with open(path, "wb") as f:  # a part written, as a real full disk leaves it
+                f.write(data[: room["left"]])
+            room["left"] = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        room["left"] -= len(data)
+        real_write(path, data)
+
+    monkeypatch.setattr(engine.fs, "write_local", filling)
+    loop, _, _, _ = make_loop(tmp_path / "full")
+    with pytest.raises(StorageError) as caught:
+        list(loop.run())
+    message = str(caught.value)
+    assert "no space left on the device" in message and str(tmp_path / "full") in message
+    assert "to write" in message and "run the same command again" in message
+    leftovers = [p for p in (tmp_path / "full").rglob(".*.tmp")]
+    assert leftovers == []  # the part-written temporary file is gone
+
+    monkeypatch.setattr(engine.fs, "write_local", real_write)  # space again
+    again, _, _, _ = make_loop(tmp_path / "full")
+    list(again.run())
+    assert results(tmp_path / "full" / "run") == results(tmp_path / "clean" / "run")
+
+
+def test_disk_full_is_recognized_in_another_process_s_error_text():
+    assert storage_problem(OSError(errno.EDQUOT, "quota")) == "the disk quota is exceeded"
+    wrapped = RuntimeError("train worker failed")
+    wrapped.__cause__ = OSError(errno.ENOSPC, "No space left on device")
+    assert storage_problem(wrapped) == "no space left on the device"
+    assert storage_problem(RuntimeError("RayTaskError: OSError: [Errno 28] No space left on "
+                                        "device: '/run/x/model.safetensors'")) == \
+        "no space left on device"
+    assert storage_problem(ValueError("bad value")) == ""
+
+
+def test_preflight_warns_when_the_run_dir_has_less_room_than_the_run_may_write(
+        tmp_path, monkeypatch):
+    from engine.config import RunConfig
+    from engine.job import _check_disk, _task_strategies, disk_needed
+
+    student = tmp_path / "student"
+    student.mkdir()
+    (student / "model.safetensors").write_bytes(b"x" * 1000)
+    cfg = RunConfig.model_validate({
+        "run_dir": str(tmp_path / "run"), "rounds": 3, "tasks": [{"name": "arithmetic"}],
+        "compare": {"strategies": ["llm2llm", "seed_only"], "seeds": [0, 1]}})
+    strategies = _task_strategies(cfg)
+    # llm2llm trains 3 rounds, seed_only once, for 2 seeds; one checkpoint at a time
+    assert disk_needed(cfg, 1000, strategies) == 2 * (3 + 1) * 1000 + 6 * 1000
+    assert _check_disk(cfg, str(student), strategies) == []  # this disk has room
+    monkeypatch.setattr(engine.fs, "free_bytes", lambda path: 5000)
+    warning, = _check_disk(cfg, str(student), strategies)
+    assert "has 0.0 GiB free; this run may write about 0.0 GiB" in warning
+    assert "resumes when run again" in warning

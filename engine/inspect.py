@@ -16,7 +16,7 @@ import pyarrow as pa
 from engine.errors import DataError
 from engine.provenance import read_run_record
 from engine.storage import RunStorage
-from engine.strategies import unit_keys
+from engine.strategies import saved_units
 
 
 def run_units(run_dir: str) -> tuple[list[str], int]:
@@ -26,12 +26,7 @@ def run_units(run_dir: str) -> tuple[list[str], int]:
         raise DataError(f"{run_dir}: not a run directory (no config.yaml); pass the run_dir "
                         f"of a job started with `llm2llm run`")
     config = saved.get("config", {})
-    keys = []
-    for task in config.get("tasks", []):
-        own = task.get("strategy") or config.get("strategy") or {}
-        keys += [key for _, _, key in unit_keys(task["name"], config.get("compare"),
-                                                own.get("name", "llm2llm"), 0)]
-    return keys, int(config.get("rounds", 0))
+    return [key for key, _ in saved_units(config)], int(config.get("rounds", 0))
 
 
 def pick_units(keys: list[str], task: str | None) -> list[str]:
@@ -99,7 +94,10 @@ def round_summary(rows: list[dict]) -> dict:
     return {"errors": len(mined), "targets": sum(bool(row["candidates"]) for row in rows),
             "candidates": len(cands), "accepted": sum(c["accepted"] for c in cands),
             "fixed": sum(row["right_next_round"] for row in known) if known else None,
-            "rejected": dict(reasons(rows).most_common())}
+            "rejected": dict(reasons(rows).most_common()),
+            # the label mix the round adds: aimed rows follow the errors' labels
+            "accepted_by_label": dict(Counter(c["label"] for c in cands
+                                              if c["accepted"]).most_common())}
 
 
 def _clip(text: str | None, width: int) -> str:
@@ -114,6 +112,9 @@ def format_round(key: str, r: int, rows: list[dict], width: int = 100) -> str:
              f"{s['targets']} rows, wrote {s['candidates']}, {s['accepted']} accepted"]
     if s["rejected"]:
         lines.append("  rejected: " + ", ".join(f"{k} {n}" for k, n in s["rejected"].items()))
+    if s["accepted_by_label"] and len(s["accepted_by_label"]) <= 20:
+        lines.append("  accepted by label: " + ", ".join(
+            f"{k} {n}" for k, n in s["accepted_by_label"].items()))
     for row in rows:
         verdict = {True: "fixed", False: "still wrong", None: ""}[row["right_next_round"]]
         head = "error" if row["mined"] else (

@@ -12,12 +12,11 @@ import json
 import time
 from pathlib import Path
 
-from engine.config import strategy_variant
 from engine.errors import DataError
 from engine.generation.cache import ResponseCache
 from engine.provenance import read_run_record
 from engine.storage import STAGES, RunStorage
-from engine.strategies import unit_keys
+from engine.strategies import saved_units
 
 HEARTBEAT_EVERY_S = 20
 STALE_AFTER_S = 3 * HEARTBEAT_EVERY_S
@@ -36,19 +35,14 @@ def stage_states(run_dir: str | Path, now: float | None = None) -> tuple[list[di
     alive = age is not None and age < STALE_AFTER_S and not beat.get("finished")
     rows = []
     rounds = int(config.get("rounds", 0))
-    strategy = config.get("strategy") or {}
-    for task in config.get("tasks", []):
-        own = task.get("strategy") or strategy
-        for name, _, key in unit_keys(task["name"], config.get("compare"),
-                                      own.get("name", "llm2llm"), 0):
-            settings = {**own, **(strategy_variant(name) if config.get("compare") else {})}
-            last = 0 if settings.get("name") == "seed_only" else rounds - 1  # trains once
-            for r in range(last + 1):
-                no_teacher = (r == last or settings.get("name") == "seed_only"
-                              or (settings.get("one_shot") and r > 0))
-                rows.append(_unit_row(store, key, r, no_teacher, alive))
-                if rows[-1]["stopped"]:
-                    break  # the unit's later rounds will not run
+    for key, settings in saved_units(config):
+        last = 0 if settings.get("name") == "seed_only" else rounds - 1  # trains once
+        for r in range(last + 1):
+            no_teacher = (r == last or settings.get("name") == "seed_only"
+                          or (settings.get("one_shot") and r > 0))
+            rows.append(_unit_row(store, key, r, no_teacher, alive))
+            if rows[-1]["stopped"]:
+                break  # the unit's later rounds will not run
     driver = {"heartbeat_age_s": age, "alive": alive,
               "finished": bool(beat and beat.get("finished")), "host": beat and beat.get("host"),
               "cache_parts": len(ResponseCache(store.cache_dir()).parts())}

@@ -114,6 +114,19 @@ def unit_keys(task: str, compare: dict | None, strategy: str,
     return [(name, s, f"{task}/{name}/seed_{s}") for s in compare["seeds"] for name in names]
 
 
+def saved_units(config: dict) -> list[tuple[str, dict]]:
+    """(folder key, strategy settings) of every unit of a saved run, in run order, from the
+    plain config dict of its config.yaml (`status` and `inspect` read runs this way, without
+    building tasks)."""
+    units = []
+    compare = config.get("compare")
+    for task in config.get("tasks", []):
+        own = task.get("strategy") or config.get("strategy") or {}
+        for name, _, key in unit_keys(task["name"], compare, own.get("name", "llm2llm"), 0):
+            units.append((key, {**own, **(strategy_variant(name) if compare else {})}))
+    return units
+
+
 def plan_units(cfg: RunConfig, tasks: list[Task]) -> list[Unit]:
     """The job's units, in the order a round runs them."""
     compare = cfg.compare.model_dump() if cfg.compare else None

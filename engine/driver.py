@@ -19,8 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.backends import StudentTrainer, TextGenerator
+from engine import fs as engine_fs
 from engine.config import RunConfig
-from engine.errors import StorageError, storage_problem
+from engine.errors import EngineError, StorageError, UnitsFailed, root_cause, storage_problem
 from engine.metrics import generation_usage, round_metrics
 from engine.records import EXAMPLE, PREDICTION
 from engine.sampling import sampling_params
@@ -66,6 +67,7 @@ class RoundLoop:
         # unit key -> its rounds' metrics so far, and why it stopped (engine/stopping.py)
         self.history: dict[str, list[dict]] = {u.key: [] for u in self.units}
         self.stopped: dict[str, str] = {}
+        self.failed: dict[str, str] = {}  # unit key -> what went wrong, for UnitsFailed
 
     def run(self, splits: dict | None = None) -> Iterator[list[dict]]:
         """Yield the metrics of every unit after each round.
@@ -85,12 +87,20 @@ class RoundLoop:
                     continue
                 test, validation = (pa.Table.from_pylist(rows, schema=EXAMPLE)
                                     for rows in splits[unit.task.name][1:3])
-                m, added = self.run_round(unit, r, train_sets[unit.key], test, validation)
+                try:
+                    m, added = self.run_round(unit, r, train_sets[unit.key], test, validation)
+                except StorageError:
+                    raise  # a full disk stops every unit alike
+                except Exception as exc:  # noqa: BLE001 - one unit failing stops only itself
+                    self._fail(unit, r, exc)
+                    continue
                 train_sets[unit.key] = pa.concat_tables([train_sets[unit.key], added])
                 metrics.append(m)
             if not metrics:  # every unit has stopped
-                return
+                break
             yield metrics
+        if self.failed:
+            raise UnitsFailed(self.failed)
 
     def needs_validation(self, task: Task) -> bool:
         """Whether any unit of the task mines the real validation rows (s3)."""
@@ -104,6 +114,9 @@ class RoundLoop:
         and mine are recorded as skipped and the augment stage writes the seed."""
         timings: dict[str, float] = {}
         stage = lambda name, compute: self._stage(unit, r, name, timings, compute)  # noqa: E731
+        failed = f"{self.store.round_dir(unit.key, r)}/FAILED.json"
+        if self.store.exists(failed):  # an earlier attempt's failure: this one starts afresh
+            engine_fs.delete(self.store.fs, failed)
         validation = validation if validation is not None else EXAMPLE.empty_table()
         train_set = stage("data", lambda d: self._write(d, train_set)).table
         if train_set.num_rows == 0:
@@ -165,6 +178,18 @@ class RoundLoop:
         predictions = stage("predict", empty(PREDICTION.empty_table())).table
         errors = stage("mine", empty(EXAMPLE.empty_table())).table
         return info, predictions, errors, EXAMPLE.empty_table()
+
+    def _fail(self, unit: Unit, r: int, exc: Exception) -> None:
+        """Record a unit's failure (FAILED.json in its round folder, shown by status) and go
+        on with the others; the job reports every failure at its end (UnitsFailed)."""
+        reason = root_cause(exc) if not isinstance(exc, EngineError) else str(exc)
+        reason = " ".join(reason.split())[:500]
+        self.failed[unit.key] = f"round {r}: {reason}"
+        self.stopped[unit.key] = f"failed in round {r}"
+        self.store.write_json(f"{self.store.round_dir(unit.key, r)}/FAILED.json",
+                              {"unit": unit.key, "round": r, "error": reason,
+                               "type": type(exc).__name__})
+        self.log(f"[{unit.key} r{r}] failed: {reason}; the other units go on")
 
     def _matched_unit_stopped(self, unit: Unit) -> str:
         """A baseline matched to its task-seed's llm2llm (or s3) unit stops with it: with no

@@ -12,6 +12,7 @@ import ray
 from engine.backends.deepspeed_trainer import RayDeepSpeedTrainer
 from engine.config import RunConfig
 from engine.console import QueueLog
+from engine.errors import UnitsFailed
 from engine.driver import RoundLoop
 from engine.generation.cache import ResponseCache
 from engine.generation.encoder import EncoderPredictor
@@ -58,14 +59,21 @@ class DriverActor:
         beat = threading.Thread(target=self._beat, args=(stop,), daemon=True)
         beat.start()
         try:
-            yield from self.loop.run(self.splits)
-            stop.set()
-            beat.join()  # so no late beat overwrites the final one
-            self.loop.store.write_heartbeat(finished=True)
+            try:
+                yield from self.loop.run(self.splits)
+            except UnitsFailed:  # the job ran to its end; some units failed on the way
+                self._finish(stop, beat)
+                raise
+            self._finish(stop, beat)
         finally:
             stop.set()
             self.student_gen.shutdown()
             self.teacher_gen.shutdown()
+
+    def _finish(self, stop: threading.Event, beat: threading.Thread) -> None:
+        stop.set()
+        beat.join()  # so no late beat overwrites the final one
+        self.loop.store.write_heartbeat(finished=True)
 
     def _beat(self, stop: threading.Event) -> None:
         while not stop.is_set():

@@ -6,12 +6,17 @@ import re
 class EngineError(Exception):
     """Base class: the CLI prints these as one clear message and exits non-zero."""
 
+    def __reduce__(self):
+        # An error raised in a Ray actor (the driver) reaches the CLI pickled; unpickling calls
+        # the class with `args`, so a subclass with its own __init__ keeps its own arguments.
+        return type(self), getattr(self, "_init_args", self.args)
+
 
 class ConfigError(EngineError):
     """The config (YAML or overrides) is invalid. Holds every problem found, not just the first."""
 
     def __init__(self, problems: list[str]):
-        self.problems = problems
+        self.problems, self._init_args = problems, (problems,)
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"invalid config ({len(problems)} problem(s)):\n{lines}")
 
@@ -28,6 +33,7 @@ class StageError(EngineError):
     """A stage got input it cannot work with (missing columns, empty set, dead engine)."""
 
     def __init__(self, stage: str, message: str):
+        self._init_args = (stage, message)
         super().__init__(f"[{stage}] {message}")
 
 
@@ -37,6 +43,7 @@ class StorageError(EngineError):
     def __init__(self, path: str, reason: str, needed: int | None = None,
                  free: int | None = None):
         self.path, self.needed, self.free = path, needed, free
+        self._init_args = (path, reason, needed, free)
         amounts = ""
         if needed is not None:
             amounts = f" ({_size(needed)} to write" + (
@@ -71,6 +78,18 @@ def _size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
+
+
+class UnitsFailed(EngineError):
+    """Some units (tasks) of a job failed; the others finished. Each failure is kept in its
+    round folder (FAILED.json) and shown by `llm2llm status`."""
+
+    def __init__(self, failures: dict[str, str]):
+        self.failures, self._init_args = failures, (failures,)
+        lines = "\n".join(f"  - {key}: {reason}" for key, reason in failures.items())
+        super().__init__(f"{len(failures)} unit(s) failed; the others finished:\n{lines}\n"
+                         f"Fix the cause and run the same command again: finished stages "
+                         f"are kept, and only what failed (and what follows it) is redone")
 
 
 class JobInterrupted(EngineError):

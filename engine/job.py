@@ -13,7 +13,7 @@ from engine import fs
 from engine.compare import format_compare, write_compare
 from engine.config import ApiConfig, RunConfig, StrategyConfig, load_config, strategy_variant
 from engine.console import Console
-from engine.errors import ConfigError, EngineError, JobInterrupted, root_cause
+from engine.errors import ConfigError, EngineError, JobInterrupted, UnitsFailed, root_cause
 from engine.generation.openai_api import Secret
 from engine.metrics import format_table
 from engine.models import check_model, resolve_model
@@ -255,6 +255,7 @@ def run_job(config_path: str | None, overrides: list[str],
     start, history, events = time.time(), [], Queue(actor_options={"num_cpus": 0})
     driver = DriverActor.remote(prepared.cfg, prepared.student_model, prepared.teacher_model,
                                 prepared.splits, prepared.api_key, events)
+    failed = None
     try:
         for round_metrics in _rounds(driver, events, console, prepared.cfg.run_dir):
             history += round_metrics
@@ -267,10 +268,13 @@ def run_job(config_path: str | None, overrides: list[str],
                                  f"{m['stop_reason']}")
             if prepared.cfg.compare:
                 console.line(f"\n{format_compare(write_compare(prepared.cfg))}")
+    except UnitsFailed as exc:  # the others finished: report them, then the failures
+        failed = exc
     except EngineError:
         console.line(f"details in the worker logs: {logs}")
         raise
-    console.line(f"\nrun finished in {time.time() - start:.0f}s; artifacts in "
+    console.line(f"\nrun {'ended, with failures,' if failed else 'finished'} in "
+                 f"{time.time() - start:.0f}s; artifacts in "
                  f"{prepared.cfg.run_dir}")
     try:
         from engine.report import write_report
@@ -279,6 +283,9 @@ def run_job(config_path: str | None, overrides: list[str],
     except Exception as exc:  # noqa: BLE001 - the run is done; a report can be made later
         console.line(f"report not written ({exc}); `llm2llm report {prepared.cfg.run_dir}` "
                      f"tries again")
+    if failed is not None:
+        console.line(f"details in the worker logs: {logs}")
+        raise failed
     return history
 
 
@@ -306,7 +313,8 @@ def _rounds(driver, events, console: Console, run_dir: str):
             return
         except ray.exceptions.RayTaskError as exc:
             show_events()
-            cause = exc.as_instanceof_cause()
+            # the driver's own error, as it was raised (EngineError pickles with its arguments)
+            cause = getattr(exc, "cause", None)
             raise (cause if isinstance(cause, EngineError) else exc) from None
         except ray.exceptions.RayActorError as exc:  # its process or node died
             raise JobInterrupted(

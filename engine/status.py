@@ -64,6 +64,9 @@ def _unit_row(store: RunStorage, key: str, r: int, no_teacher: bool, alive: bool
     text = store.read_text(f"{store.round_dir(key, r)}/metrics.json")
     row["metrics"] = text is not None
     row["stopped"] = json.loads(text).get("stop_reason", "") if text else ""
+    failure = store.read_text(f"{store.round_dir(key, r)}/FAILED.json")
+    if failure and not text:
+        row["stopped"] = f"failed: {json.loads(failure)['error']}"
     if row["stopped"] and no_teacher is False and row["augment"] == "missing":
         row["augment"] = "-"  # the budget was spent before this round could ask
     return row

@@ -89,3 +89,44 @@ def test_the_reason_is_in_metrics_and_status(tmp_path):
 def test_bad_stopping_rules_are_refused(stop):
     with pytest.raises(Exception):
         RunConfig.model_validate({"tasks": [{"name": "arithmetic"}], "stop": stop})
+
+
+def test_a_unit_that_fails_stops_alone_and_the_job_reports_it(tmp_path):
+    """Two tasks; the trainer breaks on the second's round 1 (its data, say): the first runs
+    every round, the failure is kept with its round and the job ends with UnitsFailed."""
+    from engine.errors import UnitsFailed
+    from engine.provenance import save_run_record
+
+    cfg = RunConfig.model_validate({
+        "run_dir": str(tmp_path / "run"), "rounds": 3, "stop": {"when_nothing_added": False},
+        "tasks": [{"name": "arithmetic", "n_seed": 10, "n_test": 6},
+                  {"name": "sums", "type": "arithmetic", "n_seed": 10, "n_test": 6}]})
+    tasks = [build_task(t, cfg.seed) for t in cfg.tasks]
+
+    class BreakingTrainer(FakeTrainer):
+        def __call__(self, examples, base_model, out_dir, task, *args, **kwargs):
+            if task == "sums" and "round_1" in out_dir:
+                raise ValueError("row 7 of sums has no answer")
+            return super().__call__(examples, base_model, out_dir, task, *args, **kwargs)
+
+    trainer = BreakingTrainer()
+    loop = RoundLoop(cfg, tasks, "base", "teacher", FakeGenerator(student),
+                     FakeGenerator(teacher), trainer, log=lambda m: None)
+    seen = []
+    with pytest.raises(UnitsFailed) as caught:
+        for round_metrics in loop.run():
+            seen += [(m["unit"], m["round"]) for m in round_metrics]
+    assert seen == [("arithmetic", 0), ("sums", 0), ("arithmetic", 1), ("arithmetic", 2)]
+    assert caught.value.failures == {"sums": "round 1: row 7 of sums has no answer"}
+    failure = json.loads((tmp_path / "run" / "sums" / "round_1" / "FAILED.json").read_text())
+    assert failure["error"] == "row 7 of sums has no answer"
+    save_run_record(cfg, "s", "t")
+    out = subprocess.run([sys.executable, "-m", "engine.cli", "status", cfg.run_dir],
+                         capture_output=True, text=True, cwd=ROOT, timeout=60).stdout
+    assert "sums stopped after round 1: failed: row 7 of sums has no answer" in out
+    # fixed and run again: the failure record goes, sums resumes from its round 1
+    again = RoundLoop(cfg, tasks, "base", "teacher", FakeGenerator(student),
+                      FakeGenerator(teacher), FakeTrainer(), log=lambda m: None)
+    list(again.run())
+    assert not (tmp_path / "run" / "sums" / "round_1" / "FAILED.json").exists()
+    assert json.loads((tmp_path / "run" / "sums" / "round_2" / "metrics.json").read_text())

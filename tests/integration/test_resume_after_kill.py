@@ -93,8 +93,9 @@ def write_config(path: Path, run_dir: str, model: str, teacher_url: str) -> list
         "tasks": [{"name": TASK, "n_seed": N_SEED, "n_test": N_TEST}],
         "student": {"model": model, "max_tokens": 16, "max_model_len": 1024},
         # max_tries 1: one request per wrong seed row, so every request is counted below
+        # check_answers off: the test server writes problems, it does not solve them
         "teacher": {"model": "test-teacher", "n_per_error": 2, "max_tries": 1, "replicas": 1,
-                    "batch_size": 1,
+                    "batch_size": 1, "check_answers": False,
                     "api": {"base_url": teacher_url, "api_key_env": None, "concurrency": 1,
                             "requests_per_minute": 6000}},
         # 40 and up to 120 steps with a checkpoint every 10: long enough to kill in between.

@@ -13,6 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from engine.config import load_config
+from engine.tasks import build_task
+
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 SST2 = ROOT.parent / "shared" / "data" / "sst2"
@@ -80,7 +83,10 @@ def test_errors_come_from_the_validation_rows_and_are_extrapolated(run):
     assert len(errors) == sum(not p["correct"] for p in mined_on)
     asked = {c["seed_id"] for c in table(unit, 1, "augment")}
     assert asked == {e["id"] for e in errors}
-    held_out = {p["input"] for p in predictions}
+    cfg = load_config(run.parent / "job.yaml")
+    _, test, validation = build_task(cfg.tasks[0], cfg.seed).splits()
+    assert sorted(p["id"] for p in mined_on) == sorted(v["id"] for v in validation)
+    held_out = {r["input"] for r in test + validation}
     assert not {r["input"] for r in table(unit, 2, "data")} & held_out
     assert metrics(unit, 2)["test_accuracy"] is not None
 

@@ -202,9 +202,10 @@ class TaskConfig(Strict):
     seed_fraction: float | None = Field(None, gt=0, le=1, description="or a fraction of train")
     n_test: int | None = Field(100, ge=1, description="test rows evaluated each round (null: all)")
     n_validation: int = Field(
-        200, ge=1, description="real validation rows mined for errors (s3, mine_from: "
+        200, ge=0, description="real validation rows mined for errors (s3, mine_from: "
                                "validation): from data.validation, else from train after the "
-                               "seed")
+                               "seed (where train is also the test file, they are set aside "
+                               "whether used or not, so every strategy has the same test rows)")
     student_sampling: SamplingOverride = Field(
         SamplingOverride(), description="this task's student sampling (e.g. max_tokens: 8 for "
                                         "labels beside a math task in the same job)")

@@ -18,8 +18,8 @@ from typing import Callable, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.backends import StudentTrainer, TextGenerator
 from engine import fs as engine_fs
+from engine.backends import StudentTrainer, TextGenerator
 from engine.config import RunConfig
 from engine.errors import EngineError, StorageError, UnitsFailed, root_cause, storage_problem
 from engine.metrics import generation_usage, round_metrics
@@ -257,8 +257,9 @@ class RoundLoop:
         for other in self.units:
             if other is unit:
                 return None
-            if (other.task.name, other.train_seed) == (unit.task.name, unit.train_seed) and \
-                    other.strategy.uses_seed and self.store.is_complete(self.store.stage_dir(other.key, 0, name)):
+            same = (other.task.name, other.train_seed) == (unit.task.name, unit.train_seed)
+            if same and other.strategy.uses_seed and \
+                    self.store.is_complete(self.store.stage_dir(other.key, 0, name)):
                 return other
         return None
 

@@ -118,7 +118,7 @@ class Task:
         """(seed, test, validation) rows. Validation rows (what s3 mines errors from) come from
         data.validation, else from train right after the seed, so they never overlap it;
         empty if not asked for. When train and test are the same source (a data set with one
-        labelled split), the test rows are the ones after the seed and validation rows."""
+        labelled split), the test rows are the ones after the seed and n_validation rows."""
         train = self._as_examples(self.source_rows("train"), "train")
         random.Random(self.seed).shuffle(train)
         one_split = self.cfg.data.test == self.cfg.data.train
@@ -134,18 +134,17 @@ class Task:
         else:
             n_seed = len(train) if not one_split else len(train) // 2
         held_out: list[dict] = []
-        taken = n_seed
+        carved = n_seed + self.cfg.n_validation  # train rows set aside for validation
         if validation and self.cfg.data.validation:
             held_out = self._as_examples(self.source_rows("validation"), "validation")
             random.Random(self.seed + 2).shuffle(held_out)
             held_out = held_out[: self.cfg.n_validation]
         elif validation:
-            held_out = train[n_seed: n_seed + self.cfg.n_validation]
-            taken += len(held_out)
+            held_out = train[n_seed:carved]
         for row in held_out:
             row["origin"] = "validation"
-        if one_split:
-            test = train[taken:]
+        if one_split:  # after the rows validation may take, asked for or not: every strategy
+            test = train[carved:]  # of a task is tested on the same rows
         n_test = self.cfg.n_test or len(test)
         return train[:n_seed], test[:n_test], held_out
 

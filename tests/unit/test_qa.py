@@ -27,7 +27,7 @@ def qa_task(tmp_path, **extra):
                          ("Who may graze cattle on the moor?", "freemen of the city"),
                          ("What is larger than Hyde Park?", "The moor"))]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return build_task(TaskConfig(name="adversarialqa", n_seed=2, n_test=None,
+    return build_task(TaskConfig(name="adversarialqa", n_seed=2, n_test=None, n_validation=0,
                                  data={"train": str(path), "test": str(path)}, **extra), 0)
 
 

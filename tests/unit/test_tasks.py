@@ -286,13 +286,13 @@ def test_one_labelled_split_is_cut_into_disjoint_seed_and_test(tmp_path):
     path = tmp_path / "all.jsonl"
     path.write_text("".join(json.dumps({"question": f"Q{k}?", "answer": f"#### {k}"}) + "\n"
                             for k in range(10)))
-    task = build_task(TaskConfig(name="gsm8k", n_seed=3, n_test=None,
+    task = build_task(TaskConfig(name="gsm8k", n_seed=3, n_test=None, n_validation=2,
                                  data={"train": str(path), "test": str(path)}), 0)
     seed, test, validation = task.splits()
-    assert len(seed) == 3 and len(validation) == 7 and test == []  # validation asked for first
-    seed, test = task.seed_and_test()
-    assert len(seed) == 3 and len(test) == 7
-    assert not {r["input"] for r in seed} & {r["input"] for r in test}
+    assert len(seed) == 3 and len(validation) == 2 and len(test) == 5
+    assert task.seed_and_test() == (seed, test)  # the same test rows, validation or not
+    inputs = [r["input"] for r in seed + validation + test]
+    assert len(set(inputs)) == 10
 
 
 def test_math_teacher_is_shown_a_worked_request_built_from_the_nearest_seed_rows():

@@ -165,6 +165,9 @@ class _Router:
     def replacements(self) -> int:
         return self.replaced
 
+    def is_current(self, index: int, replica) -> bool:
+        return self.replicas[index] == replica
+
     def replace(self, index: int, hung) -> int:
         """Kill the replica at `index` if it is still `hung` (another client may have
         replaced it already) and start a new one there; returns replacements so far."""
@@ -283,6 +286,13 @@ class ReplicaClient:
                       f"(stall {stalls} of {self.max_stalls})", flush=True)
                 if stalls >= self.max_stalls:
                     return None, stalls
+                continue
+            except ray.exceptions.RayActorError:
+                # Ray re-runs a batch whose replica crashed while restarts remain; it fails
+                # here only if that replica is gone for good, or was replaced as hung by
+                # another client while this batch waited behind the hung one
+                if ray.get(self.router.is_current.remote(index, replica)):
+                    raise
                 continue
             if stalls or tried:
                 tries = pa.array([a + tried + stalls for a in out.column("attempts").to_pylist()],

@@ -19,7 +19,8 @@ from engine.strategies import unit_keys
 
 def compare_rows(cfg: RunConfig) -> list[dict]:
     """One row per (task, strategy, round) with every seed's metrics found so far. seed_only
-    trains once: its round 0 stands for every round."""
+    trains once: its round 0 stands for every round; a unit that stopped early, its last
+    round for the later ones."""
     store = RunStorage(cfg.run_dir)
     compare = cfg.compare.model_dump() if cfg.compare else None
     rows = []
@@ -37,8 +38,17 @@ def compare_rows(cfg: RunConfig) -> list[dict]:
 
 
 def _metrics(store: RunStorage, key: str, r: int) -> dict | None:
+    """Round r's metrics; for a unit that stopped before round r (engine/stopping.py), its
+    last round's: the student it ended with stands for the rounds it did not run."""
     text = store.read_text(f"{store.round_dir(key, r)}/metrics.json")
-    return json.loads(text) if text else None
+    if text:
+        return json.loads(text)
+    for earlier in range(r - 1, -1, -1):
+        text = store.read_text(f"{store.round_dir(key, earlier)}/metrics.json")
+        if text:
+            last = json.loads(text)
+            return last if last.get("stop_reason") else None
+    return None
 
 
 def _summary(task: str, strategy: str, r: int, found: list[dict]) -> dict:

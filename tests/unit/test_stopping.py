@@ -130,3 +130,21 @@ def test_a_unit_that_fails_stops_alone_and_the_job_reports_it(tmp_path):
     list(again.run())
     assert not (tmp_path / "run" / "sums" / "round_1" / "FAILED.json").exists()
     assert json.loads((tmp_path / "run" / "sums" / "round_2" / "metrics.json").read_text())
+
+
+def test_a_stopped_unit_s_last_round_stands_for_the_rounds_it_did_not_run(tmp_path):
+    from engine.compare import compare_rows
+
+    cfg = RunConfig.model_validate({
+        "run_dir": str(tmp_path / "run"), "rounds": 3, "stop": {"max_requests": 1},
+        "compare": {"strategies": ["llm2llm", "seed_only"], "seeds": [0]},
+        "tasks": [{"name": "arithmetic", "n_seed": 10, "n_test": 6}]})
+    tasks = [build_task(t, cfg.seed) for t in cfg.tasks]
+    loop = RoundLoop(cfg, tasks, "base", "teacher", FakeGenerator(student),
+                     FakeGenerator(teacher), FakeTrainer(), log=lambda m: None)
+    history = [m for ms in loop.run() for m in ms]
+    last = [m for m in history if m["strategy"] == "llm2llm"][-1]
+    assert last["round"] == 1 and last["stop_reason"]
+    rows = {(r["strategy"], r["round"]): r for r in compare_rows(cfg)}
+    assert rows[("llm2llm", 2)]["seeds"] == 1  # round 2 did not run: round 1 stands for it
+    assert rows[("llm2llm", 2)]["test_accuracy_by_seed"] == [last["test_accuracy"]]

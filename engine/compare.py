@@ -47,7 +47,11 @@ def _metrics(store: RunStorage, key: str, r: int) -> dict | None:
         text = store.read_text(f"{store.round_dir(key, earlier)}/metrics.json")
         if text:
             last = json.loads(text)
-            return last if last.get("stop_reason") else None
+            if not last.get("stop_reason"):
+                return None
+            # the same student, but nothing was asked, generated or fixed in this round
+            return {**last, "round": r, "n_requests": 0, "tokens": 0, "teacher_yield": None,
+                    "fix_rate": None}
     return None
 
 

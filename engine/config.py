@@ -323,7 +323,7 @@ class TeacherConfig(GenerationConfig):
                                      "reaches this is a duplicate (0.6: a one-word edit of a "
                                      "10-word text)")
     max_tries: int = Field(
-        3, ge=1, description="requests per target at most: while fewer than n_per_error rows "
+        3, ge=1, le=100, description="requests per target at most: while fewer than n_per_error rows "
                              "are accepted for it, the teacher is asked again (each ask counts "
                              "in the budget)")
     constrain_format: bool | None = Field(
@@ -401,6 +401,11 @@ class RunConfig(Strict):
                                                        "every unit (a task may set its own)")
     compare: CompareConfig | None = Field(
         None, description="run several strategies and training seeds side by side")
+    parallel: int | None = Field(
+        None, ge=1, description="how many tasks advance at once, each through its own stages "
+                                "(in a compare, each task and training seed); they share the "
+                                "teacher's engines and wait for the cluster's resources. "
+                                "null: all at once; 1: one after another, round by round")
 
     @model_validator(mode="after")
     def _cost_needs_prices(self) -> "RunConfig":

@@ -10,7 +10,9 @@ whose manifest exists is loaded, not re-run.
 from __future__ import annotations
 
 import json
+import queue
 import random
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -48,6 +50,11 @@ class StageResult:
     info: dict = field(default_factory=dict)
 
 
+class _Aborted(Exception):
+    """Raised at a stage boundary of a group side by side after another group's error
+    stopped the job."""
+
+
 # Round-0 stages every strategy shares for a task and training seed (see _round0_twin).
 ROUND0_SHARED = ("train", "predict", "mine")
 
@@ -68,28 +75,48 @@ class RoundLoop:
         self.history: dict[str, list[dict]] = {u.key: [] for u in self.units}
         self.stopped: dict[str, str] = {}
         self.failed: dict[str, str] = {}  # unit key -> what went wrong, for UnitsFailed
+        self._abort = threading.Event()  # set: groups side by side start no new stage
 
     def run(self, splits: dict | None = None) -> Iterator[list[dict]]:
-        """Yield the metrics of every unit after each round.
+        """Yield the metrics of a group of units each time it finishes a round.
+
+        A group is a task (in a compare, a task and training seed): its units depend on each
+        other (round-0 stages are shared, baselines match the llm2llm unit's budget), groups
+        do not. With `parallel` 1 every round runs group after group and one list per round
+        comes back; otherwise the groups run side by side, each in its own thread at its own
+        pace, and each group's round comes back as it finishes.
 
         splits: task name -> (seed rows, test rows, validation rows), as read at preflight;
         read here if absent.
         """
         splits = splits or {t.name: t.splits(self.needs_validation(t)) for t in self.tasks}
+        groups: dict[tuple[str, int], list[Unit]] = {}
+        for unit in self.units:
+            groups.setdefault((unit.task.name, unit.train_seed), []).append(unit)
+        width = min(self.cfg.parallel or len(groups), len(groups))
+        if width <= 1:
+            yield from self._rounds(self.units, splits)
+        else:
+            yield from self._side_by_side(list(groups.values()), splits, width)
+        if self.failed:
+            raise UnitsFailed(self.failed)
+
+    def _rounds(self, units: list[Unit], splits: dict) -> Iterator[list[dict]]:
+        """Every round of `units`, one round of each before the next round of any."""
         # a unit that writes its own seed (s3) starts with no training rows
         train_sets = {u.key: pa.Table.from_pylist(
             splits[u.task.name][0] if u.strategy.uses_seed else [], schema=EXAMPLE)
-            for u in self.units}
+            for u in units}
         for r in range(self.cfg.rounds):
             metrics = []
-            for unit in self.units:
+            for unit in units:
                 if r >= unit.strategy.rounds(self.cfg.rounds) or unit.key in self.stopped:
                     continue
                 test, validation = (pa.Table.from_pylist(rows, schema=EXAMPLE)
                                     for rows in splits[unit.task.name][1:3])
                 try:
                     m, added = self.run_round(unit, r, train_sets[unit.key], test, validation)
-                except StorageError:
+                except (StorageError, _Aborted):
                     raise  # a full disk stops every unit alike
                 except Exception as exc:  # noqa: BLE001 - one unit failing stops only itself
                     self._fail(unit, r, exc)
@@ -99,8 +126,52 @@ class RoundLoop:
             if not metrics:  # every unit has stopped
                 break
             yield metrics
-        if self.failed:
-            raise UnitsFailed(self.failed)
+
+    def _side_by_side(self, groups: list[list[Unit]], splits: dict,
+                      width: int) -> Iterator[list[dict]]:
+        """Run the groups in threads, at most `width` at once; yield each group's rounds as
+        they finish. The stages' own resources (train workers, replicas) wait for the cluster
+        in Ray, so on a small cluster the groups interleave rather than overload it. An error
+        that stops the job (a full disk) stops the other groups at their next stage."""
+        finished: queue.Queue = queue.Queue()
+        slots = threading.Semaphore(width)
+
+        def advance(units: list[Unit]) -> None:
+            try:
+                with slots:
+                    for metrics in self._rounds(units, splits):
+                        finished.put(("round", metrics))
+            except _Aborted:
+                pass
+            except BaseException as exc:  # noqa: BLE001 - handed to the job's thread
+                finished.put(("error", exc))
+            finally:
+                finished.put(("done", None))
+
+        self._abort.clear()
+        threads = [threading.Thread(target=advance, args=(units,), daemon=True,
+                                    name=f"units-{units[0].key}") for units in groups]
+        for thread in threads:
+            thread.start()
+        running, error = len(threads), None
+        try:
+            while running:
+                kind, value = finished.get()
+                if kind == "round":
+                    yield value
+                elif kind == "error":
+                    if error is None:
+                        error = value
+                        self._abort.set()
+                        self.log("stopping: the other tasks end at their next stage")
+                else:
+                    running -= 1
+        finally:
+            self._abort.set()  # also when the caller stops early: no new stage starts
+            for thread in threads:
+                thread.join()
+        if error is not None:
+            raise error
 
     def needs_validation(self, task: Task) -> bool:
         """Whether any unit of the task mines the real validation rows (s3)."""
@@ -214,6 +285,8 @@ class RoundLoop:
                compute: Callable[[str], pa.Table | StageResult]) -> StageResult:
         """Load a finished stage, or run it: outputs first, manifest last. `compute` returns
         the stage's table, or a StageResult whose `info` goes into the manifest."""
+        if self._abort.is_set():
+            raise _Aborted()
         stage_dir = self.store.stage_dir(unit.key, r, name)
         if self.store.is_complete(stage_dir):
             self.log(f"[{unit.key} r{r}] {name}: done before, loading")

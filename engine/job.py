@@ -259,8 +259,8 @@ def run_job(config_path: str | None, overrides: list[str],
     try:
         for round_metrics in _rounds(driver, events, console, prepared.cfg.run_dir):
             history += round_metrics
-            console.line(f"\n=== round {round_metrics[0]['round']} done "
-                         f"({time.time() - start:.0f}s) ===")
+            console.line(f"\n=== {_who(round_metrics, prepared.cfg)}round "
+                         f"{round_metrics[0]['round']} done ({time.time() - start:.0f}s) ===")
             console.line(format_table(history))
             for m in round_metrics:
                 if m.get("stop_reason"):
@@ -287,6 +287,16 @@ def run_job(config_path: str | None, overrides: list[str],
         console.line(f"details in the worker logs: {logs}")
         raise failed
     return history
+
+
+def _who(round_metrics: list[dict], cfg: RunConfig) -> str:
+    """Whose round just finished, when tasks run side by side and finish rounds apart:
+    "trec: " (a task), "sst2 seed 1: " (a compare's task and training seed); "" when the
+    whole job moves round by round."""
+    if cfg.parallel == 1 or (len(cfg.tasks) == 1 and not cfg.compare):
+        return ""
+    m = round_metrics[0]
+    return f"{m['task']}" + (f" seed {m['train_seed']}" if cfg.compare else "") + ": "
 
 
 def _rounds(driver, events, console: Console, run_dir: str):

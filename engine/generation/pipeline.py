@@ -11,7 +11,9 @@ generates (and pays for) only the rows that never came back.
 from __future__ import annotations
 
 import math
+import threading
 import time
+from contextlib import contextmanager
 
 import pyarrow as pa
 
@@ -26,13 +28,26 @@ from engine.records import GENERATED, GENERATION_INPUT, require_columns
 
 
 class GenerationPipeline:
-    """TextGenerator (engine/backends/__init__.py) for one role, student or teacher."""
+    """TextGenerator (engine/backends/__init__.py) for one role, student or teacher.
+
+    Safe to call from several threads at once (tasks running side by side, engine/driver.py):
+    calls for the same model share one replica pool, started by the first and shut down
+    after the last (unless `keep_warm`); calls for different models get a pool each."""
 
     def __init__(self, cfg: GenerationConfig, seed: int, cache: ResponseCache | None = None,
                  api_key: Secret | None = None, log=print):
         self.cfg, self.seed, self.cache, self.api_key, self.log = cfg, seed, cache, api_key, log
         self.api = cfg.api if isinstance(cfg, TeacherConfig) else None
-        self.pool: ReplicaPool | None = None
+        self._pools: dict[str, ReplicaPool] = {}  # model -> its running replicas
+        self._users: dict[str, int] = {}  # model -> calls using its pool now
+        self._starting: dict[str, threading.Lock] = {}  # model -> held while its pool starts
+        self._lock = threading.Lock()  # guards the three dicts, never held while waiting
+        self._latest: str | None = None
+
+    @property
+    def pool(self) -> ReplicaPool | None:
+        """The replica pool of the model started last, if it is still running."""
+        return self._pools.get(self._latest) if self._latest else None
 
     def __call__(self, requests: pa.Table, model: str, stage: str) -> pa.Table:
         require_columns(requests, GENERATION_INPUT, stage)
@@ -46,18 +61,8 @@ class GenerationPipeline:
             [rid not in done for rid in requests.column("request_id").to_pylist()]))
         if misses.num_rows:
             try:
-                self.warm_up(model)
-                misses = misses.append_column(CACHE_KEY, pa.array(
-                    [keys[rid] for rid in misses.column("request_id").to_pylist()], pa.string()))
-                tokens, began, cached = 0, time.time(), len(done)
-                for batch in self._generate(misses, model):
-                    for r in batch.to_pylist():
-                        done.setdefault(r["request_id"], r)  # a re-run batch never doubles
-                    tokens += sum(batch.column("completion_tokens").to_pylist())
-                    seconds = time.time() - began
-                    progress(self.log, stage, f"{len(done)}/{len(keys)} rows, "
-                             f"{tokens / max(seconds, 1e-9):.0f} tokens/s "
-                             f"{eta(len(done) - cached, len(keys) - cached, seconds)}")
+                with self._replicas(model) as pool:
+                    self._generate(misses, model, pool, keys, done, stage)
             except ModelError as exc:  # a replica that cannot start: no use retrying
                 raise StageError(stage, str(exc)) from None
             except Exception as exc:  # noqa: BLE001 - Ray wraps the cause in many types
@@ -65,25 +70,58 @@ class GenerationPipeline:
                                  f"{sum(not r['error'] for r in done.values())} rows answered "
                                  f"so far are in the response cache; run the same command "
                                  f"again to resume") from None
-            finally:
-                if self.pool and not self.cfg.keep_warm:
-                    self.shutdown()
         out = pa.Table.from_pylist([done.get(rid) or _missing_row(rid) for rid in keys],
                                    schema=GENERATED)
         self._log_summary(stage, out, time.time() - start)
         return out
 
     def warm_up(self, model: str) -> None:
-        """Start the vLLM replicas for `model` now (a no-op for an API or a warm pool).
-        Raises ModelError if they cannot start."""
-        if not self.api and (self.pool is None or self.pool.model != model):
-            self.shutdown()
-            self.pool = ReplicaPool(model, self.cfg, self.seed, log=self.log)
+        """Start the vLLM replicas for `model` now (a no-op for an API or a warm pool); the
+        next call for it uses them. Raises ModelError if they cannot start."""
+        if self.api:
+            return
+        with self._lock:
+            starting = self._starting.setdefault(model, threading.Lock())
+        with starting:
+            if model in self._pools:
+                return
+            self._retire_idle()
+            pool = ReplicaPool(model, self.cfg, self.seed, log=self.log)
+            with self._lock:
+                self._pools[model], self._latest = pool, model
 
     def shutdown(self) -> None:
-        if self.pool:
-            self.pool.shutdown()
-            self.pool = None
+        """Stop every pool (the job's end)."""
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.shutdown()
+
+    @contextmanager
+    def _replicas(self, model: str):
+        """The running pool for `model` for the length of one call: started if none runs;
+        after the last concurrent call it is shut down, unless keep_warm."""
+        with self._lock:
+            self._users[model] = self._users.get(model, 0) + 1
+        try:
+            self.warm_up(model)
+            yield self._pools.get(model)  # None for an API
+        finally:
+            with self._lock:
+                self._users[model] -= 1
+                idle = self._users[model] == 0 and not self.cfg.keep_warm
+                pool = self._pools.pop(model, None) if idle else None
+            if pool is not None:
+                pool.shutdown()
+
+    def _retire_idle(self) -> None:
+        """Before a new model's pool starts: shut down the warm pools no call is using (a
+        kept-warm student of an earlier round), so they do not hold the cluster."""
+        with self._lock:
+            idle = [m for m in self._pools if not self._users.get(m)]
+            pools = [self._pools.pop(m) for m in idle]
+        for pool in pools:
+            pool.shutdown()
 
     # -- internals ------------------------------------------------------------------------
     def _keys(self, requests: pa.Table, model: str) -> dict[str, str]:
@@ -99,7 +137,22 @@ class GenerationPipeline:
                     requests.column("messages").to_pylist(),
                     requests.column("sampling").to_pylist(), regexes, samples)}
 
-    def _generate(self, requests: pa.Table, model: str):
+    def _generate(self, misses: pa.Table, model: str, pool: ReplicaPool | None,
+                  keys: dict[str, str], done: dict[str, dict], stage: str):
+        """Generate the rows not in the cache into `done`, showing progress."""
+        misses = misses.append_column(CACHE_KEY, pa.array(
+            [keys[rid] for rid in misses.column("request_id").to_pylist()], pa.string()))
+        tokens, began, cached = 0, time.time(), len(done)
+        for batch in self._batches(misses, model, pool):
+            for r in batch.to_pylist():
+                done.setdefault(r["request_id"], r)  # a re-run batch never doubles
+            tokens += sum(batch.column("completion_tokens").to_pylist())
+            seconds = time.time() - began
+            progress(self.log, stage, f"{len(done)}/{len(keys)} rows, "
+                     f"{tokens / max(seconds, 1e-9):.0f} tokens/s "
+                     f"{eta(len(done) - cached, len(keys) - cached, seconds)}")
+
+    def _batches(self, requests: pa.Table, model: str, pool: ReplicaPool | None):
         """Yield GENERATED batches as they finish, in whatever order they finish."""
         import ray
 
@@ -118,14 +171,16 @@ class GenerationPipeline:
             ds = ds.map_batches(
                 OpenAIChatUDF, batch_size=size, batch_format="pyarrow", num_cpus=0,
                 fn_constructor_kwargs={"api": self.api, "model": model, "key": self.api_key,
-                                       "share": 1 / workers,
+                                       # calls at once (tasks side by side)
+                                       # split the API's rate limit
+                                       "share": 1 / (workers * max(1, self._users.get(model, 1))),
                                        "cache_dir": cache_dir},
                 compute=ray.data.ActorPoolStrategy(size=workers))
         else:
             # Two clients per replica: the next batch already waits at each engine.
             ds = ds.map_batches(
                 ReplicaClient, batch_size=size, batch_format="pyarrow", num_cpus=0,
-                fn_constructor_kwargs={"router": self.pool.router, "cache_dir": cache_dir,
+                fn_constructor_kwargs={"router": pool.router, "cache_dir": cache_dir,
                                        "stall_timeout_s": cfg.stall_timeout_s,
                                        "max_stalls": cfg.max_stalls},
                 compute=ray.data.ActorPoolStrategy(size=2 * workers))

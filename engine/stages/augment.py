@@ -41,13 +41,14 @@ def teacher_requests(targets: pa.Table, task: Task, n_per_error: int, round_: in
     rows = targets.to_pylist()
     real = pool.to_pylist() if pool is not None else []
     demos = [task.demonstrations(r, real, n_per_error + 1) for r in rows]
+    messages = [json.dumps(task.teacher_messages(r, r["trigger_prediction"], n_per_error, d))
+                for r, d in zip(rows, demos)]
     columns = {
         "request_id": [request_id(r["id"], round_, sample) for r in rows],
         "seed_id": [r["id"] for r in rows],
-        "messages": [json.dumps(task.teacher_messages(r, r["trigger_prediction"], n_per_error, d))
-                     for r, d in zip(rows, demos)],
+        "messages": messages,
         "sampling": [to_json(sampling)] * len(rows),
-        "sample": pa.array([sample] * len(rows), pa.int32()),
+        "sample": pa.array(draws(messages, sample), pa.int32()),
     }
     if constrain_format:
         # no longer than the style gate accepts: twice the longest real text
@@ -55,6 +56,21 @@ def teacher_requests(targets: pa.Table, task: Task, n_per_error: int, round_: in
         columns["regex"] = [task.teacher_format_regex(r, n_per_error, 2 * longest)
                             for r in rows]
     return pa.table(columns)
+
+
+DRAW_STRIDE = 1000  # sample numbers per draw of a repeated prompt (top-ups stay below it)
+
+
+def draws(messages: list[str], sample: int) -> list[int]:
+    """Each request's `sample`: the ask's, and for a prompt repeated in the same ask (zerogen's
+    label slots share one) a distinct draw each. The sample is part of the cache key, so the
+    repeats are answered separately instead of all from the first one's cached answer."""
+    seen: dict[str, int] = {}
+    out = []
+    for m in messages:
+        draw = seen[m] = seen.get(m, -1) + 1
+        out.append(sample + draw * DRAW_STRIDE)
+    return out
 
 
 def ask_teacher(targets: pa.Table, generate, build_requests, candidates: "CandidateFilter",

@@ -80,7 +80,7 @@ def test_round_0_is_computed_once_per_task_and_seed_and_copied_to_the_others(tmp
     cfg, history, gen_t, trainer = compare_loop(tmp_path, ["llm2llm", "random", "seed_only"],
                                                 seeds=[0, 1], rounds=2)
     trained = [call[2].split("/arithmetic/")[1] for call in trainer.calls]
-    assert [t for t in trained if "round_0" in t] == [
+    assert sorted(t for t in trained if "round_0" in t) == [
         "llm2llm/seed_0/round_0/train/model", "llm2llm/seed_1/round_0/train/model"]
     units = by_unit(history)
     for seed in (0, 1):
@@ -219,6 +219,16 @@ def test_zerogen_asks_from_the_description_alone_at_the_same_budget(tmp_path):
              if rid.startswith("desc")]
     assert asked and all(len(m) == 2 and "new math word problems" in m[-1]["content"]
                          for m in asked)  # system + request: no seed row, no one-shot
+    # the label slots share one prompt; each is its own draw (its own cache entry), not the
+    # first slot's cached answer again
+    from engine.generation.cache import cache_key
+
+    ask = [req for stage, _, req in gen_t.calls if stage == "augment"
+           and req["request_id"][0].as_py().startswith("desc")][0]
+    assert len(set(ask["messages"].to_pylist())) < ask.num_rows
+    keys = {cache_key("t", m, s, 0, None, n) for m, s, n in zip(
+        ask["messages"].to_pylist(), ask["sampling"].to_pylist(), ask["sample"].to_pylist())}
+    assert len(keys) == ask.num_rows
     rows = pq.read_table(tmp_path / "run" / "arithmetic" / "zerogen" / "seed_0" / "round_0" /
                          "augment" / "part-0.parquet").to_pylist()
     assert rows and all(r["seed_id"].startswith("description:arithmetic:") for r in rows)

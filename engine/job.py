@@ -17,6 +17,7 @@ from engine.errors import ConfigError, EngineError, JobInterrupted, UnitsFailed,
 from engine.generation.openai_api import Secret
 from engine.metrics import format_table
 from engine.models import check_model, resolve_model
+from engine.placement import cluster_nodes, fit_problems
 from engine.provenance import save_run_record
 from engine.rerun import affected_stages, changed_fields
 from engine.storage import RunStorage
@@ -245,6 +246,10 @@ def run_job(config_path: str | None, overrides: list[str],
         print(f"warning: {warning}", flush=True)
     save_run_record(prepared.cfg, prepared.student_model, prepared.teacher_model)
     start_ray(prepared.cfg, verbose)
+    if prepared.cfg.ray.check_fit:
+        problems = fit_problems(prepared.cfg, cluster_nodes())
+        if problems:
+            raise ConfigError(problems)
     from ray.util.queue import Queue
 
     from engine.driver_actor import DriverActor

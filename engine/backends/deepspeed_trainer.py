@@ -288,7 +288,10 @@ class RayDeepSpeedTrainer:
                                "seed": seed, "unit": task, "kind": self.kind,
                                "labels": list(labels),
                                "console": getattr(self.log, "queue", None)},
-            scaling_config=ScalingConfig(num_workers=self.cfg.num_workers, use_gpu=self.cfg.use_gpu),
+            scaling_config=ScalingConfig(
+                num_workers=self.cfg.num_workers, use_gpu=self.cfg.use_gpu,
+                resources_per_worker={"CPU": self.cfg.cpus_per_worker,
+                                      **({"GPU": 1} if self.cfg.use_gpu else {})}),
             run_config=RunConfig(
                 name=f"train-{task.replace('/', '-')}", storage_path=ray_path,
                 storage_filesystem=None if fs.is_local(out_fs) else out_fs,

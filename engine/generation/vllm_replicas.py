@@ -149,10 +149,20 @@ class _Router:
 
     def __init__(self, model: str, engine: dict, seed: int, options: dict, n: int):
         import ray
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        self._make = lambda: ray.remote(VLLMReplica).options(**options).remote(
-            model, engine, seed)
-        self.replicas = [self._make() for _ in range(n)]
+        # Each replica's CPUs and GPUs are reserved in a placement group of one bundle (so on
+        # one node, as tensor parallelism needs): a replacement starts in the same reserved
+        # place, which another task's stage cannot have taken meanwhile.
+        bundle = {"CPU": options["num_cpus"],
+                  **({"GPU": options["num_gpus"]} if options["num_gpus"] else {})}
+        self.groups = [placement_group([bundle]) for _ in range(n)]
+        self._make = lambda k: ray.remote(VLLMReplica).options(
+            **options, scheduling_strategy=PlacementGroupSchedulingStrategy(
+                self.groups[k], placement_group_bundle_index=0,
+                placement_group_capture_child_tasks=True)).remote(model, engine, seed)
+        self.replicas = [self._make(k) for k in range(n)]
         self.i, self.replaced = -1, 0
 
     def next(self) -> tuple[int, object]:
@@ -175,16 +185,20 @@ class _Router:
 
         if self.replicas[index] == hung:
             ray.kill(hung, no_restart=True)
-            self.replicas[index] = self._make()
+            self.replicas[index] = self._make(index)
             self.replaced += 1
         return self.replaced
 
     def shutdown(self) -> None:
         import ray
 
+        from ray.util.placement_group import remove_placement_group
+
         for replica in self.replicas:
             ray.kill(replica)
-        self.replicas = []
+        for group in self.groups:
+            remove_placement_group(group)
+        self.replicas, self.groups = [], []
 
 
 class ReplicaPool:
@@ -195,9 +209,8 @@ class ReplicaPool:
         import ray
 
         self.model, self.cfg = model, cfg
-        use_gpu = ray.cluster_resources().get("GPU", 0) > 0
-        options = {"num_cpus": cfg.cpus_per_replica,
-                   "num_gpus": cfg.tensor_parallel_size if use_gpu else 0,
+        options = {"num_cpus": cfg.cpus_per_replica,  # a CPU config never takes a GPU
+                   "num_gpus": cfg.tensor_parallel_size if cfg.use_gpu else 0,
                    # a replica whose process dies is started again and the batch re-run
                    "max_restarts": cfg.max_replica_restarts, "max_task_retries": -1}
         self.router = ray.remote(num_cpus=0)(_Router).remote(

@@ -79,9 +79,9 @@ def test_a_row_that_hangs_every_engine_is_quarantined(ray_with_hang_hook):
 
     class StubRouter(_Router):  # the pool's router, over stub replicas
         def __init__(self, n):
-            self._make = lambda: ray.remote(num_cpus=0)(StubReplica).remote()
-            self.replicas = [self._make() for _ in range(n)]
-            self.i, self.replaced = -1, 0
+            self._make = lambda k: ray.remote(num_cpus=0)(StubReplica).remote()
+            self.replicas = [self._make(k) for k in range(n)]
+            self.groups, self.i, self.replaced = [], -1, 0
 
     router = ray.remote(num_cpus=0)(StubRouter).remote(2)
     client = ReplicaClient(router, stall_timeout_s=3, max_stalls=2)

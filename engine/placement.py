@@ -1,0 +1,96 @@
+"""What a job asks of the cluster, and whether the cluster can give it, checked before any work.
+
+Every stage reserves its resources from the config: a train worker `train.cpus_per_worker`
+CPUs (and one GPU with `train.use_gpu`) in Ray Train's placement group, a vLLM replica
+`cpus_per_replica` CPUs (and `tensor_parallel_size` GPUs with `use_gpu`) in a one-bundle
+placement group, so on one node. A stage whose reservation the cluster can never grant would
+wait forever; this module finds that at the start and names what is missing.
+"""
+
+from __future__ import annotations
+
+from engine.config import GenerationConfig, RunConfig
+
+
+def train_bundle(cfg: RunConfig) -> dict[str, float]:
+    return {"CPU": cfg.train.cpus_per_worker, **({"GPU": 1.0} if cfg.train.use_gpu else {})}
+
+
+def replica_bundle(role: GenerationConfig) -> dict[str, float]:
+    """A vLLM replica's reservation; an encoder student's prediction actors run on CPU."""
+    gpu = role.use_gpu and getattr(role, "kind", "causal_lm") == "causal_lm"
+    return {"CPU": role.cpus_per_replica,
+            **({"GPU": float(role.tensor_parallel_size)} if gpu else {})}
+
+
+def pack(nodes: list[dict[str, float]], bundles: list[dict[str, float]]) -> bool:
+    """Whether every bundle fits on some node at once (first fit, largest bundles first):
+    the resources of a node are shared by the bundles placed on it, a bundle never spans
+    nodes."""
+    free = [dict(n) for n in nodes]
+    for bundle in sorted(bundles, key=lambda b: (-b.get("GPU", 0), -b.get("CPU", 0))):
+        for node in free:
+            if all(node.get(k, 0) + 1e-9 >= v for k, v in bundle.items()):
+                for k, v in bundle.items():
+                    node[k] -= v
+                break
+        else:
+            return False
+    return True
+
+
+def _describe(bundle: dict[str, float]) -> str:
+    return " + ".join(f"{v:g} {k}" for k, v in bundle.items())
+
+
+def _largest(nodes: list[dict[str, float]]) -> str:
+    best = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
+    return f"{best.get('CPU', 0):g} CPU, {best.get('GPU', 0):g} GPU"
+
+
+def fit_problems(cfg: RunConfig, nodes: list[dict[str, float]]) -> list[str]:
+    """What the job needs at once that the cluster's nodes (their total resources) cannot
+    hold, each with the settings that would fix it. Empty when it fits."""
+    problems = []
+    total = {k: sum(n.get(k, 0) for n in nodes) for k in ("CPU", "GPU")}
+    cluster = f"the cluster has {total['CPU']:g} CPU and {total['GPU']:g} GPU on " \
+              f"{len(nodes)} node(s), the largest {_largest(nodes)}"
+    workers = [train_bundle(cfg)] * cfg.train.num_workers
+    if not pack(nodes, workers):
+        problems.append(f"training needs {cfg.train.num_workers} worker(s) of "
+                        f"{_describe(workers[0])} each; {cluster}: lower train.num_workers "
+                        f"or train.cpus_per_worker, or set train.use_gpu as the nodes allow")
+    roles = [("student", cfg.student)]
+    if cfg.teacher.api is None:
+        roles.append(("teacher", cfg.teacher))
+    for name, role in roles:
+        replicas = [replica_bundle(role)] * role.replicas
+        if not pack(nodes, replicas):
+            problems.append(
+                f"{name} needs {role.replicas} replica(s) of {_describe(replicas[0])} "
+                f"each, every replica on one node; {cluster}: lower {name}.replicas, "
+                f"{name}.tensor_parallel_size or {name}.cpus_per_replica, or set "
+                f"{name}.use_gpu as the nodes allow")
+    if problems or cfg.teacher.api is not None or not cfg.teacher.keep_warm:
+        return problems
+    # a teacher kept warm holds its reservation all job: each student stage must fit beside it
+    teacher = [replica_bundle(cfg.teacher)] * cfg.teacher.replicas
+    beside = [("training", workers),
+              ("the student's replicas", [replica_bundle(cfg.student)] * cfg.student.replicas)]
+    for what, bundles in beside:
+        if not pack(nodes, teacher + bundles):
+            problems.append(
+                f"the teacher's replicas, kept warm all job ({_describe(teacher[0])} each), "
+                f"leave no room for {what} ({_describe(bundles[0])} x {len(bundles)}); "
+                f"{cluster}: set teacher.keep_warm: false (its engines stop while the "
+                f"student trains and predicts, and start again for each augment stage), or "
+                f"lower the replicas")
+    return problems
+
+
+def cluster_nodes() -> list[dict[str, float]]:
+    """The total CPU and GPU of each live node of the connected Ray cluster."""
+    import ray
+
+    return [{k: float(n["Resources"].get(k, 0)) for k in ("CPU", "GPU")}
+            for n in ray.nodes() if n.get("Alive")]

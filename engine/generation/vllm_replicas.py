@@ -32,6 +32,7 @@ from engine import fs
 from engine.config import GenerationConfig
 from engine.errors import ModelError, root_cause
 from engine.generation.cache import CACHE_KEY, ResponseCache
+from engine.placement import replica_bundle
 from engine.records import GENERATED
 
 
@@ -155,11 +156,13 @@ class _Router:
         # Each replica's CPUs and GPUs are reserved in a placement group of one bundle (so on
         # one node, as tensor parallelism needs): a replacement starts in the same reserved
         # place, which another task's stage cannot have taken meanwhile.
-        bundle = {"CPU": options["num_cpus"],
-                  **({"GPU": options["num_gpus"]} if options["num_gpus"] else {})}
-        self.groups = [placement_group([bundle]) for _ in range(n)]
+        bundle = dict(options["bundle"])
+        actor = {"num_cpus": bundle.pop("CPU"), "num_gpus": bundle.pop("GPU", 0),
+                 "memory": bundle.pop("memory", None), "resources": bundle,
+                 **options["restarts"]}
+        self.groups = [placement_group([options["bundle"]]) for _ in range(n)]
         self._make = lambda k: ray.remote(VLLMReplica).options(
-            **options, scheduling_strategy=PlacementGroupSchedulingStrategy(
+            **actor, scheduling_strategy=PlacementGroupSchedulingStrategy(
                 self.groups[k], placement_group_bundle_index=0,
                 placement_group_capture_child_tasks=True)).remote(model, engine, seed)
         self.replicas = [self._make(k) for k in range(n)]
@@ -209,10 +212,11 @@ class ReplicaPool:
         import ray
 
         self.model, self.cfg = model, cfg
-        options = {"num_cpus": cfg.cpus_per_replica,  # a CPU config never takes a GPU
-                   "num_gpus": cfg.tensor_parallel_size if cfg.use_gpu else 0,
+        # CPUs, GPUs (never on a CPU config), memory on CPU, custom labels: engine/placement.py
+        options = {"bundle": replica_bundle(cfg),
                    # a replica whose process dies is started again and the batch re-run
-                   "max_restarts": cfg.max_replica_restarts, "max_task_retries": -1}
+                   "restarts": {"max_restarts": cfg.max_replica_restarts,
+                                "max_task_retries": -1}}
         self.router = ray.remote(num_cpus=0)(_Router).remote(
             model, engine_kwargs(cfg), seed, options, cfg.replicas)
         try:

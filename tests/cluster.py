@@ -38,7 +38,7 @@ class LocalCluster:
         self.head_cpus, self.worker_cpus = head_cpus, worker_cpus
         self.worker_resources = worker_resources or {}
         self.gcs, self.dashboard = free_port(), free_port()
-        self.nodes: list[subprocess.Popen] = []
+        self.processes: list[subprocess.Popen] = []
         # Both sides name the auth mode, so the result does not depend on whether a token
         # file happens to exist (cluster/README.md explains).
         self.env = {**os.environ, "HOME": str(home), "PATH": f"{BIN}:{os.environ['PATH']}",
@@ -58,17 +58,18 @@ class LocalCluster:
         self._node(["--head", "--port", str(self.gcs), "--dashboard-host", "127.0.0.1",
                     "--dashboard-port", str(self.dashboard),
                     "--ray-client-server-port", str(free_port()),
-                    "--num-cpus", str(self.head_cpus)], "head")
+                    "--num-cpus", str(self.head_cpus)], "head", self.temp)
         self._wait_for(1)
         self._node(["--address", f"127.0.0.1:{self.gcs}", "--num-cpus", str(self.worker_cpus),
-                    "--resources", json.dumps(self.worker_resources)], "worker")
+                    "--resources", json.dumps(self.worker_resources)], "worker",
+                   Path(f"{self.temp}-worker"))
         self._wait_for(2)
         return self
 
     def __exit__(self, *exc) -> None:
-        for node in reversed(self.nodes):
+        for node in reversed(self.processes):
             node.send_signal(signal.SIGTERM)
-        for node in reversed(self.nodes):
+        for node in reversed(self.processes):
             try:
                 node.wait(timeout=60)
             except subprocess.TimeoutExpired:
@@ -77,18 +78,20 @@ class LocalCluster:
         subprocess.run(["pkill", "-9", "-f", str(self.temp)], check=False)
         subprocess.run(["pkill", "-9", "-f", f"127.0.0.1:{self.gcs}"], check=False)
 
-    def _node(self, args: list[str], name: str) -> None:
+    def _node(self, args: list[str], name: str, temp: Path) -> None:
+        """A node's processes keep their files apart (two nodes of one machine sharing a
+        temp dir would unpack a job's working dir over each other)."""
         log = open(self.home / f"ray-{name}.log", "w")
-        self.nodes.append(subprocess.Popen(
+        self.processes.append(subprocess.Popen(
             [BIN / "ray", "start", "--block", "--disable-usage-stats", "--temp-dir",
-             str(self.temp), "--dashboard-agent-listen-port", str(free_port()), *args],
+             str(temp), "--dashboard-agent-listen-port", str(free_port()), *args],
             env=self.env, stdout=log, stderr=subprocess.STDOUT))
 
     def _wait_for(self, n: int, timeout: float = 180) -> None:
         """Until the cluster has n live nodes and its job agent takes submissions."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if any(p.poll() is not None for p in self.nodes):
+            if any(p.poll() is not None for p in self.processes):
                 raise RuntimeError(f"a ray node exited: see {self.home}/ray-*.log")
             out = subprocess.run([BIN / "ray", "job", "list", "--address", self.address],
                                  env=self.env, capture_output=True, text=True, timeout=60)

@@ -16,6 +16,6 @@ def test_a_job_submitted_without_token_auth_runs(tmp_path):
         out = cluster.submit(["python", "-m", "engine.cli", "check", "jobs/configs/demo.yaml"],
                              timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "succeeded" in out.stdout
+    assert "succeeded" in out.stdout + out.stderr
     assert "config OK: 1 task(s), 2 round(s)" in out.stdout
     assert not (tmp_path / "home" / ".ray" / "auth_token").exists()  # no token was needed

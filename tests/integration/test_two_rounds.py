@@ -13,6 +13,7 @@ rejected by the arithmetic verifier, as random text should be.
 """
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,20 +57,23 @@ def run(tiny_model, tmp_path_factory):
     with LocalCluster(tmp_path_factory.mktemp("home"), token=True, head_cpus=6, worker_cpus=2,
                       worker_resources={"teacher_node": 2}) as cluster:
         out = cluster.submit(["python", "-m", "jobs.run", "--config", str(path)])
-        assert out.returncode == 0 and "succeeded" in out.stdout, \
+        (run_dir / "submit.out").write_text(out.stdout)  # for a failing test's reader
+        (run_dir / "submit.err").write_text(out.stderr)
+        assert out.returncode == 0 and "succeeded" in out.stdout + out.stderr, \
             out.stdout[-3000:] + out.stderr[-5000:]
         nodes, actors = cluster.nodes(), cluster.actors()
     return run_dir, job_output(out.stdout), nodes, actors
 
 
 def job_output(submitted: str) -> str:
-    """What the job printed, without `ray job submit`'s own lines around it."""
+    """What the job printed, without `ray job submit`'s own lines around it (timestamped
+    lines of Ray's job CLI and job manager, the entrypoint echo)."""
     lines = submitted.splitlines()
-    start = next(i for i, l in enumerate(lines) if "Tailing logs until the job exits" in l) + 1
-    end = max(i for i, l in enumerate(lines) if l.startswith("Job '") and "succeeded" in l)
-    while end > start and set(lines[end - 1].strip()) <= {"-"}:
-        end -= 1  # the rule above the verdict
-    return "\n".join(lines[start:end])
+    start = next((i + 1 for i, l in enumerate(lines) if "Tailing logs until the job" in l), 0)
+    end = next((i for i, l in enumerate(lines) if "WebSocket closed for job" in l), len(lines))
+    ray_cli = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+\s+\w+ (job_manager|cli|sdk)\.py:")
+    return "\n".join(l for l in lines[start:end] if not ray_cli.match(l)
+                     and not l.startswith("Running entrypoint for job"))
 
 
 @pytest.fixture(params=["arithmetic", "trec"])

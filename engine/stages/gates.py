@@ -39,8 +39,16 @@ ECHO_WORDS = frozenset("""sure here certainly okay ok please example examples si
 generate new label labels text texts question questions following classify""".split())
 
 
+# Treebank tokenization splits contractions ("ca n't", "it 's"), as SST-2 and other
+# parsed-corpus data sets are written; a teacher writes "can't". Joined and without the
+# apostrophe, both are one word, so a near copy of a real row is seen as one.
+_SPLIT_CONTRACTION = re.compile(r"(\w) (n't|'(?:s|re|ve|ll|d|m))\b")
+_APOSTROPHE = re.compile(r"['’]")
+
+
 def words_of(text: str) -> list[str]:
-    return _NON_WORD.sub(" ", text.lower()).split()
+    text = _APOSTROPHE.sub("", _SPLIT_CONTRACTION.sub(r"\1\2", text.lower().replace("’", "'")))
+    return _NON_WORD.sub(" ", text).split()
 
 
 def normalize(text: str) -> str:

@@ -20,6 +20,11 @@ _ECHO = re.compile(r"correct (label|answer)|^text\s*:|\blabel\s*:|\bthe answer i
                    r"\bsimilar (example|text|question)|\bthis is an? (\w+ )?example\b|"
                    r"\bexample of an?\b|^please\b", re.I)
 _NUMBERING = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+")
+# A wrapper inside the asked-for one ('Text: Sentence: "An object lesson ..."'): the example
+# is what follows it. ("Text: Text: ..." stays an echo of the prompt: _ECHO.)
+_INNER = re.compile(r"^(?:(?:the\s+|new\s+)?(?:example|sentence|question|review)"
+                    r"(?:\s*#?\d+)?\s*:\s*)+", re.I)
+_QUOTES = "\"'“”‘’"
 
 
 class ClassificationTask(Task):
@@ -181,7 +186,9 @@ class ClassificationTask(Task):
         if not lines:
             return ""
         kept = lines if self.cfg.multiline else lines[:1]
-        return _NUMBERING.sub("", " ".join(kept)).strip().strip('"')
+        text = _INNER.sub("", _NUMBERING.sub("", " ".join(kept)).strip())
+        # quotes around the example, balanced or not ('"An object lesson in ...')
+        return text.strip().strip(_QUOTES).strip()
 
     def _parse_pairs(self, output: str, want: str) -> list[Parsed]:
         first, second = (re.escape(name) for name in self.names)

@@ -280,6 +280,11 @@ def test_short_protected_rows_leak_by_exact_or_near_match():
     assert index.leak("Who invented the radio ?") == ""
     assert index.leak_many(["Who wrote Hamlet ?", ""]) == ["", ""]
 
+    # treebank-tokenized rows (SST-2: "ca n't") against a teacher's ordinary spelling
+    treebank = NgramLeakIndex(["you ca n't wait to see end .", "it 's a charming film"])
+    assert treebank.leak("You Can't Wait to See End").startswith("in_protected_set: ")
+    assert treebank.leak("It\u2019s a charming film!").startswith("in_protected_set: ")
+
 
 def test_no_protected_rows_means_no_leaks():
     assert NgramLeakIndex([]).leak("anything at all, really") == ""

@@ -90,6 +90,12 @@ def test_classification_teacher_parser_checks_label(tmp_path):
     echoes = task.parse_teacher("Text: The correct label is spam, not ham.\n"
                                 "Text: Text: spam again today\n", {"label": "spam"})
     assert [p.reject_reason for p in echoes] == ["prompt_echo", "prompt_echo"]
+    # a wrapper inside the asked-for one, and quotes, are not part of the example
+    inner = task.parse_teacher('Text: Sentence: "An object lesson in period filmmaking\n'
+                               'Label: spam\nText: Review 2: \u201cwin a free cruise today\u201d\n'
+                               'Label: spam', {"label": "spam"})
+    assert [(p.input, p.reject_reason) for p in inner] == [
+        ("An object lesson in period filmmaking", ""), ("win a free cruise today", "")]
 
 
 def test_unknown_label_in_data_is_a_data_error(tmp_path):

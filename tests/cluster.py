@@ -101,13 +101,7 @@ class LocalCluster:
         raise RuntimeError(f"the cluster did not reach {n} node(s) in {timeout:.0f}s")
 
     def live_nodes(self) -> int:
-        code = ("import ray; ray.init(address='auto', logging_level='ERROR'); "
-                "print(sum(n['Alive'] for n in ray.nodes()))")
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             env={**self.env, "RAY_ADDRESS": f"127.0.0.1:{self.gcs}"},
-                             timeout=120)
-        lines = out.stdout.strip().splitlines()
-        return int(lines[-1]) if out.returncode == 0 and lines else 0
+        return self._ask("sum(n['Alive'] for n in ray.nodes())", check=False) or 0
 
     def submit(self, entrypoint: list[str], timeout: float = 1800) -> subprocess.CompletedProcess:
         """`ray job submit --working-dir .` from the repository root, waiting for the job."""
@@ -118,21 +112,22 @@ class LocalCluster:
 
     def actors(self) -> list[dict]:
         """Every actor the cluster has run (class name, node id, pid), from Ray's state API."""
-        code = ("import json, ray; from ray.util.state import list_actors; "
-                "ray.init(address='auto', logging_level='ERROR'); "
-                "print(json.dumps([{'class': a.class_name, 'node': a.node_id, 'pid': a.pid}"
-                " for a in list_actors(limit=10000, raise_on_missing_output=False)]))")
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             env={**self.env, "RAY_ADDRESS": f"127.0.0.1:{self.gcs}"},
-                             timeout=120, check=True)
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        return self._ask("[{'class': a.class_name, 'node': a.node_id, 'pid': a.pid} for a in "
+                         "__import__('ray.util.state').util.state.list_actors("
+                         "limit=10000, raise_on_missing_output=False)]")
 
     def nodes(self) -> dict[str, dict]:
         """node id -> its resources, for the live nodes."""
-        code = ("import json, ray; ray.init(address='auto', logging_level='ERROR'); "
-                "print(json.dumps({n['NodeID']: n['Resources'] for n in ray.nodes() "
-                "if n['Alive']}))")
+        return self._ask("{n['NodeID']: n['Resources'] for n in ray.nodes() if n['Alive']}")
+
+    def _ask(self, expression: str, check: bool = True):
+        """The JSON value of a Python expression evaluated in a driver connected to this
+        cluster (a process of its own: the test process stays out of the cluster). None
+        when it fails and `check` is off."""
+        code = (f"import json, ray; ray.init(address='auto', logging_level='ERROR'); "
+                f"print(json.dumps({expression}))")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              env={**self.env, "RAY_ADDRESS": f"127.0.0.1:{self.gcs}"},
-                             timeout=120, check=True)
-        return json.loads(out.stdout.strip().splitlines()[-1])
+                             timeout=120, check=check)
+        lines = out.stdout.strip().splitlines()
+        return json.loads(lines[-1]) if out.returncode == 0 and lines else None

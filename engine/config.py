@@ -264,7 +264,8 @@ class GenerationConfig(Strict):
                              "reason), not retried forever")
     keep_warm: bool = Field(
         False, description="keep the engines running between stages and rounds (they hold "
-                           "their GPUs/memory while the student trains)")
+                           "their GPUs/memory while the student trains); a warm student's "
+                           "engines load each round's new weights in place, no restart")
     ignore_eos: bool = Field(
         False, description="always write max_tokens tokens (benchmarks: fixed output length)")
     prices: Prices | None = Field(None, description="token prices, for the cost column")

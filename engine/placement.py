@@ -88,21 +88,28 @@ def fit_problems(cfg: RunConfig, nodes: list[dict[str, float]],
                 f"each, every replica on one node; {cluster}: lower {name}.replicas, "
                 f"{name}.tensor_parallel_size, {name}.cpus_per_replica or (on CPU) "
                 f"{name}.gpu_memory_utilization, or set {name}.use_gpu as the nodes allow")
-    if problems or cfg.teacher.api is not None or not cfg.teacher.keep_warm:
+    if problems:
         return problems
-    # a teacher kept warm holds its reservation all job: each student stage must fit beside it
-    teacher = [replica_bundle(cfg.teacher, host_memory)] * cfg.teacher.replicas
-    beside = [("training", workers),
-              ("the student's replicas",
-               [replica_bundle(cfg.student, host_memory)] * cfg.student.replicas)]
-    for what, bundles in beside:
-        if not pack(nodes, teacher + bundles):
+    # A pool kept warm holds its reservation all job: every other stage must fit beside it
+    # (training; the other role's replicas).
+    pools = {"student": [replica_bundle(cfg.student, host_memory)] * cfg.student.replicas}
+    if cfg.teacher.api is None:
+        pools["teacher"] = [replica_bundle(cfg.teacher, host_memory)] * cfg.teacher.replicas
+    warm = [name for name, role in (("teacher", cfg.teacher), ("student", cfg.student))
+            if name in pools and role.keep_warm
+            and (name == "teacher" or cfg.student.kind == "causal_lm")]  # an encoder: no vLLM
+    stages = [("training", workers)] + [(f"the {name}'s replicas", pools[name])
+                                        for name in pools if name not in warm]
+    held = [b for name in warm for b in pools[name]]
+    for what, bundles in stages if warm else []:
+        if not pack(nodes, held + bundles):
+            names = " and ".join(f"{name}'s replicas" for name in warm)
+            fixes = " and ".join(f"{name}.keep_warm: false" for name in warm)
             problems.append(
-                f"the teacher's replicas, kept warm all job ({_describe(teacher[0])} each), "
-                f"leave no room for {what} ({_describe(bundles[0])} x {len(bundles)}); "
-                f"{cluster}: set teacher.keep_warm: false (its engines stop while the "
-                f"student trains and predicts, and start again for each augment stage), or "
-                f"lower the replicas (on CPU: or their gpu_memory_utilization)")
+                f"the {names}, kept warm all job ({', '.join(_describe(pools[n][0]) for n in warm)} "
+                f"each), leave no room for {what} ({_describe(bundles[0])} x {len(bundles)}); "
+                f"{cluster}: set {fixes} (engines then stop after each stage and start again "
+                f"for the next), or lower the replicas (on CPU: or their gpu_memory_utilization)")
     return problems
 
 

@@ -23,6 +23,7 @@ from engine.errors import ModelError, StageError, root_cause
 from engine.generation.cache import CACHE_KEY, ResponseCache, cache_key, model_fingerprint
 from engine.generation.openai_api import OpenAIChatUDF, Secret
 from engine.generation.vllm_replicas import ReplicaClient, ReplicaPool
+from engine.generation.weight_reload import same_architecture
 from engine.metrics import generation_usage
 from engine.records import GENERATED, GENERATION_INPUT, require_columns
 
@@ -32,7 +33,9 @@ class GenerationPipeline:
 
     Safe to call from several threads at once (tasks running side by side, engine/driver.py):
     calls for the same model share one replica pool, started by the first and shut down
-    after the last (unless `keep_warm`); calls for different models get a pool each."""
+    after the last (unless `keep_warm`); calls for different models get a pool each. A warm
+    pool no call is using serves a new model of the same architecture by loading its weights
+    (each round's student), instead of a new pool starting."""
 
     def __init__(self, cfg: GenerationConfig, seed: int, cache: ResponseCache | None = None,
                  api_key: Secret | None = None, log=print):
@@ -135,10 +138,29 @@ class GenerationPipeline:
         with starting:
             if model in self._pools:
                 return
-            self._retire_idle()
-            pool = ReplicaPool(model, self.cfg, self.seed, log=self.log)
+            pool = self._warm_pool_for(model) if self.cfg.keep_warm else None
+            if pool is None:
+                self._retire_idle()
+                pool = ReplicaPool(model, self.cfg, self.seed, log=self.log)
             with self._lock:
                 self._pools[model], self._latest = pool, model
+
+    def _warm_pool_for(self, model: str) -> ReplicaPool | None:
+        """A kept-warm pool no call is using whose model has `model`'s architecture and
+        tokenizer (last round's student), taken from the idle ones and loaded with `model`'s
+        weights; None if there is none (a new pool starts)."""
+        with self._lock:
+            idle = [m for m in self._pools if not self._users.get(m)
+                    and same_architecture(m, model)]
+            pool = self._pools.pop(idle[0]) if idle else None
+        if pool is not None:
+            try:
+                pool.reload(model)
+            except ModelError as exc:  # the engines are in an unknown state: start afresh
+                self.log(f"[replicas] {exc}; starting new replicas")
+                pool.shutdown()
+                return None
+        return pool
 
     def shutdown(self) -> None:
         """Stop every pool (the job's end)."""
@@ -230,7 +252,8 @@ class GenerationPipeline:
             # Two clients per replica: the next batch already waits at each engine.
             ds = ds.map_batches(
                 ReplicaClient, batch_size=size, batch_format="pyarrow", num_cpus=0,
-                fn_constructor_kwargs={"router": pool.router, "cache_dir": cache_dir,
+                fn_constructor_kwargs={"router": pool.router, "model": model,
+                                       "cache_dir": cache_dir,
                                        "stall_timeout_s": cfg.stall_timeout_s,
                                        "max_stalls": cfg.max_stalls},
                 compute=ray.data.ActorPoolStrategy(size=2 * workers))

@@ -4,7 +4,9 @@ Why replicas outlive a Ray Data pipeline: engine start-up is 30-40 s on CPU (min
 teacher on GPU). A map_batches actor pool lives only as long as one pipeline, so each stage
 would pay it again. Here a `ReplicaPool` starts the engines once; each pipeline's map_batches
 stage is a pool of thin `ReplicaClient` actors that forward batches to them, round-robin. The
-teacher's pool stays warm for the whole job; the student's is replaced when its model changes.
+teacher's pool stays warm for the whole job. The student's model changes every round: its pool
+is replaced, or, kept warm, loads the new weights into its running engines (`load`, through
+engine/generation/weight_reload.py).
 
 Failures: a replica is a Ray actor with `max_restarts`, and its calls are retried after a
 restart, so a replica process that dies mid-batch is started again and the batch re-run. An
@@ -56,18 +58,35 @@ class VLLMReplica:
 
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         # A student in a remote run_dir is fetched to this node first: vLLM loads local folders.
-        self.llm = LLM(model=fs.localize(model), seed=seed, **engine)
+        self.llm = LLM(model=fs.localize(model), seed=seed,
+                       worker_extension_cls=WEIGHT_RELOAD, **engine)
+        self.model = model  # whose weights the engine holds now (`load` changes them)
         self.busy_s, self.calls = 0.0, 0  # time spent generating: is the engine kept fed?
 
     def info(self) -> dict:
         return {"name": self.name, "pid": os.getpid(), "busy_s": self.busy_s,
-                "calls": self.calls}
+                "calls": self.calls, "model": self.model}
 
-    def generate(self, batch: pa.Table) -> pa.Table:
+    def load(self, model: str) -> float:
+        """Load `model`'s weights (same architecture and tokenizer) into the running engine;
+        returns the seconds it took. Cached prefixes of the old weights are dropped."""
+        start = time.perf_counter()
+        if model != self.model:
+            self.llm.collective_rpc("load_weights_from", args=(fs.localize(model),))
+            self.llm.reset_prefix_cache()
+            self.model = model
+        return time.perf_counter() - start
+
+    def generate(self, batch: pa.Table, model: str | None = None) -> pa.Table:
+        """The batch's answers by `model` (default: the engine's). A replica Ray restarted
+        after a crash comes back with the weights it was created with: `model` makes it load
+        the pool's current ones first."""
         from vllm.v1.engine.exceptions import EngineDeadError
 
         start = time.perf_counter()
         try:
+            if model is not None:
+                self.load(model)
             return self._generate(batch)
         except EngineDeadError as exc:
             # The process is alive but its engine is not: exit so Ray restarts the replica
@@ -129,6 +148,7 @@ class VLLMReplica:
                 "completion_tokens": len(completion.token_ids), "error": ""}
 
 
+WEIGHT_RELOAD = "engine.generation.weight_reload.WeightReload"  # a vLLM worker extension
 HANG_HOOK = "LLM2LLM_TEST_HANG_ONCE"  # tests only: a marker file path
 
 
@@ -161,12 +181,21 @@ class _Router:
                  "memory": bundle.pop("memory", None), "resources": bundle,
                  **options["restarts"]}
         self.groups = [placement_group([options["bundle"]]) for _ in range(n)]
+        self.model = model  # the weights the pool serves now (`reload` changes them)
         self._make = lambda k: ray.remote(VLLMReplica).options(
             **actor, scheduling_strategy=PlacementGroupSchedulingStrategy(
                 self.groups[k], placement_group_bundle_index=0,
-                placement_group_capture_child_tasks=True)).remote(model, engine, seed)
+                placement_group_capture_child_tasks=True)).remote(self.model, engine, seed)
         self.replicas = [self._make(k) for k in range(n)]
         self.i, self.replaced = -1, 0
+
+    def reload(self, model: str) -> float:
+        """Every replica loads `model`'s weights into its engine (a replacement starts with
+        them); returns the slowest replica's seconds."""
+        import ray
+
+        self.model = model
+        return max(ray.get([r.load.remote(model) for r in self.replicas]), default=0.0)
 
     def next(self) -> tuple[int, object]:
         self.i = (self.i + 1) % len(self.replicas)
@@ -211,7 +240,7 @@ class ReplicaPool:
     def __init__(self, model: str, cfg: GenerationConfig, seed: int, log=print):
         import ray
 
-        self.model, self.cfg = model, cfg
+        self.model, self.cfg, self.log = model, cfg, log
         # CPUs, GPUs (never on a CPU config), memory on CPU, custom labels: engine/placement.py
         options = {"bundle": replica_bundle(cfg),
                    # a replica whose process dies is started again and the batch re-run
@@ -227,6 +256,20 @@ class ReplicaPool:
                              f"{root_cause(exc)}") from None
         log(f"[replicas] {len(infos)} vLLM replica(s) of {model} ready: "
             f"{', '.join(i['name'] for i in infos)}")
+
+    def reload(self, model: str) -> None:
+        """Serve `model` (the same architecture and tokenizer, new weights) from the running
+        engines: how a warm student pool goes from one round's student to the next."""
+        import ray
+
+        try:
+            seconds = ray.get(self.router.reload.remote(model))
+        except ray.exceptions.RayError as exc:
+            raise ModelError(f"the running vLLM replicas could not load {model!r}: "
+                             f"{root_cause(exc)}") from None
+        self.log(f"[replicas] {self.cfg.replicas} warm vLLM replica(s) loaded {model} in "
+                 f"{seconds:.1f}s (no restart)")
+        self.model = model
 
     @property
     def replicas(self) -> list:
@@ -255,9 +298,9 @@ class ReplicaClient:
     It is also the hang watchdog: each call waits `stall_timeout_s` at most (see the module
     docstring). A retried row's `attempts` counts every engine it was sent to."""
 
-    def __init__(self, router, cache_dir: str | None = None,
+    def __init__(self, router, model: str | None = None, cache_dir: str | None = None,
                  stall_timeout_s: float | None = None, max_stalls: int = 2):
-        self.router = router
+        self.router, self.model = router, model
         self.cache = ResponseCache(cache_dir) if cache_dir else None
         self.stall_s, self.max_stalls = stall_timeout_s, max_stalls
 
@@ -292,7 +335,7 @@ class ReplicaClient:
         stalls = 0
         while True:
             index, replica = ray.get(self.router.next.remote())
-            ref = replica.generate.remote(batch)
+            ref = replica.generate.remote(batch, self.model)
             try:
                 out = ray.get(ref, timeout=self.stall_s)
             except ray.exceptions.GetTimeoutError:

@@ -128,3 +128,48 @@ def test_replica_that_cannot_start_is_a_stage_error(ray_local, tmp_path):
     cfg = GenerationConfig(model=str(bad), max_replica_restarts=0)
     with pytest.raises(StageError, match="failed to start: .*Unrecognized model"):
         GenerationPipeline(cfg, seed=0)(requests(2, cfg), str(bad), "predict")
+
+
+def other_weights(tiny_model: str, folder) -> str:
+    """The tiny model's architecture and tokenizer with other weights: next round's student."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for param in model.parameters():  # sharp, so greedy answers differ from the original's
+            param.copy_(torch.randn_like(param) * 2)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(folder)
+    return str(folder)
+
+
+def test_a_warm_student_engine_loads_new_weights_and_answers_as_a_fresh_engine(
+        ray_local, tiny_model, tmp_path):
+    """The tiny model's embeddings are tied to its output layer, as SmolLM2's: vLLM's own
+    reload left the output layer on the old weights (engine/generation/weight_reload.py)."""
+    import ray
+
+    round_1 = other_weights(tiny_model, tmp_path / "round_1")
+    cfg = GenerationConfig(model=tiny_model, keep_warm=True, max_tokens=12, max_model_len=512,
+                           temperature=0.0, max_num_seqs=4)
+    warm = GenerationPipeline(cfg, seed=0, log=print)
+    before = warm(requests(4, cfg), tiny_model, "predict").column("output").to_pylist()
+    engine = ray.get(warm.pool.replicas[0].info.remote())
+    after = warm(requests(4, cfg), round_1, "predict").column("output").to_pylist()
+    loaded = ray.get(warm.pool.replicas[0].info.remote())
+    assert loaded["pid"] == engine["pid"] and loaded["model"] == round_1  # no new engine
+
+    fresh = GenerationPipeline(cfg.model_copy(update={"keep_warm": False}), seed=0)
+    expected = fresh(requests(4, cfg), round_1, "predict").column("output").to_pylist()
+    assert after != before  # the weights changed the answers...
+    assert after == expected  # ...to what a fresh engine on them answers
+
+    # A replica Ray restarts after a crash comes back with the weights it was created with:
+    # it loads the pool's current ones before answering.
+    os.kill(loaded["pid"], signal.SIGKILL)
+    again = warm(requests(4, cfg, prefix="s"), round_1, "predict").column("output").to_pylist()
+    assert again == expected
+    assert ray.get(warm.pool.replicas[0].info.remote())["pid"] != engine["pid"]
+    warm.shutdown()

@@ -1,0 +1,157 @@
+"""Warm student engines: a kept-warm student pool serves the next round's checkpoint by loading
+its weights (same architecture and tokenizer), keeping tied parameters tied; anything else
+starts new engines. vLLM itself is exercised in tests/integration/test_generation.py."""
+
+import json
+
+import pyarrow as pa
+import pytest
+import torch
+
+import engine.generation.pipeline as pipeline_module
+from engine.config import GenerationConfig, RunConfig
+from engine.generation.pipeline import GenerationPipeline
+from engine.generation.weight_reload import WeightReload, same_architecture, tied_parameters
+from engine.placement import fit_problems
+from engine.records import GENERATED
+
+
+class TiedLM(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.model = torch.nn.Module()
+        self.model.embed_tokens = torch.nn.Embedding(10, 4)
+        self.lm_head = torch.nn.Linear(4, 10, bias=False)
+        self.lm_head.weight = self.model.embed_tokens.weight  # tied, as SmolLM2's
+
+
+class PackedCopy:
+    """Stands in for vLLM's CPU method that keeps a packed copy of a layer's weight."""
+    def process_weights_after_loading(self, layer):
+        layer.packed = layer.weight.detach().clone()
+
+
+class FakeWorker(WeightReload):
+    """A vLLM worker whose `reload_weights` rebuilds parameters, untying them, as vLLM's
+    layerwise reload does."""
+    def __init__(self, model):
+        self.model_runner = type("Runner", (), {"get_model": lambda _: model})()
+        self.model = model
+
+    def reload_weights(self, weights_path):
+        self.model.model.embed_tokens.weight = torch.nn.Parameter(torch.full((10, 4), 7.0))
+
+
+def test_tied_parameters_are_found_under_each_name():
+    ties = tied_parameters(TiedLM())
+    assert ties == [(("model.embed_tokens", "weight"), [("lm_head", "weight")])]
+    assert tied_parameters(torch.nn.Linear(2, 2)) == []
+
+
+def test_a_reload_that_unties_parameters_is_tied_again_and_prepared_again():
+    model = TiedLM()
+    model.lm_head.quant_method = PackedCopy()
+    assert FakeWorker(model).load_weights_from("/ckpt") == 1
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # tied again
+    assert torch.equal(model.lm_head.packed, torch.full((10, 4), 7.0))  # packed from the new
+
+
+def checkpoint(folder, hidden=64, tokenizer="tok-a", name="x"):
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({
+        "architectures": ["LlamaForCausalLM"], "hidden_size": hidden, "_name_or_path": name,
+        "transformers_version": "5.0", "torch_dtype": "float32"}))
+    (folder / "tokenizer.json").write_text(tokenizer)
+    return str(folder)
+
+
+def test_same_architecture_needs_the_same_config_and_tokenizer(tmp_path):
+    a = checkpoint(tmp_path / "round_0", name="base")
+    assert same_architecture(a, checkpoint(tmp_path / "round_1", name="round_0"))
+    assert not same_architecture(a, checkpoint(tmp_path / "wider", hidden=128))
+    assert not same_architecture(a, checkpoint(tmp_path / "other_tok", tokenizer="tok-b"))
+    assert not same_architecture(a, str(tmp_path / "missing"))  # unreadable: start afresh
+    assert not same_architecture(a, "smollm2-135m-instruct")  # a name, not a checkpoint
+
+
+class FakePool:
+    started: list[str] = []
+    reloaded: list[tuple[str, str]] = []
+    stopped: list[str] = []
+
+    def __init__(self, model, cfg, seed, log=print):
+        self.model = model
+        FakePool.started.append(model)
+
+    def reload(self, model):
+        FakePool.reloaded.append((self.model, model))
+        self.model = model
+
+    def shutdown(self):
+        FakePool.stopped.append(self.model)
+
+
+@pytest.fixture
+def fake_pools(monkeypatch):
+    FakePool.started, FakePool.reloaded, FakePool.stopped = [], [], []
+    monkeypatch.setattr(pipeline_module, "ReplicaPool", FakePool)
+
+    def fake_batches(self, requests, model, pool):
+        assert pool.model == model  # the pool serves the model asked for
+        n = requests.num_rows
+        yield pa.table({"request_id": requests.column("request_id"), "output": ["ok"] * n,
+                        "prompt_tokens": [1] * n, "completion_tokens": [1] * n,
+                        "error": [""] * n, "cached": [False] * n, "attempts": [1] * n,
+                        "replica": ["fake"] * n}, schema=GENERATED)
+
+    monkeypatch.setattr(GenerationPipeline, "_batches", fake_batches)
+
+
+def predict(pipeline, model):
+    requests = pa.table({"request_id": ["r0"], "messages": ['[{"content": "q"}]'],
+                         "sampling": ['{"temperature": 0}']})
+    return pipeline(requests, model, "predict")
+
+
+def test_a_warm_student_pool_loads_each_rounds_weights_instead_of_restarting(
+        fake_pools, monkeypatch):
+    monkeypatch.setattr(pipeline_module, "same_architecture",
+                        lambda a, b: a.split("/")[0] == b.split("/")[0])
+    pipeline = GenerationPipeline(GenerationConfig(keep_warm=True), seed=0, log=lambda m: None)
+    for model in ["smol/round_0", "smol/round_1", "smol/round_2"]:
+        predict(pipeline, model)
+    assert FakePool.started == ["smol/round_0"]  # one start...
+    assert FakePool.reloaded == [("smol/round_0", "smol/round_1"),
+                                 ("smol/round_1", "smol/round_2")]  # ...then loads
+    assert pipeline.pool.model == "smol/round_2"
+    predict(pipeline, "other/round_0")  # another architecture: new engines, the old ones stop
+    assert FakePool.started == ["smol/round_0", "other/round_0"]
+    assert FakePool.stopped == ["smol/round_2"]
+
+
+def test_a_pool_in_use_is_never_reloaded_under_its_caller(fake_pools, monkeypatch):
+    monkeypatch.setattr(pipeline_module, "same_architecture", lambda a, b: True)
+    pipeline = GenerationPipeline(GenerationConfig(keep_warm=True), seed=0, log=lambda m: None)
+    with pipeline._replicas("task_a/round_1"):  # task a predicts...
+        predict(pipeline, "task_b/round_1")  # ...while task b's student needs engines too
+    assert FakePool.started == ["task_a/round_1", "task_b/round_1"]
+    assert FakePool.reloaded == []
+
+
+def test_without_keep_warm_each_model_gets_new_engines(fake_pools, monkeypatch):
+    monkeypatch.setattr(pipeline_module, "same_architecture", lambda a, b: True)
+    pipeline = GenerationPipeline(GenerationConfig(keep_warm=False), seed=0, log=lambda m: None)
+    predict(pipeline, "smol/round_0")
+    predict(pipeline, "smol/round_1")
+    assert FakePool.started == ["smol/round_0", "smol/round_1"] and FakePool.reloaded == []
+
+
+def test_a_warm_student_that_leaves_no_room_for_training_is_refused_with_the_fix():
+    cfg = RunConfig.model_validate({"tasks": [{"name": "arithmetic"}],
+                                    "train": {"use_gpu": True, "num_workers": 1},
+                                    "teacher": {"keep_warm": False},
+                                    "student": {"keep_warm": True}})
+    problems = fit_problems(cfg, [{"CPU": 8, "GPU": 1}])
+    assert problems and all("student.keep_warm: false" in p for p in problems)
+    assert "leave no room for training" in problems[0]
+    assert fit_problems(cfg, [{"CPU": 8, "GPU": 2}]) == []

@@ -47,6 +47,7 @@ class GenerationPipeline:
         # cache key -> (the `done` dict of the call generating it, set when that call ends)
         self._inflight: dict[str, tuple[dict, threading.Event]] = {}
         self._lock = threading.Lock()  # guards these dicts, never held while waiting
+        self._waiting = 0  # pools starting now (each may wait for the cluster to have room)
         self._latest: str | None = None
 
     @property
@@ -140,8 +141,14 @@ class GenerationPipeline:
                 return
             pool = self._warm_pool_for(model) if self.cfg.keep_warm else None
             if pool is None:
-                self._retire_idle()
-                pool = ReplicaPool(model, self.cfg, self.seed, log=self.log)
+                with self._lock:
+                    self._waiting += 1
+                try:
+                    self._retire_idle()
+                    pool = ReplicaPool(model, self.cfg, self.seed, log=self.log)
+                finally:
+                    with self._lock:
+                        self._waiting -= 1
             with self._lock:
                 self._pools[model], self._latest = pool, model
 
@@ -172,7 +179,9 @@ class GenerationPipeline:
     @contextmanager
     def _replicas(self, model: str):
         """The running pool for `model` for the length of one call: started if none runs;
-        after the last concurrent call it is shut down, unless keep_warm."""
+        after the last concurrent call it is shut down, unless keep_warm. A warm pool is shut
+        down too when another model's pool is starting meanwhile: that start may be waiting
+        for the room this pool holds (tasks side by side, each with its own student)."""
         with self._lock:
             self._users[model] = self._users.get(model, 0) + 1
         try:
@@ -181,7 +190,7 @@ class GenerationPipeline:
         finally:
             with self._lock:
                 self._users[model] -= 1
-                idle = self._users[model] == 0 and not self.cfg.keep_warm
+                idle = self._users[model] == 0 and (not self.cfg.keep_warm or self._waiting)
                 pool = self._pools.pop(model, None) if idle else None
             if pool is not None:
                 pool.shutdown()

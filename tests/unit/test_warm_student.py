@@ -3,6 +3,8 @@ its weights (same architecture and tokenizer), keeping tied parameters tied; any
 starts new engines. vLLM itself is exercised in tests/integration/test_generation.py."""
 
 import json
+import threading
+import time
 
 import pyarrow as pa
 import pytest
@@ -155,3 +157,31 @@ def test_a_warm_student_that_leaves_no_room_for_training_is_refused_with_the_fix
     assert problems and all("student.keep_warm: false" in p for p in problems)
     assert "leave no room for training" in problems[0]
     assert fit_problems(cfg, [{"CPU": 8, "GPU": 2}]) == []
+
+
+def test_a_warm_pool_going_idle_makes_room_for_a_pool_waiting_to_start(fake_pools, monkeypatch):
+    """Two tasks side by side, each with its own student: b's engines wait for room that a's
+    warm engines hold; once a's call ends, its pool is shut down instead of kept."""
+    monkeypatch.setattr(pipeline_module, "same_architecture", lambda a, b: False)
+    a_started, b_done = threading.Event(), threading.Event()
+
+    class WaitingPool(FakePool):
+        def __init__(self, model, cfg, seed, log=print):
+            if model == "b":  # the cluster has room only once a's engines are gone
+                a_started.set()
+                for _ in range(100):
+                    if "a" in FakePool.stopped:
+                        break
+                    time.sleep(0.05)
+                else:
+                    raise AssertionError("a's idle warm pool never made room")
+            super().__init__(model, cfg, seed, log)
+
+    monkeypatch.setattr(pipeline_module, "ReplicaPool", WaitingPool)
+    pipeline = GenerationPipeline(GenerationConfig(keep_warm=True), seed=0, log=lambda m: None)
+    with pipeline._replicas("a"):
+        b = threading.Thread(target=lambda: (predict(pipeline, "b"), b_done.set()))
+        b.start()
+        assert a_started.wait(timeout=5)
+    b.join(timeout=10)
+    assert b_done.is_set() and FakePool.started == ["a", "b"] and FakePool.stopped == ["a"]

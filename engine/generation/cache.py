@@ -10,15 +10,20 @@ Layout: <run_dir>/cache/responses/part-<uuid>.parquet. The worker that received 
 writes them (a vLLM client after each batch, an API client every few seconds), atomically and
 with page checksums, so a crash loses only the requests in flight. Only successful responses
 are stored: a failed row is retried next time.
+
+One part per batch adds up (a 100,000-request stage writes over a thousand), and every lookup
+lists and opens them all: past `COMPACT_AT` parts, a lookup first merges them into one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -26,6 +31,8 @@ from engine import fs
 from engine.storage import parquet_bytes, read_parquet
 
 CACHE_KEY = "cache_key"  # the column that carries each request's key to the workers
+COMPACT_AT = 64  # parts; more than this and a lookup merges them into one first
+_COMPACTING: dict[str, threading.Lock] = {}  # root -> lock (tasks side by side share a cache)
 
 CACHED = pa.schema([
     ("key", pa.string()),
@@ -60,10 +67,10 @@ def cache_key(model_id: str, messages: str, sampling: str, seed: int, regex: str
 class ResponseCache:
     """root: a local path or a filesystem URI (engine/fs.py), as RunStorage.cache_dir gives."""
 
-    def __init__(self, root: str, log=print):
+    def __init__(self, root: str, log=print, compact_at: int = COMPACT_AT):
         self.root = str(root)
         self.fs, self.path = fs.open_fs(self.root)
-        self.log = log
+        self.log, self.compact_at = log, compact_at
 
     def parts(self) -> list[str]:
         return [f.path for f in fs.list_files(self.fs, self.path)
@@ -74,16 +81,61 @@ class ResponseCache:
         writes should make impossible, but disks fail) is reported and skipped, never read."""
         wanted = pa.array(sorted(set(keys)), pa.string())
         found: dict[str, dict] = {}
-        for part in self.parts():
-            try:
-                table = read_parquet(self.fs, part, schema=CACHED)
-            except (OSError, pa.ArrowException) as exc:
-                self.log(f"[cache] skipping unreadable part {part.rsplit('/', 1)[-1]}: {exc}")
+        parts = self.parts()
+        if len(parts) > self.compact_at:
+            parts = self.compact(parts)
+        for part in parts:
+            table = self._read(part)
+            if table is None:
                 continue
             hits = table.filter(pc.is_in(table["key"], value_set=wanted))
             for row in hits.to_pylist():
                 found[row["key"]] = row
         return found
+
+    def compact(self, parts: list[str]) -> list[str]:
+        """Merge `parts` into one part (each key once); returns the parts there are now.
+        The merged part is written whole before any old part is deleted, so a crash in
+        between leaves rows twice (harmless: lookups take one), never lost. Parts that
+        workers write meanwhile are not among `parts` and stay. An unreadable part is left
+        where it is, unread (as lookups treat it)."""
+        with _COMPACTING.setdefault(self.root, threading.Lock()):
+            tables, merged, unreadable = [], [], []
+            for part in parts:
+                table = self._read(part, missing_ok=True)
+                if table is None:
+                    if fs.exists(self.fs, part):
+                        unreadable.append(part)
+                    continue  # compacted away by another caller meanwhile
+                tables.append(table)
+                merged.append(part)
+            if len(merged) < 2:
+                return self.parts()
+            table = pa.concat_tables(tables)
+            _, first = np.unique(table["key"].to_numpy(zero_copy_only=False), return_index=True)
+            table = table.take(pa.array(np.sort(first)))
+            fs.write_bytes(self.fs, fs.join(self.path, f"part-{uuid.uuid4().hex}.parquet"),
+                           parquet_bytes(table))
+            for part in merged:
+                try:
+                    fs.delete(self.fs, part)
+                except FileNotFoundError:
+                    pass
+            self.log(f"[cache] compacted {len(merged)} parts into one ({table.num_rows} "
+                     f"responses)")
+            return self.parts()
+
+    def _read(self, part: str, missing_ok: bool = False) -> pa.Table | None:
+        """The part's rows; None (reported) when it cannot be read, or is gone."""
+        try:
+            return read_parquet(self.fs, part, schema=CACHED)
+        except FileNotFoundError:
+            if not missing_ok:
+                self.log(f"[cache] part {part.rsplit('/', 1)[-1]} is gone")
+            return None
+        except (OSError, pa.ArrowException) as exc:
+            self.log(f"[cache] skipping unreadable part {part.rsplit('/', 1)[-1]}: {exc}")
+            return None
 
     def add(self, rows: list[dict]) -> None:
         """Store rows (key, output, prompt_tokens, completion_tokens) as one new part."""

@@ -246,7 +246,12 @@ class ReplicaPool:
                    # a replica whose process dies is started again and the batch re-run
                    "restarts": {"max_restarts": cfg.max_replica_restarts,
                                 "max_task_retries": -1}}
-        self.router = ray.remote(num_cpus=0)(_Router).remote(
+        # The router lives on the driver's node: a lost worker node takes replicas with it
+        # (they are restarted elsewhere), never the router that knows them.
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.router = ray.remote(num_cpus=0)(_Router).options(scheduling_strategy=here).remote(
             model, engine_kwargs(cfg), seed, options, cfg.replicas)
         try:
             infos = ray.get([r.info.remote() for r in self.replicas])

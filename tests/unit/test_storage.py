@@ -149,3 +149,38 @@ def test_a_run_on_a_filesystem_uri_resumes_and_detects_damage():
     moved_to = store.supersede("arithmetic", "augment")
     assert store.exists(f"{moved_to}/arithmetic/round_1/train/MANIFEST.json")
     assert not store.exists(store.round_dir("arithmetic", 1))
+
+
+def cached(keys, tag="") -> list[dict]:
+    return [{"key": k, "output": f"answer {k}{tag}", "prompt_tokens": 1,
+             "completion_tokens": 2} for k in keys]
+
+
+def test_many_cache_parts_are_compacted_into_one_and_answer_the_same(tmp_path):
+    logs = []
+    cache = ResponseCache(tmp_path / "cache", log=logs.append, compact_at=4)
+    for i in range(6):  # overlapping batches, as re-runs and side-by-side seeds write them
+        cache.add(cached([f"k{j}" for j in range(i, i + 3)]))
+    (tmp_path / "cache" / "part-broken.parquet").write_bytes(b"PAR1 not really")
+    keys = [f"k{j}" for j in range(10)]
+    before = ResponseCache(tmp_path / "cache", compact_at=1000).lookup(keys)
+    assert cache.lookup(keys) == before and sorted(before) == [f"k{j}" for j in range(8)]
+    parts = sorted(Path(p).name for p in cache.parts())
+    assert len(parts) == 2 and "part-broken.parquet" in parts  # one merged; the bad one left
+    merged = pq.read_table(next(p for p in cache.parts() if "broken" not in p))
+    assert sorted(merged.column("key").to_pylist()) == [f"k{j}" for j in range(8)]  # once each
+    assert any("compacted 6 parts into one (8 responses)" in line for line in logs)
+    assert cache.lookup(keys) == before  # and again, with nothing left to compact
+
+
+def test_a_part_compacted_away_by_another_caller_is_not_an_error(tmp_path):
+    cache = ResponseCache(tmp_path / "cache", compact_at=1)
+    for i in range(3):
+        cache.add(cached([f"k{i}"]))
+    parts = cache.parts()
+    gone = pq.read_table(parts[0]).column("key").to_pylist()
+    Path(parts[0]).unlink()  # another compaction got there first...
+    cache.add(cached(gone))  # ...and its merged part holds those rows
+    remaining = cache.compact(parts)
+    assert len(remaining) == 2  # the merged part and the one written meanwhile
+    assert sorted(cache.lookup(["k0", "k1", "k2"])) == ["k0", "k1", "k2"]

@@ -368,6 +368,11 @@ class TrainConfig(Strict):
     num_workers: int = Field(2, ge=1, description="Ray Train workers (data parallel)")
     use_gpu: bool = Field(False, description="one GPU per worker")
     cpus_per_worker: float = Field(1.0, gt=0, description="Ray CPUs reserved per train worker")
+    memory_per_worker: float | None = Field(
+        None, ge=0, description="GiB of Ray memory reserved per train worker, so trainings side "
+                                "by side wait for room instead of running the node out of "
+                                "memory; null: on CPU, estimated from the student's parameters "
+                                "(16 bytes each, plus 1.2 GiB), none on GPU; 0: none")
     zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage")
     epochs: float = Field(2, gt=0, description="passes over the round's training set")
     batch_size: int = Field(4, ge=1, description="rows per worker per step")

@@ -102,6 +102,16 @@ def root_cause(exc: BaseException) -> str:
     while exc.__cause__ is not None:
         exc = exc.__cause__
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    # Ray's OOM killer explains itself over many lines, none of them an `...Error:` line
+    if any("running low on memory" in line for line in lines):
+        measured = re.search(r"Memory on the node .*? was ([\d.]+GB) used / ([\d.]+GB)",
+                             str(exc))
+        usage = f" ({measured.group(1)} of {measured.group(2)} in use)" if measured else ""
+        return (f"Ray's out-of-memory killer stopped a worker: the node ran out of memory"
+                f"{usage}. Run less at once: "
+                f"parallel: 1 (tasks one after another), fewer train.num_workers or replicas, "
+                f"a lower gpu_memory_utilization on CPU, or a larger train.memory_per_worker "
+                f"so trainings wait for room")
     heads = [i for i, line in enumerate(lines) if re.match(r"[\w.]*(Error|Exception)\b", line)]
     if not heads:
         return lines[-1][:600] if lines else type(exc).__name__

@@ -16,7 +16,7 @@ from engine.console import Console
 from engine.errors import ConfigError, EngineError, JobInterrupted, UnitsFailed, root_cause
 from engine.generation.openai_api import Secret
 from engine.metrics import format_table
-from engine.models import check_model, resolve_model
+from engine.models import check_model, parameter_count, resolve_model
 from engine.placement import cluster_nodes, fit_problems
 from engine.provenance import save_run_record
 from engine.rerun import affected_stages, changed_fields
@@ -247,7 +247,8 @@ def run_job(config_path: str | None, overrides: list[str],
     save_run_record(prepared.cfg, prepared.student_model, prepared.teacher_model)
     start_ray(prepared.cfg, verbose)
     if prepared.cfg.ray.check_fit:
-        problems = fit_problems(prepared.cfg, cluster_nodes())
+        problems = fit_problems(prepared.cfg, cluster_nodes(), student_parameters=
+                                parameter_count(prepared.student_model))
         if problems:
             raise ConfigError(problems)
     from ray.util.queue import Queue

@@ -102,3 +102,26 @@ def _convert_gguf(source: Path, gguf_file: str, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+
+
+def parameter_count(folder: str) -> int | None:
+    """The parameters in a local model folder's safetensors files, read from their headers
+    (no weights loaded); None when the folder has none (a remote or hub model)."""
+    import json
+    import struct
+
+    files = sorted(Path(folder).glob("*.safetensors")) if not folder.count("://") else []
+    if not files:
+        return None
+    total = 0
+    for file in files:
+        with open(file, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(size))
+        for name, tensor in header.items():
+            if name != "__metadata__":
+                n = 1
+                for dim in tensor["shape"]:
+                    n *= dim
+                total += n
+    return total

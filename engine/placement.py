@@ -1,7 +1,8 @@
 """What a job asks of the cluster, and whether the cluster can give it, checked before any work.
 
 Every stage reserves its resources from the config: a train worker `train.cpus_per_worker`
-CPUs (and one GPU with `train.use_gpu`) in Ray Train's placement group, a vLLM replica
+CPUs (and one GPU with `train.use_gpu`; on CPU the memory it will use) in Ray Train's
+placement group, a vLLM replica
 `cpus_per_replica` CPUs (and `tensor_parallel_size` GPUs with `use_gpu`) in a one-bundle
 placement group, so on one node. A stage whose reservation the cluster can never grant would
 wait forever; this module finds that at the start and names what is missing.
@@ -9,11 +10,27 @@ wait forever; this module finds that at the start and names what is missing.
 
 from __future__ import annotations
 
-from engine.config import GenerationConfig, RunConfig
+from engine.config import GenerationConfig, RunConfig, TrainConfig
+
+# A CPU train worker's memory: fp32 weights, gradients and two Adam moments (16 bytes a
+# parameter), plus torch, DeepSpeed and a small batch's activations. Measured: 3.4 GB resident
+# per worker for SmolLM2-135M (2.2 GB of it the 16 bytes a parameter).
+TRAIN_BYTES_PER_PARAMETER = 16
+TRAIN_OVERHEAD_BYTES = 1.2 * 2 ** 30
 
 
-def train_bundle(cfg: RunConfig) -> dict[str, float]:
-    return {"CPU": cfg.train.cpus_per_worker, **({"GPU": 1.0} if cfg.train.use_gpu else {})}
+def train_bundle(train: TrainConfig, student_parameters: int | None = None) -> dict[str, float]:
+    """A train worker's reservation. On CPU it includes the memory the worker will use
+    (`train.memory_per_worker`, or estimated from the student's parameter count when known):
+    three tasks' trainings side by side on a 24 GiB machine ran it out of memory."""
+    bundle = {"CPU": train.cpus_per_worker, **({"GPU": 1.0} if train.use_gpu else {})}
+    if train.memory_per_worker is not None:
+        memory = train.memory_per_worker * 2 ** 30
+    elif not train.use_gpu and student_parameters:
+        memory = TRAIN_BYTES_PER_PARAMETER * student_parameters + TRAIN_OVERHEAD_BYTES
+    else:
+        memory = 0
+    return {**bundle, "memory": float(int(memory))} if memory else bundle
 
 
 def replica_bundle(role: GenerationConfig, host_memory: float | None = None) -> dict[str, float]:
@@ -65,18 +82,20 @@ def _largest(nodes: list[dict[str, float]]) -> str:
 
 
 def fit_problems(cfg: RunConfig, nodes: list[dict[str, float]],
-                 host_memory: float | None = None) -> list[str]:
+                 host_memory: float | None = None,
+                 student_parameters: int | None = None) -> list[str]:
     """What the job needs at once that the cluster's nodes (their total resources) cannot
     hold, each with the settings that would fix it. Empty when it fits."""
     problems = []
     total = {k: sum(n.get(k, 0) for n in nodes) for k in ("CPU", "GPU")}
     cluster = f"the cluster has {total['CPU']:g} CPU and {total['GPU']:g} GPU on " \
               f"{len(nodes)} node(s), the largest {_largest(nodes)}"
-    workers = [train_bundle(cfg)] * cfg.train.num_workers
+    workers = [train_bundle(cfg.train, student_parameters)] * cfg.train.num_workers
     if not pack(nodes, workers):
         problems.append(f"training needs {cfg.train.num_workers} worker(s) of "
                         f"{_describe(workers[0])} each; {cluster}: lower train.num_workers "
-                        f"or train.cpus_per_worker, or set train.use_gpu as the nodes allow")
+                        f"or train.cpus_per_worker (on CPU: or train.memory_per_worker), or "
+                        f"set train.use_gpu as the nodes allow")
     roles = [("student", cfg.student)]
     if cfg.teacher.api is None:
         roles.append(("teacher", cfg.teacher))

@@ -25,6 +25,8 @@ from engine.backends.train_data import (build_features, checkpoint_steps, collat
 from engine.config import TrainConfig
 from engine.console import QueueLog, eta
 from engine.errors import StageError
+from engine.models import parameter_count
+from engine.placement import train_bundle
 from engine.records import require_columns
 from engine.storage import RESUME_DIR
 
@@ -290,8 +292,8 @@ class RayDeepSpeedTrainer:
                                "console": getattr(self.log, "queue", None)},
             scaling_config=ScalingConfig(
                 num_workers=self.cfg.num_workers, use_gpu=self.cfg.use_gpu,
-                resources_per_worker={"CPU": self.cfg.cpus_per_worker,
-                                      **({"GPU": 1} if self.cfg.use_gpu else {})}),
+                # CPUs, a GPU, and on CPU the memory it will use: engine/placement.py
+                resources_per_worker=train_bundle(self.cfg, parameter_count(base_model))),
             run_config=RunConfig(
                 name=f"train-{task.replace('/', '-')}", storage_path=ray_path,
                 storage_filesystem=None if fs.is_local(out_fs) else out_fs,

@@ -87,3 +87,19 @@ def test_check_command_accepts_a_good_config(tmp_path):
                          timeout=300)
     assert out.returncode == 0, out.stderr
     assert "config OK" in out.stdout
+
+
+def test_rays_out_of_memory_kill_is_named_with_what_to_change():
+    from engine.errors import root_cause
+
+    # as Ray Train reported it when three trainings side by side filled this machine
+    message = ("Error in control loop iteration: 5 worker(s) were killed due to the node "
+               "running low on memory. Memory on the node (IP: 192.0.2.2, ID: b1b228) was "
+               "22.60GB used / 23.54GB limit (0.959860)\nOOM kill reason: Memory usage "
+               "24311115776B exceeded threshold of 24012677120B (95.0% of 25276502016B limit)\n"
+               "Refer to the documentation on how to address the out of memory issue: https://"
+               "docs.ray.io/en/latest/ray-observability/user-guides/debug-apps/debug-memory.html.")
+    cause = root_cause(RuntimeError(message))
+    assert cause.startswith("Ray's out-of-memory killer stopped a worker: the node ran out of "
+                            "memory (22.60GB of 23.54GB in use)")
+    assert "parallel: 1" in cause and "train.memory_per_worker" in cause

@@ -20,7 +20,7 @@ def test_the_default_job_fits_a_local_instance():
 
 def test_a_cpu_config_never_reserves_a_gpu_even_on_a_gpu_cluster():
     cfg = config()
-    assert "GPU" not in train_bundle(cfg)
+    assert "GPU" not in train_bundle(cfg.train)
     assert "GPU" not in replica_bundle(cfg.student, HOST)
     assert "GPU" not in replica_bundle(cfg.teacher, HOST)
     assert fit_problems(cfg, [{"CPU": 32, "GPU": 8, "memory": 64 * GiB}], host_memory=HOST) == []
@@ -28,7 +28,7 @@ def test_a_cpu_config_never_reserves_a_gpu_even_on_a_gpu_cluster():
 
 def test_replicas_follow_training_onto_gpus_unless_told_otherwise():
     cfg = config(train={"use_gpu": True}, teacher={"tensor_parallel_size": 2})
-    assert train_bundle(cfg) == {"CPU": 1.0, "GPU": 1.0}
+    assert train_bundle(cfg.train) == {"CPU": 1.0, "GPU": 1.0}
     assert replica_bundle(cfg.teacher) == {"CPU": 1.0, "GPU": 2.0}
     assert replica_bundle(cfg.student) == {"CPU": 1.0, "GPU": 1.0}
     cpu_teacher = config(train={"use_gpu": True}, teacher={"use_gpu": False})
@@ -84,3 +84,21 @@ def test_cpu_engines_reserve_the_memory_vllm_takes_and_must_fit_beside_each_othe
     assert "gpu_memory_utilization" in problems[0]
     assert fit_problems(config(teacher={"gpu_memory_utilization": 0.2}), LOCAL,
                         host_memory=HOST) == []
+
+
+def test_a_cpu_train_worker_reserves_the_memory_it_will_use():
+    smollm2 = 134_515_008  # parameters of the bundled student
+    cfg = config()
+    bundle = train_bundle(cfg.train, smollm2)
+    assert bundle["CPU"] == 1.0 and 3.1 * GiB < bundle["memory"] < 3.4 * GiB  # 3.4 GB measured
+    assert "memory" not in train_bundle(cfg.train)  # unknown model: no estimate
+    assert "memory" not in train_bundle(config(train={"use_gpu": True}).train, smollm2)
+    assert train_bundle(config(train={"memory_per_worker": 2}).train, smollm2)["memory"] == 2 * GiB
+    assert "memory" not in train_bundle(config(train={"memory_per_worker": 0}).train, smollm2)
+    # the default job still fits here: the warm teacher (7.2 GiB) beside 2 workers (6.4 GiB)
+    assert fit_problems(cfg, LOCAL, host_memory=HOST, student_parameters=smollm2) == []
+    small = [{"CPU": 8, "GPU": 0, "memory": 5 * GiB}]
+    problems = fit_problems(config(teacher={"keep_warm": False}), small, host_memory=HOST,
+                            student_parameters=smollm2)
+    assert any(p.startswith("training needs 2 worker(s) of 1 CPU + 3.2 GiB memory each")
+               and "train.memory_per_worker" in p for p in problems)

@@ -14,6 +14,7 @@ import queue
 import random
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -207,8 +208,8 @@ class RoundLoop:
         if spent and self.store.is_complete(self.store.stage_dir(unit.key, r, "augment")):
             spent = ""  # asked before the budget was lowered: what was done is kept
         if self._augments(unit, r) and not spent:
-            result = stage("augment", lambda d: self._augment(
-                unit, r, errors, mining, predictions, train_set, test, validation, d))
+            result = stage("augment", lambda d: self._teacher_held(lambda: self._augment(
+                unit, r, errors, mining, predictions, train_set, test, validation, d)))
             candidates, asked = result.table, result.info
             budget_key = (unit.task.name, unit.train_seed, r)
             if unit.sets_budget and budget_key not in self.budgets:  # llm2llm's, else s3's
@@ -432,6 +433,14 @@ class RoundLoop:
         predictions = pa.concat_tables([grade(mining, generated, task, "train"),
                                         grade(test, generated, task, "test")])
         return self._write(stage_dir, predictions)
+
+    def _teacher_held(self, work: Callable[[], StageResult]) -> StageResult:
+        """Run an augment stage with the teacher's engines up from its first call to its
+        last (asks, answer checks, top-ups): without keep_warm they would stop and start
+        again between calls, an engine start each."""
+        holding = getattr(self.teacher_gen, "holding", None)  # an API or a fake has none
+        with holding(self.teacher_model) if holding else nullcontext():
+            return work()
 
     def _augment(self, unit: Unit, r: int, errors: pa.Table, mining: pa.Table,
                  predictions: pa.Table, train_set: pa.Table, test: pa.Table,

@@ -178,15 +178,22 @@ class GenerationPipeline:
 
     @contextmanager
     def _replicas(self, model: str):
-        """The running pool for `model` for the length of one call: started if none runs;
-        after the last concurrent call it is shut down, unless keep_warm. A warm pool is shut
-        down too when another model's pool is starting meanwhile: that start may be waiting
-        for the room this pool holds (tasks side by side, each with its own student)."""
+        """The running pool for `model` for the length of one call: started if none runs."""
+        with self.holding(model):
+            self.warm_up(model)
+            yield self._pools.get(model)  # None for an API
+
+    @contextmanager
+    def holding(self, model: str):
+        """Keep `model`'s pool, once a call starts it, until the block ends (one stage's
+        several calls share one engine start). After the last holder it is shut down,
+        unless keep_warm. A warm pool is shut down too when another model's pool is starting
+        meanwhile: that start may be waiting for the room this pool holds (tasks side by
+        side, each with its own student)."""
         with self._lock:
             self._users[model] = self._users.get(model, 0) + 1
         try:
-            self.warm_up(model)
-            yield self._pools.get(model)  # None for an API
+            yield
         finally:
             with self._lock:
                 self._users[model] -= 1

@@ -185,3 +185,16 @@ def test_a_warm_pool_going_idle_makes_room_for_a_pool_waiting_to_start(fake_pool
         assert a_started.wait(timeout=5)
     b.join(timeout=10)
     assert b_done.is_set() and FakePool.started == ["a", "b"] and FakePool.stopped == ["a"]
+
+
+def test_a_stage_holding_the_teacher_starts_its_engines_once_for_all_its_calls(fake_pools):
+    """An augment stage asks, checks answers and tops up: three calls, one engine start,
+    even with keep_warm off (engine/driver.py holds the teacher for the stage)."""
+    pipeline = GenerationPipeline(GenerationConfig(keep_warm=False), seed=0, log=lambda m: None)
+    with pipeline.holding("teacher"):
+        for _ in range(3):
+            predict(pipeline, "teacher")
+        assert FakePool.stopped == []
+    assert FakePool.started == ["teacher"] and FakePool.stopped == ["teacher"]
+    predict(pipeline, "teacher")  # the next stage starts it again
+    assert FakePool.started == ["teacher", "teacher"]

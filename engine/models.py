@@ -110,7 +110,9 @@ def parameter_count(folder: str) -> int | None:
     import json
     import struct
 
-    files = sorted(Path(folder).glob("*.safetensors")) if not folder.count("://") else []
+    from engine.fs import is_uri
+
+    files = [] if is_uri(folder) else sorted(Path(folder).glob("*.safetensors"))
     if not files:
         return None
     total = 0

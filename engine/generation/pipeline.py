@@ -157,9 +157,11 @@ class GenerationPipeline:
         tokenizer (last round's student), taken from the idle ones and loaded with `model`'s
         weights; None if there is none (a new pool starts)."""
         with self._lock:
-            idle = [m for m in self._pools if not self._users.get(m)
-                    and same_architecture(m, model)]
-            pool = self._pools.pop(idle[0]) if idle else None
+            idle = [m for m in self._pools if not self._users.get(m)]
+        fits = [m for m in idle if same_architecture(m, model)]  # reads files: not under lock
+        with self._lock:  # still idle? (another call may have taken it meanwhile)
+            free = [m for m in fits if m in self._pools and not self._users.get(m)]
+            pool = self._pools.pop(free[0]) if free else None
         if pool is not None:
             try:
                 pool.reload(model)

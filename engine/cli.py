@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategies", required=True,
                    help="comma-separated, e.g. llm2llm,random,seed_only; the paper's "
                         "ablations as switches: llm2llm+one_shot, llm2llm+mine_all, "
-                        "llm2llm+continue (see `llm2llm config compare`)")
+                        "llm2llm+mine_validation, llm2llm+continue (see `llm2llm config "
+                        "compare`)")
     p.add_argument("--seeds", default="0,1,2", help="training seeds, e.g. 0,1,2")
     p.add_argument("--rerun-affected", action="store_true",
                    help="as for run")

@@ -86,6 +86,7 @@ class StrategyConfig(Strict):
 # Ablation switches a compare entry may carry after its strategy's name ("llm2llm+one_shot"):
 # the LLM2LLM paper's ablations, swept side by side with the strategies in one job.
 SWITCHES = {"one_shot": {"one_shot": True}, "mine_all": {"mine_from": "all"},
+            "mine_validation": {"mine_from": "validation"},
             "continue": {"from_base": False}}
 STRATEGY_NAMES = StrategyName.__args__
 
@@ -123,6 +124,8 @@ class CompareConfig(Strict):
                                   "`strategy` settings but its own name, plus any ablation "
                                   "switches: llm2llm+one_shot (whole budget in round 0), "
                                   "llm2llm+mine_all (mine synthetic rows too), "
+                                  "llm2llm+mine_validation (mine the real validation rows, "
+                                  "as s3 does), "
                                   "llm2llm+continue (train on from the last student), "
                                   "mixed+share=0.25")
     seeds: list[int] = Field([0, 1, 2], min_length=1,

@@ -245,3 +245,12 @@ def test_zerogen_without_its_template_is_refused_at_preflight(tmp_path, monkeypa
                     f"tasks: [{{name: arithmetic, n_seed: 4, prompts: {prompts}}}]\n")
     with pytest.raises(ConfigError, match="strategy zerogen needs a `zerogen_user` template"):
         preflight(str(path), ["strategy.name=zerogen"], resolve_models=False)
+
+
+def test_mine_validation_switch_aims_llm2llm_at_the_real_validation_rows():
+    from engine.config import strategy_variant
+
+    assert strategy_variant("llm2llm+mine_validation") == {"name": "llm2llm",
+                                                            "mine_from": "validation"}
+    assert strategy_variant("mixed+mine_validation+share=0.25") == {
+        "name": "mixed", "mine_from": "validation", "targeted_share": 0.25}

@@ -2,9 +2,8 @@
 
 Every stage reserves its resources from the config: a train worker `train.cpus_per_worker`
 CPUs (and one GPU with `train.use_gpu`; on CPU the memory it will use) in Ray Train's
-placement group, a vLLM replica
-`cpus_per_replica` CPUs (and `tensor_parallel_size` GPUs with `use_gpu`) in a one-bundle
-placement group, so on one node. A stage whose reservation the cluster can never grant would
+placement group, a vLLM replica `cpus_per_replica` CPUs (and `tensor_parallel_size` GPUs with
+`use_gpu`) in a one-bundle placement group, so on one node. A stage whose reservation the cluster can never grant would
 wait forever; this module finds that at the start and names what is missing.
 """
 

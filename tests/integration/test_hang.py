@@ -64,7 +64,7 @@ def test_a_hung_replica_is_replaced_and_every_row_answered_once(ray_with_hang_ho
 class StubReplica:
     """A replica without an engine: a row whose text has HANG never gets an answer."""
 
-    def generate(self, batch: pa.Table) -> pa.Table:
+    def generate(self, batch: pa.Table, model: str | None = None) -> pa.Table:
         messages = batch.column("messages").to_pylist()
         if any("HANG" in m for m in messages):
             time.sleep(10 ** 6)

@@ -11,6 +11,15 @@ from engine import fs
 from engine.records import GENERATED
 
 
+def answered(requests: pa.Table, output: str = "ok") -> pa.Table:
+    """GENERATED rows answering every request with `output`, as one replica batch would."""
+    n = requests.num_rows
+    return pa.table({"request_id": requests.column("request_id"), "output": [output] * n,
+                     "prompt_tokens": [1] * n, "completion_tokens": [1] * n,
+                     "error": [""] * n, "cached": [False] * n, "attempts": [1] * n,
+                     "replica": ["fake"] * n}, schema=GENERATED)
+
+
 class FakeGenerator:
     """TextGenerator whose output is a pure function of the request's messages."""
 

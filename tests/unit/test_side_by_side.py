@@ -16,7 +16,7 @@ from engine.generation import pipeline as pipeline_module
 from engine.generation.pipeline import GenerationPipeline
 from engine.records import GENERATED
 from engine.tasks import build_task
-from tests.fakes import FakeGenerator, FakeTrainer
+from tests.fakes import FakeGenerator, FakeTrainer, answered
 from tests.unit.test_driver import student, teacher
 
 TWO_TASKS = [{"name": "arithmetic", "n_seed": 10, "n_test": 6},
@@ -122,11 +122,7 @@ def test_concurrent_calls_share_one_pool_per_model(monkeypatch):
     def fake_batches(self, requests, model, pool):
         seen_pools.append(pool)
         together.wait(timeout=10)  # all three calls hold their pools at once
-        n = requests.num_rows
-        yield pa.table({"request_id": requests.column("request_id"), "output": ["ok"] * n,
-                        "prompt_tokens": [1] * n, "completion_tokens": [1] * n,
-                        "error": [""] * n, "cached": [False] * n, "attempts": [1] * n,
-                        "replica": ["fake"] * n}, schema=GENERATED)
+        yield answered(requests)
 
     monkeypatch.setattr(GenerationPipeline, "_batches", fake_batches)
     pipeline = GenerationPipeline(GenerationConfig(model="m", keep_warm=False), seed=0,

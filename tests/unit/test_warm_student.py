@@ -15,7 +15,7 @@ from engine.config import GenerationConfig, RunConfig
 from engine.generation.pipeline import GenerationPipeline
 from engine.generation.weight_reload import WeightReload, same_architecture, tied_parameters
 from engine.placement import fit_problems
-from engine.records import GENERATED
+from tests.fakes import answered
 
 
 class TiedLM(torch.nn.Module):
@@ -100,11 +100,7 @@ def fake_pools(monkeypatch):
 
     def fake_batches(self, requests, model, pool):
         assert pool.model == model  # the pool serves the model asked for
-        n = requests.num_rows
-        yield pa.table({"request_id": requests.column("request_id"), "output": ["ok"] * n,
-                        "prompt_tokens": [1] * n, "completion_tokens": [1] * n,
-                        "error": [""] * n, "cached": [False] * n, "attempts": [1] * n,
-                        "replica": ["fake"] * n}, schema=GENERATED)
+        yield answered(requests)
 
     monkeypatch.setattr(GenerationPipeline, "_batches", fake_batches)
 

@@ -501,7 +501,8 @@ class RoundLoop:
         requests, generated, candidates = ask_teacher(
             targets, generate,
             lambda rows, sample: teacher_requests(rows, task, quota, r, sampling,
-                                                  teacher.constrained, sample, seed_rows),
+                                                  teacher.constrained, sample, seed_rows,
+                                                  unit.strategy.explains),
             filter_, teacher.max_tries, max_requests=cap, over_budget=over)
         checked = check.generated if check else []
         self.store.write_table(stage_dir, pa.concat_tables([*generated_before, generated,

@@ -28,20 +28,20 @@ def request_id(seed_id: str, round_: int, sample: int = 0) -> str:
 
 def teacher_requests(targets: pa.Table, task: Task, n_per_error: int, round_: int,
                      sampling: dict, constrain_format: bool = False, sample: int = 0,
-                     pool: pa.Table | None = None) -> pa.Table:
+                     pool: pa.Table | None = None, s3: bool = False) -> pa.Table:
     """One teacher request per target row, asking for `n_per_error` new examples like it.
 
     sampling: the teacher's parameters for this task (engine/sampling.py), carried by every
     row. With constrain_format, each request carries a `regex` the backend enforces while
     decoding. `seed_id` ties each request to its target; `sample` tells a top-up ask of the
     same request apart (its own answer, its own cache entry). `pool`: the real rows a task
-    may draw worked examples from (Task.demonstrations).
+    may draw worked examples from (Task.demonstrations). `s3`: the s3 strategy's prompts.
     """
     require_columns(targets, [f.name for f in EXAMPLE], "augment")
     rows = targets.to_pylist()
     real = pool.to_pylist() if pool is not None else []
     demos = [task.demonstrations(r, real, n_per_error + 1) for r in rows]
-    messages = [json.dumps(task.teacher_messages(r, r["trigger_prediction"], n_per_error, d))
+    messages = [json.dumps(task.teacher_messages(r, r["trigger_prediction"], n_per_error, d, s3))
                 for r, d in zip(rows, demos)]
     columns = {
         "request_id": [request_id(r["id"], round_, sample) for r in rows],

@@ -186,9 +186,10 @@ class Task:
         return [t for n, t in self.prompts.templates.items() if not n.startswith("student")]
 
     def teacher_messages(self, row: dict, prediction: str, n: int,
-                         demos: list[dict] = ()) -> list[dict]:
+                         demos: list[dict] = (), s3: bool = False) -> list[dict]:
         """The chat asking for n new examples like `row`; `demos` are other real rows of the
-        same label a task may show as a worked example."""
+        same label a task may show as a worked example. `s3`: the s3 strategy asks, with the
+        task's S3 prompt file (tasks that have one)."""
         raise NotImplementedError
 
     @property

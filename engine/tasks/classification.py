@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from engine.errors import DataError
-from engine.tasks.base import Parsed, Task
+from engine.tasks.base import Parsed, PromptSet, Task
 
 # The wrapper of an example: "Text:" as asked, or what small teachers write instead ("The
 # text:", "Example 2:", "**New question 1:**"), at the start of a line, maybe numbered.
@@ -103,45 +103,54 @@ class ClassificationTask(Task):
         return got, got == label
 
     def teacher_messages(self, row: dict, prediction: str, n: int,
-                         demos: list[dict] = ()) -> list[dict]:
+                         demos: list[dict] = (), s3: bool = False) -> list[dict]:
         """System prompt, then (with `demos`, other real rows of the same label) a worked
         request answered with real examples, then the request about `row`. The worked one
-        shows a small teacher the format and that "similar" means a new text, not a copy."""
+        shows a small teacher the format and that "similar" means a new text, not a copy:
+        without it the bundled 135M teacher wrote the shown text back for most requests."""
         if row["origin"] == "description":  # the zerogen strategy: no real row to show
             return self.description_messages(row, n)
-        if row["origin"] in ("rationale", "validation"):  # the s3 strategy
-            return self.s3_messages(row, prediction, n)
-        labels = ", ".join(self.cfg.labels)
-        system = self.prompts.render("teacher_system", description=self.description, labels=labels,
-                                     **self.render_values())
-        messages = [{"role": "system", "content": system}]
-        if len(demos) >= 2 and "teacher_answer" in self.prompts.templates:
+        if s3 or row["origin"] == "rationale":  # the s3 strategy's own prompt file
+            return self.s3_messages(row, prediction, n, demos)
+        return self._with_worked_example(self.prompts, "teacher_user", row, prediction, n, demos)
+
+    def s3_messages(self, row: dict, prediction: str, n: int,
+                    demos: list[dict] = ()) -> list[dict]:
+        """S3's requests: examples written on one rationale (*generate*, a target whose origin
+        is "rationale" and whose input is the rationale), or like a real row the student got
+        wrong (*error extrapolation*, with a worked example from `demos` as above)."""
+        prompts = self._s3()
+        if row["origin"] == "rationale":
+            values = self._values(prompts, row, prediction, n)
+            return [{"role": "system", "content": prompts.render("teacher_system", **values)},
+                    {"role": "user", "content": prompts.render("example_user", **values)}]
+        return self._with_worked_example(prompts, "extrapolate_user", row, prediction, n, demos)
+
+    def _with_worked_example(self, prompts: PromptSet, template: str, row: dict,
+                             prediction: str, n: int, demos: list[dict]) -> list[dict]:
+        """System prompt, a worked request about demos[0] answered with demos[1:n+1] in the
+        file's `teacher_answer` blocks (where it has that template and there are 2 demos),
+        then the request about `row`. The worked request shows the same wrong answer: for a
+        row of the same label it is as plausible a mistake."""
+        values = self._values(prompts, row, prediction, n)
+        messages = [{"role": "system", "content": prompts.render("teacher_system", **values)}]
+        if len(demos) >= 2 and "teacher_answer" in prompts.templates:
             shown = demos[1: n + 1]
+            worked = self._values(prompts, demos[0], prediction, len(shown))
             messages += [
-                {"role": "user", "content": self._ask(demos[0], len(shown), labels)},
+                {"role": "user", "content": prompts.render(template, **worked)},
                 {"role": "assistant", "content": "\n".join(
-                    self.prompts.render("teacher_answer", text=d["input"], label=d["label"],
-                                        **self.render_values())
+                    prompts.render("teacher_answer", **self._values(prompts, d, "", 1))
                     for d in shown)}]
-        messages.append({"role": "user", "content": self._ask(row, n, labels, prediction)})
+        messages.append({"role": "user", "content": prompts.render(template, **values)})
         return messages
 
-    def s3_messages(self, row: dict, prediction: str, n: int) -> list[dict]:
-        """S3's requests: examples written on one rationale (*generate*, a target whose origin
-        is "rationale" and whose input is the rationale), or like a real validation row the
-        student got wrong (*error extrapolation*, origin "validation")."""
-        values = dict(description=self.description, labels=", ".join(self.cfg.labels), n=n,
-                      label=row["label"], text=row["input"], prediction=prediction or "nothing",
-                      **self.render_values())
-        template = "example_user" if row["origin"] == "rationale" else "extrapolate_user"
-        prompts = self._s3()
-        return [{"role": "system", "content": prompts.render("teacher_system", **values)},
-                {"role": "user", "content": prompts.render(template, **values)}]
-
-    def _ask(self, row: dict, n: int, labels: str, prediction: str = "") -> str:
-        return self.prompts.render("teacher_user", text=row["input"], label=row["label"],
-                                   prediction=prediction, n=n, labels=labels,
-                                   **self.render_values())
+    def _values(self, prompts: PromptSet, row: dict, prediction: str, n: int) -> dict:
+        """Everything a classification prompt may name (unused values are ignored)."""
+        nothing = "nothing" if prompts is self.s3_prompts else ""
+        return dict(description=self.description, labels=", ".join(self.cfg.labels), n=n,
+                    label=row["label"], text=row["input"], prediction=prediction or nothing,
+                    **self.render_values())
 
     def teacher_format_regex(self, row: dict, n: int, max_words: int = 60) -> str:
         top = max(MIN_WORDS, max_words) - 1

@@ -141,7 +141,7 @@ class MathTask(Task):
         return got, bool(got) and got == normalize_number(label)
 
     def teacher_messages(self, row: dict, prediction: str, n: int,
-                         demos: list[dict] = ()) -> list[dict]:
+                         demos: list[dict] = (), s3: bool = False) -> list[dict]:
         """The paper's shape: system prompt, a worked request, the request. The worked request
         is built from real seed rows like this one (`demos`: one asked about, the others as
         the answer) where the prompt file has a `teacher_answer` template, so a small teacher

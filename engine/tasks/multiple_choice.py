@@ -63,7 +63,7 @@ class MultipleChoiceTask(Task):
         return got, got == label
 
     def teacher_messages(self, row: dict, prediction: str, n: int,
-                         demos: list[dict] = ()) -> list[dict]:
+                         demos: list[dict] = (), s3: bool = False) -> list[dict]:
         system = self.prompts.render("teacher_system", description=self.description)
         user = self.prompts.render("teacher_user", item=row["input"], answer=row["label"],
                                    prediction=prediction, n=n,

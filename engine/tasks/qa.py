@@ -103,7 +103,7 @@ class QATask(Task):
         return split_input(text)[1]
 
     def teacher_messages(self, row: dict, prediction: str, n: int,
-                         demos: list[dict] = ()) -> list[dict]:
+                         demos: list[dict] = (), s3: bool = False) -> list[dict]:
         context, question = split_input(row["input"])
         system = self.prompts.render("teacher_system", description=self.description)
         user = self.prompts.render("teacher_user", context=context, question=question,

@@ -250,7 +250,7 @@ def test_a_pair_task_shows_both_texts_to_student_and_teacher():
     assert seed[0]["input"] in student and student.endswith("Label:")
     ask = task.teacher_messages(seed[0], "entailment", 2, seed[1:])[-1]["content"]
     assert seed[0]["input"] in ask and '"Premise: ...", then "Hypothesis: ..."' in ask
-    extrapolate = task.teacher_messages({**seed[0], "origin": "validation"}, "x", 2)
+    extrapolate = task.teacher_messages({**seed[0], "origin": "validation"}, "x", 2, s3=True)
     assert "got this pair wrong" in extrapolate[-1]["content"]
 
 
@@ -319,3 +319,26 @@ def test_math_teacher_is_shown_a_worked_request_built_from_the_nearest_seed_rows
     assert len(parsed) == 2 and not any(p.reject_reason for p in parsed)
     fixed = task.teacher_messages(row, "7", 2, [])  # no seed rows: the file's one-shot
     assert "Mia has 5 bags" in fixed[2]["content"]
+
+
+@pytest.mark.parametrize("s3", [False, True])
+def test_a_real_row_the_student_got_wrong_is_asked_about_after_a_worked_request(s3):
+    """Whether mined from the seed or the validation rows: the strategy picks the prompt file
+    (llm2llm's, or s3's error extrapolation) and both show a worked request about another real
+    row of the label, answered with real rows, before the row itself."""
+    task = rte_task()
+    task.cfg = task.cfg.model_copy(update={"n_seed": 20, "n_validation": 2})
+    seed, _, validation = task.splits()
+    row = validation[0]
+    assert row["origin"] == "validation"
+    demos = task.demonstrations(row, seed, 3)
+    assert demos and all(d["label"] == row["label"] for d in demos)
+    messages = task.teacher_messages(row, "x", 2, demos, s3=s3)
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    wording = "got this pair wrong" if s3 else "The student was given the following pair"
+    assert wording in messages[1]["content"] and wording in messages[3]["content"]
+    assert demos[0]["input"] in messages[1]["content"] and row["input"] in messages[3]["content"]
+    assert row["input"] not in messages[2]["content"]
+    parsed = task.parse_teacher(messages[2]["content"], row)  # the worked answer parses
+    assert [p.input for p in parsed] == [d["input"] for d in demos[1:3]]
+    assert not any(p.reject_reason for p in parsed)

@@ -3,10 +3,13 @@ engine's teacher prompt, constrained decoding on against off, in one run.
 
     python -m benchmarks.teacher_yield --task trec --rows 30 --json results/yield_trec.json
     python -m benchmarks.teacher_yield --task arithmetic --rows 30
+    python -m benchmarks.teacher_yield --task trec --mine validation [--s3]
 
 The targets are the first `--rows` seed rows of the task (as a round's errors would be); each
 is asked for `n_per_error` rows, with top-up asks up to `max_tries` (the engine's defaults, or
-a config's). Prints yield (accepted / asked) first-ask and with top-ups, reject reasons, and
+a config's); with `--mine validation`, the first real validation rows (as `mine_from:
+validation` and s3 mine them; validation rows are then protected from leaks too), asked with
+llm2llm's prompt or, `--s3`, S3's error extrapolation. Prints yield (accepted / asked) first-ask and with top-ups, reject reasons, and
 samples of accepted and rejected rows, so a reader can judge the rows, not just the count.
 Runs vLLM in this process (no Ray): it measures the prompt and gates, not the pipeline.
 """
@@ -50,20 +53,23 @@ def vllm_generate(llm, requests: pa.Table) -> pa.Table:
 
 
 def measure(llm, task, seed: list[dict], targets: pa.Table, teacher: TeacherConfig,
-            test: list[dict], constrain: bool) -> dict:
+            test: list[dict], constrain: bool, validation: list[dict] = (),
+            s3: bool = False) -> dict:
     sampling = sampling_params(teacher, task.cfg.teacher_sampling)
     checks = teacher.check_answers if teacher.check_answers is not None \
         else task.checkable_answers
     check = AnswerCheck(task, lambda requests: vllm_generate(llm, requests), sampling) \
         if checks else None
     filter_ = CandidateFilter(task, 0, teacher.model, teacher.n_per_error,
-                              [r["input"] for r in seed], [r["input"] for r in test],
-                              teacher.near_dup_threshold, check=check)
+                              [r["input"] for r in seed],
+                              [r["input"] for r in test + list(validation)],
+                              teacher.near_dup_threshold, check=check,
+                              style_texts=[r["input"] for r in validation] or None)
     requests, _, cands = ask_teacher(
         targets, lambda requests: vllm_generate(llm, requests),
         lambda rows, sample: teacher_requests(rows, task, teacher.n_per_error, 0, sampling,
                                               constrain, sample,
-                                              pa.Table.from_pylist(seed, schema=EXAMPLE)),
+                                              pa.Table.from_pylist(seed, schema=EXAMPLE), s3),
         filter_, teacher.max_tries)
     rows = cands.to_pylist()
     asked = targets.num_rows * teacher.n_per_error
@@ -93,6 +99,10 @@ def main() -> None:
     parser.add_argument("--config", help="a job config whose teacher settings to use")
     parser.add_argument("--no-check", action="store_true",
                         help="teacher.check_answers off (the answer check)")
+    parser.add_argument("--mine", choices=("seed", "validation"), default="seed",
+                        help="the targets: seed rows, or real validation rows")
+    parser.add_argument("--s3", action="store_true",
+                        help="ask with the task's S3 prompt file (error extrapolation)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--gpu-memory-utilization", type=float,
                         help="the KV cache share (on CPU: of a NUMA node's memory)")
@@ -104,16 +114,22 @@ def main() -> None:
     if args.gpu_memory_utilization:
         teacher = teacher.model_copy(update={"gpu_memory_utilization":
                                              args.gpu_memory_utilization})
-    task = build_task(task_config(args.task, max(args.seed_rows, args.rows)), seed=0)
-    seed, test = task.seed_and_test()
-    targets = pa.Table.from_pylist(seed[: args.rows], schema=EXAMPLE)
+    validating = args.mine == "validation"
+    cfg = task_config(args.task, args.seed_rows if validating else max(args.seed_rows, args.rows))
+    task = build_task(cfg.model_copy(update={"n_validation": max(cfg.n_validation, args.rows)}),
+                      seed=0)
+    seed, test, validation = task.splits(validation=validating)
+    targets = pa.Table.from_pylist((validation if validating else seed)[: args.rows],
+                                   schema=EXAMPLE)
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     from vllm import LLM
 
     llm = LLM(model=resolve_model(teacher.model), seed=0, **engine_kwargs(teacher))
-    results = [measure(llm, task, seed, targets, teacher, test, c) for c in (False, True)]
+    results = [measure(llm, task, seed, targets, teacher, test, c, validation, args.s3)
+               for c in (False, True)]
     off, on = results
-    summary = {"task": args.task, "teacher": teacher.model, "n_per_error": teacher.n_per_error,
+    summary = {"task": args.task, "teacher": teacher.model, "targets": args.mine,
+               "prompts": "s3" if args.s3 else "llm2llm", "n_per_error": teacher.n_per_error,
                "max_tries": teacher.max_tries, "results": results,
                "yield_ratio_constrained_vs_not": round(on["yield"] / off["yield"], 2)
                if off["yield"] else None}

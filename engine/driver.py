@@ -476,12 +476,14 @@ class RoundLoop:
                          task=task.name, labels=tuple(task.labels))
         targets = (unit.strategy.seed_targets(view, rationales) if synthesizing
                    else unit.strategy.targets(view))
-        seed_rows = train_set.filter(pc.equal(train_set["origin"], "seed"))  # worked examples
+        seed_rows = train_set.filter(pc.equal(train_set["origin"], "seed"))
         # the real texts a candidate must look like: the training set's, or (s3, whose
         # training set is synthetic) the validation set's; those it must not leak: test and
         # validation
         mines_validation = settings.mine_from == "validation"
         real = validation if mines_validation else seed_rows
+        # worked examples: seed rows, or (s3, no seed) other validation rows of the label
+        demo_pool = seed_rows if seed_rows.num_rows else real
         prompts = task.s3_prompts if unit.strategy.explains else task.prompts
         checks = teacher.check_answers if teacher.check_answers is not None \
             else task.checkable_answers
@@ -501,7 +503,7 @@ class RoundLoop:
         requests, generated, candidates = ask_teacher(
             targets, generate,
             lambda rows, sample: teacher_requests(rows, task, quota, r, sampling,
-                                                  teacher.constrained, sample, seed_rows,
+                                                  teacher.constrained, sample, demo_pool,
                                                   unit.strategy.explains),
             filter_, teacher.max_tries, max_requests=cap, over_budget=over)
         checked = check.generated if check else []

@@ -211,3 +211,33 @@ def test_validation_rows_never_overlap_the_seed_or_test(tmp_path, validation_fil
     ids = [r["id"] for r in seed + test + validation]
     assert len(set(ids)) == len(ids)
     assert all(":validation:" in v["id"] for v in validation) == validation_file
+
+
+def test_each_strategy_asks_about_validation_errors_with_its_own_prompt_file(tmp_path):
+    """llm2llm mining the validation rows keeps llm2llm's prompt (and records its hash); s3
+    asks with its error-extrapolation prompt. Both show a worked request first, answered with
+    other real rows (llm2llm: seed rows; s3, which has none: other validation rows), so a
+    small teacher sees that "like it" means a new text, not a copy."""
+    root, _, gen_t, _, task = s3_loop(tmp_path, ("llm2llm+mine_validation", "s3"), n_seed=8)
+    _, _, validation = task.splits()
+    shown = {v["input"] for v in validation}
+    asked = {}
+    for stage, _, requests in gen_t.calls:
+        for messages in requests.column("messages").to_pylist():
+            messages = json.loads(messages)
+            if any(text in messages[-1]["content"] for text in shown):
+                wording = ("extrapolate" if "got this text wrong" in messages[-1]["content"]
+                           else "llm2llm")
+                asked.setdefault(wording, []).append(messages)
+    assert set(asked) == {"llm2llm", "extrapolate"}
+    seed = {r["input"] for r in read(root / "llm2llm+mine_validation" / "seed_0", 0, "data")}
+    for wording, pool in (("llm2llm", seed), ("extrapolate", shown)):
+        for messages in asked[wording]:
+            assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+            row = next(text for text in shown if text in messages[-1]["content"])
+            answer = messages[2]["content"]
+            assert row not in answer and any(text in answer for text in pool)
+    hashes = {unit: {c["prompt_hash"] for c in read(root / unit / "seed_0", r, "augment")}
+              for unit, r in (("llm2llm+mine_validation", 0), ("s3", 1))}
+    assert hashes == {"llm2llm+mine_validation": {task.prompts.hash},
+                      "s3": {task.s3_prompts.hash}}

@@ -33,7 +33,8 @@ def _left_expression(text: str, end: int) -> str:
     start = end
     while start > 0 and text[start - 1] in _EXPR_CHARS:
         start -= 1
-    expr = text[start:end].strip().lstrip("x×÷*/+)").strip()  # 'x' may end a word like 'box'
+    expr = re.split(r",\s", text[start:end])[-1]  # "= 24, 24 * 2": a comma then a space ends
+    expr = expr.strip().lstrip("x×÷*/+)").strip()  # a clause ('x' may end a word like 'box')
     for a, b in (("×", "*"), ("x", "*"), ("÷", "/"), ("−", "-"), ("$", ""), (",", "")):
         expr = expr.replace(a, b)
     return expr
@@ -64,6 +65,15 @@ def _evaluate(expr: str) -> float | None:
         return None
 
 
+def _holds(value: float, stated: str) -> bool:
+    """Whether a step's stated value is its expression's: exactly for a whole number, within
+    1% for a fraction the answer may have rounded (10 / 3 = 3.33)."""
+    number = float(stated.replace(",", "").rstrip("."))
+    if value == int(value):
+        return number == value
+    return abs(value - number) <= 0.01 * max(1.0, abs(value))
+
+
 def check_arithmetic(answer: str, final: str) -> str:
     """Why a worked answer is wrong ("" if it is not): an `expression = value` step that does
     not hold, or a final answer the rationale never mentions. Weak teachers write confident
@@ -72,13 +82,39 @@ def check_arithmetic(answer: str, final: str) -> str:
     for match in _EQUALS.finditer(body):
         expr = _left_expression(body, match.start())
         value = _evaluate(expr)
-        stated = float(match.group(1).replace(",", ""))
-        if value is not None and abs(value - stated) > 0.01 * max(1.0, abs(stated)):
+        if value is not None and not _holds(value, match.group(1)):
             return f"wrong arithmetic: {expr} = {match.group(1)}"
     numbers = {normalize_number(n) for n in _NUMBER.findall(body)}
     if final not in numbers:
         return f"final answer {final} does not appear in the worked answer"
     return ""
+
+
+def recompute_steps(question: str, answer: str) -> str:
+    """The worked answer with each `expression = value` step's value worked out as a
+    calculator would, and the wrong value's later uses (steps, prose, `####`) following it:
+    "25 - 10 = 10 pens, 10 / 5 = 2 each. #### 2" -> "25 - 10 = 15 pens, 15 / 5 = 3 each.
+    #### 3". GSM8K's own worked answers were written with a calculator; a small teacher
+    chooses the steps of a problem it wrote far better than it adds. Left as it was (for the
+    checks to reject) where following is ambiguous: a wrong value the question also states,
+    or a value that is not a whole number."""
+    for _ in range(len(_EQUALS.findall(answer))):
+        body_end = answer.find("####") if "####" in answer else len(answer)
+        for match in _EQUALS.finditer(answer[:body_end]):
+            value = _evaluate(_left_expression(answer, match.start()))
+            stated = match.group(1).rstrip(",")  # "= 24, then": the comma is prose
+            if value is None or _holds(value, stated):
+                continue
+            if value != int(value) or normalize_number(stated) in _numbers(question):
+                return answer
+            end = match.start(1) + len(stated)
+            right, after = str(int(value)), answer[end:]
+            later = re.sub(rf"(?<![\d.,]){re.escape(stated)}(?![\d]|[.,]\d)", right, after)
+            answer = answer[: match.start(1)] + right + later
+            break
+        else:
+            return answer
+    return answer
 
 
 # Numbers a worked answer may use without the question stating them: small counts, and the
@@ -194,8 +230,8 @@ class MathTask(Task):
         final = _FINAL.search(answer)
         if not question or not final:
             return Parsed(input=question, reject_reason="unparsed: no '#### <number>' answer")
-        answer = answer[: final.end()].strip()  # drop chatter after the final answer
-        label = normalize_number(final.group(1))
+        answer = recompute_steps(question, answer[: final.end()].strip())  # drop chatter after
+        label = extract_answer(answer)                                     # the final answer
         problem = check_arithmetic(answer, label) or check_grounding(question, answer)
         if problem:
             return Parsed(input=question, target=answer, label=label,

@@ -166,9 +166,13 @@ def test_math_verifier_rejects_wrong_arithmetic_and_mismatched_final():
     assert check_arithmetic("$1,200 / 4 = $300\n#### 300", "300") == ""
     assert "does not appear" in check_arithmetic("2 + 3 = 5\n#### 6", "6")
     assert check_arithmetic("Four boxes of 1 make 4.\n#### 4", "4") == ""  # nothing to check
+    assert check_arithmetic("284 + 2 = 285\n#### 285", "285")  # whole numbers: exactly
+    assert check_arithmetic("10 / 3 = 3.33\n#### 3.33", "3.33") == ""  # a rounded fraction
     task = build_task(TaskConfig(name="arithmetic"), 0)
-    parsed = task.parse_teacher("Question: Ann has 2 + 2?\nAnswer: 2 + 2 = 5\n#### 5", {})
-    assert parsed[0].reject_reason.startswith("unverified: wrong arithmetic")
+    # a wrong value the question also states: which one a later step means is unknown
+    parsed = task.parse_teacher("Question: Ann has 2 bags of 2, and 5 more?\n"
+                                "Answer: 2 * 2 = 5, 5 + 5 = 10\n#### 10", {})
+    assert parsed[0].reject_reason.startswith("unverified: wrong arithmetic: 2 * 2 = 5")
     for row in generate(200, seed=7):  # the built-in generator's answers all verify
         assert check_arithmetic(row["answer"], extract_answer(row["answer"])) == "", row
 
@@ -342,3 +346,25 @@ def test_a_real_row_the_student_got_wrong_is_asked_about_after_a_worked_request(
     parsed = task.parse_teacher(messages[2]["content"], row)  # the worked answer parses
     assert [p.input for p in parsed] == [d["input"] for d in demos[1:3]]
     assert not any(p.reject_reason for p in parsed)
+
+
+def test_a_worked_answer_is_recomputed_as_a_calculator_would_and_its_later_uses_follow():
+    from engine.tasks.math import recompute_steps
+
+    question = "Sam has 25 pens and buys 15 more. He shares them among 8 friends. Each gets?"
+    wrong = "25 + 15 = 45 pens. 45 / 8 = 5 each, so each gets 5.\n#### 5"
+    assert recompute_steps(question, wrong) == (
+        "25 + 15 = 40 pens. 40 / 8 = 5 each, so each gets 5.\n#### 5")
+    # a comma then a space ends a clause; a thousands comma does not
+    assert recompute_steps("38 and 16, then double", "38 - 16 = 24, 24 * 2 = 48\n#### 48") == (
+        "38 - 16 = 22, 22 * 2 = 44\n#### 44")
+    assert recompute_steps("5 of 3 of 1,000", "5 * 3 = 16, 16 * 1,000 = 16,000\n#### 16,000") \
+        == "5 * 3 = 15, 15 * 1,000 = 15000\n#### 15000"
+    # left for the checks to reject: not a whole number; a wrong value the question states
+    assert recompute_steps("10 among 3", "10 / 3 = 3\n#### 3") == "10 / 3 = 3\n#### 3"
+    assert recompute_steps("2 bags of 2, 5 more", "2 * 2 = 5, 5 + 5 = 10\n#### 10") == (
+        "2 * 2 = 5, 5 + 5 = 10\n#### 10")
+    task = build_task(TaskConfig(name="arithmetic"), 0)
+    parsed = task.parse_teacher(f"Question: {question}\nAnswer: {wrong}", {})
+    assert parsed[0].reject_reason == "" and parsed[0].label == "5"
+    assert parsed[0].target.startswith("25 + 15 = 40 pens. 40 / 8 = 5 each")

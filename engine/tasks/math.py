@@ -93,8 +93,8 @@ def check_arithmetic(answer: str, final: str) -> str:
 def recompute_steps(question: str, answer: str) -> str:
     """The worked answer with each `expression = value` step's value worked out as a
     calculator would, and the wrong value's later uses (steps, prose, `####`) following it:
-    "25 - 10 = 10 pens, 10 / 5 = 2 each. #### 2" -> "25 - 10 = 15 pens, 15 / 5 = 3 each.
-    #### 3". GSM8K's own worked answers were written with a calculator; a small teacher
+    "25 + 15 = 45 pens, 45 / 5 = 9 each. #### 9" -> "25 + 15 = 40 pens, 40 / 5 = 8 each.
+    #### 8". GSM8K's own worked answers were written with a calculator; a small teacher
     chooses the steps of a problem it wrote far better than it adds. Left as it was (for the
     checks to reject) where following is ambiguous: a wrong value the question also states,
     or a value that is not a whole number."""

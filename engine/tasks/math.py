@@ -13,7 +13,10 @@ _CALC = re.compile(r"<<[^>]*>>")  # GSM8K calculator annotations: noise for a sm
 _QUESTION = re.compile(r"(?:^|\n)\s*(?:\d+[.)]\s*)?(?:\*\*)?(?:new\s+)?(?:question|problem|q)"
                        r"(?:\s*#?\d+)?\s*:(?:\*\*)?\s*:?", re.I)
 _ANSWER = re.compile(r"\n\s*(?:\*\*)?(?:answer|solution|a)\s*:(?:\*\*)?\s*:?", re.I)
-_EQUALS = re.compile(r"=\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)(?![\d.]*%)")
+# "= 24" ends a step. Not a value: "= 5%", "= 5A" (algebra), "= 11th", "= 1800kg" (a
+# unit written on, unchecked), "= 46 - 4 = 42" (a chain: its last step is checked), "= 18 000"
+_EQUALS = re.compile(r"=\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)(?!\d|[.,]\d)(?![%A-Za-z])"
+                     r"(?!\s*[-+*/×÷x]\s*\$?\d)(?!\s\d{3}(?!\d))")
 _EXPR_CHARS = set("0123456789.,$ +-*/x×÷−()")
 _EXPR_OK = re.compile(r"[\d.+\-*/() ]+")
 
@@ -33,8 +36,10 @@ def _left_expression(text: str, end: int) -> str:
     start = end
     while start > 0 and text[start - 1] in _EXPR_CHARS:
         start -= 1
-    expr = re.split(r",\s", text[start:end])[-1]  # "= 24, 24 * 2": a comma then a space ends
-    expr = expr.strip().lstrip("x×÷*/+)").strip()  # a clause ('x' may end a word like 'box')
+    expr = re.split(r",\s", text[start:end])[-1].strip()  # "= 24, 24 * 2": a comma then a
+    if expr[:1] in ("+", "*", "/", "×", "÷"):  # space ends a clause. "10 points + 14 + 6 =":
+        return ""  # the expression began before a word; unchecked rather than misread
+    expr = expr.lstrip("x)").strip()  # 'x' may end a word like 'box'
     for a, b in (("×", "*"), ("x", "*"), ("÷", "/"), ("−", "-"), ("$", ""), (",", "")):
         expr = expr.replace(a, b)
     return expr
@@ -96,8 +101,8 @@ def recompute_steps(question: str, answer: str) -> str:
     "25 + 15 = 45 pens, 45 / 5 = 9 each. #### 9" -> "25 + 15 = 40 pens, 40 / 5 = 8 each.
     #### 8". GSM8K's own worked answers were written with a calculator; a small teacher
     chooses the steps of a problem it wrote far better than it adds. Left as it was (for the
-    checks to reject) where following is ambiguous: a wrong value the question also states,
-    or a value that is not a whole number."""
+    checks to reject) where following is ambiguous: a wrong value the question also states
+    or a small one (a count, "12 months"), or a value that is not a whole number."""
     for _ in range(len(_EQUALS.findall(answer))):
         body_end = answer.find("####") if "####" in answer else len(answer)
         for match in _EQUALS.finditer(answer[:body_end]):
@@ -105,7 +110,8 @@ def recompute_steps(question: str, answer: str) -> str:
             stated = match.group(1).rstrip(",")  # "= 24, then": the comma is prose
             if value is None or _holds(value, stated):
                 continue
-            if value != int(value) or normalize_number(stated) in _numbers(question):
+            wrong = normalize_number(stated)
+            if value != int(value) or wrong in _numbers(question) or wrong in FREE_NUMBERS:
                 return answer
             end = match.start(1) + len(stated)
             right, after = str(int(value)), answer[end:]

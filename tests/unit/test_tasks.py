@@ -356,12 +356,22 @@ def test_a_worked_answer_is_recomputed_as_a_calculator_would_and_its_later_uses_
     assert recompute_steps(question, wrong) == (
         "25 + 15 = 40 pens. 40 / 8 = 5 each, so each gets 5.\n#### 5")
     # a comma then a space ends a clause; a thousands comma does not
-    assert recompute_steps("38 and 16, then double", "38 - 16 = 24, 24 * 2 = 48\n#### 48") == (
-        "38 - 16 = 22, 22 * 2 = 44\n#### 44")
+    assert recompute_steps("38 and 15, then double", "38 - 15 = 25, 25 * 2 = 50\n#### 50") == (
+        "38 - 15 = 23, 23 * 2 = 46\n#### 46")
+    # a chain's inner values are not steps; a unit written on is not checked
+    assert recompute_steps("3, 2 and 10", "3 + 2 * 10 = 3 + 20 = 25 tacos\n#### 25") == (
+        "3 + 2 * 10 = 3 + 20 = 23 tacos\n#### 23")
+    assert recompute_steps("7 and 10 more", "10 pts + 7 = 27pts, 20 pts\n#### 27") == (
+        "10 pts + 7 = 27pts, 20 pts\n#### 27")
     assert recompute_steps("5 of 3 of 1,000", "5 * 3 = 16, 16 * 1,000 = 16,000\n#### 16,000") \
         == "5 * 3 = 15, 15 * 1,000 = 15000\n#### 15000"
-    # left for the checks to reject: not a whole number; a wrong value the question states
+    # left for the checks to reject: not a whole number; a wrong value the question states,
+    # or a small one (it may be a count the answer uses elsewhere)
     assert recompute_steps("10 among 3", "10 / 3 = 3\n#### 3") == "10 / 3 = 3\n#### 3"
+    assert recompute_steps("9 and 4", "9 - 4 = 6, for 6 days\n#### 6") == (
+        "9 - 4 = 6, for 6 days\n#### 6")
+    assert recompute_steps("10 pts, 14 and 6", "10 pts + 14 + 6 = 30\n#### 30") == (
+        "10 pts + 14 + 6 = 30\n#### 30")  # began before a word: unchecked, not misread
     assert recompute_steps("2 bags of 2, 5 more", "2 * 2 = 5, 5 + 5 = 10\n#### 10") == (
         "2 * 2 = 5, 5 + 5 = 10\n#### 10")
     task = build_task(TaskConfig(name="arithmetic"), 0)

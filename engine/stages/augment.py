@@ -196,7 +196,9 @@ class AnswerCheck:
     candidate's question again, greedily, as the student is asked it, and a row whose own
     answer it does not reproduce is rejected ("unconfirmed"). A wrong answer under a
     plausible question passes every other gate, and teaches the student wrong arithmetic on
-    the very shape of problem it is tested on.
+    the very shape of problem it is tested on. The answer is read as the candidates are
+    (Task.recomputed: math's calculator), so the check asks whether the teacher takes the
+    same steps, not whether it adds well.
 
     generate: requests -> GENERATED rows. The checks' requests and answers are kept
     (`requests`, `generated`) for the stage's token accounting.
@@ -226,7 +228,8 @@ class AnswerCheck:
             if answer is None or answer["error"]:
                 reasons.append("unconfirmed: the check got no answer")
                 continue
-            got, right = self.task.grade(answer["output"] or "", row["label"])
+            output = self.task.recomputed(row["input"], answer["output"] or "")
+            got, right = self.task.grade(output, row["label"])
             reasons.append("" if right else (
                 f"unconfirmed: solved again, the teacher answers {got or 'nothing'!r}, "
                 f"not {row['label']!r}"))

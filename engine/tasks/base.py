@@ -192,6 +192,11 @@ class Task:
         task's S3 prompt file (tasks that have one)."""
         raise NotImplementedError
 
+    def recomputed(self, question: str, output: str) -> str:
+        """A model's answer to `question` as the task reads a teacher's (math: its steps
+        recomputed by calculator); most tasks read it as written."""
+        return output
+
     @property
     def description(self) -> str:
         return self.cfg.description or ""

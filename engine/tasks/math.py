@@ -182,6 +182,9 @@ class MathTask(Task):
         got = extract_answer(output)
         return got, bool(got) and got == normalize_number(label)
 
+    def recomputed(self, question: str, output: str) -> str:
+        return recompute_steps(question, output)
+
     def teacher_messages(self, row: dict, prediction: str, n: int,
                          demos: list[dict] = (), s3: bool = False) -> list[dict]:
         """The paper's shape: system prompt, a worked request, the request. The worked request

@@ -149,9 +149,13 @@ def test_the_answer_check_rejects_a_row_whose_answer_the_teacher_does_not_reprod
               "Question: Ana has 3 pens and buys 5 more. How many pens does Ana have?\n"
               "Answer: 3 + 5 = 8\n#### 8\n",
               "Question: Bo has 9 cups and gives away 2. How many cups are left?\n"
-              "Answer: 9 - 2 = 7\n#### 7\n"]
+              "Answer: 9 - 2 = 7\n#### 7\n",
+              "Question: Cy has 45 cups and gives away 17. How many cups are left?\n"
+              "Answer: 45 - 17 = 28\n#### 28\n"]
     gen = generated([(req["request_id"][0].as_py(), "".join(blocks), "")])
-    solved = {"Zed": "16 + 16 = 32\n#### 32", "Ana": "#### 8", "Bo": "#### 7"}
+    # Cy: the same step with a wrong sum; the check reads it through the calculator too
+    solved = {"Zed": "16 + 16 = 32\n#### 32", "Ana": "#### 8", "Bo": "#### 7",
+              "Cy": "45 - 17 = 38 cups.\n#### 38"}
     checked = []
 
     def solve(requests):  # the teacher answering as the student is asked, greedily
@@ -164,11 +168,11 @@ def test_the_answer_check_rejects_a_row_whose_answer_the_teacher_does_not_reprod
         return generated(out)
 
     check = AnswerCheck(TASK, solve, {"temperature": 0.7, "max_tokens": 64})
-    cands = CandidateFilter(TASK, 0, "t", quota=2, known_inputs=[], protected=[],
+    cands = CandidateFilter(TASK, 0, "t", quota=3, known_inputs=[], protected=[],
                             near_dup_threshold=0.6, check=check).add(errors, req, gen)
-    assert [c["accepted"] for c in cands] == [False, True, True]
+    assert [c["accepted"] for c in cands] == [False, True, True, True]
     assert cands[0]["reject_reason"] == "unconfirmed: solved again, the teacher answers '32', " \
                                         "not '64'"
     assert json.loads(checked[0]["sampling"][0].as_py())["temperature"] == 0.0  # greedy
     assert "Solve the math word problem" in checked[0]["messages"][0].as_py()  # as the student
-    assert check.generated and check.requests[0].num_rows == 3
+    assert check.generated and check.requests[0].num_rows == 4

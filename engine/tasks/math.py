@@ -219,7 +219,10 @@ class MathTask(Task):
         return sorted(others, key=lambda p: (-overlap(p), p["id"]))[:k]
 
     def teacher_format_regex(self, row: dict, n: int, max_words: int = 60) -> str:
-        block = r"Question: [^\n]{10,300}\nAnswer: [^\n]{5,400}\n#### -?[0-9]{1,7}\n"
+        # an answer of up to 8 lines, as the worked examples shown are: forced onto one line,
+        # the bundled teacher dropped steps (3 boxes of 24 and 24 more: "3 * 24 = 72")
+        block = (r"Question: [^\n]{10,300}\nAnswer: [^\n]{5,400}\n(?:[^\n#][^\n]{0,399}\n){0,7}"
+                 r"#### -?[0-9]{1,7}\n")
         return f"({block}){{{n}}}"
 
     def parse_teacher(self, output: str, seed_row: dict) -> list[Parsed]:

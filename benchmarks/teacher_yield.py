@@ -9,7 +9,8 @@ The targets are the first `--rows` seed rows of the task (as a round's errors wo
 is asked for `n_per_error` rows, with top-up asks up to `max_tries` (the engine's defaults, or
 a config's); with `--mine validation`, the first real validation rows (as `mine_from:
 validation` and s3 mine them; validation rows are then protected from leaks too), asked with
-llm2llm's prompt or, `--s3`, S3's error extrapolation. Prints yield (accepted / asked) first-ask and with top-ups, reject reasons, and
+llm2llm's prompt (worked examples from the seed) or, `--s3`, S3's error extrapolation (from
+the other validation rows: S3 has no seed). Prints yield (accepted / asked) first-ask and with top-ups, reject reasons, and
 samples of accepted and rejected rows, so a reader can judge the rows, not just the count.
 Runs vLLM in this process (no Ray): it measures the prompt and gates, not the pipeline.
 """
@@ -60,6 +61,7 @@ def measure(llm, task, seed: list[dict], targets: pa.Table, teacher: TeacherConf
         else task.checkable_answers
     check = AnswerCheck(task, lambda requests: vllm_generate(llm, requests), sampling) \
         if checks else None
+    pool = list(validation) if s3 else seed  # s3 has no seed: the driver's worked examples
     filter_ = CandidateFilter(task, 0, teacher.model, teacher.n_per_error,
                               [r["input"] for r in seed],
                               [r["input"] for r in test + list(validation)],
@@ -69,7 +71,7 @@ def measure(llm, task, seed: list[dict], targets: pa.Table, teacher: TeacherConf
         targets, lambda requests: vllm_generate(llm, requests),
         lambda rows, sample: teacher_requests(rows, task, teacher.n_per_error, 0, sampling,
                                               constrain, sample,
-                                              pa.Table.from_pylist(seed, schema=EXAMPLE), s3),
+                                              pa.Table.from_pylist(pool, schema=EXAMPLE), s3),
         filter_, teacher.max_tries)
     rows = cands.to_pylist()
     asked = targets.num_rows * teacher.n_per_error

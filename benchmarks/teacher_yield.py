@@ -10,8 +10,9 @@ is asked for `n_per_error` rows, with top-up asks up to `max_tries` (the engine'
 a config's); with `--mine validation`, the first real validation rows (as `mine_from:
 validation` and s3 mine them; validation rows are then protected from leaks too), asked with
 llm2llm's prompt (worked examples from the seed) or, `--s3`, S3's error extrapolation (from
-the other validation rows: S3 has no seed). Prints yield (accepted / asked) first-ask and with top-ups, reject reasons, and
-samples of accepted and rejected rows, so a reader can judge the rows, not just the count.
+the other validation rows: S3 has no seed). Prints yield (accepted / asked) first-ask and
+with top-ups, reject reasons, and samples of accepted and rejected rows, so a reader can
+judge the rows, not just the count.
 Runs vLLM in this process (no Ray): it measures the prompt and gates, not the pipeline.
 """
 

@@ -144,7 +144,8 @@ def test_teacher_format_regex_matches_what_the_parser_accepts(tmp_path):
     assert re.fullmatch(math.teacher_format_regex({}, 2), out)
     assert [p.label for p in math.parse_teacher(out, {})] == ["5", "3"]
     assert not re.fullmatch(math.teacher_format_regex({}, 3), out)  # asks for exactly n
-    steps = "Question: Ann has 2 bags of 3 and 4 more.\nAnswer: 2 * 3 = 6.\nThen 6 + 4 = 10.\n#### 10\n"
+    steps = ("Question: Ann has 2 bags of 3 and 4 more.\nAnswer: 2 * 3 = 6.\n"
+             "Then 6 + 4 = 10.\n#### 10\n")
     assert re.fullmatch(math.teacher_format_regex({}, 1), steps)  # a worked answer's lines
 
     cls = build_task(yaml_task(tmp_path), 0)

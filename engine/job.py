@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,6 +208,33 @@ def start_ray(cfg: RunConfig, verbose: bool = True) -> None:
         # dashboard stays on: Ray Train's placement-group cleaner polls the state API it serves.
         ray.init(address="local", num_cpus=cfg.ray.num_cpus or max(8, os.cpu_count() or 1),
                  log_to_driver=verbose)
+    if not verbose:
+        quiet_worker_count_warnings()
+
+
+# The raylet warns each time the workers it started pass a multiple of the core count; Ray
+# Data's actors and tasks pass it all the time here (one warning a minute in a compare). It
+# cannot be turned off (ray-project/ray#63800) and stays in the raylet's log file.
+WORKER_COUNT_WARNING = re.compile(r"worker processes have been started on node")
+
+
+def quiet_worker_count_warnings() -> None:
+    """Drop the raylet's worker-count warning from this process's console (the driver prints
+    the raylet's messages itself, log_to_driver or not); every other raylet message stays."""
+    try:  # no public API filters them
+        from ray._private import worker
+        print_to_stdstream = worker.print_to_stdstream
+    except (ImportError, AttributeError):
+        return
+    if getattr(print_to_stdstream, "quiet", False):
+        return
+
+    def filtered(data, *args, **kwargs):
+        lines = [line for line in data.get("lines", []) if not WORKER_COUNT_WARNING.search(line)]
+        if lines:
+            print_to_stdstream({**data, "lines": lines}, *args, **kwargs)
+    filtered.quiet = True
+    worker.print_to_stdstream = filtered
 
 
 def link_worker_logs(store: RunStorage) -> str:

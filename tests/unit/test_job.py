@@ -155,3 +155,21 @@ def test_run_dir_that_cannot_be_opened_is_a_config_error(saved_run):
     path, _ = saved_run
     with pytest.raises(ConfigError, match=r"run_dir 'foo://bucket/run': cannot open it .*s3://"):
         preflight(str(path), ["run_dir=foo://bucket/run"])
+
+
+def test_the_raylet_worker_count_warning_is_kept_off_the_console_and_nothing_else(monkeypatch):
+    from ray._private import worker
+
+    from engine.job import quiet_worker_count_warnings
+
+    printed = []
+    monkeypatch.setattr(worker, "print_to_stdstream",
+                        lambda data, ignore_prefix: printed.append(data["lines"]))
+    quiet_worker_count_warnings()
+    quiet_worker_count_warnings()  # once only, however often a process starts Ray
+    warning = ("WARNING: 24 PYTHON worker processes have been started on node: ab12 with "
+               "address: 192.0.2.2, which is 12x the maximum expected startup concurrency (2).")
+    killed = "A worker died or was killed while executing a task by an unexpected system error."
+    worker.print_to_stdstream({"lines": [warning], "pid": "raylet"}, ignore_prefix=False)
+    worker.print_to_stdstream({"lines": [killed, warning], "pid": "raylet"}, ignore_prefix=False)
+    assert printed == [[killed]]

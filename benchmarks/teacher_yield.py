@@ -3,7 +3,7 @@ engine's teacher prompt, constrained decoding on against off, in one run.
 
     python -m benchmarks.teacher_yield --task trec --rows 30 --json results/yield_trec.json
     python -m benchmarks.teacher_yield --task arithmetic --rows 30
-    python -m benchmarks.teacher_yield --task trec --mine validation [--s3]
+    python -m benchmarks.teacher_yield --task trec --mine validation [--s3] [--check]
 
 The targets are the first `--rows` seed rows of the task (as a round's errors would be); each
 is asked for `n_per_error` rows, with top-up asks up to `max_tries` (the engine's defaults, or
@@ -12,7 +12,9 @@ validation` and s3 mine them; validation rows are then protected from leaks too)
 llm2llm's prompt (worked examples from the seed) or, `--s3`, S3's error extrapolation (from
 the other validation rows: S3 has no seed). Prints yield (accepted / asked) first-ask and
 with top-ups, reject reasons, and samples of accepted and rejected rows, so a reader can
-judge the rows, not just the count.
+judge the rows, not just the count. `--check` turns the teacher's answer check on where it
+is off by default (classification): each row is then kept only if the teacher, asked as the
+student is, gives it the label it was written for.
 Runs vLLM in this process (no Ray): it measures the prompt and gates, not the pipeline.
 """
 
@@ -56,7 +58,7 @@ def vllm_generate(llm, requests: pa.Table) -> pa.Table:
 
 def measure(llm, task, seed: list[dict], targets: pa.Table, teacher: TeacherConfig,
             test: list[dict], constrain: bool, validation: list[dict] = (),
-            s3: bool = False) -> dict:
+            s3: bool = False, samples: int = 12) -> dict:
     sampling = sampling_params(teacher, task.cfg.teacher_sampling)
     checks = teacher.check_answers if teacher.check_answers is not None \
         else task.checkable_answers
@@ -87,9 +89,9 @@ def measure(llm, task, seed: list[dict], targets: pa.Table, teacher: TeacherConf
         "targets_filled": sum(1 for t in filter_.targets if filter_.kept[t] >= filter_.quota),
         "rejected": dict(Counter(r["reject_reason"].split(":")[0] for r in rows
                                  if not r["accepted"])),
-        "accepted_samples": [(r["label"], r["input"]) for r in accepted[:12]],
+        "accepted_samples": [(r["label"], r["input"]) for r in accepted[:samples]],
         "rejected_samples": [(r["reject_reason"][:60], r["input"][:160])
-                             for r in rows if not r["accepted"]][:12],
+                             for r in rows if not r["accepted"]][:samples],
     }
 
 
@@ -102,18 +104,22 @@ def main() -> None:
     parser.add_argument("--config", help="a job config whose teacher settings to use")
     parser.add_argument("--no-check", action="store_true",
                         help="teacher.check_answers off (the answer check)")
+    parser.add_argument("--check", action="store_true",
+                        help="teacher.check_answers on (off by default for classification)")
     parser.add_argument("--mine", choices=("seed", "validation"), default="seed",
                         help="the targets: seed rows, or real validation rows")
     parser.add_argument("--s3", action="store_true",
                         help="ask with the task's S3 prompt file (error extrapolation)")
+    parser.add_argument("--samples", type=int, default=12,
+                        help="accepted and rejected rows shown, to judge them")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--gpu-memory-utilization", type=float,
                         help="the KV cache share (on CPU: of a NUMA node's memory)")
     args = parser.parse_args()
     teacher = (load_config(args.config).teacher if args.config
                else TeacherConfig())
-    if args.no_check:
-        teacher = teacher.model_copy(update={"check_answers": False})
+    if args.no_check or args.check:
+        teacher = teacher.model_copy(update={"check_answers": args.check})
     if args.gpu_memory_utilization:
         teacher = teacher.model_copy(update={"gpu_memory_utilization":
                                              args.gpu_memory_utilization})
@@ -128,7 +134,8 @@ def main() -> None:
     from vllm import LLM
 
     llm = LLM(model=resolve_model(teacher.model), seed=0, **engine_kwargs(teacher))
-    results = [measure(llm, task, seed, targets, teacher, test, c, validation, args.s3)
+    results = [measure(llm, task, seed, targets, teacher, test, c, validation, args.s3,
+                       args.samples)
                for c in (False, True)]
     off, on = results
     summary = {"task": args.task, "teacher": teacher.model, "targets": args.mine,

@@ -279,16 +279,25 @@ def run_job(config_path: str | None, overrides: list[str],
                                 parameter_count(prepared.student_model))
         if problems:
             raise ConfigError(problems)
+    import ray
     from ray.util.queue import Queue
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from engine.driver_actor import DriverActor
 
     console, logs = Console(), link_worker_logs(store)
     console.line(f"worker logs (vLLM, DeepSpeed, Ray): {logs}"
                  + ("" if verbose else "; --verbose shows them here"))
-    start, history, events = time.time(), [], Queue(actor_options={"num_cpus": 0})
-    driver = DriverActor.remote(prepared.cfg, prepared.student_model, prepared.teacher_model,
-                                prepared.splits, prepared.api_key, events)
+    # The driver actor and its event queue hold no CPU, so Ray could place them on any node;
+    # they live on this process's node (the head, for `ray job submit`): a worker node that
+    # goes away takes engines and train workers with it, which are started again elsewhere,
+    # never the actor that runs the rounds.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    start, history = time.time(), []
+    events = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
+    driver = DriverActor.options(scheduling_strategy=here).remote(
+        prepared.cfg, prepared.student_model, prepared.teacher_model, prepared.splits,
+        prepared.api_key, events)
     failed = None
     try:
         for round_metrics in _rounds(driver, events, console, prepared.cfg.run_dir):

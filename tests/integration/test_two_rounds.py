@@ -259,6 +259,10 @@ def test_work_ran_on_both_nodes_and_the_teacher_where_its_label_is(run):
         if ":" in r}
     teacher_nodes = {a["node"] for a in actors if a["class"] == "VLLMReplica" and a["pid"] in pids}
     assert teacher_nodes == labelled
+    # what runs the rounds stays on the job's own node (the head: `ray job submit` runs the
+    # entrypoint there), so losing the other node never takes it
+    head = set(nodes) - labelled
+    assert {a["node"] for a in actors if a["class"] in ("DriverActor", "_QueueActor")} == head
 
 
 def test_the_two_tasks_ran_side_by_side(run):

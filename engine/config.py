@@ -265,6 +265,11 @@ class GenerationConfig(Strict):
         2, ge=1, description="a batch that hangs this many engines is retried row by row; a "
                              "row that hangs this many is quarantined (an error row with the "
                              "reason), not retried forever")
+    placement_timeout_s: float = Field(
+        600, gt=0, description="a replica whose node is lost is started again on the nodes "
+                               "left (its batch re-run); if none has room for it within this "
+                               "many seconds (an autoscaler may add one), the stage stops "
+                               "naming what the cluster lacks (answers so far stay cached)")
     keep_warm: bool = Field(
         False, description="keep the engines running between stages and rounds (they hold "
                            "their GPUs/memory while the student trains); a warm student's "
@@ -392,6 +397,12 @@ class TrainConfig(Strict):
     max_failures: int = Field(
         3, ge=-1, description="worker failures Ray Train recovers from within one run, "
                               "restarting from the last checkpoint; -1: no limit")
+    placement_timeout_s: float = Field(
+        600, gt=0, description="when a node with train workers is lost, Ray Train restarts "
+                               "them from the last checkpoint on the nodes left; if those "
+                               "have no room for all of them within this many seconds (an "
+                               "autoscaler may add a node), the stage stops naming what the "
+                               "cluster lacks (checkpoints are kept: a re-run resumes)")
 
 
 class RayConfig(Strict):

@@ -29,6 +29,10 @@ class ModelError(EngineError):
     """A model path or name cannot be resolved."""
 
 
+class PlacementError(EngineError):
+    """Workers of a stage lost their node, and the nodes left had no room for them in time."""
+
+
 class StageError(EngineError):
     """A stage got input it cannot work with (missing columns, empty set, dead engine)."""
 

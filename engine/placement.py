@@ -131,6 +131,25 @@ def fit_problems(cfg: RunConfig, nodes: list[dict[str, float]],
     return problems
 
 
+def no_room(what: str, bundle: dict[str, float], count: int, waited_s: float, fixes: str,
+            nodes: list[dict[str, float]] | None = None) -> str:
+    """Why a stage stops after a node was lost: the live nodes cannot hold `count` workers of
+    `bundle` (`what`) even when empty, and no node came within `waited_s`; what the cluster
+    has now, and what to do."""
+    nodes = cluster_nodes() if nodes is None else nodes
+    total = {k: sum(n.get(k, 0) for n in nodes) for k in ("CPU", "GPU")}
+    return (f"{what} ({count} of {_describe(bundle)} each) lost its node, and the "
+            f"{len(nodes)} node(s) left cannot hold it ({total['CPU']:g} CPU and "
+            f"{total['GPU']:g} GPU in all, the largest node {_largest(nodes)}); no node came "
+            f"within {waited_s:.0f}s: add a node, or {fixes}")
+
+
+def cluster_holds(bundles: list[dict[str, float]]) -> bool:
+    """Whether the live nodes, were they empty, could hold `bundles` at once: false after a
+    node loss that left too little (room held by other work is not counted as missing)."""
+    return pack(cluster_nodes(), bundles)
+
+
 def cluster_nodes() -> list[dict[str, float]]:
     """The total resources (CPU, GPU, custom labels) of each live node of the connected Ray
     cluster."""

@@ -33,10 +33,11 @@ class LocalCluster:
     CPUs and a worker node of `worker_cpus` CPUs carrying `worker_resources` (a custom label)."""
 
     def __init__(self, home: Path, token: bool, head_cpus: int = 6, worker_cpus: int = 2,
-                 worker_resources: dict | None = None):
+                 worker_resources: dict | None = None, worker_env: dict | None = None):
         self.home, self.token = home, token
         self.head_cpus, self.worker_cpus = head_cpus, worker_cpus
         self.worker_resources = worker_resources or {}
+        self.worker_env = worker_env or {}  # for the worker node's processes only
         self.gcs, self.dashboard = free_port(), free_port()
         self.processes: list[subprocess.Popen] = []
         # Both sides name the auth mode, so the result does not depend on whether a token
@@ -62,7 +63,7 @@ class LocalCluster:
         self._wait_for(1)
         self._node(["--address", f"127.0.0.1:{self.gcs}", "--num-cpus", str(self.worker_cpus),
                     "--resources", json.dumps(self.worker_resources)], "worker",
-                   Path(f"{self.temp}-worker"))
+                   Path(f"{self.temp}-worker"), self.worker_env)
         self._wait_for(2)
         return self
 
@@ -78,14 +79,26 @@ class LocalCluster:
         subprocess.run(["pkill", "-9", "-f", str(self.temp)], check=False)
         subprocess.run(["pkill", "-9", "-f", f"127.0.0.1:{self.gcs}"], check=False)
 
-    def _node(self, args: list[str], name: str, temp: Path) -> None:
+    def _node(self, args: list[str], name: str, temp: Path, env: dict | None = None) -> None:
         """A node's processes keep their files apart (two nodes of one machine sharing a
-        temp dir would unpack a job's working dir over each other)."""
+        temp dir would unpack a job's working dir over each other). `env`: for this node's
+        processes (its raylet's workers inherit it)."""
         log = open(self.home / f"ray-{name}.log", "w")
         self.processes.append(subprocess.Popen(
             [BIN / "ray", "start", "--block", "--disable-usage-stats", "--temp-dir",
              str(temp), "--dashboard-agent-listen-port", str(free_port()), *args],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT))
+            env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT))
+
+    def kill_worker_raylet(self) -> int:
+        """Kill the worker node's raylet (SIGKILL, as a lost machine would go): its `ray start
+        --block` then stops the node's processes. Returns the raylet's pid."""
+        out = subprocess.run(["pgrep", "-f", f"raylet/raylet .*--temp_dir={self.temp}-worker( |$)"],
+                             capture_output=True, text=True)
+        pids = [int(p) for p in out.stdout.split()]
+        if len(pids) != 1:
+            raise RuntimeError(f"expected one raylet of the worker node, found {pids}")
+        os.kill(pids[0], signal.SIGKILL)
+        return pids[0]
 
     def _wait_for(self, n: int, timeout: float = 180) -> None:
         """Until the cluster has n live nodes and its job agent takes submissions."""

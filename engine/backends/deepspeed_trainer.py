@@ -24,7 +24,7 @@ from engine.backends.train_data import (build_features, checkpoint_steps, collat
                                         collate_encoder, encoder_features, epoch_batches)
 from engine.config import TrainConfig
 from engine.console import QueueLog, eta
-from engine.errors import StageError
+from engine.errors import PlacementError, StageError
 from engine.models import parameter_count
 from engine.placement import train_bundle
 from engine.records import require_columns
@@ -270,6 +270,8 @@ class RayDeepSpeedTrainer:
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
 
+        from engine.backends.train_placement import StopWhenNoRoom
+
         columns = ["input", "label"] if self.kind == "sequence_classification" \
             else ["messages", "target"]
         require_columns(examples, columns, "train")
@@ -284,6 +286,7 @@ class RayDeepSpeedTrainer:
         ray_path = fs.join(out_path.rsplit("/", 1)[0], RESUME_DIR, "ray_train")
         if fs.exists(out_fs, ray_path):
             self.log(f"[train] {task}: resuming from the checkpoints in {ray_path}")
+        bundle = train_bundle(self.cfg, parameter_count(base_model))
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"train": self.cfg.model_dump(), "base_model": base_model,
@@ -293,16 +296,26 @@ class RayDeepSpeedTrainer:
             scaling_config=ScalingConfig(
                 num_workers=self.cfg.num_workers, use_gpu=self.cfg.use_gpu,
                 # CPUs, a GPU, and on CPU the memory it will use: engine/placement.py
-                resources_per_worker=train_bundle(self.cfg, parameter_count(base_model))),
+                resources_per_worker=bundle),
             run_config=RunConfig(
                 name=f"train-{task.replace('/', '-')}", storage_path=ray_path,
                 storage_filesystem=None if fs.is_local(out_fs) else out_fs,
                 failure_config=FailureConfig(max_failures=self.cfg.max_failures),
+                callbacks=[StopWhenNoRoom(bundle, self.cfg.num_workers,
+                                          self.cfg.placement_timeout_s)],
                 checkpoint_config=CheckpointConfig(num_to_keep=1)),  # the latest is never deleted
-            datasets={"train": ray.data.from_arrow(examples.select(columns))},
+            # from_blocks: no remote metadata task that needs a free CPU (see pipeline.py)
+            datasets={"train": ray.data.from_blocks([examples.select(columns)])},
         )
         start = time.time()
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        except Exception as exc:  # noqa: BLE001 - only the no-room case is translated
+            failure = getattr(exc, "controller_failure", None)  # Ray Train's ControllerError
+            if not isinstance(failure, PlacementError):
+                raise
+            raise StageError("train", f"{failure}; then run the same command again: it "
+                                      f"resumes from the checkpoints in {ray_path}") from None
         fs.delete(out_fs, out_path)
         fs.copy_tree(result.checkpoint.filesystem, result.checkpoint.path, out_fs, out_path)
         fs.delete(out_fs, ray_path)  # checkpoints, and a second copy of out_dir

@@ -71,7 +71,7 @@ class EncoderPredictor:
             return GENERATED.empty_table()
         start, cfg = time.time(), self.cfg
         ray.data.DataContext.get_current().enable_progress_bars = False
-        ds = ray.data.from_arrow(requests.select(["request_id", "input"])).map_batches(
+        ds = ray.data.from_blocks([requests.select(["request_id", "input"])]).map_batches(
             EncoderClassifier, batch_size=cfg.batch_size, batch_format="pyarrow",
             num_cpus=cfg.cpus_per_replica,
             fn_constructor_kwargs={"model": model, "threads": int(cfg.cpus_per_replica)},

@@ -5,7 +5,9 @@
 
 Because the worker that receives an answer stores it at once, a crash, a pre-empted node, a
 killed driver or a failed stage loses only the requests in flight: running the stage again
-generates (and pays for) only the rows that never came back.
+generates (and pays for) only the rows that never came back. A pass the cluster breaks
+(a lost node took a worker or the blocks it held) is started again at once, within the call,
+for the rows not yet answered.
 """
 
 from __future__ import annotations
@@ -19,13 +21,17 @@ import pyarrow as pa
 
 from engine.config import GenerationConfig, TeacherConfig
 from engine.console import eta, progress
-from engine.errors import ModelError, StageError, root_cause
+from engine.errors import ModelError, PlacementError, StageError, root_cause
 from engine.generation.cache import CACHE_KEY, ResponseCache, cache_key, model_fingerprint
 from engine.generation.openai_api import OpenAIChatUDF, Secret
 from engine.generation.vllm_replicas import ReplicaClient, ReplicaPool
 from engine.generation.weight_reload import same_architecture
 from engine.metrics import generation_usage
 from engine.records import GENERATED, GENERATION_INPUT, require_columns
+
+# Passes of one call started again after the cluster broke one (a lost node); the rows
+# answered before stay answered, so each pass asks only for the rest.
+RESUMES = 2
 
 
 class GenerationPipeline:
@@ -87,21 +93,42 @@ class GenerationPipeline:
     def _generate_missing(self, requests: pa.Table, model: str, keys: dict[str, str],
                           done: dict[str, dict], stage: str, skip: set[str] = frozenset()):
         """Generate the requests not yet in `done` (nor with a key in `skip`) into it."""
-        misses = requests.filter(pa.array(
-            [rid not in done and keys[rid] not in skip
-             for rid in requests.column("request_id").to_pylist()]))
-        if not misses.num_rows:
+        for attempt in range(RESUMES + 1):
+            misses = requests.filter(pa.array(
+                [rid not in done and keys[rid] not in skip
+                 for rid in requests.column("request_id").to_pylist()]))
+            if not misses.num_rows:
+                return
+            try:
+                with self._replicas(model) as pool:
+                    self._generate(misses, model, pool, keys, done, stage)
+                return
+            except ModelError as exc:  # a replica that cannot start: no use retrying
+                raise StageError(stage, str(exc)) from None
+            except Exception as exc:  # noqa: BLE001 - Ray wraps the cause in many types
+                answered = sum(not r["error"] for r in done.values())
+                kept = (f"the {answered} rows answered so far are in the response cache: run "
+                        f"the same command again to resume")
+                no_room = _in_chain(exc, PlacementError)
+                if no_room is not None:
+                    raise StageError(stage, f"{_message(no_room)}; {kept}") from None
+                if attempt == RESUMES or _in_chain(exc, *_lost_to_the_cluster()) is None:
+                    raise StageError(stage, f"generation stopped: {root_cause(exc)}. "
+                                            f"{kept[0].upper()}{kept[1:]}") from None
+                self._recover_stored(keys, done)
+                self.log(f"[{stage}] the cluster broke the generation pass "
+                         f"({root_cause(exc)}); going on with the rows not answered yet "
+                         f"({len(done)} of {len(keys)} done)")
+
+    def _recover_stored(self, keys: dict[str, str], done: dict[str, dict]) -> None:
+        """Rows a worker stored in the cache whose batch never reached this driver (the
+        blocks holding it were on a lost node): taken from the cache, not asked again."""
+        if self.cache is None:
             return
-        try:
-            with self._replicas(model) as pool:
-                self._generate(misses, model, pool, keys, done, stage)
-        except ModelError as exc:  # a replica that cannot start: no use retrying
-            raise StageError(stage, str(exc)) from None
-        except Exception as exc:  # noqa: BLE001 - Ray wraps the cause in many types
-            raise StageError(stage, f"generation stopped: {root_cause(exc)}. The "
-                             f"{sum(not r['error'] for r in done.values())} rows answered "
-                             f"so far are in the response cache; run the same command "
-                             f"again to resume") from None
+        todo = {rid: key for rid, key in keys.items() if rid not in done}
+        hits = self.cache.lookup(list(todo.values()))
+        done.update({rid: _cached_row(rid, hits[key]) for rid, key in todo.items()
+                     if key in hits})
 
     def _claim(self, keys: dict[str, str], done: dict[str, dict]) -> dict[str, threading.Event]:
         """Mark this call's uncached keys as being generated; returns the keys another call
@@ -255,7 +282,10 @@ class GenerationPipeline:
         # Per-batch progress bars cost driver CPU and flood non-TTY job logs; each stage logs
         # its own summary instead.
         ray.data.DataContext.get_current().enable_progress_bars = False
-        ds = ray.data.from_arrow(blocks)
+        # from_blocks, not from_arrow: from_arrow reads each block's metadata in a remote task
+        # of 1 CPU, which waits forever on a cluster whose CPUs the replicas and trainings
+        # hold (seen after a lost node); from_blocks reads it here
+        ds = ray.data.from_blocks(blocks)
         cache_dir = str(self.cache.root) if self.cache else None
         if self.api:
             ds = ds.map_batches(
@@ -273,6 +303,7 @@ class GenerationPipeline:
                 fn_constructor_kwargs={"router": pool.router, "model": model,
                                        "cache_dir": cache_dir,
                                        "stall_timeout_s": cfg.stall_timeout_s,
+                                       "placement_timeout_s": cfg.placement_timeout_s,
                                        "max_stalls": cfg.max_stalls},
                 compute=ray.data.ActorPoolStrategy(size=2 * workers))
         yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
@@ -283,6 +314,35 @@ class GenerationPipeline:
                  f"{u['requests'] - u['cached']} generated ({u['completion_tokens']} completion "
                  f"tokens in all), {u['cached']} from cache, {u['failed']} failed, "
                  f"{u['retries']} retries")
+
+
+def _lost_to_the_cluster() -> tuple[type, ...]:
+    """Errors meaning a worker or the node under it went away, or objects with it: the
+    cluster's doing, not the request's (a replica's own crash Ray re-runs before it gets
+    here)."""
+    import ray.exceptions as e
+
+    return (e.RayActorError, e.ObjectLostError, e.NodeDiedError, e.WorkerCrashedError,
+            e.LocalRayletDiedError)
+
+
+def _in_chain(exc: BaseException, *types: type) -> BaseException | None:
+    """The first error of `types` in exc's chain of causes (Ray wraps a worker's error in its
+    own: a RayTaskError is also an instance of the error it carries)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, types):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _message(exc: BaseException) -> str:
+    """An error's own message, without the traceback Ray adds to a worker's error (a
+    RayTaskError carries the worker's error as its `cause`)."""
+    cause = getattr(exc, "cause", None)
+    return str(cause if isinstance(cause, BaseException) else exc)
 
 
 def _cached_row(request_id: str, hit: dict) -> dict:

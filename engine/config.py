@@ -67,6 +67,11 @@ class StrategyConfig(Strict):
         False, description="spend the whole teacher budget in the first augmentation round "
                            "(n_per_error x (rounds - 1) rows per target) instead of spreading "
                            "it over rounds")
+    keep_label_mix: bool = Field(
+        False, description="classification tasks: a round's targets keep the label mix of the "
+                           "rows mined (errors first, topped up with rows of the same label "
+                           "the student got right), instead of following the errors, which "
+                           "a weak student makes mostly on one label")
     rationales_per_label: int = Field(
         4, ge=1, description="s3 seed synthesis: rationales the teacher writes per label (what "
                              "makes a text have it), each the theme of some examples; zerogen "
@@ -87,7 +92,7 @@ class StrategyConfig(Strict):
 # the LLM2LLM paper's ablations, swept side by side with the strategies in one job.
 SWITCHES = {"one_shot": {"one_shot": True}, "mine_all": {"mine_from": "all"},
             "mine_validation": {"mine_from": "validation"},
-            "continue": {"from_base": False}}
+            "continue": {"from_base": False}, "label_mix": {"keep_label_mix": True}}
 STRATEGY_NAMES = StrategyName.__args__
 
 

@@ -18,8 +18,9 @@ class S3(Strategy):
     explains = True
 
     def targets(self, view: RoundView) -> pa.Table:
-        """The validation rows the student got wrong (mined there by mine_from)."""
-        return view.errors
+        """The validation rows the student got wrong (mined there by mine_from); with
+        keep_label_mix, kept to the validation rows' label mix."""
+        return self.aimed(view)
 
     def seed_targets(self, view: RoundView, rationales: pa.Table) -> pa.Table:
         return rationales

@@ -116,6 +116,39 @@ def test_random_and_mixed_targets_from_a_hand_made_round():
     assert build_strategy(StrategyConfig(name="random")).targets(no_ref).num_rows == 4
 
 
+def test_keep_label_mix_spreads_the_targets_over_the_labels_as_the_mined_rows_are():
+    # 12 validation rows, 6 of each label; the student answered "yes" to all: its 6 errors
+    # are all "no" rows (as on RTE)
+    rows = [dict(id=f"v{i}", task="t", input=f"q{i}", target=label, label=label,
+                 origin="validation", round=-1, seed_id=f"v{i}", trigger_prediction="yes",
+                 teacher_model="", prompt_hash="", sampling="")
+            for i, label in enumerate(["yes", "no"] * 6)]
+    mining = pa.Table.from_pylist(rows, schema=EXAMPLE)
+    errors = mining.filter(pa.array([r["label"] == "no" for r in rows]))
+    view = RoundView(errors=errors, mining=mining, budget=None, rng=random.Random(0),
+                     task="t", labels=("yes", "no"))
+    assert build_strategy(StrategyConfig(name="s3")).targets(view)["label"].to_pylist() \
+        == ["no"] * 6  # by default: the errors, all of one label
+    kept = build_strategy(StrategyConfig(name="s3", keep_label_mix=True)).targets(view)
+    assert kept.num_rows == 6  # as many requests as errors: the budget is unchanged
+    assert sorted(kept["label"].to_pylist()) == ["no"] * 3 + ["yes"] * 3
+    ids = kept["id"].to_pylist()
+    assert len(set(ids)) == 6 and all(i in mining["id"].to_pylist() for i in ids)
+    # the "no" half are errors; the "yes" half rows the student got right
+    assert set(kept.filter(pa.array([l == "no" for l in kept["label"].to_pylist()]))["id"]
+               .to_pylist()) <= set(errors["id"].to_pylist())
+    # a task without labels (arithmetic): the errors, unchanged
+    no_labels = RoundView(errors=errors, mining=mining, budget=None, rng=random.Random(0))
+    assert build_strategy(StrategyConfig(keep_label_mix=True)).targets(no_labels) == errors
+
+
+def test_label_mix_is_a_compare_switch():
+    from engine.config import strategy_variant
+
+    assert strategy_variant("s3+label_mix") == {"name": "s3", "mine_from": "validation",
+                                                "keep_label_mix": True}
+
+
 def test_ablations_continue_training_and_spend_the_budget_at_once(tmp_path):
     cfg, history, gen_t, trainer = compare_loop(
         tmp_path, ["llm2llm"], seeds=[0], from_base=False, one_shot=True)

@@ -1,6 +1,6 @@
 """A lost node is survived: in a two-node local cluster, a generation stage has a vLLM
 replica on each node; the worker node's raylet is killed by its pid while that replica holds
-a batch, and the stage finishes on the head with every row answered once, the same rows as an
+a batch, and the stage finishes on the head with every row answered, the same rows as an
 undisturbed run (tests/integration/node_loss_job.py is the job)."""
 
 import json
@@ -50,7 +50,11 @@ def test_a_lost_node_is_survived_with_the_same_rows(tiny_model, tmp_path):
     assert [r["output"] for r in stage] == [r["output"] for r in undisturbed]
     keys = [k for p in sorted((out / "cache").glob("part-*.parquet"))
             for k in pq.read_table(p).column("key").to_pylist()]
-    assert len(keys) == len(set(keys)) == 16  # each row answered once
+    # every row stored; a batch whose answer was in the lost node's object store may be
+    # generated a second time (Ray rebuilds lost objects by running their task again), so
+    # the cache may hold that batch twice: at most the batches in flight (4 clients, 4 rows)
+    assert len(set(keys)) == 16 and len(keys) <= 16 + 4 * 4
     timing = json.loads((out / "stage.json").read_text())
     print(f"node lost (raylet killed) to the stage done: {timing['done_at'] - lost:.0f}s; "
-          f"the stage took {timing['seconds']:.0f}s in all")
+          f"the stage took {timing['seconds']:.0f}s in all; {len(keys) - 16} rows "
+          f"generated twice")

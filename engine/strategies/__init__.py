@@ -170,18 +170,18 @@ def keep_label_mix(errors: pa.Table, mining: pa.Table, rng: random.Random) -> pa
     share = {label: int(x) for label, x in exact.items()}
     for label in sorted(exact, key=lambda k: (share[k] - exact[k], k))[:n - sum(share.values())]:
         share[label] += 1
-    wrong = set(errors.column("id").to_pylist())
+    ids = mining.column("id").to_pylist()
+    by_id = {row_id: i for i, row_id in enumerate(errors.column("id").to_pylist())}
     picked = []
     for label in sorted(share):
         mine = [i for i, row_label in enumerate(labels) if row_label == label]
-        missed = [i for i in mine if mining["id"][i].as_py() in wrong]
-        right = [i for i in mine if mining["id"][i].as_py() not in wrong]
+        missed = [i for i in mine if ids[i] in by_id]
+        right = [i for i in mine if ids[i] not in by_id]
         take = rng.sample(missed, min(share[label], len(missed)))
         take += rng.sample(right, min(share[label] - len(take), len(right)))
         picked += take
-    by_id = {row_id: i for i, row_id in enumerate(errors.column("id").to_pylist())}
     # errors keep their own rows (trigger_prediction: the wrong answer); others the mining row
-    rows = [errors.slice(by_id[mining["id"][i].as_py()], 1) if mining["id"][i].as_py() in by_id
-            else mining.slice(i, 1) for i in sorted(picked)]
+    rows = [errors.slice(by_id[ids[i]], 1) if ids[i] in by_id else mining.slice(i, 1)
+            for i in sorted(picked)]
     return pa.concat_tables(rows) if rows else errors.slice(0, 0)
 

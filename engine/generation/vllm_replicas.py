@@ -6,7 +6,9 @@ would pay it again. Here a `ReplicaPool` starts the engines once; each pipeline'
 stage is a pool of thin `ReplicaClient` actors that forward batches to them, round-robin. The
 teacher's pool stays warm for the whole job. The student's model changes every round: its pool
 is replaced, or, kept warm, loads the new weights into its running engines (`load`, through
-engine/generation/weight_reload.py).
+engine/generation/weight_reload.py). A replica serves its calls side by side: their rows join
+one running batch (engine/generation/continuous_batch.py), so the engine never waits for a
+block to come back before starting the next.
 
 Failures: a replica is a Ray actor with `max_restarts`, and its calls are retried after a
 restart, so a replica process that dies mid-batch is started again and the batch re-run. An
@@ -38,6 +40,7 @@ from engine import fs
 from engine.config import GenerationConfig
 from engine.errors import ModelError, PlacementError, root_cause
 from engine.generation.cache import CACHE_KEY, ResponseCache
+from engine.generation.continuous_batch import ContinuousBatch
 from engine.placement import cluster_holds, no_room, replica_bundle
 from engine.records import GENERATED
 
@@ -55,7 +58,8 @@ def engine_kwargs(cfg: GenerationConfig) -> dict:
 
 
 class VLLMReplica:
-    """One vLLM engine in one Ray actor; `generate` runs a batch of chat requests."""
+    """One vLLM engine in one Ray actor; `generate` answers a batch of chat requests. Calls
+    run on threads of their own (max_concurrency), their rows in the engine's one batch."""
 
     def __init__(self, model: str, engine: dict, seed: int):
         from vllm import LLM
@@ -64,13 +68,16 @@ class VLLMReplica:
         # A student in a remote run_dir is fetched to this node first: vLLM loads local folders.
         self.llm = LLM(model=fs.localize(model), seed=seed,
                        worker_extension_cls=WEIGHT_RELOAD, **engine)
+        # every call's rows join one running batch (the replica serves calls side by side)
+        self.batch = ContinuousBatch(self.llm, rejects=_rejects())
         self.model = model  # whose weights the engine holds now (`load` changes them)
-        self.busy_s, self.calls = 0.0, 0  # time spent generating: is the engine kept fed?
+        self.calls = 0
 
     def info(self) -> dict:
         import ray
 
-        return {"name": self.name, "pid": os.getpid(), "busy_s": self.busy_s,
+        # busy_s: seconds the engine had rows to run (is it kept fed?)
+        return {"name": self.name, "pid": os.getpid(), "busy_s": self.batch.busy_s,
                 "calls": self.calls, "model": self.model,
                 "node": ray.get_runtime_context().get_node_id()}
 
@@ -78,11 +85,16 @@ class VLLMReplica:
         """Load `model`'s weights (same architecture and tokenizer) into the running engine;
         returns the seconds it took. Cached prefixes of the old weights are dropped."""
         start = time.perf_counter()
+        if model != self.model:  # (checked again on the engine thread: calls race to load)
+            self.batch.run(lambda: self._load(model))
+        return time.perf_counter() - start
+
+    def _load(self, model: str) -> None:
+        """On the engine thread, with no request in flight."""
         if model != self.model:
             self.llm.collective_rpc("load_weights_from", args=(fs.localize(model),))
             self.llm.reset_prefix_cache()
             self.model = model
-        return time.perf_counter() - start
 
     def generate(self, batch: pa.Table, model: str | None = None) -> pa.Table:
         """The batch's answers by `model` (default: the engine's). A replica Ray restarted
@@ -90,7 +102,7 @@ class VLLMReplica:
         the pool's current ones first."""
         from vllm.v1.engine.exceptions import EngineDeadError
 
-        start = time.perf_counter()
+        self.calls += 1
         try:
             if model is not None:
                 self.load(model)
@@ -100,20 +112,11 @@ class VLLMReplica:
             # (a fresh engine) and re-runs this batch, as for a replica that crashed outright.
             print(f"[replica {self.name}] vLLM engine died ({exc}); restarting", flush=True)
             os._exit(1)
-        finally:
-            self.busy_s += time.perf_counter() - start
-            self.calls += 1
 
     def _generate(self, batch: pa.Table) -> pa.Table:
         ids = batch.column("request_id").to_pylist()
         conversations = [json.loads(m) for m in batch.column("messages").to_pylist()]
-        params = self._params(batch)
-        try:
-            results = [self._row(o) for o in self._chat(conversations, params)]
-        except ValueError:
-            # A bad request (e.g. prompt longer than max_model_len) fails the whole call:
-            # redo row by row so only the bad rows become error rows.
-            results = [self._one(c, p) for c, p in zip(conversations, params)]
+        results = [self._row(o) for o in self._chat(conversations, self._params(batch))]
         return pa.Table.from_pylist(
             [{"request_id": i, **r, "cached": False, "attempts": 1, "replica": self.name}
              for i, r in zip(ids, results)], schema=GENERATED)
@@ -139,24 +142,29 @@ class VLLMReplica:
 
     def _chat(self, conversations: list, params: list) -> list:
         _test_hang_hook()
-        return self.llm.chat(conversations, params, use_tqdm=False)
-
-    def _one(self, conversation: list, params) -> dict:
-        try:
-            return self._row(self._chat([conversation], [params])[0])
-        except ValueError as exc:  # the request itself is bad; the engine is fine
-            return {"output": "", "prompt_tokens": 0, "completion_tokens": 0,
-                    "error": f"request rejected: {exc}"[:500]}
+        return self.batch.chat(conversations, params)
 
     @staticmethod
     def _row(out) -> dict:
+        if isinstance(out, Exception):  # rejected: e.g. a prompt longer than max_model_len
+            return {"output": "", "prompt_tokens": 0, "completion_tokens": 0,
+                    "error": f"request rejected: {out}"[:500]}
         completion = out.outputs[0]
         return {"output": completion.text, "prompt_tokens": len(out.prompt_token_ids or []),
                 "completion_tokens": len(completion.token_ids), "error": ""}
 
 
+def _rejects() -> tuple[type[Exception], ...]:
+    """The errors by which vLLM turns down a request, not the engine failing: a
+    VLLMValidationError (a prompt longer than max_model_len) is not a ValueError."""
+    from vllm.exceptions import VLLMClientError
+
+    return (ValueError, VLLMClientError)
+
+
 WEIGHT_RELOAD = "engine.generation.weight_reload.WeightReload"  # a vLLM worker extension
 HANG_HOOK = "LLM2LLM_TEST_HANG_ONCE"  # tests only: a marker file path
+REPLICA_CALLS = 64  # calls a replica serves at once (each waits on a thread of its own)
 CHECK_EVERY_S = 10.0  # how often a waiting client checks that its replica still has a place
 
 
@@ -188,7 +196,9 @@ class _Router:
         bundle = dict(options["bundle"])
         actor = {"num_cpus": bundle.pop("CPU"), "num_gpus": bundle.pop("GPU", 0),
                  "memory": bundle.pop("memory", None), "resources": bundle,
-                 **options["restarts"]}
+                 # calls run side by side, their rows in one batch (continuous_batch.py):
+                 # two clients per pipeline, pipelines of tasks side by side, info and load
+                 "max_concurrency": REPLICA_CALLS, **options["restarts"]}
         self.groups = [placement_group([options["bundle"]]) for _ in range(n)]
         self.model = model  # the weights the pool serves now (`reload` changes them)
         self._make = lambda k: ray.remote(VLLMReplica).options(

@@ -1,0 +1,137 @@
+"""One continuous batch per vLLM engine, fed by every call a replica serves at once.
+
+Why: `LLM.chat` answers one Ray Data block and returns; while its last rows decode the batch
+thins out (rows end at different lengths), and the next block waits in Ray's queue until the
+call is back, its conversations rendered only then. Here a replica's calls (the two clients
+each pipeline gives it, and other tasks' pipelines sharing the pool) hand their requests to one
+engine thread that adds them to the running batch at once and steps the engine while any is
+unfinished, so a block's rows start as soon as the engine has a free slot, not when the block
+before has ended. It is what vLLM's own server does (AsyncLLM), kept on the offline `LLM` that
+the replica already uses for weight reloads and the chat template.
+
+Only the engine thread touches the engine (vLLM's LLM is not thread-safe); callers wait on
+their own event. Each row is added on its own, so a bad request (prompt longer than
+max_model_len) fails its row only. An error stepping the engine fails every call waiting.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+
+class _Call:
+    """One caller's rows: results fill in by index as the engine finishes them."""
+
+    def __init__(self, n: int):
+        self.results: list = [None] * n
+        self.left = n
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        if n == 0:
+            self.done.set()
+
+    def finish(self, index: int, result) -> None:
+        self.results[index] = result
+        self.left -= 1
+        if self.left == 0:
+            self.done.set()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.done.set()
+
+
+class ContinuousBatch:
+    """Owns `llm` (a vllm.LLM, or anything with its `enqueue_chat` and `llm_engine`) from a
+    background thread. `chat` is safe to call from many threads at once. `rejects`: the
+    errors by which the engine turns down a request (the request is bad, not the engine)."""
+
+    def __init__(self, llm, rejects: tuple[type[BaseException], ...] = (ValueError,)):
+        self.llm, self.rejects = llm, rejects
+        self.busy_s = 0.0  # seconds the engine had requests to run
+        self._jobs: queue.Queue = queue.Queue()  # functions run on the engine thread
+        self._rows: dict[str, tuple[_Call, int]] = {}  # vLLM request id -> (call, index)
+        self._thread = threading.Thread(target=self._loop, name="vllm-engine", daemon=True)
+        self._thread.start()
+
+    def chat(self, conversations: list, params: list) -> list:
+        """One result per conversation, in order: vLLM's RequestOutput, or the error that
+        rejected that request (one of `rejects`). Raises what broke the engine, if anything did."""
+        call = _Call(len(conversations))
+        self._jobs.put(lambda: self._add(call, conversations, params))
+        call.done.wait()
+        if call.error is not None:
+            raise call.error
+        return call.results
+
+    def run(self, fn):
+        """fn() on the engine thread once the requests in flight have finished (a weight
+        load must not change the model under a running request); returns its result."""
+        call = _Call(1)
+
+        def job():
+            try:
+                self._drain()
+                call.finish(0, fn())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                call.fail(exc)
+
+        self._jobs.put(job)
+        call.done.wait()
+        if call.error is not None:
+            raise call.error
+        return call.results[0]
+
+    # -- the engine thread ------------------------------------------------------------------
+    def _loop(self) -> None:
+        engine = self.llm.llm_engine
+        while True:
+            if not engine.has_unfinished_requests():
+                self._jobs.get()()  # idle: sleep until a call comes
+            while True:  # every call that came meanwhile joins the batch before the next step
+                try:
+                    self._jobs.get_nowait()()
+                except queue.Empty:
+                    break
+            if engine.has_unfinished_requests():
+                self._step()
+
+    def _step(self) -> None:
+        start = time.perf_counter()
+        try:
+            outputs = self.llm.llm_engine.step()
+        except BaseException as exc:  # noqa: BLE001 - the engine broke: every waiter learns it
+            calls = {id(call): call for call, _ in self._rows.values()}
+            self._rows.clear()
+            for call in calls.values():
+                call.fail(exc)
+            return
+        finally:
+            self.busy_s += time.perf_counter() - start
+        for out in outputs:
+            # (a row whose call failed while adding its rows has no one waiting)
+            if out.finished and (row := self._rows.pop(out.request_id, None)) is not None:
+                call, index = row
+                call.finish(index, out)
+
+    def _drain(self) -> None:
+        while self.llm.llm_engine.has_unfinished_requests():
+            self._step()
+
+    def _add(self, call: _Call, conversations: list, params: list) -> None:
+        try:
+            for index, (conversation, p) in enumerate(zip(conversations, params)):
+                try:
+                    (request_id,) = self.llm.enqueue_chat([conversation], [p], use_tqdm=False)
+                except self.rejects as exc:  # this request is bad; the engine is fine
+                    call.finish(index, exc)
+                    continue
+                # vLLM answers under the id it was given (a counter); enqueue_chat returns
+                # its internal form, that id with a random suffix after a "-"
+                self._rows[request_id.split("-", 1)[0]] = (call, index)
+        except BaseException as exc:  # noqa: BLE001 - e.g. the engine died: tell the caller
+            for key in [k for k, (c, _) in self._rows.items() if c is call]:
+                del self._rows[key]
+            call.fail(exc)

@@ -1,0 +1,127 @@
+"""The replica's continuous batch (engine/generation/continuous_batch.py) against a fake engine
+that runs `max_num_seqs` requests per step, each for as many steps as its params say."""
+
+import threading
+import time
+
+import pytest
+
+from engine.generation.continuous_batch import ContinuousBatch
+
+
+class _Out:
+    def __init__(self, request_id: str, text: str):
+        self.request_id, self.text, self.finished = request_id, text, True
+
+
+class FakeEngine:
+    """vLLM's LLM as the batch uses it: enqueue_chat adds (internal id "<n>-<suffix>"),
+    llm_engine.step runs the first max_num_seqs unfinished requests one token each."""
+
+    def __init__(self, max_num_seqs: int = 4, fail_at_step: int | None = None):
+        self.max_num_seqs, self.fail_at_step = max_num_seqs, fail_at_step
+        self.queue: list[list] = []  # [external id, steps left, text], in arrival order
+        self.steps, self.n = 0, 0
+        self.llm_engine = self
+
+    def enqueue_chat(self, conversations, params, use_tqdm=True):
+        (conversation,), (steps,) = conversations, params
+        if conversation == "too long":
+            raise ValueError("prompt longer than max_model_len")
+        self.n += 1
+        self.queue.append([str(self.n), steps, f"answer to {conversation}"])
+        return [f"{self.n}-a1b2c3d4"]
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.queue)
+
+    def step(self):
+        time.sleep(0.005)  # let callers' threads in between steps
+        self.steps += 1
+        if self.steps == self.fail_at_step:
+            raise RuntimeError("engine core died")
+        finished = []
+        for row in self.queue[:self.max_num_seqs]:
+            row[1] -= 1
+            if row[1] == 0:
+                finished.append(_Out(row[0], row[2]))
+        self.queue = [r for r in self.queue if r[1] > 0]
+        return finished
+
+
+def _in_thread(fn, *args):
+    box = {}
+
+    def run():
+        try:
+            box["result"] = fn(*args)
+        except Exception as exc:  # noqa: BLE001 - the test looks at it
+            box["error"] = exc
+        box["at"] = time.monotonic()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, box
+
+
+def test_each_call_gets_its_own_rows_in_order():
+    batch = ContinuousBatch(FakeEngine())
+    out = batch.chat(["a", "b", "c"], [3, 1, 2])
+    assert [o.text for o in out] == ["answer to a", "answer to b", "answer to c"]
+    assert batch.busy_s > 0
+    assert batch.chat([], []) == []
+
+
+def test_a_second_call_joins_the_running_batch_instead_of_waiting_for_the_first():
+    engine = FakeEngine(max_num_seqs=4)
+    batch = ContinuousBatch(engine)
+    # the first call: three short rows and one long one; the second comes while it runs
+    first, a = _in_thread(batch.chat, ["a1", "a2", "a3", "a4"], [1, 1, 1, 20])
+    while engine.n < 4:
+        time.sleep(0.001)
+    second, b = _in_thread(batch.chat, ["b1", "b2", "b3", "b4"], [5, 5, 5, 5])
+    first.join(), second.join()
+    assert [o.text for o in b["result"]] == [f"answer to b{i}" for i in range(1, 5)]
+    assert [o.text for o in a["result"]][3] == "answer to a4"
+    # the second call's rows took the slots the short rows freed: it finished while the
+    # long row still ran, and the whole work took the long row's 20 steps (one call after
+    # the other would take 25)
+    assert b["at"] < a["at"]
+    assert engine.steps == 20
+
+
+def test_a_rejected_request_fails_its_row_only():
+    batch = ContinuousBatch(FakeEngine())
+    out = batch.chat(["a", "too long", "c"], [1, 1, 2])
+    assert isinstance(out[1], ValueError) and "max_model_len" in str(out[1])
+    assert [out[0].text, out[2].text] == ["answer to a", "answer to c"]
+
+
+def test_an_engine_that_breaks_fails_every_waiting_call():
+    engine = FakeEngine(fail_at_step=3)
+    batch = ContinuousBatch(engine)
+    calls = [_in_thread(batch.chat, [f"{k}{i}" for i in range(3)], [10, 10, 10]) for k in "xy"]
+    for thread, _ in calls:
+        thread.join(timeout=10)
+    assert all("engine core died" in str(box.get("error")) for _, box in calls)
+
+
+def test_run_waits_for_the_rows_in_flight():
+    engine = FakeEngine()
+    batch = ContinuousBatch(engine)
+    call, box = _in_thread(batch.chat, ["a"], [15])
+    while engine.n < 1:
+        time.sleep(0.001)
+    assert batch.run(lambda: len(engine.queue)) == 0  # a weight load never runs under a row
+    call.join()
+    assert box["result"][0].text == "answer to a"
+    with pytest.raises(KeyError):
+        batch.run(lambda: {}["missing"])  # the caller gets fn's error; the thread lives on
+    assert batch.chat(["z"], [1])[0].text == "answer to z"
+
+
+def test_replica_turns_a_rejected_request_into_an_error_row():
+    from engine.generation.vllm_replicas import VLLMReplica
+
+    row = VLLMReplica._row(ValueError("prompt of 5000 tokens is longer than 2048"))
+    assert row["output"] == "" and row["error"].startswith("request rejected: prompt of 5000")

@@ -172,4 +172,16 @@ def test_a_warm_student_engine_loads_new_weights_and_answers_as_a_fresh_engine(
     again = warm(requests(4, cfg, prefix="s"), round_1, "predict").column("output").to_pylist()
     assert again == expected
     assert ray.get(warm.pool.replicas[0].info.remote())["pid"] != engine["pid"]
+
+    # A request the engine turns down (longer than max_model_len: vLLM's VLLMValidationError)
+    # fails its own row; the rows beside it in the batch are answered.
+    rows = requests(3, cfg, prefix="t")
+    messages = rows.column("messages").to_pylist()
+    messages[1] = json.dumps([{"role": "user", "content": "word " * 2000}])
+    rows = rows.set_column(rows.schema.get_field_index("messages"), "messages",
+                           pa.array(messages))
+    out = warm(rows, round_1, "predict")
+    errors = out.column("error").to_pylist()
+    assert errors[1].startswith("request rejected") and "maximum context length" in errors[1]
+    assert errors[0] == errors[2] == "" and all(out.column("output").to_pylist()[::2])
     warm.shutdown()

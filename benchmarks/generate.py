@@ -9,6 +9,10 @@ same number of tokens. Throughput is completion tokens per second of generation;
 start-up is timed separately on both sides and reported, not counted (the engine keeps its
 teacher replicas warm across stages, so start-up is paid once per job, not per stage).
 
+`--tasks N` splits the prompts between N tasks whose calls run at once through the one pool, as
+tasks side by side do (engine/driver.py), and reports each task's seconds and `fairness`, the
+slowest task's tokens/s over the fastest's (1.0: the engine shared evenly).
+
 Threads: Ray sets OMP_NUM_THREADS to a replica's CPU count (`cpus_per_replica`), and on a small
 CPU machine that alone changes vLLM's speed (measured here: plain vLLM went from 89 s to 72 s
 for the default workload with OMP_NUM_THREADS=1 on 2 cores). The plain run gets the same
@@ -67,8 +71,10 @@ def run_plain_vllm(model: str, cfg: GenerationConfig, conversations: list, seed:
     return {"startup_s": startup, "seconds": seconds, "tokens": tokens}
 
 
-def run_engine(model: str, cfg: GenerationConfig, conversations: list, seed: int) -> dict:
+def run_engine(model: str, cfg: GenerationConfig, conversations: list, seed: int,
+               tasks: int = 1) -> dict:
     import ray
+    from concurrent.futures import ThreadPoolExecutor
 
     ray.init(address="local", num_cpus=max(8, os.cpu_count() or 1), include_dashboard=False)
     pipeline = GenerationPipeline(cfg, seed, cache=None, log=lambda m: print(m, flush=True))
@@ -78,17 +84,31 @@ def run_engine(model: str, cfg: GenerationConfig, conversations: list, seed: int
     start = time.perf_counter()
     pipeline.warm_up(model)
     startup = time.perf_counter() - start
-    start = time.perf_counter()
-    out = pipeline(requests, model, "benchmark")
+    start, started = time.perf_counter(), time.time()
+
+    def task(k: int) -> tuple[pa.Table, float]:  # every tasks-th prompt, from the k-th
+        rows = requests.take(list(range(k, requests.num_rows, tasks)))
+        out = pipeline(rows, model, f"task {k}")
+        return out, time.perf_counter() - start
+
+    with ThreadPoolExecutor(tasks) as pool:
+        done = list(pool.map(task, range(tasks)))
     seconds = time.perf_counter() - start
-    busy = sum(i["busy_s"] for i in ray.get([r.info.remote() for r in pipeline.pool.replicas]))
+    out = pa.concat_tables([o for o, _ in done])
+    infos = ray.get([r.info.remote() for r in pipeline.pool.replicas])
+    busy = sum(i["busy_s"] for i in infos)
+    # from the call to the first engine step: the pipeline's own start (Ray Data, clients)
+    first = min(i["first_step_at"] for i in infos) - started
     errors = [e for e in out.column("error").to_pylist() if e]
     if errors:
         raise SystemExit(f"{len(errors)} rows failed in the engine's pipeline: {errors[0]}")
     pipeline.shutdown()
     ray.shutdown()
     return {"startup_s": startup, "seconds": seconds, "replica_busy_s": busy,
-            "tokens": sum(out.column("completion_tokens").to_pylist())}
+            "first_step_s": first,
+            "tokens": sum(out.column("completion_tokens").to_pylist()),
+            "task_seconds": [round(s, 2) for _, s in done],
+            "task_tokens": [sum(o.column("completion_tokens").to_pylist()) for o, _ in done]}
 
 
 def main() -> None:
@@ -100,6 +120,8 @@ def main() -> None:
     parser.add_argument("--max-num-seqs", type=int, default=64)
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tasks", type=int, default=1,
+                        help="split the prompts between this many tasks generating at once")
 
     args = parser.parse_args()
 
@@ -113,14 +135,14 @@ def main() -> None:
     print(f"{len(conversations)} prompts x {args.max_tokens} tokens, {args.model}", flush=True)
     plain = run_plain_vllm(model, cfg, conversations, args.seed)
     print(f"plain vLLM: {plain}", flush=True)
-    engine = run_engine(model, cfg, conversations, args.seed)
+    engine = run_engine(model, cfg, conversations, args.seed, args.tasks)
     print(f"engine:     {engine}", flush=True)
     if engine["tokens"] != plain["tokens"]:
         raise SystemExit(f"token counts differ (engine {engine['tokens']}, vLLM "
                          f"{plain['tokens']}): the two runs did not do the same work")
     result = {
         "model": args.model, "prompts": len(conversations), "max_tokens": args.max_tokens,
-        "max_num_seqs": args.max_num_seqs, "replicas": args.replicas,
+        "max_num_seqs": args.max_num_seqs, "replicas": args.replicas, "tasks": args.tasks,
         "cpu_count": os.cpu_count(), "omp_num_threads": int(threads), "tokens": plain["tokens"],
         "engine_tokens_per_s": round(engine["tokens"] / engine["seconds"], 2),
         "vllm_tokens_per_s": round(plain["tokens"] / plain["seconds"], 2),
@@ -131,8 +153,13 @@ def main() -> None:
         # engines waited for work (Ray Data scheduling, transfers)
         "replica_busy_fraction": round(engine["replica_busy_s"] / args.replicas
                                        / engine["seconds"], 3),
+        "engine_first_step_s": round(engine["first_step_s"], 2),
     }
     result["ratio"] = round(result["engine_tokens_per_s"] / result["vllm_tokens_per_s"], 3)
+    if args.tasks > 1:
+        rates = [t / s for t, s in zip(engine["task_tokens"], engine["task_seconds"])]
+        result["task_seconds"] = engine["task_seconds"]
+        result["fairness"] = round(min(rates) / max(rates), 3)
     report(result, args.json)
 
 

@@ -51,6 +51,7 @@ class ContinuousBatch:
     def __init__(self, llm, rejects: tuple[type[BaseException], ...] = (ValueError,)):
         self.llm, self.rejects = llm, rejects
         self.busy_s = 0.0  # seconds the engine had requests to run
+        self.first_step_at: float | None = None  # time.time() of the first step
         self._jobs: queue.Queue = queue.Queue()  # functions run on the engine thread
         self._rows: dict[str, tuple[_Call, int]] = {}  # vLLM request id -> (call, index)
         self._thread = threading.Thread(target=self._loop, name="vllm-engine", daemon=True)
@@ -99,6 +100,8 @@ class ContinuousBatch:
                 self._step()
 
     def _step(self) -> None:
+        if self.first_step_at is None:
+            self.first_step_at = time.time()
         start = time.perf_counter()
         try:
             outputs = self.llm.llm_engine.step()

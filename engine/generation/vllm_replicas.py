@@ -78,7 +78,8 @@ class VLLMReplica:
 
         # busy_s: seconds the engine had rows to run (is it kept fed?)
         return {"name": self.name, "pid": os.getpid(), "busy_s": self.batch.busy_s,
-                "calls": self.calls, "model": self.model,
+                "first_step_at": self.batch.first_step_at, "calls": self.calls,
+                "model": self.model,
                 "node": ray.get_runtime_context().get_node_id()}
 
     def load(self, model: str) -> float:

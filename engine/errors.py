@@ -67,13 +67,23 @@ _DISK_FULL_TEXT = re.compile(r"No space left on device|Disk quota exceeded|Read-
 def storage_problem(exc: BaseException) -> str:
     """What a write failure means for the user, if it is one of DISK_FULL (also found in the
     text of an error raised in another process, such as a train worker's); else ""."""
-    seen = exc
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno in DISK_FULL:
-            return DISK_FULL[seen.errno]
-        seen = seen.__cause__ or seen.__context__
+    full = in_chain(exc, OSError, test=lambda e: e.errno in DISK_FULL)
+    if full is not None:
+        return DISK_FULL[full.errno]
     match = _DISK_FULL_TEXT.search(str(exc))
     return match.group(0).lower() if match else ""
+
+
+def in_chain(exc: BaseException, *types: type, test=lambda e: True) -> BaseException | None:
+    """The first error of `types` (passing `test`) in exc's chain of causes (Ray wraps a
+    worker's error in its own: a RayTaskError is also an instance of the error it carries)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, types) and test(exc):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _size(n: int) -> str:

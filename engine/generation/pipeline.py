@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from engine.config import GenerationConfig, TeacherConfig
 from engine.console import eta, progress
-from engine.errors import ModelError, PlacementError, StageError, root_cause
+from engine.errors import ModelError, PlacementError, StageError, in_chain, root_cause
 from engine.generation.cache import CACHE_KEY, ResponseCache, cache_key, model_fingerprint
 from engine.generation.openai_api import OpenAIChatUDF, Secret
 from engine.generation.vllm_replicas import ReplicaClient, ReplicaPool
@@ -109,10 +109,10 @@ class GenerationPipeline:
                 answered = sum(not r["error"] for r in done.values())
                 kept = (f"the {answered} rows answered so far are in the response cache: run "
                         f"the same command again to resume")
-                no_room = _in_chain(exc, PlacementError)
+                no_room = in_chain(exc, PlacementError)
                 if no_room is not None:
                     raise StageError(stage, f"{_message(no_room)}; {kept}") from None
-                if attempt == RESUMES or _in_chain(exc, *_lost_to_the_cluster()) is None:
+                if attempt == RESUMES or in_chain(exc, *_lost_to_the_cluster()) is None:
                     raise StageError(stage, f"generation stopped: {root_cause(exc)}. "
                                             f"{kept[0].upper()}{kept[1:]}") from None
                 self._recover_stored(keys, done)
@@ -324,18 +324,6 @@ def _lost_to_the_cluster() -> tuple[type, ...]:
 
     return (e.RayActorError, e.ObjectLostError, e.NodeDiedError, e.WorkerCrashedError,
             e.LocalRayletDiedError)
-
-
-def _in_chain(exc: BaseException, *types: type) -> BaseException | None:
-    """The first error of `types` in exc's chain of causes (Ray wraps a worker's error in its
-    own: a RayTaskError is also an instance of the error it carries)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, types):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
 
 
 def _message(exc: BaseException) -> str:

@@ -297,7 +297,8 @@ class GenerationPipeline:
                                        "cache_dir": cache_dir},
                 compute=ray.data.ActorPoolStrategy(size=workers))
         else:
-            # Two clients per replica: the next batch already waits at each engine.
+            # Two clients per replica: the next block is already in each engine's running
+            # batch when one ends (engine/generation/continuous_batch.py).
             ds = ds.map_batches(
                 ReplicaClient, batch_size=size, batch_format="pyarrow", num_cpus=0,
                 fn_constructor_kwargs={"router": pool.router, "model": model,

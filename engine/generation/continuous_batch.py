@@ -11,7 +11,14 @@ the replica already uses for weight reloads and the chat template.
 
 Only the engine thread touches the engine (vLLM's LLM is not thread-safe); callers wait on
 their own event. Each row is added on its own, so a bad request (prompt longer than
-max_model_len) fails its row only. An error stepping the engine fails every call waiting.
+max_model_len) fails its row only. Any other error adding or stepping leaves the engine in an
+unknown state (vLLM hands an engine error to one step, then waits forever): the batch is
+`broken`, every call waiting and every later one fails with that error, and the replica exits
+so that Ray starts it again (engine/generation/vllm_replicas.py).
+
+`stalled_s` tells a hung engine from a busy one: the seconds since the engine thread last made
+progress (a step, a row added, a job done) while it had work. A call's own wait says nothing
+about it once many calls share the batch.
 """
 
 from __future__ import annotations
@@ -50,22 +57,26 @@ class ContinuousBatch:
 
     def __init__(self, llm, rejects: tuple[type[BaseException], ...] = (ValueError,)):
         self.llm, self.rejects = llm, rejects
-        self.busy_s = 0.0  # seconds the engine had requests to run
+        self.busy_s = 0.0  # seconds spent in engine steps
         self.first_step_at: float | None = None  # time.time() of the first step
+        self.broken: BaseException | None = None  # what broke the engine, if anything did
         self._jobs: queue.Queue = queue.Queue()  # functions run on the engine thread
         self._rows: dict[str, tuple[_Call, int]] = {}  # vLLM request id -> (call, index)
+        self._idle = True  # the engine thread waits for work (so it is not stalled)
+        self._progress_at = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name="vllm-engine", daemon=True)
         self._thread.start()
 
     def chat(self, conversations: list, params: list) -> list:
         """One result per conversation, in order: vLLM's RequestOutput, or the error that
-        rejected that request (one of `rejects`). Raises what broke the engine, if anything did."""
+        rejected that request (one of `rejects`). Raises what broke the engine, if anything
+        did."""
+        if len(conversations) != len(params):
+            raise ValueError(f"{len(conversations)} conversations but {len(params)} "
+                             f"sampling params: one each")
         call = _Call(len(conversations))
         self._jobs.put(lambda: self._add(call, conversations, params))
-        call.done.wait()
-        if call.error is not None:
-            raise call.error
-        return call.results
+        return self._wait(call)
 
     def run(self, fn):
         """fn() on the engine thread once the requests in flight have finished (a weight
@@ -75,29 +86,54 @@ class ContinuousBatch:
         def job():
             try:
                 self._drain()
+            except BaseException as exc:  # noqa: BLE001 - e.g. an unknown finished request
+                self._break(exc)
+            if self.broken is not None:
+                call.fail(self.broken)
+                return
+            try:
                 call.finish(0, fn())
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            except Exception as exc:  # noqa: BLE001 - fn's own error, handed to the caller
                 call.fail(exc)
 
         self._jobs.put(job)
+        return self._wait(call)[0]
+
+    def stalled_s(self) -> float:
+        """Seconds the engine thread has had work without making progress (0 when idle)."""
+        return 0.0 if self._idle else time.monotonic() - self._progress_at
+
+    @staticmethod
+    def _wait(call: _Call) -> list:
         call.done.wait()
         if call.error is not None:
             raise call.error
-        return call.results[0]
+        return call.results
 
     # -- the engine thread ------------------------------------------------------------------
     def _loop(self) -> None:
-        engine = self.llm.llm_engine
         while True:
-            if not engine.has_unfinished_requests():
-                self._jobs.get()()  # idle: sleep until a call comes
-            while True:  # every call that came meanwhile joins the batch before the next step
-                try:
-                    self._jobs.get_nowait()()
-                except queue.Empty:
-                    break
-            if engine.has_unfinished_requests():
-                self._step()
+            try:
+                self._turn()
+            except BaseException as exc:  # noqa: BLE001 - the thread must live to fail callers
+                self._break(exc)
+
+    def _turn(self) -> None:
+        """Take the calls that came, then one engine step."""
+        engine = self.llm.llm_engine
+        if self.broken is not None or not engine.has_unfinished_requests():
+            self._idle = True
+            job = self._jobs.get()  # nothing to run: sleep until a call comes
+            self._idle = False
+            self._progressed()
+            job()
+        while True:  # every call that came meanwhile joins the batch before the next step
+            try:
+                self._jobs.get_nowait()()
+            except queue.Empty:
+                break
+        if self.broken is None and engine.has_unfinished_requests():
+            self._step()
 
     def _step(self) -> None:
         if self.first_step_at is None:
@@ -106,24 +142,28 @@ class ContinuousBatch:
         try:
             outputs = self.llm.llm_engine.step()
         except BaseException as exc:  # noqa: BLE001 - the engine broke: every waiter learns it
-            calls = {id(call): call for call, _ in self._rows.values()}
-            self._rows.clear()
-            for call in calls.values():
-                call.fail(exc)
+            self._break(exc)
             return
         finally:
             self.busy_s += time.perf_counter() - start
+        self._progressed()
         for out in outputs:
-            # (a row whose call failed while adding its rows has no one waiting)
-            if out.finished and (row := self._rows.pop(out.request_id, None)) is not None:
-                call, index = row
-                call.finish(index, out)
+            if not out.finished:
+                continue
+            if out.request_id not in self._rows:  # never silently: its caller would wait forever
+                raise RuntimeError(f"vLLM finished request {out.request_id!r}, which no call "
+                                   f"waits for (request ids are not what this module expects)")
+            call, index = self._rows.pop(out.request_id)
+            call.finish(index, out)
 
     def _drain(self) -> None:
-        while self.llm.llm_engine.has_unfinished_requests():
+        while self.broken is None and self.llm.llm_engine.has_unfinished_requests():
             self._step()
 
     def _add(self, call: _Call, conversations: list, params: list) -> None:
+        if self.broken is not None:
+            call.fail(self.broken)
+            return
         try:
             for index, (conversation, p) in enumerate(zip(conversations, params)):
                 try:
@@ -131,10 +171,21 @@ class ContinuousBatch:
                 except self.rejects as exc:  # this request is bad; the engine is fine
                     call.finish(index, exc)
                     continue
-                # vLLM answers under the id it was given (a counter); enqueue_chat returns
-                # its internal form, that id with a random suffix after a "-"
+                # vLLM answers under the id it was given (a counter, no "-" in it);
+                # enqueue_chat returns its internal form, that id + "-" + a random suffix
                 self._rows[request_id.split("-", 1)[0]] = (call, index)
-        except BaseException as exc:  # noqa: BLE001 - e.g. the engine died: tell the caller
-            for key in [k for k, (c, _) in self._rows.items() if c is call]:
-                del self._rows[key]
+                self._progressed()
+        except BaseException as exc:  # noqa: BLE001 - e.g. the engine died: nothing is safe
             call.fail(exc)
+            self._break(exc)
+
+    def _break(self, exc: BaseException) -> None:
+        """The engine is in an unknown state: fail every call waiting, and every later one."""
+        self.broken = self.broken or exc
+        calls = {id(call): call for call, _ in self._rows.values()}
+        self._rows.clear()
+        for call in calls.values():
+            call.fail(self.broken)
+
+    def _progressed(self) -> None:
+        self._progress_at = time.monotonic()

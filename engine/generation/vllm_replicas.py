@@ -12,11 +12,12 @@ block to come back before starting the next.
 
 Failures: a replica is a Ray actor with `max_restarts`, and its calls are retried after a
 restart, so a replica process that dies mid-batch is started again and the batch re-run. An
-engine that dies inside a live process (vLLM's EngineDeadError) exits the process on purpose,
-to get the same treatment. An engine that hangs (no answer for `stall_timeout_s`) is killed
-for good and replaced by a new replica (a restart would re-run the batch that hung it), and
-its batch goes to the next replica; a batch that hangs `max_stalls` engines is retried row by
-row, and a row that does so is quarantined: an error row with the reason, never retried
+engine that dies inside a live process (vLLM's EngineDeadError, or any error that leaves it in
+an unknown state) exits the process on purpose, to get the same treatment. An engine that
+hangs (no progress for `stall_timeout_s` while it has work) is killed for good and replaced by
+a new replica (a restart would re-run the batches that hung it), and the batches it held go to
+the next replica; a batch that was in `max_stalls` hung engines is retried row by row, and a
+row that is so on its own is quarantined: an error row with the reason, never retried
 forever. A replica whose node is lost is restarted by Ray on the nodes left, its placement
 group placed again, its batch re-run; time spent waiting for that room is not a hang. Room
 held by other work (another task's training) is waited for; but if the nodes left are too
@@ -82,6 +83,11 @@ class VLLMReplica:
                 "model": self.model,
                 "node": ray.get_runtime_context().get_node_id()}
 
+    def stalled_s(self) -> float:
+        """Seconds the engine has had work without progress: the clients' hang watchdog asks
+        (in the "control" concurrency group, so calls filling every thread do not block it)."""
+        return self.batch.stalled_s()
+
     def load(self, model: str) -> float:
         """Load `model`'s weights (same architecture and tokenizer) into the running engine;
         returns the seconds it took. Cached prefixes of the old weights are dropped."""
@@ -108,9 +114,12 @@ class VLLMReplica:
             if model is not None:
                 self.load(model)
             return self._generate(batch)
-        except EngineDeadError as exc:
-            # The process is alive but its engine is not: exit so Ray restarts the replica
-            # (a fresh engine) and re-runs this batch, as for a replica that crashed outright.
+        except Exception as exc:
+            if not isinstance(exc, EngineDeadError) and self.batch.broken is None:
+                raise
+            # The process is alive but its engine is not (or in an unknown state): exit so
+            # Ray restarts the replica (a fresh engine) and re-runs this batch, as for a
+            # replica that crashed outright.
             print(f"[replica {self.name}] vLLM engine died ({exc}); restarting", flush=True)
             os._exit(1)
 
@@ -142,7 +151,8 @@ class VLLMReplica:
         return out
 
     def _chat(self, conversations: list, params: list) -> list:
-        _test_hang_hook()
+        if _test_hang_now():  # the engine thread blocks, as a hung engine's does
+            self.batch.run(lambda: time.sleep(10 ** 6))
         return self.batch.chat(conversations, params)
 
     @staticmethod
@@ -166,18 +176,20 @@ def _rejects() -> tuple[type[Exception], ...]:
 WEIGHT_RELOAD = "engine.generation.weight_reload.WeightReload"  # a vLLM worker extension
 HANG_HOOK = "LLM2LLM_TEST_HANG_ONCE"  # tests only: a marker file path
 REPLICA_CALLS = 64  # calls a replica serves at once (each waits on a thread of its own)
+CONTROL = "control"  # a replica's concurrency group for the watchdog's questions
 CHECK_EVERY_S = 10.0  # how often a waiting client checks that its replica still has a place
 
 
-def _test_hang_hook() -> None:
+def _test_hang_now() -> bool:
     """Integration tests make an engine hang with it: when the environment names a marker
-    file that does not exist yet, the first batch creates it and never returns (the next
+    file that does not exist yet, the first batch creates it and hangs its engine (the next
     engine, with the file there, answers)."""
     marker = os.environ.get(HANG_HOOK)
     if marker and not os.path.exists(marker):
         with open(marker, "w") as f:
             f.write(f"hung {os.getpid()}\n")
-        time.sleep(10 ** 6)
+        return True
+    return False
 
 
 class _Router:
@@ -199,7 +211,8 @@ class _Router:
                  "memory": bundle.pop("memory", None), "resources": bundle,
                  # calls run side by side, their rows in one batch (continuous_batch.py):
                  # two clients per pipeline, pipelines of tasks side by side, info and load
-                 "max_concurrency": REPLICA_CALLS, **options["restarts"]}
+                 "max_concurrency": REPLICA_CALLS, "concurrency_groups": {CONTROL: 2},
+                 **options["restarts"]}
         self.groups = [placement_group([options["bundle"]]) for _ in range(n)]
         self.model = model  # the weights the pool serves now (`reload` changes them)
         self._make = lambda k: ray.remote(VLLMReplica).options(
@@ -336,8 +349,11 @@ class ReplicaClient:
     Holds no engine and reserves no CPU. With a cache_dir, it stores the batch's answers
     before handing them on, so they survive the driver being killed.
 
-    It is also the hang watchdog: each call waits `stall_timeout_s` at most (see the module
-    docstring). A retried row's `attempts` counts every engine it was sent to."""
+    It is also the hang watchdog: a replica whose engine made no progress for
+    `stall_timeout_s` while it had work (or that did not answer that question) is hung (see
+    the module docstring); a call waiting behind many others on a busy engine is not. Every
+    batch that was in a hung engine's batch counts the stall. A retried row's `attempts`
+    counts every engine it was sent to."""
 
     def __init__(self, router, model: str | None = None, cache_dir: str | None = None,
                  stall_timeout_s: float | None = None, max_stalls: int = 2,
@@ -380,7 +396,7 @@ class ReplicaClient:
             index, replica = ray.get(self.router.next.remote())
             ref = replica.generate.remote(batch, self.model)
             try:
-                out = self._wait(index, ref)
+                out = self._wait(index, ref, replica)
             except ray.exceptions.GetTimeoutError:
                 stalls += 1
                 ray.get(self.router.replace.remote(index, replica))
@@ -393,9 +409,12 @@ class ReplicaClient:
             except ray.exceptions.RayActorError:
                 # Ray re-runs a batch whose replica crashed while restarts remain; it fails
                 # here only if that replica is gone for good, or was replaced as hung by
-                # another client while this batch waited behind the hung one
+                # another client: this batch was in the engine's batch that hung
                 if ray.get(self.router.is_current.remote(index, replica)):
                     raise
+                stalls += 1
+                if stalls >= self.max_stalls:
+                    return None, stalls
                 continue
             if stalls or tried:
                 tries = pa.array([a + tried + stalls for a in out.column("attempts").to_pylist()],
@@ -403,30 +422,45 @@ class ReplicaClient:
                 out = out.set_column(out.schema.get_field_index("attempts"), "attempts", tries)
             return out, stalls
 
-    def _wait(self, index: int, ref):
-        """Replica `index`'s answer (`ref`). Raises GetTimeoutError once the replica has had
-        its place stall_s seconds without answering (hung), PlacementError once it has been
-        without a place (its node lost, the nodes left too small) for placement_s seconds.
-        Waiting for a place is not a hang: Ray re-runs the batch when the replica is back."""
+    def _wait(self, index: int, ref, replica):
+        """Replica `index`'s answer (`ref`). Raises GetTimeoutError once the replica, in its
+        place, has gone stall_s seconds without progress (hung), PlacementError once it has
+        been without a place (its node lost, the nodes left too small) for placement_s
+        seconds. Waiting for a place is not a hang: Ray re-runs the batch when the replica is
+        back."""
         import ray
 
-        working = lost = 0.0  # seconds waited with a place, and (in a row) without one
+        stalled = lost = 0.0  # seconds the engine went without progress; without a place
         while True:
             step = CHECK_EVERY_S if self.stall_s is None else \
-                max(0.0, min(CHECK_EVERY_S, self.stall_s - working))
+                max(0.0, min(CHECK_EVERY_S, self.stall_s - stalled))
             began = time.monotonic()
             try:
                 return ray.get(ref, timeout=step)
             except ray.exceptions.GetTimeoutError:
-                waited = time.monotonic() - began
+                pass
             place = ray.get(self.router.place.remote(index))
             if place == "placed":
-                working, lost = working + waited, 0.0
-                if self.stall_s is not None and working >= self.stall_s:
-                    raise ray.exceptions.GetTimeoutError(f"no answer in {working:.0f}s")
+                lost = 0.0
+                engine = self._stalled(replica)  # None: the replica did not answer
+                stalled = stalled + time.monotonic() - began if engine is None else engine
+                if self.stall_s is not None and stalled >= self.stall_s:
+                    raise ray.exceptions.GetTimeoutError(f"no progress in {stalled:.0f}s")
             elif place == "waiting":  # for room other work holds: it will be freed
                 lost = 0.0
             else:
-                lost += waited
+                lost += time.monotonic() - began
                 if lost >= self.placement_s:
                     raise PlacementError(ray.get(self.router.no_room.remote(lost)))
+
+    @staticmethod
+    def _stalled(replica) -> float | None:
+        """Seconds the replica's engine has had work without progress; None if it does not
+        answer within CHECK_EVERY_S (its process hangs, or Ray is restarting it)."""
+        import ray
+
+        try:
+            return ray.get(replica.stalled_s.options(concurrency_group=CONTROL).remote(),
+                           timeout=CHECK_EVERY_S)
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
+            return None

@@ -12,7 +12,7 @@ import pytest
 from engine.config import GenerationConfig
 from engine.generation.cache import ResponseCache
 from engine.generation.pipeline import GenerationPipeline
-from engine.generation.vllm_replicas import HANG_HOOK, ReplicaClient, _Router
+from engine.generation.vllm_replicas import CONTROL, HANG_HOOK, ReplicaClient, _Router
 from engine.records import GENERATED
 from engine.sampling import sampling_params, to_json
 
@@ -62,11 +62,18 @@ def test_a_hung_replica_is_replaced_and_every_row_answered_once(ray_with_hang_ho
 
 
 class StubReplica:
-    """A replica without an engine: a row whose text has HANG never gets an answer."""
+    """A replica without an engine: a row whose text has HANG hangs it (no progress since)."""
+
+    def __init__(self):
+        self.hung_since = None
+
+    def stalled_s(self) -> float:
+        return 0.0 if self.hung_since is None else time.monotonic() - self.hung_since
 
     def generate(self, batch: pa.Table, model: str | None = None) -> pa.Table:
         messages = batch.column("messages").to_pylist()
         if any("HANG" in m for m in messages):
+            self.hung_since = time.monotonic()
             time.sleep(10 ** 6)
         return pa.Table.from_pylist(
             [{"request_id": r, "output": "ok", "prompt_tokens": 1, "completion_tokens": 1,
@@ -79,7 +86,8 @@ def test_a_row_that_hangs_every_engine_is_quarantined(ray_with_hang_hook):
 
     class StubRouter(_Router):  # the pool's router, over stub replicas
         def __init__(self, n):
-            self._make = lambda k: ray.remote(num_cpus=0)(StubReplica).remote()
+            self._make = lambda k: ray.remote(num_cpus=0)(StubReplica).options(
+                concurrency_groups={CONTROL: 1}).remote()
             self.replicas = [self._make(k) for k in range(n)]
             self.groups, self.i, self.replaced = [], -1, 0
 

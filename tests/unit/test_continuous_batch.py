@@ -18,8 +18,10 @@ class FakeEngine:
     """vLLM's LLM as the batch uses it: enqueue_chat adds (internal id "<n>-<suffix>"),
     llm_engine.step runs the first max_num_seqs unfinished requests one token each."""
 
-    def __init__(self, max_num_seqs: int = 4, fail_at_step: int | None = None):
+    def __init__(self, max_num_seqs: int = 4, fail_at_step: int | None = None,
+                 answer_ids=str):
         self.max_num_seqs, self.fail_at_step = max_num_seqs, fail_at_step
+        self.answer_ids = answer_ids  # how outputs name a request (vLLM: its external id)
         self.queue: list[list] = []  # [external id, steps left, text], in arrival order
         self.steps, self.n = 0, 0
         self.llm_engine = self
@@ -28,6 +30,8 @@ class FakeEngine:
         (conversation,), (steps,) = conversations, params
         if conversation == "too long":
             raise ValueError("prompt longer than max_model_len")
+        if conversation == "explode":
+            raise RuntimeError("engine core unreachable")
         self.n += 1
         self.queue.append([str(self.n), steps, f"answer to {conversation}"])
         return [f"{self.n}-a1b2c3d4"]
@@ -38,13 +42,15 @@ class FakeEngine:
     def step(self):
         time.sleep(0.005)  # let callers' threads in between steps
         self.steps += 1
+        if self.fail_at_step is not None and self.steps > self.fail_at_step:
+            time.sleep(3600)  # as vLLM: an engine error is handed to one step, then none come
         if self.steps == self.fail_at_step:
             raise RuntimeError("engine core died")
         finished = []
         for row in self.queue[:self.max_num_seqs]:
             row[1] -= 1
             if row[1] == 0:
-                finished.append(_Out(row[0], row[2]))
+                finished.append(_Out(self.answer_ids(row[0]), row[2]))
         self.queue = [r for r in self.queue if r[1] > 0]
         return finished
 
@@ -97,13 +103,57 @@ def test_a_rejected_request_fails_its_row_only():
     assert [out[0].text, out[2].text] == ["answer to a", "answer to c"]
 
 
-def test_an_engine_that_breaks_fails_every_waiting_call():
+def test_an_engine_that_breaks_fails_every_waiting_call_and_every_later_one():
     engine = FakeEngine(fail_at_step=3)
     batch = ContinuousBatch(engine)
     calls = [_in_thread(batch.chat, [f"{k}{i}" for i in range(3)], [10, 10, 10]) for k in "xy"]
     for thread, _ in calls:
         thread.join(timeout=10)
     assert all("engine core died" in str(box.get("error")) for _, box in calls)
+    # the engine is never stepped again (vLLM's would wait forever): later calls fail at once
+    later, box = _in_thread(batch.chat, ["z"], [1])
+    later.join(timeout=10)
+    assert not later.is_alive() and "engine core died" in str(box["error"])
+    with pytest.raises(RuntimeError, match="engine core died"):
+        batch.run(lambda: "a weight load")
+    assert batch.broken is not None and engine.steps == 3
+
+
+def test_an_error_adding_a_row_breaks_the_batch_for_every_call():
+    engine = FakeEngine()
+    batch = ContinuousBatch(engine)
+    waiting, box = _in_thread(batch.chat, ["a"], [200])
+    while engine.n < 1:
+        time.sleep(0.001)
+    with pytest.raises(RuntimeError, match="unreachable"):
+        batch.chat(["b", "explode", "c"], [1, 1, 1])
+    waiting.join(timeout=10)
+    assert "unreachable" in str(box["error"])
+
+
+def test_an_answer_no_call_waits_for_breaks_the_batch_instead_of_hanging_its_caller():
+    batch = ContinuousBatch(FakeEngine(answer_ids=lambda rid: f"req-{rid}"))
+    call, box = _in_thread(batch.chat, ["a"], [2])
+    call.join(timeout=10)
+    assert not call.is_alive() and "which no call waits for" in str(box["error"])
+
+
+def test_stalled_is_zero_while_idle_and_grows_while_the_engine_thread_is_stuck():
+    batch = ContinuousBatch(FakeEngine())
+    assert batch.chat(["a"], [3])[0].text == "answer to a"
+    time.sleep(0.2)
+    assert batch.stalled_s() == 0.0  # idle, however long: not stalled
+    stuck, _ = _in_thread(batch.run, lambda: time.sleep(0.5))  # a hung engine, for a while
+    time.sleep(0.3)
+    assert 0.2 < batch.stalled_s() < 0.5
+    stuck.join()
+    time.sleep(0.05)
+    assert batch.stalled_s() == 0.0
+
+
+def test_conversations_and_params_must_pair_up():
+    with pytest.raises(ValueError, match="2 conversations but 1 sampling params"):
+        ContinuousBatch(FakeEngine()).chat(["a", "b"], [1])
 
 
 def test_run_waits_for_the_rows_in_flight():
@@ -121,7 +171,11 @@ def test_run_waits_for_the_rows_in_flight():
 
 
 def test_replica_turns_a_rejected_request_into_an_error_row():
-    from engine.generation.vllm_replicas import VLLMReplica
+    from vllm.exceptions import VLLMValidationError
+
+    from engine.generation.vllm_replicas import VLLMReplica, _rejects
 
     row = VLLMReplica._row(ValueError("prompt of 5000 tokens is longer than 2048"))
     assert row["output"] == "" and row["error"].startswith("request rejected: prompt of 5000")
+    # vLLM's own error for a prompt longer than max_model_len is no ValueError
+    assert issubclass(VLLMValidationError, _rejects())

@@ -138,15 +138,29 @@ class FakeRouter:
         return self.places.pop(0) if len(self.places) > 1 else self.places[0]
 
 
+class FakeReplica:
+    """stalled_s answers `stalled` (seconds its engine went without progress); NO_ANSWER: the
+    question times out, as for a replica whose process hangs."""
+
+    def __init__(self, stalled):
+        method = Remote(lambda: stalled)
+        method.options = lambda **kw: method
+        self.stalled_s = method
+
+
+NO_ANSWER = "NO_ANSWER"
+
+
 def fake_ray_get(answer_after_checks=None, router=None):
     """ray.get over plain values, where the answer ref ("ANSWER") times out each time, until
     the router has been checked `answer_after_checks` times."""
     import ray.exceptions
 
     def get(ref, timeout=None):
-        if ref == "ANSWER":
+        if ref in ("ANSWER", NO_ANSWER):
             time.sleep(timeout or 0)
-            if answer_after_checks is not None and router.checks >= answer_after_checks:
+            if ref == "ANSWER" and answer_after_checks is not None and \
+                    router.checks >= answer_after_checks:
                 return "rows"
             raise ray.exceptions.GetTimeoutError("not yet")
         return ref
@@ -167,7 +181,7 @@ def test_a_replica_without_a_place_on_nodes_too_small_stops_with_placement_error
     monkeypatch.setattr(ray, "get", fake_ray_get())
     client = ReplicaClient(router, stall_timeout_s=0.05, placement_timeout_s=0.1)
     with pytest.raises(PlacementError, match=r"no room after 0\.1\ds"):
-        client._wait(0, "ANSWER")
+        client._wait(0, "ANSWER", FakeReplica(NO_ANSWER))
     # no stall was counted meanwhile (0.05 s): a replica without a place is not hung
     assert router.checks >= 5
 
@@ -181,17 +195,28 @@ def test_a_replica_waiting_for_room_other_work_holds_waits_then_answers(
     router = FakeRouter(["waiting"] * 30 + ["placed"])
     monkeypatch.setattr(ray, "get", fake_ray_get(answer_after_checks=31, router=router))
     client = ReplicaClient(router, stall_timeout_s=0.05, placement_timeout_s=0.05)
-    assert client._wait(0, "ANSWER") == "rows"
+    assert client._wait(0, "ANSWER", FakeReplica(NO_ANSWER)) == "rows"
 
 
-def test_a_replica_with_its_place_that_does_not_answer_is_hung(monkeypatch, quick_checks):
+@pytest.mark.parametrize("stalled", [NO_ANSWER, 1e9], ids=["no answer", "engine stuck"])
+def test_a_replica_in_its_place_without_progress_is_hung(monkeypatch, quick_checks, stalled):
     import ray
 
     router = FakeRouter(["placed"])
     monkeypatch.setattr(ray, "get", fake_ray_get())
     client = ReplicaClient(router, stall_timeout_s=0.05, placement_timeout_s=10)
     with pytest.raises(ray.exceptions.GetTimeoutError):
-        client._wait(0, "ANSWER")
+        client._wait(0, "ANSWER", FakeReplica(stalled))
+
+
+def test_a_call_waiting_behind_others_on_a_busy_engine_is_not_hung(monkeypatch, quick_checks):
+    import ray
+
+    # the call waits 40 checks, far past stall_timeout_s, but the engine keeps stepping
+    router = FakeRouter(["placed"])
+    monkeypatch.setattr(ray, "get", fake_ray_get(answer_after_checks=40, router=router))
+    client = ReplicaClient(router, stall_timeout_s=0.05, placement_timeout_s=10)
+    assert client._wait(0, "ANSWER", FakeReplica(0.001)) == "rows"
 
 
 # -- Ray Train's worker group after a lost node -------------------------------------------------

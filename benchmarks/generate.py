@@ -98,7 +98,8 @@ def run_engine(model: str, cfg: GenerationConfig, conversations: list, seed: int
     infos = ray.get([r.info.remote() for r in pipeline.pool.replicas])
     busy = sum(i["busy_s"] for i in infos)
     # from the call to the first engine step: the pipeline's own start (Ray Data, clients)
-    first = min(i["first_step_at"] for i in infos) - started
+    first = min((i["first_step_at"] for i in infos if i["first_step_at"]), default=started) \
+        - started
     errors = [e for e in out.column("error").to_pylist() if e]
     if errors:
         raise SystemExit(f"{len(errors)} rows failed in the engine's pipeline: {errors[0]}")
@@ -149,8 +150,8 @@ def main() -> None:
         "engine_seconds": round(engine["seconds"], 2), "vllm_seconds": round(plain["seconds"], 2),
         "engine_startup_s": round(engine["startup_s"], 2),
         "vllm_startup_s": round(plain["startup_s"], 2),
-        # time the replicas spent inside LLM.chat, over the pipeline's wall time: below 1, the
-        # engines waited for work (Ray Data scheduling, transfers)
+        # time the replicas' engines spent stepping, over the pipeline's wall time: below 1,
+        # the engines waited for work (Ray Data scheduling, transfers, rendering prompts)
         "replica_busy_fraction": round(engine["replica_busy_s"] / args.replicas
                                        / engine["seconds"], 3),
         "engine_first_step_s": round(engine["first_step_s"], 2),

@@ -161,6 +161,9 @@ class VLLMReplica:
             return {"output": "", "prompt_tokens": 0, "completion_tokens": 0,
                     "error": f"request rejected: {out}"[:500]}
         completion = out.outputs[0]
+        if completion.finish_reason in ("abort", "error"):  # no answer: never cache it as one
+            return {"output": "", "prompt_tokens": 0, "completion_tokens": 0,
+                    "error": f"the engine ended the request: {completion.finish_reason}"}
         return {"output": completion.text, "prompt_tokens": len(out.prompt_token_ids or []),
                 "completion_tokens": len(completion.token_ids), "error": ""}
 

@@ -179,3 +179,16 @@ def test_replica_turns_a_rejected_request_into_an_error_row():
     assert row["output"] == "" and row["error"].startswith("request rejected: prompt of 5000")
     # vLLM's own error for a prompt longer than max_model_len is no ValueError
     assert issubclass(VLLMValidationError, _rejects())
+
+
+def test_replica_never_takes_an_aborted_request_for_an_answer():
+    from types import SimpleNamespace
+
+    from engine.generation.vllm_replicas import VLLMReplica
+
+    out = SimpleNamespace(prompt_token_ids=[1, 2], outputs=[SimpleNamespace(
+        text="", token_ids=[], finish_reason="abort")])
+    assert VLLMReplica._row(out)["error"] == "the engine ended the request: abort"
+    out.outputs[0].finish_reason, out.outputs[0].text, out.outputs[0].token_ids = "stop", "hi", [5]
+    assert VLLMReplica._row(out) == {"output": "hi", "prompt_tokens": 2, "completion_tokens": 1,
+                                     "error": ""}

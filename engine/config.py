@@ -263,13 +263,14 @@ class GenerationConfig(Strict):
                              "to this many times; then the stage fails (answers so far stay "
                              "in the cache)")
     stall_timeout_s: float | None = Field(
-        900, gt=0, description="a replica that returns nothing for a batch within this many "
-                               "seconds is taken as hung: it is killed and started again, and "
-                               "the batch goes to the next replica; null: wait forever")
+        900, gt=0, description="a replica whose engine makes no progress for this many "
+                               "seconds while it has rows to answer (or does not answer that "
+                               "question) is taken as hung: it is killed and started again, "
+                               "and its batches go to the next replica; null: wait forever")
     max_stalls: int = Field(
-        2, ge=1, description="a batch that hangs this many engines is retried row by row; a "
-                             "row that hangs this many is quarantined (an error row with the "
-                             "reason), not retried forever")
+        2, ge=1, description="a batch that was in this many hung engines is retried row by "
+                             "row; a row that is so on its own is quarantined (an error row "
+                             "with the reason), not retried forever")
     placement_timeout_s: float = Field(
         600, gt=0, description="a replica whose node is lost is started again on the nodes "
                                "left (its batch re-run); if none has room for it within this "

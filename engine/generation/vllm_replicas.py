@@ -214,11 +214,12 @@ class _Router:
                  "memory": bundle.pop("memory", None), "resources": bundle,
                  # calls run side by side, their rows in one batch (continuous_batch.py):
                  # two clients per pipeline, pipelines of tasks side by side, info and load
-                 "max_concurrency": REPLICA_CALLS, "concurrency_groups": {CONTROL: 2},
-                 **options["restarts"]}
+                 "max_concurrency": REPLICA_CALLS, **options["restarts"]}
         self.groups = [placement_group([options["bundle"]]) for _ in range(n)]
         self.model = model  # the weights the pool serves now (`reload` changes them)
-        self._make = lambda k: ray.remote(VLLMReplica).options(
+        # (concurrency groups are set in ray.remote, never in .options())
+        replica = ray.remote(concurrency_groups={CONTROL: 2})(VLLMReplica)
+        self._make = lambda k: replica.options(
             **actor, scheduling_strategy=PlacementGroupSchedulingStrategy(
                 self.groups[k], placement_group_bundle_index=0,
                 placement_group_capture_child_tasks=True)).remote(self.model, engine, seed)

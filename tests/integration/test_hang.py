@@ -86,8 +86,8 @@ def test_a_row_that_hangs_every_engine_is_quarantined(ray_with_hang_hook):
 
     class StubRouter(_Router):  # the pool's router, over stub replicas
         def __init__(self, n):
-            self._make = lambda k: ray.remote(num_cpus=0)(StubReplica).options(
-                concurrency_groups={CONTROL: 1}).remote()
+            self._make = lambda k: ray.remote(num_cpus=0, concurrency_groups={CONTROL: 1})(
+                StubReplica).remote()
             self.replicas = [self._make(k) for k in range(n)]
             self.groups, self.i, self.replaced = [], -1, 0
 

@@ -77,7 +77,7 @@ class VLLMReplica:
     def info(self) -> dict:
         import ray
 
-        # busy_s: seconds the engine had rows to run (is it kept fed?)
+        # busy_s: seconds spent in engine steps (is the engine kept fed?)
         return {"name": self.name, "pid": os.getpid(), "busy_s": self.batch.busy_s,
                 "first_step_at": self.batch.first_step_at, "calls": self.calls,
                 "model": self.model,

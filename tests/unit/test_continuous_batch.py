@@ -70,6 +70,15 @@ def _in_thread(fn, *args):
     return thread, box
 
 
+def _started(batch, engine, conversations, params):
+    """A chat call in a thread, returned once the engine holds its rows."""
+    added = engine.n + len(conversations)
+    thread, box = _in_thread(batch.chat, conversations, params)
+    while engine.n < added:
+        time.sleep(0.001)
+    return thread, box
+
+
 def test_each_call_gets_its_own_rows_in_order():
     batch = ContinuousBatch(FakeEngine())
     out = batch.chat(["a", "b", "c"], [3, 1, 2])
@@ -82,9 +91,7 @@ def test_a_second_call_joins_the_running_batch_instead_of_waiting_for_the_first(
     engine = FakeEngine(max_num_seqs=4)
     batch = ContinuousBatch(engine)
     # the first call: three short rows and one long one; the second comes while it runs
-    first, a = _in_thread(batch.chat, ["a1", "a2", "a3", "a4"], [1, 1, 1, 20])
-    while engine.n < 4:
-        time.sleep(0.001)
+    first, a = _started(batch, engine, ["a1", "a2", "a3", "a4"], [1, 1, 1, 20])
     second, b = _in_thread(batch.chat, ["b1", "b2", "b3", "b4"], [5, 5, 5, 5])
     first.join(), second.join()
     assert [o.text for o in b["result"]] == [f"answer to b{i}" for i in range(1, 5)]
@@ -122,9 +129,7 @@ def test_an_engine_that_breaks_fails_every_waiting_call_and_every_later_one():
 def test_an_error_adding_a_row_breaks_the_batch_for_every_call():
     engine = FakeEngine()
     batch = ContinuousBatch(engine)
-    waiting, box = _in_thread(batch.chat, ["a"], [200])
-    while engine.n < 1:
-        time.sleep(0.001)
+    waiting, box = _started(batch, engine, ["a"], [200])
     with pytest.raises(RuntimeError, match="unreachable"):
         batch.chat(["b", "explode", "c"], [1, 1, 1])
     waiting.join(timeout=10)
@@ -159,9 +164,7 @@ def test_conversations_and_params_must_pair_up():
 def test_run_waits_for_the_rows_in_flight():
     engine = FakeEngine()
     batch = ContinuousBatch(engine)
-    call, box = _in_thread(batch.chat, ["a"], [15])
-    while engine.n < 1:
-        time.sleep(0.001)
+    call, box = _started(batch, engine, ["a"], [15])
     assert batch.run(lambda: len(engine.queue)) == 0  # a weight load never runs under a row
     call.join()
     assert box["result"][0].text == "answer to a"

@@ -73,6 +73,7 @@ class VLLMReplica:
         self.batch = ContinuousBatch(self.llm, rejects=_rejects())
         self.model = model  # whose weights the engine holds now (`load` changes them)
         self.calls = 0
+        self.rows_answered = 0  # rows of the calls that returned
 
     def info(self) -> dict:
         import ray
@@ -80,6 +81,7 @@ class VLLMReplica:
         # busy_s: seconds spent in engine steps (is the engine kept fed?)
         return {"name": self.name, "pid": os.getpid(), "busy_s": self.batch.busy_s,
                 "first_step_at": self.batch.first_step_at, "calls": self.calls,
+                "rows_answered": self.rows_answered,
                 "model": self.model,
                 "node": ray.get_runtime_context().get_node_id()}
 
@@ -127,9 +129,11 @@ class VLLMReplica:
         ids = batch.column("request_id").to_pylist()
         conversations = [json.loads(m) for m in batch.column("messages").to_pylist()]
         results = [self._row(o) for o in self._chat(conversations, self._params(batch))]
-        return pa.Table.from_pylist(
+        table = pa.Table.from_pylist(
             [{"request_id": i, **r, "cached": False, "attempts": 1, "replica": self.name}
              for i, r in zip(ids, results)], schema=GENERATED)
+        self.rows_answered += table.num_rows
+        return table
 
     def _params(self, batch: pa.Table) -> list:
         """One SamplingParams per row, from the row's own `sampling` (and `regex`): the

@@ -450,7 +450,8 @@ class RoundLoop:
         synthetic seed is written from (s3's rationales, zerogen's label slots)."""
         task, teacher, settings = unit.task, self.cfg.teacher, unit.settings
         sampling = sampling_params(teacher, task.cfg.teacher_sampling)
-        generate = lambda req: self.teacher_gen(req, self.teacher_model, "augment")  # noqa: E731
+        generate = lambda req: self.teacher_gen(  # noqa: E731
+            req, self.teacher_model, "augment", group=unit.key)
         budget = self.budgets.get((task.name, unit.train_seed, r))
         synthesizing = train_set.num_rows == 0 and r == 0
         generated_before, asked_before = [], 0
@@ -488,7 +489,7 @@ class RoundLoop:
         checks = teacher.check_answers if teacher.check_answers is not None \
             else task.checkable_answers
         check = AnswerCheck(  # logged as its own step: "[check] N rows ..."
-            task, lambda req: self.teacher_gen(req, self.teacher_model, "check"),
+            task, lambda req: self.teacher_gen(req, self.teacher_model, "check", group=unit.key),
             sampling) if checks else None
         filter_ = CandidateFilter(task, r, teacher.model, quota,
                                   train_set.column("input").to_pylist(),

@@ -26,9 +26,11 @@ class FakeGenerator:
     def __init__(self, respond: Callable[[list[dict]], str]):
         self.respond = respond
         self.calls: list[tuple[str, str, pa.Table]] = []  # (stage, model, requests)
+        self.groups: list[str] = []  # each call's group, in the same order
 
-    def __call__(self, requests: pa.Table, model: str, stage: str) -> pa.Table:
+    def __call__(self, requests: pa.Table, model: str, stage: str, group: str = "") -> pa.Table:
         self.calls.append((stage, model, requests))
+        self.groups.append(group)
         rows = []
         for rid, messages in zip(requests.column("request_id").to_pylist(),
                                  requests.column("messages").to_pylist()):

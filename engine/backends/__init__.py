@@ -12,8 +12,9 @@ import pyarrow as pa
 
 
 class TextGenerator(Protocol):
-    def __call__(self, requests: pa.Table, model: str, stage: str) -> pa.Table:
-        """requests has GENERATION_INPUT columns; returns GENERATED rows, one per request."""
+    def __call__(self, requests: pa.Table, model: str, stage: str, group: str = "") -> pa.Table:
+        """requests has GENERATION_INPUT columns; returns GENERATED rows, one per request.
+        `group`: whose rows these are (the unit's key), so a shared engine can take turns."""
 
 
 class StudentTrainer(Protocol):

@@ -63,7 +63,7 @@ class EncoderPredictor:
     def __init__(self, cfg: StudentConfig, log=print):
         self.cfg, self.log = cfg, log
 
-    def __call__(self, requests: pa.Table, model: str, stage: str) -> pa.Table:
+    def __call__(self, requests: pa.Table, model: str, stage: str, group: str = "") -> pa.Table:
         import ray
 
         require_columns(requests, ["request_id", "input"], stage)

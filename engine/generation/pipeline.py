@@ -61,8 +61,12 @@ class GenerationPipeline:
         """The replica pool of the model started last, if it is still running."""
         return self._pools.get(self._latest) if self._latest else None
 
-    def __call__(self, requests: pa.Table, model: str, stage: str) -> pa.Table:
+    def __call__(self, requests: pa.Table, model: str, stage: str, group: str = "") -> pa.Table:
+        """The requests' answers by `model`, one row each, in order. `group`: whose rows these
+        are (a task's unit); a replica shared by stages side by side serves the groups in turn
+        (default: the stage)."""
         require_columns(requests, GENERATION_INPUT, stage)
+        group = group or stage
         if requests.num_rows == 0:
             return GENERATED.empty_table()
         start = time.time()
@@ -74,7 +78,7 @@ class GenerationPipeline:
         # cache once that call has it
         others = self._claim(keys, done)
         try:
-            self._generate_missing(requests, model, keys, done, stage,
+            self._generate_missing(requests, model, keys, done, stage, group,
                                    skip=set(others))
         finally:
             self._unclaim(keys, done, others)
@@ -84,14 +88,15 @@ class GenerationPipeline:
             hits = self.cache.lookup(list(others))
             done.update({rid: _cached_row(rid, hits[key]) for rid, key in keys.items()
                          if rid not in done and key in hits})
-            self._generate_missing(requests, model, keys, done, stage)  # theirs that failed
+            self._generate_missing(requests, model, keys, done, stage, group)  # theirs failed
         out = pa.Table.from_pylist([done.get(rid) or _missing_row(rid) for rid in keys],
                                    schema=GENERATED)
         self._log_summary(stage, out, time.time() - start)
         return out
 
     def _generate_missing(self, requests: pa.Table, model: str, keys: dict[str, str],
-                          done: dict[str, dict], stage: str, skip: set[str] = frozenset()):
+                          done: dict[str, dict], stage: str, group: str,
+                          skip: set[str] = frozenset()):
         """Generate the requests not yet in `done` (nor with a key in `skip`) into it."""
         for attempt in range(RESUMES + 1):
             misses = requests.filter(pa.array(
@@ -101,7 +106,7 @@ class GenerationPipeline:
                 return
             try:
                 with self._replicas(model) as pool:
-                    self._generate(misses, model, pool, keys, done, stage)
+                    self._generate(misses, model, pool, keys, done, stage, group)
                 return
             except ModelError as exc:  # a replica that cannot start: no use retrying
                 raise StageError(stage, str(exc)) from None
@@ -255,12 +260,12 @@ class GenerationPipeline:
                     requests.column("sampling").to_pylist(), regexes, samples)}
 
     def _generate(self, misses: pa.Table, model: str, pool: ReplicaPool | None,
-                  keys: dict[str, str], done: dict[str, dict], stage: str):
+                  keys: dict[str, str], done: dict[str, dict], stage: str, group: str):
         """Generate the rows not in the cache into `done`, showing progress."""
         misses = misses.append_column(CACHE_KEY, pa.array(
             [keys[rid] for rid in misses.column("request_id").to_pylist()], pa.string()))
         tokens, began, cached = 0, time.time(), len(done)
-        for batch in self._batches(misses, model, pool):
+        for batch in self._batches(misses, model, pool, group):
             for r in batch.to_pylist():
                 done.setdefault(r["request_id"], r)  # a re-run batch never doubles
             tokens += sum(batch.column("completion_tokens").to_pylist())
@@ -269,8 +274,10 @@ class GenerationPipeline:
                      f"{tokens / max(seconds, 1e-9):.0f} tokens/s "
                      f"{eta(len(done) - cached, len(keys) - cached, seconds)}")
 
-    def _batches(self, requests: pa.Table, model: str, pool: ReplicaPool | None):
-        """Yield GENERATED batches as they finish, in whatever order they finish."""
+    def _batches(self, requests: pa.Table, model: str, pool: ReplicaPool | None,
+                 group: str = ""):
+        """Yield GENERATED batches as they finish, in whatever order they finish. `group`
+        names the rows' owner in a replica's batch (the groups get turns)."""
         import ray
 
         cfg = self.cfg
@@ -302,7 +309,7 @@ class GenerationPipeline:
             ds = ds.map_batches(
                 ReplicaClient, batch_size=size, batch_format="pyarrow", num_cpus=0,
                 fn_constructor_kwargs={"router": pool.router, "model": model,
-                                       "cache_dir": cache_dir,
+                                       "cache_dir": cache_dir, "group": group,
                                        "stall_timeout_s": cfg.stall_timeout_s,
                                        "placement_timeout_s": cfg.placement_timeout_s,
                                        "max_stalls": cfg.max_stalls},

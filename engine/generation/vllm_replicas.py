@@ -70,7 +70,8 @@ class VLLMReplica:
         self.llm = LLM(model=fs.localize(model), seed=seed,
                        worker_extension_cls=WEIGHT_RELOAD, **engine)
         # every call's rows join one running batch (the replica serves calls side by side)
-        self.batch = ContinuousBatch(self.llm, rejects=_rejects())
+        self.batch = ContinuousBatch(self.llm, rejects=_rejects(),
+                                     capacity=engine.get("max_num_seqs"))
         self.model = model  # whose weights the engine holds now (`load` changes them)
         self.calls = 0
         self.rows_answered = 0  # rows of the calls that returned
@@ -105,17 +106,18 @@ class VLLMReplica:
             self.llm.reset_prefix_cache()
             self.model = model
 
-    def generate(self, batch: pa.Table, model: str | None = None) -> pa.Table:
+    def generate(self, batch: pa.Table, model: str | None = None, group: str = "") -> pa.Table:
         """The batch's answers by `model` (default: the engine's). A replica Ray restarted
         after a crash comes back with the weights it was created with: `model` makes it load
-        the pool's current ones first."""
+        the pool's current ones first. `group`: the stage the rows are for; a full engine
+        takes the waiting rows of the stages it serves in turn."""
         from vllm.v1.engine.exceptions import EngineDeadError
 
         self.calls += 1
         try:
             if model is not None:
                 self.load(model)
-            return self._generate(batch)
+            return self._generate(batch, group)
         except Exception as exc:
             if not isinstance(exc, EngineDeadError) and self.batch.broken is None:
                 raise
@@ -125,10 +127,11 @@ class VLLMReplica:
             print(f"[replica {self.name}] vLLM engine died ({exc}); restarting", flush=True)
             os._exit(1)
 
-    def _generate(self, batch: pa.Table) -> pa.Table:
+    def _generate(self, batch: pa.Table, group: str = "") -> pa.Table:
         ids = batch.column("request_id").to_pylist()
         conversations = [json.loads(m) for m in batch.column("messages").to_pylist()]
-        results = [self._row(o) for o in self._chat(conversations, self._params(batch))]
+        results = [self._row(o)
+                   for o in self._chat(conversations, self._params(batch), group)]
         table = pa.Table.from_pylist(
             [{"request_id": i, **r, "cached": False, "attempts": 1, "replica": self.name}
              for i, r in zip(ids, results)], schema=GENERATED)
@@ -154,10 +157,10 @@ class VLLMReplica:
             out.append(made[(sampling, regex)])
         return out
 
-    def _chat(self, conversations: list, params: list) -> list:
+    def _chat(self, conversations: list, params: list, group: str = "") -> list:
         if _test_hang_now():  # the engine thread blocks, as a hung engine's does
             self.batch.run(lambda: time.sleep(10 ** 6))
-        return self.batch.chat(conversations, params)
+        return self.batch.chat(conversations, params, group)
 
     @staticmethod
     def _row(out) -> dict:
@@ -365,8 +368,8 @@ class ReplicaClient:
 
     def __init__(self, router, model: str | None = None, cache_dir: str | None = None,
                  stall_timeout_s: float | None = None, max_stalls: int = 2,
-                 placement_timeout_s: float = 600):
-        self.router, self.model = router, model
+                 placement_timeout_s: float = 600, group: str = ""):
+        self.router, self.model, self.group = router, model, group
         self.cache = ResponseCache(cache_dir) if cache_dir else None
         self.stall_s, self.max_stalls = stall_timeout_s, max_stalls
         self.placement_s = placement_timeout_s
@@ -402,7 +405,7 @@ class ReplicaClient:
         stalls = 0
         while True:
             index, replica = ray.get(self.router.next.remote())
-            ref = replica.generate.remote(batch, self.model)
+            ref = replica.generate.remote(batch, self.model, self.group)
             try:
                 out = self._wait(index, ref, replica)
             except ray.exceptions.GetTimeoutError:

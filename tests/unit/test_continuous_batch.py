@@ -24,6 +24,8 @@ class FakeEngine:
         self.answer_ids = answer_ids  # how outputs name a request (vLLM: its external id)
         self.queue: list[list] = []  # [external id, steps left, text], in arrival order
         self.steps, self.n = 0, 0
+        self.added: list = []  # conversations, in the order they entered the engine
+        self.most_queued = 0  # the most requests the engine held at once
         self.llm_engine = self
 
     def enqueue_chat(self, conversations, params, use_tqdm=True):
@@ -33,7 +35,9 @@ class FakeEngine:
         if conversation == "explode":
             raise RuntimeError("engine core unreachable")
         self.n += 1
+        self.added.append(conversation)
         self.queue.append([str(self.n), steps, f"answer to {conversation}"])
+        self.most_queued = max(self.most_queued, len(self.queue))
         return [f"{self.n}-a1b2c3d4"]
 
     def has_unfinished_requests(self) -> bool:
@@ -101,6 +105,45 @@ def test_a_second_call_joins_the_running_batch_instead_of_waiting_for_the_first(
     # the other would take 25)
     assert b["at"] < a["at"]
     assert engine.steps == 20
+
+
+def test_a_full_engine_takes_the_groups_waiting_rows_in_turn():
+    engine = FakeEngine(max_num_seqs=2)
+    batch = ContinuousBatch(engine, capacity=2)
+    # task a's six rows come first and fill the engine; task b's six come while it runs
+    first, a = _started(batch, engine, [f"a{i}" for i in range(1, 3)], [2, 2])
+    more_a, _ = _in_thread(batch.chat, [f"a{i}" for i in range(3, 7)], [2] * 4, "a")
+    while sum(len(rows) for rows in batch._waiting.values()) < 4:
+        time.sleep(0.001)
+    second, b = _in_thread(batch.chat, [f"b{i}" for i in range(1, 7)], [2] * 6, "b")
+    for thread in (first, more_a, second):
+        thread.join()
+    assert [o.text for o in b["result"]] == [f"answer to b{i}" for i in range(1, 7)]
+    assert engine.most_queued == 2  # the rest waited outside the engine
+    # a freed slot goes to each task in turn, not to the task that asked first (vLLM's order)
+    later = engine.added[2:]
+    assert later[:6] in (["a3", "b1", "a4", "b2", "a5", "b3"],
+                         ["b1", "a3", "b2", "a4", "b3", "a5"])
+
+
+def test_without_capacity_every_row_enters_the_engine_at_once():
+    engine = FakeEngine(max_num_seqs=2)
+    batch = ContinuousBatch(engine)
+    batch.chat(["a", "b", "c", "d"], [2, 2, 2, 2])
+    assert engine.most_queued == 4
+
+
+def test_run_waits_for_the_rows_still_waiting_to_enter_the_engine():
+    engine = FakeEngine(max_num_seqs=1)
+    batch = ContinuousBatch(engine, capacity=1)
+    thread, box = _started(batch, engine, ["a"], [3])
+    more, more_box = _in_thread(batch.chat, ["b", "c"], [3, 3], "other")
+    while not batch._waiting:
+        time.sleep(0.001)
+    # a weight load must come after every row asked before it, in the engine or not
+    assert batch.run(lambda: engine.n) == 3
+    thread.join(), more.join()
+    assert [o.text for o in more_box["result"]] == ["answer to b", "answer to c"]
 
 
 def test_a_rejected_request_fails_its_row_only():

@@ -35,7 +35,7 @@ def run(monkeypatch, tmp_path, passes):
     monkeypatch.setattr(pipeline_module, "ReplicaPool", FakePool)
     asked, log = [], []
 
-    def fake_batches(self, reqs, model, pool):
+    def fake_batches(self, reqs, model, pool, group=""):
         asked.append(reqs.column("request_id").to_pylist())
         yield from passes[len(asked) - 1](reqs, self.cache)
 

@@ -66,6 +66,12 @@ def test_tasks_run_side_by_side_by_default(tmp_path):
     assert (tmp_path / "run" / "sums" / "round_1" / "metrics.json").exists()
 
 
+def test_teacher_calls_name_their_unit_so_a_shared_replica_serves_the_tasks_in_turn(tmp_path):
+    teacher_gen = FakeGenerator(teacher)
+    list(make_loop(tmp_path, FakeTrainer(), teacher_gen=teacher_gen).run())
+    assert teacher_gen.groups and set(teacher_gen.groups) == {"arithmetic", "sums"}
+
+
 def test_parallel_one_runs_tasks_one_after_another(tmp_path):
     trainer = TimedTrainer()
     rounds = [[m["unit"] for m in ms] for ms in make_loop(tmp_path, trainer, parallel=1).run()]
@@ -119,7 +125,7 @@ def test_concurrent_calls_share_one_pool_per_model(monkeypatch):
     together = threading.Barrier(3)
     seen_pools = []
 
-    def fake_batches(self, requests, model, pool):
+    def fake_batches(self, requests, model, pool, group=""):
         seen_pools.append(pool)
         together.wait(timeout=10)  # all three calls hold their pools at once
         yield answered(requests)
@@ -145,6 +151,23 @@ def test_concurrent_calls_share_one_pool_per_model(monkeypatch):
     assert pipeline.pool is None
 
 
+def test_a_call_s_group_reaches_the_replicas_and_defaults_to_the_stage(monkeypatch):
+    monkeypatch.setattr(pipeline_module, "ReplicaPool", FakePool)
+    groups = []
+
+    def fake_batches(self, requests, model, pool, group=""):
+        groups.append(group)
+        yield answered(requests)
+
+    monkeypatch.setattr(GenerationPipeline, "_batches", fake_batches)
+    pipeline = GenerationPipeline(GenerationConfig(model="m"), seed=0, log=lambda m: None)
+    for i, group in enumerate(["gsm8k/s3/seed_0", ""]):
+        requests = pa.table({"request_id": [f"r{i}"], "messages": [f'[{{"content": "{i}"}}]'],
+                             "sampling": ['{"temperature": 0}']})
+        pipeline(requests, "teacher", "augment", group=group)
+    assert groups == ["gsm8k/s3/seed_0", "augment"]
+
+
 def test_a_request_another_call_is_generating_is_read_from_the_cache_not_generated_again(
         monkeypatch, tmp_path):
     """Three seeds of a compare side by side ask the same seed-synthesis prompts: each is
@@ -154,7 +177,7 @@ def test_a_request_another_call_is_generating_is_read_from_the_cache_not_generat
     monkeypatch.setattr(pipeline_module, "ReplicaPool", FakePool)
     generated, first_started = [], threading.Event()
 
-    def fake_batches(self, requests, model, pool):
+    def fake_batches(self, requests, model, pool, group=""):
         generated.extend(requests.column("request_id").to_pylist())
         first_started.set()
         time.sleep(0.3)  # the other calls arrive while this one generates

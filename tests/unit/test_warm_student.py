@@ -98,7 +98,7 @@ def fake_pools(monkeypatch):
     FakePool.started, FakePool.reloaded, FakePool.stopped = [], [], []
     monkeypatch.setattr(pipeline_module, "ReplicaPool", FakePool)
 
-    def fake_batches(self, requests, model, pool):
+    def fake_batches(self, requests, model, pool, group=""):
         assert pool.model == model  # the pool serves the model asked for
         yield answered(requests)
 

@@ -9,12 +9,18 @@ unfinished, so a block's rows start as soon as the engine has a free slot, not w
 before has ended. It is what vLLM's own server does (AsyncLLM), kept on the offline `LLM` that
 the replica already uses for weight reloads and the chat template.
 
-With a `capacity` (the engine's max_num_seqs), rows beyond it wait here, queued per group (a
-unit of the job: a task with its seed), and each slot that frees goes to the next group in
-turn. vLLM serves rows in arrival order, so without this the task whose blocks came first keeps
-more of the batch: two equal tasks through one replica, answers of natural length, finished
-after 283 s and 231 s in arrival order, 286 s and 286 s in turns (benchmarks/generate.py
---tasks 2 --stop-at-eos). The first wave still goes to whoever came first (no preemption).
+With `turns` (the engine made with vLLM's `scheduling_policy="priority"`), the groups whose
+rows share the batch (the job's units: a task with its seed) take turns: a call's rows are
+numbered on from where its group left off, or from where the batch has got to if that is
+further, and vLLM starts waiting rows lowest number first. Without it vLLM serves rows in
+arrival order, and of two tasks through one replica the one whose blocks came first kept more
+of the batch: answers of natural length, 283 s and 231 s in arrival order, 277 s and 277 s in
+turns (benchmarks/generate.py --tasks 2 --stop-at-eos). The numbers only order the waiting
+rows; a running row is never stopped for them (vLLM preempts only when its KV cache is full).
+Holding rows back here instead, admitting them in turns as slots free, was tried: one task's
+ratio against plain LLM.chat fell to 0.849 (one run; 0.96 otherwise), since vLLM's engine core
+steps in a process of its own and each freed slot waited for this thread to see it and render
+the next prompt.
 
 Only the engine thread touches the engine (vLLM's LLM is not thread-safe); callers wait on
 their own event. Each row is added on its own, so a bad request (prompt longer than
@@ -30,7 +36,6 @@ about it once many calls share the batch.
 
 from __future__ import annotations
 
-import collections
 import queue
 import threading
 import time
@@ -64,20 +69,15 @@ class ContinuousBatch:
     errors by which the engine turns down a request (the request is bad, not the engine)."""
 
     def __init__(self, llm, rejects: tuple[type[BaseException], ...] = (ValueError,),
-                 capacity: int | None = None):
-        self.llm, self.rejects = llm, rejects
-        # Rows in the engine at once (its max_num_seqs); more wait here, and are admitted
-        # round-robin between the callers' groups (tasks): vLLM itself serves rows in arrival
-        # order, so a task whose blocks came first would keep more of the batch.
-        self.capacity = capacity
+                 turns: bool = False):
+        self.llm, self.rejects, self.turns = llm, rejects, turns
         self.busy_s = 0.0  # seconds spent in engine steps
         self.first_step_at: float | None = None  # time.time() of the first step
         self.broken: BaseException | None = None  # what broke the engine, if anything did
         self._jobs: queue.Queue = queue.Queue()  # functions run on the engine thread
-        self._rows: dict[str, tuple[_Call, int]] = {}  # vLLM request id -> (call, index)
-        # group -> rows not in the engine yet, (call, index, conversation, params), in order;
-        # the dict's order is the round-robin's (a group served moves to the back)
-        self._waiting: dict[str, collections.deque] = {}
+        # vLLM request id -> (call, index, the row's number in its group's turn)
+        self._rows: dict[str, tuple[_Call, int, int]] = {}
+        self._next: dict[str, int] = {}  # group -> the number its next row gets
         self._idle = True  # the engine thread waits for work (so it is not stalled)
         self._progress_at = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name="vllm-engine", daemon=True)
@@ -86,13 +86,12 @@ class ContinuousBatch:
     def chat(self, conversations: list, params: list, group: str = "") -> list:
         """One result per conversation, in order: vLLM's RequestOutput, or the error that
         rejected that request (one of `rejects`). Raises what broke the engine, if anything
-        did. `group`: whose rows these are (a task's stage); a full engine takes the groups'
-        waiting rows in turn."""
+        did. `group`: whose rows these are (with `turns`, the groups take turns)."""
         if len(conversations) != len(params):
             raise ValueError(f"{len(conversations)} conversations but {len(params)} "
                              f"sampling params: one each")
         call = _Call(len(conversations))
-        self._jobs.put(lambda: self._queue(call, group, conversations, params))
+        self._jobs.put(lambda: self._add(call, group, conversations, params))
         return self._wait(call)
 
     def run(self, fn):
@@ -138,7 +137,7 @@ class ContinuousBatch:
     def _turn(self) -> None:
         """Take the calls that came, then one engine step."""
         engine = self.llm.llm_engine
-        if self.broken is not None or not (self._waiting or engine.has_unfinished_requests()):
+        if self.broken is not None or not engine.has_unfinished_requests():
             self._idle = True
             job = self._jobs.get()  # nothing to run: sleep until a call comes
             self._idle = False
@@ -149,7 +148,6 @@ class ContinuousBatch:
                 self._jobs.get_nowait()()
             except queue.Empty:
                 break
-        self._admit()
         if self.broken is None and engine.has_unfinished_requests():
             self._step()
 
@@ -171,60 +169,51 @@ class ContinuousBatch:
             if out.request_id not in self._rows:  # never silently: its caller would wait forever
                 raise RuntimeError(f"vLLM finished request {out.request_id!r}, which no call "
                                    f"waits for (request ids are not what this module expects)")
-            call, index = self._rows.pop(out.request_id)
+            call, index, _ = self._rows.pop(out.request_id)
             call.finish(index, out)
 
     def _drain(self) -> None:
-        """Run every row, the waiting ones too (they were asked of the model loaded now)."""
-        while self.broken is None and (self._waiting
-                                       or self.llm.llm_engine.has_unfinished_requests()):
-            self._admit()
-            if self.llm.llm_engine.has_unfinished_requests():
-                self._step()
+        while self.broken is None and self.llm.llm_engine.has_unfinished_requests():
+            self._step()
 
-    def _queue(self, call: _Call, group: str, conversations: list, params: list) -> None:
+    def _add(self, call: _Call, group: str, conversations: list, params: list) -> None:
         if self.broken is not None:
             call.fail(self.broken)
             return
-        rows = self._waiting.setdefault(group, collections.deque())
-        rows.extend((call, index, conversation, p)
-                    for index, (conversation, p) in enumerate(zip(conversations, params)))
-        if not rows:
-            del self._waiting[group]
-
-    def _admit(self) -> None:
-        """Waiting rows into the engine while it has room, a row from each group in turn."""
-        while self.broken is None and self._waiting and (
-                self.capacity is None or len(self._rows) < self.capacity):
-            group = next(iter(self._waiting))
-            rows = self._waiting.pop(group)
-            call, index, conversation, p = rows.popleft()
-            if rows:
-                self._waiting[group] = rows  # to the back of the turn
-            self._add(call, index, conversation, p)
-
-    def _add(self, call: _Call, index: int, conversation, p) -> None:
+        start = 0
+        if self.turns:
+            start = max(self._next.get(group, 0), self._reached())
+            self._next[group] = start + len(conversations)
         try:
-            (request_id,) = self.llm.enqueue_chat([conversation], [p], use_tqdm=False)
-        except self.rejects as exc:  # this request is bad; the engine is fine
-            call.finish(index, exc)
-            return
+            for index, (conversation, p) in enumerate(zip(conversations, params)):
+                turn = {"priority": [start + index]} if self.turns else {}
+                try:
+                    (request_id,) = self.llm.enqueue_chat([conversation], [p], use_tqdm=False,
+                                                          **turn)
+                except self.rejects as exc:  # this request is bad; the engine is fine
+                    call.finish(index, exc)
+                    continue
+                # vLLM answers under the id it was given (a counter, no "-" in it);
+                # enqueue_chat returns its internal form, that id + "-" + a random suffix
+                self._rows[request_id.split("-", 1)[0]] = (call, index, start + index)
+                self._progressed()
         except BaseException as exc:  # noqa: BLE001 - e.g. the engine died: nothing is safe
             call.fail(exc)
             self._break(exc)
-            return
-        # vLLM answers under the id it was given (a counter, no "-" in it); enqueue_chat
-        # returns its internal form, that id + "-" + a random suffix
-        self._rows[request_id.split("-", 1)[0]] = (call, index)
-        self._progressed()
+
+    def _reached(self) -> int:
+        """Where the batch has got to: the lowest number among the rows in the engine; with
+        none, the highest number given (a group back after a pause starts level with the
+        others, with no credit for the time it was away)."""
+        if self._rows:
+            return min(number for _, _, number in self._rows.values())
+        return max(self._next.values(), default=0)
 
     def _break(self, exc: BaseException) -> None:
         """The engine is in an unknown state: fail every call waiting, and every later one."""
         self.broken = self.broken or exc
-        calls = {id(call): call for call, _ in self._rows.values()}
-        calls.update((id(row[0]), row[0]) for rows in self._waiting.values() for row in rows)
+        calls = {id(call): call for call, _, _ in self._rows.values()}
         self._rows.clear()
-        self._waiting.clear()
         for call in calls.values():
             call.fail(self.broken)
 

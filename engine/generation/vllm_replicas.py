@@ -55,6 +55,9 @@ def engine_kwargs(cfg: GenerationConfig) -> dict:
         "gpu_memory_utilization": cfg.gpu_memory_utilization,
         "enforce_eager": cfg.enforce_eager,
         "enable_prefix_caching": True,  # shared system prompt + one-shot across requests
+        # waiting rows start in the order of their numbers: tasks sharing a replica take
+        # turns (engine/generation/continuous_batch.py)
+        "scheduling_policy": "priority",
     }
 
 
@@ -71,7 +74,7 @@ class VLLMReplica:
                        worker_extension_cls=WEIGHT_RELOAD, **engine)
         # every call's rows join one running batch (the replica serves calls side by side)
         self.batch = ContinuousBatch(self.llm, rejects=_rejects(),
-                                     capacity=engine.get("max_num_seqs"))
+                                     turns=engine.get("scheduling_policy") == "priority")
         self.model = model  # whose weights the engine holds now (`load` changes them)
         self.calls = 0
         self.rows_answered = 0  # rows of the calls that returned
@@ -109,8 +112,8 @@ class VLLMReplica:
     def generate(self, batch: pa.Table, model: str | None = None, group: str = "") -> pa.Table:
         """The batch's answers by `model` (default: the engine's). A replica Ray restarted
         after a crash comes back with the weights it was created with: `model` makes it load
-        the pool's current ones first. `group`: the stage the rows are for; a full engine
-        takes the waiting rows of the stages it serves in turn."""
+        the pool's current ones first. `group`: whose rows these are (a unit of the job); the
+        groups sharing the engine take turns."""
         from vllm.v1.engine.exceptions import EngineDeadError
 
         self.calls += 1

@@ -16,32 +16,40 @@ class _Out:
 
 class FakeEngine:
     """vLLM's LLM as the batch uses it: enqueue_chat adds (internal id "<n>-<suffix>"),
-    llm_engine.step runs the first max_num_seqs unfinished requests one token each."""
+    llm_engine.step fills free slots from the waiting rows (arrival order, or lowest
+    `priority` first when given, as vLLM's priority scheduling) and runs the first
+    max_num_seqs rows one token each."""
 
     def __init__(self, max_num_seqs: int = 4, fail_at_step: int | None = None,
                  answer_ids=str):
         self.max_num_seqs, self.fail_at_step = max_num_seqs, fail_at_step
         self.answer_ids = answer_ids  # how outputs name a request (vLLM: its external id)
-        self.queue: list[list] = []  # [external id, steps left, text], in arrival order
+        self.running: list[list] = []  # [external id, steps left, text, conversation]
+        self.waiting: list[tuple] = []  # (priority, arrival, row)
+        self.started: list = []  # conversations, in the order they started running
+        self.priorities: dict = {}  # conversation -> the priority it was given, if any
         self.steps, self.n = 0, 0
-        self.added: list = []  # conversations, in the order they entered the engine
-        self.most_queued = 0  # the most requests the engine held at once
         self.llm_engine = self
 
-    def enqueue_chat(self, conversations, params, use_tqdm=True):
+    def enqueue_chat(self, conversations, params, use_tqdm=True, priority=None):
         (conversation,), (steps,) = conversations, params
         if conversation == "too long":
             raise ValueError("prompt longer than max_model_len")
         if conversation == "explode":
             raise RuntimeError("engine core unreachable")
         self.n += 1
-        self.added.append(conversation)
-        self.queue.append([str(self.n), steps, f"answer to {conversation}"])
-        self.most_queued = max(self.most_queued, len(self.queue))
+        if priority is not None:
+            (self.priorities[conversation],) = priority
+        self.waiting.append((priority[0] if priority else 0, self.n,
+                             [str(self.n), steps, f"answer to {conversation}", conversation]))
         return [f"{self.n}-a1b2c3d4"]
 
+    @property
+    def queue(self) -> list:
+        return self.running + [row for *_, row in self.waiting]
+
     def has_unfinished_requests(self) -> bool:
-        return bool(self.queue)
+        return bool(self.running or self.waiting)
 
     def step(self):
         time.sleep(0.005)  # let callers' threads in between steps
@@ -50,12 +58,17 @@ class FakeEngine:
             time.sleep(3600)  # as vLLM: an engine error is handed to one step, then none come
         if self.steps == self.fail_at_step:
             raise RuntimeError("engine core died")
+        self.waiting.sort(key=lambda w: w[:2])
+        while self.waiting and len(self.running) < self.max_num_seqs:
+            row = self.waiting.pop(0)[2]
+            self.running.append(row)
+            self.started.append(row[3])
         finished = []
-        for row in self.queue[:self.max_num_seqs]:
+        for row in self.running:
             row[1] -= 1
             if row[1] == 0:
                 finished.append(_Out(self.answer_ids(row[0]), row[2]))
-        self.queue = [r for r in self.queue if r[1] > 0]
+        self.running = [r for r in self.running if r[1] > 0]
         return finished
 
 
@@ -107,43 +120,41 @@ def test_a_second_call_joins_the_running_batch_instead_of_waiting_for_the_first(
     assert engine.steps == 20
 
 
-def test_a_full_engine_takes_the_groups_waiting_rows_in_turn():
+def _two_tasks(turns: bool) -> FakeEngine:
+    """Task a asks six rows, task b six more once a's are in the engine; returns the engine."""
     engine = FakeEngine(max_num_seqs=2)
-    batch = ContinuousBatch(engine, capacity=2)
-    # task a's six rows come first and fill the engine; task b's six come while it runs
-    first, a = _started(batch, engine, [f"a{i}" for i in range(1, 3)], [2, 2])
-    more_a, _ = _in_thread(batch.chat, [f"a{i}" for i in range(3, 7)], [2] * 4, "a")
-    while sum(len(rows) for rows in batch._waiting.values()) < 4:
+    batch = ContinuousBatch(engine, turns=turns)
+    first, _ = _in_thread(batch.chat, [f"a{i}" for i in range(1, 7)], [2] * 6, "a")
+    while engine.n < 6:
         time.sleep(0.001)
     second, b = _in_thread(batch.chat, [f"b{i}" for i in range(1, 7)], [2] * 6, "b")
-    for thread in (first, more_a, second):
-        thread.join()
+    first.join(), second.join()
     assert [o.text for o in b["result"]] == [f"answer to b{i}" for i in range(1, 7)]
-    assert engine.most_queued == 2  # the rest waited outside the engine
-    # a freed slot goes to each task in turn, not to the task that asked first (vLLM's order)
-    later = engine.added[2:]
-    assert later[:6] in (["a3", "b1", "a4", "b2", "a5", "b3"],
-                         ["b1", "a3", "b2", "a4", "b3", "a5"])
+    return engine
 
 
-def test_without_capacity_every_row_enters_the_engine_at_once():
+def test_with_turns_tasks_sharing_the_engine_take_turns_and_end_together():
+    engine = _two_tasks(turns=True)
+    # b's rows are numbered from where the batch had got to (a's rows in the engine), so
+    # they start between a's waiting rows instead of after all of them; the two tasks end
+    # together
+    assert [c[0] for c in engine.started[-2:]] in (["a", "b"], ["b", "a"])
+    assert engine.priorities["b1"] == engine.priorities["a1"] == 0
+
+
+def test_without_turns_the_engine_serves_rows_in_arrival_order():
+    engine = _two_tasks(turns=False)
+    assert engine.started == [f"a{i}" for i in range(1, 7)] + [f"b{i}" for i in range(1, 7)]
+    assert engine.priorities == {}  # vLLM's default (fcfs) scheduler takes no priorities
+
+
+def test_a_task_back_after_a_pause_starts_level_with_the_others_not_ahead():
     engine = FakeEngine(max_num_seqs=2)
-    batch = ContinuousBatch(engine)
-    batch.chat(["a", "b", "c", "d"], [2, 2, 2, 2])
-    assert engine.most_queued == 4
-
-
-def test_run_waits_for_the_rows_still_waiting_to_enter_the_engine():
-    engine = FakeEngine(max_num_seqs=1)
-    batch = ContinuousBatch(engine, capacity=1)
-    thread, box = _started(batch, engine, ["a"], [3])
-    more, more_box = _in_thread(batch.chat, ["b", "c"], [3, 3], "other")
-    while not batch._waiting:
-        time.sleep(0.001)
-    # a weight load must come after every row asked before it, in the engine or not
-    assert batch.run(lambda: engine.n) == 3
-    thread.join(), more.join()
-    assert [o.text for o in more_box["result"]] == ["answer to b", "answer to c"]
+    batch = ContinuousBatch(engine, turns=True)
+    batch.chat(["a1", "a2", "a3"], [1, 1, 1], "a")
+    batch.chat(["a4", "a5"], [1, 1], "a")
+    batch.chat(["b1"], [1], "b")  # b's first row: after a's five, not before them
+    assert [engine.priorities[c] for c in ("a1", "a4", "a5", "b1")] == [0, 3, 4, 5]
 
 
 def test_a_rejected_request_fails_its_row_only():

@@ -26,14 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="show the workers' own output (vLLM, DeepSpeed, Ray) here too; "
                             "it is always in the worker logs")
     p = sub.add_parser("compare", help="strategies x training seeds over the config's tasks, "
-                                       "in one job; prints and writes compare.json")
+                                       "in one job; prints and writes compare.json",
+                       description=strategies_help(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="YAML config file (see jobs/configs/)")
     p.add_argument("overrides", nargs="*", help="overrides such as train.lr=1e-4")
     p.add_argument("--strategies", required=True,
-                   help="comma-separated, e.g. llm2llm,random,seed_only; the paper's "
-                        "ablations as switches: llm2llm+one_shot, llm2llm+mine_all, "
-                        "llm2llm+mine_validation, llm2llm+continue (see `llm2llm config "
-                        "compare`)")
+                   help="comma-separated names, each with any switches after a '+', e.g. "
+                        "llm2llm,random,seed_only,llm2llm+one_shot (listed above)")
     p.add_argument("--seeds", default="0,1,2", help="training seeds, e.g. 0,1,2")
     p.add_argument("--rerun-affected", action="store_true",
                    help="as for run")
@@ -56,6 +56,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("section", nargs="?", default="",
                    help="only settings under this dotted prefix, e.g. teacher or train.lr")
     return parser
+
+
+def strategies_help() -> str:
+    """Every registered strategy and switch by name (engine/strategies/), for `compare --help`."""
+    from engine.config import SWITCHES
+    from engine.strategies import REGISTRY
+
+    switches = {name: ", ".join(f"{k}={v}" for k, v in fields.items())
+                for name, fields in SWITCHES.items()}
+    switches.update({f"{key}=X": f"{field}=X ({name} only)" for name, cls in REGISTRY.items()
+                     for key, field in cls.options.items()})
+    width = max(map(len, [*REGISTRY, *switches]))
+    lines = ["strategies:"] + [f"  {name.ljust(width)}  {cls.summary}"
+                               for name, cls in REGISTRY.items()]
+    lines += ["", "switches, after a name (e.g. llm2llm+one_shot+continue):"]
+    lines += [f"  {name.ljust(width)}  sets {fields}" for name, fields in switches.items()]
+    closed = [name for name, cls in REGISTRY.items() if not cls.takes_switches]
+    return "\n".join(lines + ([f"  ({', '.join(closed)} takes none)"] if closed else []))
 
 
 def print_settings(section: str) -> int:

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from engine.config import RunConfig
 from engine.storage import RunStorage
-from engine.strategies import unit_keys
+from engine.strategies import strategy_class, unit_keys
 
 
 def compare_rows(cfg: RunConfig) -> list[dict]:
@@ -29,9 +29,9 @@ def compare_rows(cfg: RunConfig) -> list[dict]:
         for name, seed, key in unit_keys(task.name, compare, cfg.strategy.name, cfg.seed):
             units.setdefault(name, []).append((seed, key))
         for name, seeds in units.items():
+            last = strategy_class(name).rounds(cfg.rounds) - 1  # seed_only: 0
             for r in range(cfg.rounds):
-                found = [m for seed, key in seeds
-                         if (m := _metrics(store, key, 0 if name == "seed_only" else r))]
+                found = [m for seed, key in seeds if (m := _metrics(store, key, min(r, last)))]
                 if found:
                     rows.append(_summary(task.name, name, r, found))
     return rows

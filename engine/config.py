@@ -41,19 +41,14 @@ class SamplingOverride(Strict):
     max_tokens: int | None = Field(None, ge=1, description="tokens generated per request")
 
 
-StrategyName = Literal["llm2llm", "seed_only", "random", "mixed", "zerogen", "s3"]
-
-
 class StrategyConfig(Strict):
     """How a round chooses its teacher requests and trains (engine/strategies/). Baselines are
     strategies too, so `llm2llm compare` runs them through the same loop at the same budget."""
 
-    name: StrategyName = Field(
-        "llm2llm", description="llm2llm: ask about the seed rows the student got wrong; "
-                               "seed_only: no teacher; random: the same number of requests, "
-                               "for seed rows drawn at random; mixed: targeted_share of them "
-                               "aimed at errors, the rest random; zerogen: the same number, "
-                               "from the task description and labels alone")
+    name: str = Field(
+        "llm2llm", description="a registered strategy: llm2llm, seed_only, random, mixed, "
+                               "zerogen, s3 or one of your own (`llm2llm compare --help` "
+                               "lists them with what each asks)")
     targeted_share: float = Field(
         0.5, ge=0, le=1, description="mixed: share of the requests aimed at errors")
     mine_from: Literal["seed", "all", "validation"] = Field(
@@ -82,10 +77,23 @@ class StrategyConfig(Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _s3_mines_validation(cls, data):
-        if isinstance(data, dict) and data.get("name") == "s3" and "mine_from" not in data:
-            data = {**data, "mine_from": "validation"}
+    def _known_strategy(cls, data):
+        """A registered name; the settings it implies (s3: mine_from validation) unless given."""
+        if isinstance(data, dict):
+            cls_ = _strategy_class(data.get("name", "llm2llm"))
+            data = {**cls_.implied, **data}
         return data
+
+
+def _strategy_class(name: str):
+    """The registered strategy class of `name` (engine/strategies/); ValueError lists them.
+    Imported here, at validation time: the strategies import this module."""
+    from engine.strategies import strategy_class
+
+    try:
+        return strategy_class(name)
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
 
 
 # Ablation switches a compare entry may carry after its strategy's name ("llm2llm+one_shot"):
@@ -93,32 +101,43 @@ class StrategyConfig(Strict):
 SWITCHES = {"one_shot": {"one_shot": True}, "mine_all": {"mine_from": "all"},
             "mine_validation": {"mine_from": "validation"},
             "continue": {"from_base": False}, "label_mix": {"keep_label_mix": True}}
-STRATEGY_NAMES = StrategyName.__args__
 
 
 def strategy_variant(spec: str) -> dict:
     """The StrategyConfig fields a compare entry sets: `name[+switch...]`, switches from
-    SWITCHES or `share=X` (mixed's targeted_share). Raises ValueError naming the fix."""
+    SWITCHES or the strategy's own `key=X` options (mixed: share=X, its targeted_share).
+    Raises ValueError naming the fix."""
     name, *switches = spec.split("+")
-    if name not in STRATEGY_NAMES:
-        raise ValueError(f"{spec!r}: unknown strategy {name!r}; use one of "
-                         f"{', '.join(STRATEGY_NAMES)}")
-    fields: dict = {"name": name}
-    if name == "s3":  # S3 mines the real validation set, whatever the job's strategy mines
-        fields["mine_from"] = "validation"
+    try:
+        strategy = _strategy_class(name)
+    except ValueError as exc:
+        raise ValueError(f"{spec!r}: {exc}") from None
+    fields: dict = {"name": name, **strategy.implied}
     for switch in switches:
-        if switch.startswith("share=") and name == "mixed":
+        key, _, value = switch.partition("=")
+        if value and key in strategy.options:
             try:
-                fields["targeted_share"] = float(switch.split("=", 1)[1])
+                fields[strategy.options[key]] = float(value)
             except ValueError:
-                raise ValueError(f"{spec!r}: share takes a number, e.g. mixed+share=0.25") from None
-        elif switch in SWITCHES and name != "seed_only":
+                raise ValueError(f"{spec!r}: {key} takes a number, e.g. "
+                                 f"{name}+{key}=0.25") from None
+        elif switch in SWITCHES and strategy.takes_switches:
             fields.update(SWITCHES[switch])
         else:
-            known = ", ".join([*SWITCHES, "share=X (mixed)"])
-            raise ValueError(f"{spec!r}: {switch!r} is not a switch of {name} (seed_only "
-                             f"takes none); switches: {known}")
+            raise ValueError(f"{spec!r}: {switch!r} is not a switch of {name}; "
+                             f"{switch_help(name)}")
     return fields
+
+
+def switch_help(name: str | None = None) -> str:
+    """The switches a compare entry may carry, for errors and `compare --help`."""
+    from engine.strategies import REGISTRY
+
+    if name is not None and not _strategy_class(name).takes_switches:
+        return f"{name} takes none"
+    options = [f"{key}=X ({strategy})" for strategy, cls in REGISTRY.items()
+               for key in cls.options if name in (None, strategy)]
+    return "switches: " + ", ".join([*SWITCHES, *options])
 
 
 class CompareConfig(Strict):
@@ -434,7 +453,8 @@ class RunConfig(Strict):
     teacher: TeacherConfig = Field(TeacherConfig(), description="the teacher: vLLM or an API")
     train: TrainConfig = Field(TrainConfig(), description="student fine-tuning")
     ray: RayConfig = Field(RayConfig(), description="where Ray runs")
-    strategy: StrategyConfig = Field(StrategyConfig(), description="the job's strategy")
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig,
+                                     description="the job's strategy")
     stop: StopConfig = Field(StopConfig(), description="stopping rules and teacher budget of "
                                                        "every unit (a task may set its own)")
     compare: CompareConfig | None = Field(

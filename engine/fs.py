@@ -182,6 +182,11 @@ def copy_tree(src_fs: pafs.FileSystem, src: str, dst_fs: pafs.FileSystem, dst: s
         pafs.copy_files(f.path, target, source_filesystem=src_fs, destination_filesystem=dst_fs)
 
 
+def cache_dir() -> Path:
+    """This node's cache of converted models and fetched folders (LLM2LLM_CACHE)."""
+    return Path(os.environ.get("LLM2LLM_CACHE", Path.home() / ".cache" / "llm2llm")).expanduser()
+
+
 def localize(location: str) -> str:
     """A local folder with the contents of `location`: the path itself when it is local, else
     a copy in this node's cache (vLLM and transformers load models from local folders).
@@ -195,8 +200,6 @@ def localize(location: str) -> str:
     files = list_files(fs, path, recursive=True)
     if not files:
         raise FileNotFoundError(f"{location}: no files there")
-    from engine.models import cache_dir
-
     key = hashlib.sha256(f"{location}|{listing_digest(files, path)}".encode()).hexdigest()
     local = cache_dir() / "remote" / key[:24]
     if not local.is_dir():

@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from engine.errors import DataError
 from engine.provenance import read_run_record
+from engine.records import RATIONALE, RATIONALES
 from engine.storage import RunStorage
 from engine.strategies import saved_units
 
@@ -65,8 +66,8 @@ def round_rows(store: RunStorage, key: str, r: int) -> list[dict] | None:
     train_set = _table(store, key, r, "data")
     known = {} if train_set is None else {e["id"]: e for e in train_set.to_pylist()}
     augment_dir = store.stage_dir(key, r, "augment")
-    if store.has_table(augment_dir, "rationales"):  # s3's round 0: examples on rationales
-        known.update({e["id"]: e for e in store.read_table(augment_dir, "rationales").to_pylist()})
+    if store.has_table(augment_dir, RATIONALES):  # s3's round 0: examples on rationales
+        known.update({e["id"]: e for e in store.read_table(augment_dir, RATIONALES).to_pylist()})
     for target, cands in by_target.items():  # targets that were not errors (random, s3's
         seed = known.get(target, {})          # rationales, zerogen's label slots)
         rows.setdefault(target, {"id": target, "input": seed.get("input"),
@@ -118,7 +119,7 @@ def format_round(key: str, r: int, rows: list[dict], width: int = 100) -> str:
     for row in rows:
         verdict = {True: "fixed", False: "still wrong", None: ""}[row["right_next_round"]]
         head = "error" if row["mined"] else (
-            "rationale" if row.get("origin") == "rationale" else "target (not an error)")
+            "rationale" if row.get("origin") == RATIONALE else "target (not an error)")
         lines.append(f"\n  {head} {row['id']}  label {row['label'] or '?'}  student said "
                      f"{_clip(row['student_output'], 30)!r}  {verdict}".rstrip())
         if row["input"]:

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from engine import fs
 from engine.compare import format_compare, write_compare
-from engine.config import ApiConfig, RunConfig, StrategyConfig, load_config, strategy_variant
+from engine.config import ApiConfig, RunConfig, StrategyConfig, load_config
 from engine.console import Console
 from engine.errors import ConfigError, EngineError, JobInterrupted, UnitsFailed, root_cause
 from engine.generation.openai_api import Secret
@@ -22,7 +22,7 @@ from engine.placement import cluster_nodes, fit_problems
 from engine.provenance import save_run_record
 from engine.rerun import affected_stages, changed_fields
 from engine.storage import RunStorage
-from engine.strategies import unit_keys
+from engine.strategies import REGISTRY, strategy_class, unit_settings
 from engine.tasks import build_task, check_tasks, resolve_task_config
 
 
@@ -91,31 +91,28 @@ def preflight(config_path: str | None, overrides: list[str],
         teacher = resolve(cfg.teacher.model)
     key = Secret(os.environ[api.api_key_env]) if api and api.api_key_env else None
     return Prepared(cfg, student, teacher, splits, key, rerun=affected_stages(cfg, changed),
-                    warnings=_check_disk(cfg, student, strategies))
+                    warnings=_check_disk(cfg, student))
 
 
-def disk_needed(cfg: RunConfig, model_bytes: int,
-                strategies: dict[str, list[StrategyConfig]]) -> int:
+def disk_needed(cfg: RunConfig, model_bytes: int) -> int:
     """About how many bytes a run writes: a saved student for every unit and round (round-0
     copies in a compare included; seed_only trains once), plus, with checkpoints on, one
     training's checkpoint at a time (fp32 weights and Adam's two moments: about 6x a 16-bit
     model's files). Stage tables are small beside them."""
-    trainings = sum(1 if s.name == "seed_only" else cfg.rounds
-                    for task in cfg.tasks for s in strategies[task.name]
-                    for _ in (cfg.compare.seeds if cfg.compare else [cfg.seed]))
+    trainings = sum(strategy_class(settings.name).rounds(cfg.rounds)
+                    for task in cfg.tasks for *_, settings in unit_settings(cfg, task))
     checkpoint = 6 * model_bytes if cfg.train.checkpoint_every != "never" else 0
     return trainings * model_bytes + checkpoint
 
 
-def _check_disk(cfg: RunConfig, student: str,
-                strategies: dict[str, list[StrategyConfig]]) -> list[str]:
+def _check_disk(cfg: RunConfig, student: str) -> list[str]:
     """A warning when a local run_dir has less free space than the run may write."""
     folder = Path(student)
     if not folder.is_dir() or not fs.is_local(RunStorage(cfg.run_dir).fs):
         return []
     weights = sum(f.stat().st_size for f in folder.iterdir()
                   if f.suffix in (".safetensors", ".bin", ".pt"))
-    needed, free = disk_needed(cfg, weights, strategies), fs.free_bytes(cfg.run_dir)
+    needed, free = disk_needed(cfg, weights), fs.free_bytes(cfg.run_dir)
     if free is None or free >= needed:
         return []
     return [f"run_dir {cfg.run_dir!r} has {free / 2**30:.1f} GiB free; this run may write "
@@ -125,37 +122,31 @@ def _check_disk(cfg: RunConfig, student: str,
 
 
 def _task_strategies(cfg: RunConfig) -> dict[str, list[StrategyConfig]]:
-    """task -> the strategy settings of its units (one in a plain run, one per compare entry)."""
-    out = {}
-    for t in cfg.tasks:
-        base = t.strategy or cfg.strategy
-        listed = cfg.compare.strategies if cfg.compare else [base.name]
-        out[t.name] = [base.model_copy(update=strategy_variant(s)) if cfg.compare else base
-                       for s in listed]
-    return out
+    """task -> the strategy settings of its units (one per compare entry; the first seed's)."""
+    return {t.name: [settings for _, seed, _, settings in unit_settings(cfg, t)
+                     if seed == (cfg.compare.seeds[0] if cfg.compare else cfg.seed)]
+            for t in cfg.tasks}
 
 
 def _check_strategies(cfg: RunConfig) -> list[str]:
-    """Each task has what its strategies need: zerogen a `zerogen_user` template; s3 its
-    prompt file, a classification task and a round to train on its seed; strategies that
-    start from labelled rows, a seed (n_seed: 0 leaves s3 and zerogen)."""
+    """Each task has what its strategies need (each strategy's own task_problems: a prompt
+    template, a classification task), a labelled seed for those that train on one, and a
+    round to train on a synthetic seed."""
     problems = []
+    writers = [name for name, cls in REGISTRY.items() if cls.synthesizes_seed]
     for i, t in enumerate(cfg.tasks):
-        names = {s.name for s in _task_strategies(cfg)[t.name]}
+        kinds = {s.name: strategy_class(s.name) for s in _task_strategies(cfg)[t.name]}
         task = build_task(t, cfg.seed)
-        if "zerogen" in names and "zerogen_user" not in task.prompts.templates:
-            problems.append(f"tasks.{i}.prompts: strategy zerogen needs a `zerogen_user` "
-                            f"template in {task.prompts.path} (see prompts/llm2llm/math.yaml)")
-        if "s3" in names and (task.s3_prompts is None or not task.labels):
-            problems.append(f"tasks.{i} ({t.name}): strategy s3 needs a classification task "
-                            f"with an s3 prompt file (prompts/s3/classification.yaml, or "
-                            f"tasks[].s3_prompts)")
-        need_seed = sorted(names & {"llm2llm", "random", "mixed", "seed_only"})
-        if task.cfg.n_seed == 0 and need_seed:
+        for cls in kinds.values():
+            problems += cls.task_problems(task, i)
+        no_seed = task.cfg.n_seed == 0
+        need_seed = sorted(n for n, c in kinds.items() if c.uses_seed and not c.synthesizes_seed)
+        if no_seed and need_seed:
             problems.append(f"tasks.{i} ({t.name}): n_seed is 0 (no labelled seed) but "
                             f"{', '.join(need_seed)} train(s) on labelled seed rows; give "
-                            f"n_seed > 0 or use s3 / zerogen, which synthesize a seed")
-        synthesizes = "s3" in names or ("zerogen" in names and task.cfg.n_seed == 0)
+                            f"n_seed > 0 or use {' / '.join(writers)}, which synthesize a seed")
+        synthesizes = any(not c.uses_seed or (c.synthesizes_seed and no_seed)
+                          for c in kinds.values() if c.uses_teacher)
         if synthesizes and cfg.rounds < 2:
             problems.append(f"rounds: {cfg.rounds}, but {t.name}'s synthetic seed is written "
                             f"in round 0 and first trained on in round 1; set rounds >= 2")
@@ -264,9 +255,9 @@ def run_job(config_path: str | None, overrides: list[str],
     per round. `verbose`: the workers' own output too."""
     prepared = preflight(config_path, overrides, rerun_affected)
     store = RunStorage(prepared.cfg.run_dir)
-    compare = prepared.cfg.compare.model_dump() if prepared.cfg.compare else None
+    tasks = {t.name: t for t in prepared.cfg.tasks}
     for task, stage in prepared.rerun.items():
-        for *_, key in unit_keys(task, compare, prepared.cfg.strategy.name, prepared.cfg.seed):
+        for _, _, key, _ in unit_settings(prepared.cfg, tasks[task]):
             moved_to = store.location(store.supersede(key, stage))
             print(f"config changed: {key} redoes round 0 from {stage} on; the previous "
                   f"stages are kept in {moved_to}", flush=True)

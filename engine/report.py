@@ -20,6 +20,7 @@ from engine.errors import DataError
 from engine.inspect import run_units
 from engine.provenance import read_run_record
 from engine.storage import RunStorage
+from engine.strategies import strategy_class
 
 STAGES = ("train", "predict", "augment")
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
@@ -60,6 +61,15 @@ def _series(by_seed: dict, field: str) -> tuple[list[int], list[float], list[flo
             [min(per_round[x]) for x in xs], [max(per_round[x]) for x in xs])
 
 
+def trains_once(strategy: str, rounds: int) -> bool:
+    """Whether a strategy's one round stands for all (seed_only); a name this engine no
+    longer knows (an old run's) is drawn as it was run."""
+    try:
+        return strategy_class(strategy).rounds(rounds) == 1
+    except KeyError:
+        return False
+
+
 def _carry_forward(by_seed: dict, rounds: int) -> dict:
     """seed_only trains once: its round 0 stands for every round, drawn flat."""
     return {s: [dict(h[0], round=r) for r in range(rounds)] for s, h in by_seed.items() if h}
@@ -70,7 +80,7 @@ def accuracy_figure(strategies: dict, rounds: int):
 
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for i, (name, by_seed) in enumerate(strategies.items()):
-        if name == "seed_only":
+        if trains_once(name, rounds):
             by_seed = _carry_forward(by_seed, rounds)
         color = COLORS[i % len(COLORS)]
         xs, mean, low, high = _series(by_seed, "test_accuracy")

@@ -16,7 +16,8 @@ from engine.errors import DataError
 from engine.generation.cache import ResponseCache
 from engine.provenance import read_run_record
 from engine.storage import STAGES, RunStorage
-from engine.strategies import saved_units
+from engine.config import StrategyConfig
+from engine.strategies import build_strategy, saved_units
 
 HEARTBEAT_EVERY_S = 20
 STALE_AFTER_S = 3 * HEARTBEAT_EVERY_S
@@ -36,11 +37,9 @@ def stage_states(run_dir: str | Path, now: float | None = None) -> tuple[list[di
     rows = []
     rounds = int(config.get("rounds", 0))
     for key, settings in saved_units(config):
-        last = 0 if settings.get("name") == "seed_only" else rounds - 1  # trains once
-        for r in range(last + 1):
-            no_teacher = (r == last or settings.get("name") == "seed_only"
-                          or (settings.get("one_shot") and r > 0))
-            rows.append(_unit_row(store, key, r, no_teacher, alive))
+        strategy = build_strategy(StrategyConfig(**settings))
+        for r in range(strategy.rounds(rounds)):
+            rows.append(_unit_row(store, key, r, not strategy.augments(r, rounds), alive))
             if rows[-1]["stopped"]:
                 break  # the unit's later rounds will not run
     driver = {"heartbeat_age_s": age, "alive": alive,
@@ -54,7 +53,7 @@ def _unit_row(store: RunStorage, key: str, r: int, no_teacher: bool, alive: bool
     for stage in STAGES:
         stage_dir = store.stage_dir(key, r, stage)
         if stage == "augment" and no_teacher:
-            row[stage] = "-"  # the last round does not augment, nor does seed_only
+            row[stage] = "-"  # the last round does not ask the teacher, nor does seed_only
         elif store.is_complete(stage_dir):
             row[stage] = "done"
         elif store.exists(stage_dir):

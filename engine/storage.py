@@ -2,7 +2,7 @@
 
 It may be a local path or any pyarrow filesystem URI (engine/fs.py).
 
-Layout (README, "What a round does"):
+Layout (docs: what a round does):
     <run_dir>/config.yaml
     <run_dir>/<task>/round_<r>/<stage>/part-0.parquet + MANIFEST.json (written last)
     <run_dir>/<task>/round_<r>/<stage>/_resume/       an unfinished stage's checkpoints
@@ -25,8 +25,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from engine import fs
-from engine.stages import STAGES
 
+# The stages of a round, in the order they run: one folder each under round_<r>/.
+STAGES = ["data", "train", "predict", "mine", "augment"]
 MANIFEST = "MANIFEST.json"
 # State that lets an interrupted stage continue rather than start over (training checkpoints):
 # kept when the stage is begun again, removed once it is finished.

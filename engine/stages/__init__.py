@@ -6,7 +6,7 @@ rerun planning (engine/rerun.py) and resume compatibility read these declaration
 setting to a stage's list is all it takes for a change of that setting to redo the stage.
 """
 
-STAGES = ["data", "train", "predict", "mine", "augment"]
+from engine.storage import STAGES  # noqa: F401 - the stage folders, in order
 
 # Dotted config paths (fnmatch patterns; `tasks.*.x` is task x's own setting, which affects
 # that task only) and prompt template hashes (`prompts.<task>.student|teacher`) each stage's

@@ -1,5 +1,6 @@
-"""AUGMENT: teacher requests per target, then parse -> verify -> gates -> decontaminate ->
-dedup -> cap, with top-up asks while a target is short of its quota.
+"""AUGMENT: a strategy's plan executed (`augment`, the stage's entry point): teacher requests
+per target, then parse -> verify -> gates -> decontaminate -> dedup -> cap, with top-up asks
+while a target is short of its quota.
 
 Every candidate the teacher wrote is kept as a row (accepted or not, with the reason), so the
 round report can count accept rates and a user can inspect what was thrown away.
@@ -10,38 +11,40 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.records import CANDIDATE, EXAMPLE, GENERATED, require_columns
+from engine.config import TeacherConfig
+from engine.records import (CANDIDATE, EXAMPLE, GENERATED, GENERATIONS, RATIONALES, StageResult,
+                            request_id, require_columns)
 from engine.stages.gates import (NearDuplicateIndex, NgramLeakIndex, degenerate_reason,
                                  template_words)
 from engine.sampling import to_json
-from engine.tasks import Parsed, Task
+from engine.stages.synthesize import ask_rationales, rationale_requests
+from engine.tasks import Parsed, PromptSet, Task
 
-
-def request_id(seed_id: str, round_: int, sample: int = 0) -> str:
-    """A teacher request about a seed row in a round; `sample` > 0 for a top-up ask."""
-    return f"{seed_id}@r{round_}" + (f"~{sample}" if sample else "")
+if TYPE_CHECKING:
+    from engine.strategies import RoundPlan
 
 
 def teacher_requests(targets: pa.Table, task: Task, n_per_error: int, round_: int,
                      sampling: dict, constrain_format: bool = False, sample: int = 0,
-                     pool: pa.Table | None = None, s3: bool = False) -> pa.Table:
+                     pool: pa.Table | None = None, prompts: PromptSet | None = None) -> pa.Table:
     """One teacher request per target row, asking for `n_per_error` new examples like it.
 
     sampling: the teacher's parameters for this task (engine/sampling.py), carried by every
     row. With constrain_format, each request carries a `regex` the backend enforces while
     decoding. `seed_id` ties each request to its target; `sample` tells a top-up ask of the
     same request apart (its own answer, its own cache entry). `pool`: the real rows a task
-    may draw worked examples from (Task.demonstrations). `s3`: the s3 strategy's prompts.
+    may draw worked examples from (Task.demonstrations). `prompts`: the plan's prompt set.
     """
     require_columns(targets, [f.name for f in EXAMPLE], "augment")
     rows = targets.to_pylist()
     real = pool.to_pylist() if pool is not None else []
     demos = [task.demonstrations(r, real, n_per_error + 1) for r in rows]
-    messages = [json.dumps(task.teacher_messages(r, r["trigger_prediction"], n_per_error, d, s3))
+    messages = [json.dumps(task.teacher_messages(r, r["trigger_prediction"], n_per_error, d, prompts))
                 for r, d in zip(rows, demos)]
     columns = {
         "request_id": [request_id(r["id"], round_, sample) for r in rows],
@@ -273,3 +276,55 @@ def accepted_examples(candidates: pa.Table) -> pa.Table:
     """The accepted candidates as training examples (EXAMPLE schema)."""
     accepted = candidates.filter(pc.field("accepted"))
     return accepted.select([f.name for f in EXAMPLE]).cast(EXAMPLE)
+
+
+@dataclass(frozen=True)
+class TeacherCalls:
+    """How the augment stage reaches the teacher for one unit: `ask` for new rows, `check`
+    for the answer check (its own step in the logs), both requests -> GENERATED rows."""
+
+    ask: Callable[[pa.Table], pa.Table]
+    check: Callable[[pa.Table], pa.Table]
+
+
+def augment(plan: "RoundPlan", task: Task, r: int, teacher: TeacherConfig, sampling: dict,
+            calls: TeacherCalls, train_set: pa.Table, protected: list[str],
+            request_cap: Callable[[int], tuple[int | None, Callable | None]]) -> StageResult:
+    """Execute a strategy's plan: (rationales first, where it says so, as targets) every
+    target asked about until its quota is accepted or its tries run out, through the gates.
+
+    protected: test and validation inputs no candidate may leak; request_cap(requests sent
+    already) -> (requests the asks may send, over_budget) from the unit's stop rules."""
+    beside, asked_before, info = {}, 0, {}
+    targets = plan.targets
+    if plan.rationales_per_label:
+        targets, rationale_asks, answers = ask_rationales(
+            task, plan.rationales_per_label, r, calls.ask,
+            lambda labels, sample: rationale_requests(task, labels, plan.rationales_per_label,
+                                                      r, sampling, teacher.constrained, sample),
+            teacher.max_tries)
+        beside[RATIONALES] = targets
+        asked_before = rationale_asks.num_rows
+        info["rationales"] = targets.num_rows
+    checks = teacher.check_answers if teacher.check_answers is not None \
+        else task.checkable_answers
+    check = AnswerCheck(task, calls.check, sampling) if checks else None
+    gates = CandidateFilter(task, r, teacher.model, plan.quota,
+                            train_set.column("input").to_pylist(), protected,
+                            teacher.near_dup_threshold, style_texts=plan.style_texts,
+                            prompt_hash=plan.prompts.hash, check=check)
+    cap, over = request_cap(asked_before)
+    requests, generated, candidates = ask_teacher(
+        targets, calls.ask,
+        lambda rows, sample: teacher_requests(rows, task, plan.quota, r, sampling,
+                                              teacher.constrained, sample, plan.demo_pool,
+                                              plan.prompts),
+        gates, teacher.max_tries, max_requests=cap, over_budget=over)
+    earlier = [answers] if plan.rationales_per_label and answers is not None else []
+    beside[GENERATIONS] = pa.concat_tables([*earlier, generated,
+                                            *(check.generated if check else [])])
+    asked = {"targets": len(set(requests.column("seed_id").to_pylist()))
+             if requests.num_rows else 0, "quota": plan.quota,
+             "requests": requests.num_rows + asked_before,
+             "check_requests": sum(t.num_rows for t in check.requests) if check else 0}
+    return StageResult(candidates, {**asked, **info}, beside)

@@ -1,10 +1,25 @@
-"""MINE: the rows the student got wrong. LLM2LLM augments only original seed rows."""
+"""MINE: the rows the student got wrong, among the rows the strategy mines (`mine_from`):
+the seed (LLM2LLM: only original rows are augmented), every training row (the paper's
+ablation) or the task's real validation rows (S3)."""
 
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from engine.records import EXAMPLE, require_columns
+from engine.records import EXAMPLE, SEED, SYNTHETIC, VALIDATION, require_columns
+
+# mine_from -> the origins of the rows that are mined
+MINED_ORIGINS = {"seed": (SEED,), "all": (SEED, SYNTHETIC), "validation": (VALIDATION,)}
+
+
+def mining_rows(mine_from: str, train_set: pa.Table, validation: pa.Table) -> pa.Table:
+    """The rows the student is graded on to find errors (and random targets)."""
+    if mine_from == "validation":
+        return validation
+    if mine_from == "all":
+        return train_set
+    return train_set.filter(pc.equal(train_set["origin"], SEED))
 
 
 def with_outputs(rows: pa.Table, predictions: pa.Table) -> tuple[pa.Table, list[bool]]:
@@ -20,16 +35,16 @@ def with_outputs(rows: pa.Table, predictions: pa.Table) -> tuple[pa.Table, list[
     return pa.Table.from_pylist(out, schema=EXAMPLE), correct
 
 
-def mine_errors(train_set: pa.Table, predictions: pa.Table,
-                origins: tuple[str, ...] = ("seed",)) -> pa.Table:
-    """Wrong rows of the training set whose origin is in `origins`, with the wrong output as
+def mine_errors(rows: pa.Table, predictions: pa.Table,
+                origins: tuple[str, ...] = (SEED,)) -> pa.Table:
+    """Wrong rows among `rows` whose origin is in `origins`, with the wrong output as
     `trigger_prediction`.
 
     By default only seed rows are mined, even when synthetic ones are wrong (LLM2LLM,
     section 3): augmenting augmented data drifts away from the real distribution. Mining all
     rows is the paper's ablation (strategy.mine_from: all).
     """
-    rows, correct = with_outputs(train_set, predictions)
+    rows, correct = with_outputs(rows, predictions)
     keep = [not ok and origin in origins
             for ok, origin in zip(correct, rows.column("origin").to_pylist())]
     return rows.filter(pa.array(keep, pa.bool_()))

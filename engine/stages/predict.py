@@ -1,4 +1,4 @@
-"""PREDICT + GRADE: student requests over examples, and grading of its outputs."""
+"""PREDICT: the student over the mining and test rows, each output graded by the task."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pyarrow as pa
 
-from engine.records import EXAMPLE, GENERATED, PREDICTION, require_columns
+from engine.records import EXAMPLE, GENERATED, GENERATIONS, PREDICTION, StageResult, require_columns
 from engine.sampling import to_json
 from engine.tasks import Task
 
@@ -41,7 +41,12 @@ def grade(examples: pa.Table, generated: pa.Table, task: Task, split: str) -> pa
     return pa.Table.from_pylist(rows, schema=PREDICTION)
 
 
-def accuracy(predictions: pa.Table, split: str, origin: str | None = None) -> float | None:
-    rows = [r for r in predictions.to_pylist()
-            if r["split"] == split and (origin is None or r["origin"] == origin)]
-    return sum(r["correct"] for r in rows) / len(rows) if rows else None
+def predict(task: Task, mining: pa.Table, test: pa.Table, model: str, generate,
+            sampling: dict) -> StageResult:
+    """The student `model` over the mining set and the test set, in one pass, graded.
+    generate: (requests, model) -> GENERATED rows, kept beside the predictions."""
+    both = pa.concat_tables([mining, test])
+    generated = generate(student_requests(both, task, sampling), model)
+    predictions = pa.concat_tables([grade(mining, generated, task, "train"),
+                                    grade(test, generated, task, "test")])
+    return StageResult(predictions, beside={GENERATIONS: generated})

@@ -11,23 +11,12 @@ through the same top-up asks, quality gates and lineage as LLM2LLM's: every synt
 from __future__ import annotations
 
 import json
-import math
 
 import pyarrow as pa
 
-from engine.records import EXAMPLE
+from engine.records import EXAMPLE, RATIONALE, request_id
 from engine.sampling import to_json
-from engine.stages.augment import request_id
 from engine.tasks import Task
-
-RATIONALE = "rationale"  # origin of a target that is a rationale the teacher wrote
-
-
-def seed_quota(rows_per_label: int, targets_per_label: int) -> int:
-    """Rows asked for per target so that each label's targets together ask for about
-    rows_per_label (never fewer)."""
-    return math.ceil(rows_per_label / targets_per_label)
-
 
 def rationale_requests(task: Task, labels: list[str], n: int, round_: int, sampling: dict,
                        constrain_format: bool, sample: int = 0) -> pa.Table:

@@ -6,11 +6,14 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.strategies import RoundView, Strategy, take_random
+from engine.strategies.base import RoundView, Strategy, register, take_random
 
 
+@register
 class Mixed(Strategy):
     name = "mixed"
+    summary = "as many requests as llm2llm, targeted_share of them aimed at errors, the rest random"
+    options = {"share": "targeted_share"}
 
     def targets(self, view: RoundView):
         n = view.errors.num_rows if view.budget is None else view.budget

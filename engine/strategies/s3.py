@@ -7,20 +7,27 @@ prompts/s3/)."""
 
 from __future__ import annotations
 
-import pyarrow as pa
-
-from engine.strategies import RoundView, Strategy
+from engine.strategies.base import Strategy, register
 
 
+@register
 class S3(Strategy):
     name = "s3"
+    summary = ("no labelled seed: explain-then-generate one, then extrapolate the errors on "
+               "the real validation rows")
     uses_seed = False
+    synthesizes_seed = True
     explains = True
+    sets_budget = True  # where the job has no llm2llm unit
+    implied = {"mine_from": "validation"}
 
-    def targets(self, view: RoundView) -> pa.Table:
-        """The validation rows the student got wrong (mined there by mine_from); with
-        keep_label_mix, kept to the validation rows' label mix."""
-        return self.aimed(view)
+    def prompts(self, task):
+        return task.s3_prompts
 
-    def seed_targets(self, view: RoundView, rationales: pa.Table) -> pa.Table:
-        return rationales
+    @classmethod
+    def task_problems(cls, task, index: int) -> list[str]:
+        if task.s3_prompts is None or not task.labels:
+            return [f"tasks.{index} ({task.name}): strategy s3 needs a classification task "
+                    f"with an s3 prompt file (prompts/s3/classification.yaml, or "
+                    f"tasks[].s3_prompts)"]
+        return []

@@ -3,15 +3,19 @@ floor every synthesis strategy must beat."""
 
 from __future__ import annotations
 
-from engine.strategies import RoundView, Strategy
+from engine.strategies.base import RoundView, Strategy, register
 
 
+@register
 class SeedOnly(Strategy):
     name = "seed_only"
+    summary = "no teacher: the student trained on the seed alone"
     uses_teacher = False
+    takes_switches = False
 
     def targets(self, view: RoundView):
         return view.errors.slice(0, 0)
 
-    def rounds(self, configured: int) -> int:
+    @classmethod
+    def rounds(cls, configured: int) -> int:
         return 1  # nothing changes between rounds: round 0 is the result of every round

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from engine.records import EXAMPLE
-from engine.strategies import RoundView, Strategy
-
-DESCRIPTION = "description"  # origin of a target that is a label slot, not a real row
+from engine.records import DESCRIPTION, EXAMPLE
+from engine.strategies.base import RoundView, Strategy, register
 
 
+@register
 class ZeroGen(Strategy):
     name = "zerogen"
+    summary = "as many requests, from the task description and labels alone"
+    synthesizes_seed = True
 
     def targets(self, view: RoundView) -> pa.Table:
         """Label slots, the labels in turn (one empty label for tasks without labels)."""
@@ -28,7 +29,14 @@ class ZeroGen(Strategy):
                              prompt_hash="", sampling=""))
         return pa.Table.from_pylist(rows, schema=EXAMPLE)
 
-    def seed_targets(self, view: RoundView, rationales: pa.Table) -> pa.Table:
-        """No labelled seed: the synthetic seed is written from label slots too (the driver
-        sets the budget: the s3 unit's rationales, or rationales_per_label per label)."""
+    def seed_targets(self, view: RoundView) -> pa.Table:
+        """No labelled seed: the synthetic seed is written from label slots too (the budget:
+        the s3 unit's rationales, or rationales_per_label per label)."""
         return self.targets(view)
+
+    @classmethod
+    def task_problems(cls, task, index: int) -> list[str]:
+        if "zerogen_user" not in task.prompts.templates:
+            return [f"tasks.{index}.prompts: strategy zerogen needs a `zerogen_user` "
+                    f"template in {task.prompts.path} (see prompts/llm2llm/math.yaml)"]
+        return []

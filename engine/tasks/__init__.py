@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine.config import TaskConfig
 from engine.tasks.arithmetic import ArithmeticTask
-from engine.tasks.base import Parsed, Task, check_prompt_file
+from engine.tasks.base import Parsed, PromptSet, Task, check_prompt_file
 from engine.tasks.classification import ClassificationTask
 from engine.tasks.math import MathTask
 from engine.tasks.multiple_choice import MultipleChoiceTask
@@ -19,7 +19,7 @@ TASK_TYPES: dict[str, type[Task]] = {
     "multiple_choice": MultipleChoiceTask,
 }
 
-__all__ = ["Parsed", "Task", "TASK_TYPES", "resolve_task_config", "build_task", "check_tasks"]
+__all__ = ["Parsed", "PromptSet", "Task", "TASK_TYPES", "resolve_task_config", "build_task", "check_tasks"]
 
 
 def resolve_task_config(cfg: TaskConfig) -> TaskConfig:

@@ -185,11 +185,11 @@ class Task:
         """The teacher's prompt templates: a candidate made of their words is an echo."""
         return [t for n, t in self.prompts.templates.items() if not n.startswith("student")]
 
-    def teacher_messages(self, row: dict, prediction: str, n: int,
-                         demos: list[dict] = (), s3: bool = False) -> list[dict]:
+    def teacher_messages(self, row: dict, prediction: str, n: int, demos: list[dict] = (),
+                         prompts: PromptSet | None = None) -> list[dict]:
         """The chat asking for n new examples like `row`; `demos` are other real rows of the
-        same label a task may show as a worked example. `s3`: the s3 strategy asks, with the
-        task's S3 prompt file (tasks that have one)."""
+        same label a task may show as a worked example. `prompts`: the prompt set the
+        strategy asks with (its plan's; default the task's own file)."""
         raise NotImplementedError
 
     def recomputed(self, question: str, output: str) -> str:
@@ -207,7 +207,7 @@ class Task:
 
     def description_messages(self, row: dict, n: int) -> list[dict]:
         """A request from the task's description and labels alone (the zerogen strategy):
-        the prompt file's `zerogen_user`, for a target whose origin is "description"."""
+        the prompt file's `zerogen_user`, for a target whose origin is DESCRIPTION."""
         values = dict(description=self.description, labels=", ".join(self.labels),
                       label=row["label"], n=n, **self.render_values())
         return [{"role": "system", "content": self.prompts.render("teacher_system", **values)},

@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 
 from engine.errors import DataError
+from engine.records import DESCRIPTION, RATIONALE
 from engine.tasks.base import Parsed, PromptSet, Task
+
+EXTRAPOLATE = "extrapolate_user"  # the template that makes a prompt file an S3 one
 
 # The wrapper of an example: "Text:" as asked, or what small teachers write instead ("The
 # text:", "Example 2:", "**New question 1:**"), at the start of a line, maybe numbered.
@@ -102,29 +105,32 @@ class ClassificationTask(Task):
         got = self.find_label(output)
         return got, got == label
 
-    def teacher_messages(self, row: dict, prediction: str, n: int,
-                         demos: list[dict] = (), s3: bool = False) -> list[dict]:
+    def teacher_messages(self, row: dict, prediction: str, n: int, demos: list[dict] = (),
+                         prompts: PromptSet | None = None) -> list[dict]:
         """System prompt, then (with `demos`, other real rows of the same label) a worked
         request answered with real examples, then the request about `row`. The worked one
         shows a small teacher the format and that "similar" means a new text, not a copy:
-        without it the bundled 135M teacher wrote the shown text back for most requests."""
-        if row["origin"] == "description":  # the zerogen strategy: no real row to show
+        without it the bundled 135M teacher wrote the shown text back for most requests.
+        `prompts`: the strategy's prompt set (default: the task's own file)."""
+        prompts = prompts or self.prompts
+        if row["origin"] == DESCRIPTION:  # no real row to show
             return self.description_messages(row, n)
-        if s3 or row["origin"] == "rationale":  # the s3 strategy's own prompt file
-            return self.s3_messages(row, prediction, n, demos)
-        return self._with_worked_example(self.prompts, "teacher_user", row, prediction, n, demos)
+        if EXTRAPOLATE in prompts.templates or row["origin"] == RATIONALE:  # an S3 prompt file
+            return self.s3_messages(row, prediction, n, demos,
+                                    prompts if EXTRAPOLATE in prompts.templates else None)
+        return self._with_worked_example(prompts, "teacher_user", row, prediction, n, demos)
 
-    def s3_messages(self, row: dict, prediction: str, n: int,
-                    demos: list[dict] = ()) -> list[dict]:
+    def s3_messages(self, row: dict, prediction: str, n: int, demos: list[dict] = (),
+                    prompts: PromptSet | None = None) -> list[dict]:
         """S3's requests: examples written on one rationale (*generate*, a target whose origin
-        is "rationale" and whose input is the rationale), or like a real row the student got
+        is RATIONALE and whose input is the rationale), or like a real row the student got
         wrong (*error extrapolation*, with a worked example from `demos` as above)."""
-        prompts = self._s3()
-        if row["origin"] == "rationale":
+        prompts = prompts or self._s3()
+        if row["origin"] == RATIONALE:
             values = self._values(prompts, row, prediction, n)
             return [{"role": "system", "content": prompts.render("teacher_system", **values)},
                     {"role": "user", "content": prompts.render("example_user", **values)}]
-        return self._with_worked_example(prompts, "extrapolate_user", row, prediction, n, demos)
+        return self._with_worked_example(prompts, EXTRAPOLATE, row, prediction, n, demos)
 
     def _with_worked_example(self, prompts: PromptSet, template: str, row: dict,
                              prediction: str, n: int, demos: list[dict]) -> list[dict]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from engine.tasks.base import Parsed, Task
+from engine.records import DESCRIPTION
+from engine.tasks.base import Parsed, PromptSet, Task
 
 _FINAL = re.compile(r"####\s*\$?\s*(-?[\d,]*\.?\d+)")
 _NUMBER = re.compile(r"-?\d[\d,]*\.?\d*|-?\.\d+")
@@ -185,23 +186,24 @@ class MathTask(Task):
     def recomputed(self, question: str, output: str) -> str:
         return recompute_steps(question, output)
 
-    def teacher_messages(self, row: dict, prediction: str, n: int,
-                         demos: list[dict] = (), s3: bool = False) -> list[dict]:
+    def teacher_messages(self, row: dict, prediction: str, n: int, demos: list[dict] = (),
+                         prompts: PromptSet | None = None) -> list[dict]:
         """The paper's shape: system prompt, a worked request, the request. The worked request
         is built from real seed rows like this one (`demos`: one asked about, the others as
         the answer) where the prompt file has a `teacher_answer` template, so a small teacher
         sees what "similar" means for this task; else it is the file's fixed one-shot."""
-        if row["origin"] == "description":  # the zerogen strategy: no real row to show
+        if row["origin"] == DESCRIPTION:  # no real row to show
             return self.description_messages(row, n)
-        system = self.prompts.render("teacher_system")
-        user = self.prompts.render("teacher_user", question=row["input"], answer=row["target"],
+        prompts = prompts or self.prompts
+        system = prompts.render("teacher_system")
+        user = prompts.render("teacher_user", question=row["input"], answer=row["target"],
                                    prediction=prediction, n=n)
-        if len(demos) < 2 or "teacher_answer" not in self.prompts.templates:
+        if len(demos) < 2 or "teacher_answer" not in prompts.templates:
             return self._chat(system, user)
         shown = demos[1: n + 1]
-        worked = self.prompts.render("teacher_user", question=demos[0]["input"],
+        worked = prompts.render("teacher_user", question=demos[0]["input"],
                                      answer=demos[0]["target"], prediction="", n=len(shown))
-        answer = "\n".join(self.prompts.render("teacher_answer", question=d["input"],
+        answer = "\n".join(prompts.render("teacher_answer", question=d["input"],
                                                answer=d["target"]) for d in shown)
         return [{"role": "system", "content": system}, {"role": "user", "content": worked},
                 {"role": "assistant", "content": answer}, {"role": "user", "content": user}]

@@ -13,7 +13,7 @@ import re
 import string
 
 from engine.errors import DataError
-from engine.tasks.base import Parsed, Task
+from engine.tasks.base import Parsed, PromptSet, Task
 
 LETTERS = string.ascii_uppercase
 _ITEM = re.compile(r"(?:^|\n)\s*(?:\d+[.)]\s*)?(?:\*\*)?(?:context|question)\s*:(?:\*\*)?", re.I)
@@ -62,10 +62,11 @@ class MultipleChoiceTask(Task):
         got = match.group(1) if match else ""
         return got, got == label
 
-    def teacher_messages(self, row: dict, prediction: str, n: int,
-                         demos: list[dict] = (), s3: bool = False) -> list[dict]:
-        system = self.prompts.render("teacher_system", description=self.description)
-        user = self.prompts.render("teacher_user", item=row["input"], answer=row["label"],
+    def teacher_messages(self, row: dict, prediction: str, n: int, demos: list[dict] = (),
+                         prompts: PromptSet | None = None) -> list[dict]:
+        prompts = prompts or self.prompts
+        system = prompts.render("teacher_system", description=self.description)
+        user = prompts.render("teacher_user", item=row["input"], answer=row["label"],
                                    prediction=prediction, n=n,
                                    k=self.n_choices(row["input"]),
                                    last=LETTERS[self.n_choices(row["input"]) - 1])

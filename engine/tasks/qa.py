@@ -15,7 +15,7 @@ from collections import Counter
 
 import pyarrow as pa
 
-from engine.tasks.base import Parsed, Task
+from engine.tasks.base import Parsed, PromptSet, Task
 
 _QUESTION = re.compile(r"(?:^|\n)\s*(?:\d+[.)]\s*)?(?:\*\*)?(?:new\s+)?question(?:\s*\d+)?\s*:"
                        r"(?:\*\*)?", re.I)
@@ -102,11 +102,12 @@ class QATask(Task):
     def gate_text(self, text: str) -> str:
         return split_input(text)[1]
 
-    def teacher_messages(self, row: dict, prediction: str, n: int,
-                         demos: list[dict] = (), s3: bool = False) -> list[dict]:
+    def teacher_messages(self, row: dict, prediction: str, n: int, demos: list[dict] = (),
+                         prompts: PromptSet | None = None) -> list[dict]:
+        prompts = prompts or self.prompts
         context, question = split_input(row["input"])
-        system = self.prompts.render("teacher_system", description=self.description)
-        user = self.prompts.render("teacher_user", context=context, question=question,
+        system = prompts.render("teacher_system", description=self.description)
+        user = prompts.render("teacher_user", context=context, question=question,
                                    answer=row["target"], prediction=prediction, n=n)
         return self._chat(system, user)
 

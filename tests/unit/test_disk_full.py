@@ -68,7 +68,7 @@ def test_disk_full_is_recognized_in_another_process_s_error_text():
 def test_preflight_warns_when_the_run_dir_has_less_room_than_the_run_may_write(
         tmp_path, monkeypatch):
     from engine.config import RunConfig
-    from engine.job import _check_disk, _task_strategies, disk_needed
+    from engine.job import _check_disk, disk_needed
 
     student = tmp_path / "student"
     student.mkdir()
@@ -76,12 +76,11 @@ def test_preflight_warns_when_the_run_dir_has_less_room_than_the_run_may_write(
     cfg = RunConfig.model_validate({
         "run_dir": str(tmp_path / "run"), "rounds": 3, "tasks": [{"name": "arithmetic"}],
         "compare": {"strategies": ["llm2llm", "seed_only"], "seeds": [0, 1]}})
-    strategies = _task_strategies(cfg)
     # llm2llm trains 3 rounds, seed_only once, for 2 seeds; one checkpoint at a time
-    assert disk_needed(cfg, 1000, strategies) == 2 * (3 + 1) * 1000 + 6 * 1000
-    assert _check_disk(cfg, str(student), strategies) == []  # this disk has room
+    assert disk_needed(cfg, 1000) == 2 * (3 + 1) * 1000 + 6 * 1000
+    assert _check_disk(cfg, str(student)) == []  # this disk has room
     monkeypatch.setattr(engine.fs, "free_bytes", lambda path: 5000)
-    warning, = _check_disk(cfg, str(student), strategies)
+    warning, = _check_disk(cfg, str(student))
     assert "has 0.0 GiB free; this run may write about 0.0 GiB" in warning
     assert "resumes when run again" in warning
 

@@ -10,7 +10,8 @@ import pytest
 
 from engine.config import RunConfig
 from engine.driver import RoundLoop
-from engine.stages.synthesize import ask_rationales, rationale_requests, seed_quota
+from engine.stages.synthesize import ask_rationales, rationale_requests
+from engine.strategies import seed_quota
 from engine.tasks import build_task
 from engine.tasks.base import Task
 from tests.fakes import FakeGenerator, FakeTrainer

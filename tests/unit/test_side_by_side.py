@@ -94,7 +94,7 @@ def test_a_job_stopping_error_stops_the_other_task_at_its_next_stage(tmp_path):
                 sums_training.set()
                 failed.wait(timeout=10)  # sums: still training when arithmetic fails...
                 deadline = time.time() + 10
-                while not loop._abort.is_set() and time.time() < deadline:
+                while not loop.stages.abort.is_set() and time.time() < deadline:
                     time.sleep(0.01)  # ...and until the job has stopped
             return super().__call__(examples, base_model, out_dir, task, *args, **kwargs)
 

@@ -7,7 +7,8 @@ from engine.records import CANDIDATE, EXAMPLE, GENERATED
 from engine.stages.augment import (AnswerCheck, CandidateFilter, accepted_examples, ask_teacher,
                                    teacher_requests)
 from engine.stages.mine import mine_errors
-from engine.stages.predict import accuracy, grade, student_requests
+from engine.metrics import accuracy
+from engine.stages.predict import grade, student_requests
 from engine.tasks import build_task
 
 TASK = build_task(TaskConfig(name="arithmetic", n_seed=4, n_test=2), 0)

@@ -257,7 +257,8 @@ def test_a_pair_task_shows_both_texts_to_student_and_teacher():
     assert seed[0]["input"] in student and student.endswith("Label:")
     ask = task.teacher_messages(seed[0], "entailment", 2, seed[1:])[-1]["content"]
     assert seed[0]["input"] in ask and '"Premise: ...", then "Hypothesis: ..."' in ask
-    extrapolate = task.teacher_messages({**seed[0], "origin": "validation"}, "x", 2, s3=True)
+    extrapolate = task.teacher_messages({**seed[0], "origin": "validation"}, "x", 2,
+                                        prompts=task.s3_prompts)
     assert "got this pair wrong" in extrapolate[-1]["content"]
 
 
@@ -340,7 +341,7 @@ def test_a_real_row_the_student_got_wrong_is_asked_about_after_a_worked_request(
     assert row["origin"] == "validation"
     demos = task.demonstrations(row, seed, 3)
     assert demos and all(d["label"] == row["label"] for d in demos)
-    messages = task.teacher_messages(row, "x", 2, demos, s3=s3)
+    messages = task.teacher_messages(row, "x", 2, demos, task.s3_prompts if s3 else None)
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
     wording = "got this pair wrong" if s3 else "The student was given the following pair"
     assert wording in messages[1]["content"] and wording in messages[3]["content"]

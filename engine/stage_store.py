@@ -1,0 +1,147 @@
+"""Running a stage against the run directory: load it if finished, copy it from a round-0 twin,
+or compute it (outputs first, manifest last). The round loop (engine/driver.py) runs every
+stage through here, so resume and round-0 sharing are the same for all of them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+import pyarrow as pa
+
+from engine.errors import StorageError, storage_problem
+from engine.metrics import generation_usage
+from engine.records import GENERATIONS, StageResult
+from engine.storage import RunStorage
+from engine.strategies import Unit
+
+
+# Round-0 stages every strategy shares for a task and training seed (see round0_twin).
+ROUND0_SHARED = ("train", "predict", "mine")
+
+
+class Aborted(Exception):
+    """Raised at a stage boundary of a group side by side after another group's error
+    stopped the job."""
+
+
+class StageStore:
+    """The stages of a job's units in its run directory."""
+
+    def __init__(self, store: RunStorage, units: list[Unit], log: Callable[[str], None]):
+        self.store, self.units, self.log = store, units, log
+        self.abort = threading.Event()  # set: groups side by side start no new stage
+
+    def run(self, unit: Unit, r: int, name: str, timings: dict,
+            compute: Callable[[str], pa.Table | StageResult]) -> StageResult:
+        """Load a finished stage, or run it: outputs first, manifest last. `compute` gets the
+        stage's folder (where a trainer saves its model) and returns the stage's table, or a
+        StageResult (its `info` goes into the manifest, `beside` tables next to the table).
+        The stage's seconds go into `timings`."""
+        if self.abort.is_set():
+            raise Aborted()
+        stage_dir = self.store.stage_dir(unit.key, r, name)
+        if self.store.is_complete(stage_dir):
+            self.log(f"[{unit.key} r{r}] {name}: done before, loading")
+            timings[name] = 0.0
+            return StageResult(self.store.read_table(stage_dir), self._info(stage_dir))
+        twin = self.round0_twin(unit, r, name)
+        if twin is not None:
+            return self._copy(unit, twin, name, timings)
+        self.log(f"[{unit.key} r{r}] {name} ...")
+        self.store.begin_stage(stage_dir)
+        start = time.time()
+        result = self._compute(stage_dir, compute)
+        for beside, table in result.beside.items():
+            self.store.write_table(stage_dir, table, name=beside)
+        self.store.write_table(stage_dir, result.table)
+        timings[name] = round(time.time() - start, 2)
+        self.store.finish_stage(stage_dir, name, task=unit.task.name, unit=unit.key, round=r,
+                                started_at=start, seconds=timings[name],
+                                rows=result.table.num_rows, info=result.info)
+        return result
+
+    def _compute(self, stage_dir: str, compute) -> StageResult:
+        try:
+            result = compute(stage_dir)
+        except StorageError:
+            raise
+        except Exception as exc:
+            # a full disk met by another process (a train worker saving the model) or library
+            reason = storage_problem(exc)
+            if reason:
+                raise StorageError(self.store.location(stage_dir), reason) from exc
+            raise
+        return StageResult(result) if isinstance(result, pa.Table) else result
+
+    def _info(self, stage_dir: str) -> dict:
+        manifest = self.store.read_manifest(stage_dir)
+        # "result": where engines before StageResult kept the train stage's stats
+        return manifest.get("info", manifest.get("result")) or {}
+
+    def round0_twin(self, unit: Unit, r: int, name: str) -> Unit | None:
+        """An earlier unit whose finished round-0 `name` stage this unit's would repeat.
+
+        Round 0 trains on the seed alone from the base model, so every strategy with the same
+        task and training seed has the same round-0 student, predictions and errors (training
+        is deterministic given the seed): a compare computes them once per task and seed."""
+        if r != 0 or name not in ROUND0_SHARED or not unit.strategy.uses_seed:
+            return None
+        for other in self.units:
+            if other is unit:
+                return None
+            same = (other.task.name, other.train_seed) == (unit.task.name, unit.train_seed)
+            if same and other.strategy.uses_seed and \
+                    self.store.is_complete(self.store.stage_dir(other.key, 0, name)):
+                return other
+        return None
+
+    def _copy(self, unit: Unit, twin: Unit, name: str, timings: dict) -> StageResult:
+        """This unit's round-0 stage as a copy of its twin's, recorded as one. Generations
+        copied count as cached: none were generated for this unit."""
+        source, stage_dir = (self.store.stage_dir(u.key, 0, name) for u in (twin, unit))
+        self.log(f"[{unit.key} r0] {name}: the same as {twin.key}'s, copied")
+        self.store.begin_stage(stage_dir)
+        self.store.copy_stage(source, stage_dir)
+        if self.store.has_table(stage_dir, GENERATIONS):
+            generated = self.store.read_table(stage_dir, GENERATIONS)
+            generated = generated.set_column(
+                generated.schema.get_field_index("cached"), "cached",
+                pa.array([True] * generated.num_rows)).set_column(
+                generated.schema.get_field_index("attempts"), "attempts",
+                pa.array([0] * generated.num_rows, pa.int32()))
+            self.store.write_table(stage_dir, generated, name=GENERATIONS)
+        info = self._info(source)
+        table = self.store.read_table(stage_dir)
+        timings[name] = 0.0
+        self.store.finish_stage(stage_dir, name, task=unit.task.name, unit=unit.key, round=0,
+                                seconds=0.0, rows=table.num_rows, info=info,
+                                copied_from=twin.key)
+        return StageResult(table, info)
+
+    # -- what a round reads back ------------------------------------------------------------
+    def usage(self, unit: Unit, r: int, stage: str, prices) -> dict | None:
+        """Tokens, failures and cost of a stage's generations (stored with the stage); None
+        for a stage finished by an engine version that did not keep them."""
+        stage_dir = self.store.stage_dir(unit.key, r, stage)
+        if not self.store.has_table(stage_dir, GENERATIONS):
+            return None
+        return generation_usage(self.store.read_table(stage_dir, GENERATIONS), prices)
+
+    def previous(self, unit: Unit, r: int) -> tuple[pa.Table, pa.Table] | None:
+        """Round r-1's predictions and mined errors (for the fix rate), if it has them."""
+        if r == 0:
+            return None
+        dirs = [self.store.stage_dir(unit.key, r - 1, s) for s in ("predict", "mine")]
+        if not all(self.store.is_complete(d) for d in dirs):
+            return None
+        return self.store.read_table(dirs[0]), self.store.read_table(dirs[1])
+
+    def model(self, unit: Unit, r: int) -> str:
+        """Round r's student as other processes open it: a local path, or a URI."""
+        return self.store.location(f"{self.store.stage_dir(unit.key, r, 'train')}/model")
+
+    def augmented(self, unit: Unit, r: int) -> bool:
+        return self.store.is_complete(self.store.stage_dir(unit.key, r, "augment"))

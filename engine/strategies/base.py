@@ -1,0 +1,206 @@
+"""What a strategy is: a class that plans a round's teacher requests, registered once by name.
+
+A strategy decides, the stages execute (engine/stages/augment.py): `plan` returns a RoundPlan
+(targets, rows per target, the prompt set, the real rows shown and compared), and the class's
+attributes say what it needs from a task and how the job treats it. The registry is what the
+config's choices, `llm2llm compare --help`, status, the report and preflight read, so a new
+strategy is one module with `@register` on its class (and its tests).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.records import EXAMPLE
+
+if TYPE_CHECKING:
+    from engine.config import StrategyConfig
+    from engine.tasks import PromptSet, Task
+
+REGISTRY: dict[str, type["Strategy"]] = {}
+
+
+def register(cls: type["Strategy"]) -> type["Strategy"]:
+    """Class decorator: the strategy is known by `cls.name` from now on."""
+    if not cls.name or "+" in cls.name:
+        raise ValueError(f"{cls.__name__}: a strategy needs a `name` without '+'")
+    if REGISTRY.get(cls.name, cls) is not cls:
+        raise ValueError(f"strategy {cls.name!r} is registered twice ({REGISTRY[cls.name]} "
+                         f"and {cls}); give one of them another name")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def strategy_class(spec: str) -> type["Strategy"]:
+    """The class of a strategy name, or of a compare entry `name+switch...`; KeyError names
+    the registered ones."""
+    name = spec.split("+", 1)[0]
+    if name not in REGISTRY:
+        raise KeyError(f"unknown strategy {name!r}; use one of {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+@dataclass(frozen=True)
+class RoundView:
+    """What a strategy sees when it plans a round."""
+
+    errors: pa.Table  # the mined rows (EXAMPLE, trigger_prediction = the wrong output)
+    mining: pa.Table  # every mining row, trigger_prediction = the student's output
+    budget: int | None  # targets the matched unit (llm2llm, else s3) asked about this round
+    rng: random.Random  # seeded by (task, training seed, round)
+    task: str = ""  # the task's name and label names (zerogen writes from them alone)
+    labels: tuple[str, ...] = ()
+    round: int = 0
+    train_set: pa.Table | None = None  # the rows this round trained on (seed + accepted)
+    validation: pa.Table | None = None  # the task's real validation rows (empty if unused)
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """A round's teacher requests as the augment stage executes them."""
+
+    targets: pa.Table | None  # rows to write new examples like (None: rationales first)
+    quota: int  # rows asked for, and at most accepted, per target
+    prompts: "PromptSet"  # the task's prompt file the requests are rendered from
+    demo_pool: pa.Table  # real rows a request may show as a worked example
+    style_texts: list[str]  # real texts whose shape a candidate must have
+    rationales_per_label: int = 0  # > 0: ask for rationales first; they are the targets
+
+
+class Strategy:
+    """Base: LLM2LLM's choices (engine/strategies/llm2llm.py). Subclasses override what
+    differs and register themselves."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""  # one line for `compare --help` and `llm2llm config`
+    uses_teacher: ClassVar[bool] = True
+    uses_seed: ClassVar[bool] = True  # trains on the task's labelled seed rows
+    synthesizes_seed: ClassVar[bool] = False  # can write its own seed when n_seed is 0
+    explains: ClassVar[bool] = False  # a synthetic seed starts with rationales (S3)
+    sets_budget: ClassVar[bool] = False  # its plain unit's targets are the baselines' budget
+    takes_switches: ClassVar[bool] = True  # accepts the ablation switches (config.SWITCHES)
+    implied: ClassVar[dict] = {}  # settings it implies unless given (s3: mine_from)
+    options: ClassVar[dict[str, str]] = {}  # compare switches `key=X` -> settings field
+
+    def __init__(self, settings: "StrategyConfig"):
+        self.settings = settings
+
+    # -- what a round asks -----------------------------------------------------------------
+    def plan(self, view: RoundView, task: "Task", n_per_error: int, rounds: int) -> RoundPlan:
+        """The round's requests. With no training rows yet (round 0 of a unit that writes
+        its own seed) they write the synthetic seed."""
+        prompts = self.prompts(task)
+        train_set = view.train_set if view.train_set is not None else EXAMPLE.empty_table()
+        validation = view.validation if view.validation is not None else EXAMPLE.empty_table()
+        seed_rows = train_set.filter(pc.equal(train_set["origin"], "seed"))
+        # the real texts a candidate must look like: the training set's, or (mining the
+        # validation rows, as s3 does with a synthetic training set) the validation set's
+        mines_validation = self.settings.mine_from == "validation"
+        real = validation if mines_validation else seed_rows
+        demo_pool = seed_rows if seed_rows.num_rows else real
+        style = (real if mines_validation else train_set).column("input").to_pylist()
+        if train_set.num_rows == 0 and view.round == 0:
+            per_label = self.settings.rationales_per_label
+            quota = seed_quota(self.settings.seed_rows_per_label, per_label)
+            if self.explains:
+                return RoundPlan(None, quota, prompts, demo_pool, style, per_label)
+            budget = view.budget if view.budget is not None else per_label * len(view.labels)
+            targets = self.seed_targets(_with_budget(view, budget))
+            return RoundPlan(targets, quota, prompts, demo_pool, style)
+        quota = n_per_error * (rounds - 1 if self.settings.one_shot else 1)
+        return RoundPlan(self.targets(view), quota, prompts, demo_pool, style)
+
+    def targets(self, view: RoundView) -> pa.Table:
+        """The rows the teacher is asked to write new examples like (EXAMPLE schema)."""
+        return self.aimed(view)
+
+    def aimed(self, view: RoundView) -> pa.Table:
+        """The errors, or with `keep_label_mix` as many rows kept to the mined rows' label
+        mix (see keep_label_mix)."""
+        if self.settings.keep_label_mix and view.labels:
+            return keep_label_mix(view.errors, view.mining, view.rng)
+        return view.errors
+
+    def seed_targets(self, view: RoundView) -> pa.Table:
+        """Round 0's targets for a unit with no labelled seed (S3's setting): what its
+        synthetic seed is written from. Only strategies that synthesize a seed can start so."""
+        raise NotImplementedError(f"strategy {self.name} needs labelled seed rows")
+
+    def prompts(self, task: "Task") -> "PromptSet":
+        """The task's prompt file this strategy's requests are rendered from."""
+        return task.prompts
+
+    # -- how the job treats it --------------------------------------------------------------
+    @classmethod
+    def rounds(cls, configured: int) -> int:
+        """Rounds the unit runs (seed_only: one, which stands for all)."""
+        return configured
+
+    def augments(self, r: int, configured: int) -> bool:
+        """Whether round r asks the teacher: the last round does not (nothing would train on
+        it); one_shot spends the whole budget in round 0."""
+        if not self.uses_teacher or r == configured - 1:
+            return False
+        return r == 0 or not self.settings.one_shot
+
+    @classmethod
+    def task_problems(cls, task: "Task", index: int) -> list[str]:
+        """What a task lacks for this strategy (preflight; `index` in config.tasks)."""
+        return []
+
+
+def seed_quota(rows_per_label: int, targets_per_label: int) -> int:
+    """Rows asked for per target so that each label's targets together ask for about
+    rows_per_label (never fewer)."""
+    return math.ceil(rows_per_label / targets_per_label)
+
+
+def _with_budget(view: RoundView, budget: int) -> RoundView:
+    return RoundView(view.errors, view.mining, budget, view.rng, view.task, view.labels,
+                     view.round, view.train_set, view.validation)
+
+
+def take_random(table: pa.Table, n: int, rng: random.Random) -> pa.Table:
+    """n rows drawn without replacement (all of them if there are fewer), in table order."""
+    if n >= table.num_rows:
+        return table
+    return table.take(sorted(rng.sample(range(table.num_rows), n)))
+
+
+def keep_label_mix(errors: pa.Table, mining: pa.Table, rng: random.Random) -> pa.Table:
+    """As many targets as there are errors, spread over the labels as the mined rows are
+    (largest remainders), each label's share filled with its errors first, then with rows of
+    that label the student got right. A weak student's errors lean to one label (it answers
+    the other for nearly everything); aimed at them alone, a round writes rows of that label
+    only and the next student leans the other way (measured on RTE, README)."""
+    n = errors.num_rows
+    if n == 0 or mining.num_rows == 0:
+        return errors
+    labels = mining.column("label").to_pylist()
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    exact = {label: n * c / len(labels) for label, c in counts.items()}
+    share = {label: int(x) for label, x in exact.items()}
+    for label in sorted(exact, key=lambda k: (share[k] - exact[k], k))[:n - sum(share.values())]:
+        share[label] += 1
+    ids = mining.column("id").to_pylist()
+    by_id = {row_id: i for i, row_id in enumerate(errors.column("id").to_pylist())}
+    picked = []
+    for label in sorted(share):
+        mine = [i for i, row_label in enumerate(labels) if row_label == label]
+        missed = [i for i in mine if ids[i] in by_id]
+        right = [i for i in mine if ids[i] not in by_id]
+        take = rng.sample(missed, min(share[label], len(missed)))
+        take += rng.sample(right, min(share[label] - len(take), len(right)))
+        picked += take
+    # errors keep their own rows (trigger_prediction: the wrong answer); others the mining row
+    rows = [errors.slice(by_id[ids[i]], 1) if ids[i] in by_id else mining.slice(i, 1)
+            for i in sorted(picked)]
+    return pa.concat_tables(rows) if rows else errors.slice(0, 0)

@@ -13,6 +13,7 @@ import statistics
 import pyarrow as pa
 
 from engine.config import RunConfig
+from engine.console import text_table
 from engine.storage import RunStorage
 from engine.strategies import strategy_class, unit_keys
 
@@ -92,6 +93,4 @@ HEADERS = ["task", "strategy", "round", "seeds", "test_acc", "+-std", "synthetic
 def format_compare(rows: list[dict]) -> str:
     cells = [["-" if row[k] is None else fmt.format(row[k]) for k, fmt in COLUMNS]
              for row in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(HEADERS)]
-    line = lambda vals: "  ".join(v.rjust(w) for v, w in zip(vals, widths))  # noqa: E731
-    return "\n".join([line(HEADERS), line(["-" * w for w in widths]), *map(line, cells)])
+    return text_table(HEADERS, cells)

@@ -97,3 +97,17 @@ class Console:
         if self.tty and self._live:
             self.stream.write("\r" + " " * len(self._live) + "\r")
             self._live = ""
+
+
+def text_table(headers: list[str], cells: list[list[str]], align: str = "right") -> str:
+    """Columns as wide as their widest cell, a rule under the headers; cells right-aligned
+    (numbers) or left-aligned (names and states). The round table, the compare table and
+    `llm2llm status` all print through here."""
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
+              for i, h in enumerate(headers)]
+    pad = str.rjust if align == "right" else str.ljust
+
+    def line(values: list[str]) -> str:
+        return "  ".join(pad(v, w) for v, w in zip(values, widths)).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])

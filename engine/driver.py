@@ -32,7 +32,7 @@ from engine.stages.predict import predict
 from engine.stages.train import loss_table, train_student
 from engine.stopping import budget_spent, request_cap, stop_reason
 from engine.storage import RunStorage
-from engine.strategies import RoundView, Unit, plan_units
+from engine.strategies import RoundView, Unit, needs_validation, plan_units
 from engine.tasks import Task
 
 
@@ -61,7 +61,8 @@ class RoundLoop:
         splits: task name -> (seed rows, test rows, validation rows), as read at preflight;
         read here if absent.
         """
-        splits = splits or {t.name: t.splits(self.needs_validation(t)) for t in self.tasks}
+        splits = splits or {t.name: t.splits(needs_validation(self.cfg, t.cfg))
+                           for t in self.tasks}
         yield from advance(self.units, lambda units: self._rounds(units, splits),
                            self.cfg.parallel, self.stages.abort, self.log)
         if self.failed:
@@ -92,10 +93,6 @@ class RoundLoop:
             if not metrics:  # every unit has stopped
                 break
             yield metrics
-
-    def needs_validation(self, task: Task) -> bool:
-        """Whether any unit of the task mines the real validation rows (s3)."""
-        return any(u.settings.mine_from == "validation" for u in self.units if u.task is task)
 
     def run_round(self, unit: Unit, r: int, train_set: pa.Table, test: pa.Table,
                   validation: pa.Table | None = None):

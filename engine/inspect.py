@@ -14,7 +14,7 @@ from collections import Counter
 import pyarrow as pa
 
 from engine.errors import DataError
-from engine.provenance import read_run_record
+from engine.provenance import saved_run
 from engine.records import RATIONALE, RATIONALES
 from engine.storage import RunStorage
 from engine.strategies import saved_units
@@ -22,10 +22,7 @@ from engine.strategies import saved_units
 
 def run_units(run_dir: str) -> tuple[list[str], int]:
     """The unit folders of a saved run, in run order, and its number of rounds."""
-    saved = read_run_record(run_dir)
-    if saved is None:
-        raise DataError(f"{run_dir}: not a run directory (no config.yaml); pass the run_dir "
-                        f"of a job started with `llm2llm run`")
+    saved = saved_run(run_dir)
     config = saved.get("config", {})
     return [key for key, _ in saved_units(config)], int(config.get("rounds", 0))
 

@@ -22,7 +22,7 @@ from engine.placement import cluster_nodes, fit_problems
 from engine.provenance import save_run_record
 from engine.rerun import affected_stages, changed_fields
 from engine.storage import RunStorage
-from engine.strategies import REGISTRY, strategy_class, unit_settings
+from engine.strategies import REGISTRY, needs_validation, strategy_class, unit_settings
 from engine.tasks import build_task, check_tasks, resolve_task_config
 
 
@@ -68,9 +68,8 @@ def preflight(config_path: str | None, overrides: list[str],
     # Read the data here: malformed rows fail before any work, and the driver actor gets the
     # rows themselves, so it need not see the same files from whichever node it lands on.
     strategies = _task_strategies(cfg)
-    splits = {t.name: build_task(t, cfg.seed).splits(
-        validation=any(s.mine_from == "validation" for s in strategies[t.name]))
-        for t in cfg.tasks}
+    splits = {t.name: build_task(t, cfg.seed).splits(validation=needs_validation(cfg, t))
+              for t in cfg.tasks}
     too_small = [f"tasks.{name}: {len(seed)} seed row(s) cannot be split over "
                  f"{cfg.train.num_workers} train workers; raise n_seed or lower train.num_workers"
                  for name, (seed, _, _) in splits.items()

@@ -6,6 +6,8 @@ from collections import Counter
 
 import pyarrow as pa
 
+from engine.console import text_table
+
 
 def accuracy(predictions: pa.Table, split: str, origin: str | None = None) -> float | None:
     """Share of a split's predictions (of rows of one origin, if given) graded correct."""
@@ -110,12 +112,7 @@ def format_table(rows: list[dict]) -> str:
     """A plain-text table, one line per (task, round)."""
     headers = [h for _, h, _ in TABLE_COLUMNS]
     cells = [[_cell(row.get(key), fmt) for key, _, fmt in TABLE_COLUMNS] for row in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-
-    def line(values: list[str]) -> str:
-        return "  ".join(v.rjust(w) for v, w in zip(values, widths))
-
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(c) for c in cells])
+    return text_table(headers, cells)
 
 
 def _cell(value, fmt: str) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from engine.config import RunConfig
+from engine.errors import DataError
 from engine.storage import RunStorage
 from engine.tasks import build_task
 
@@ -42,6 +43,16 @@ def read_run_record(run_dir: str) -> dict | None:
     store = RunStorage(run_dir)
     saved = store.read_text(store.path("config.yaml"))
     return None if saved is None else (yaml.safe_load(saved) or {})
+
+
+def saved_run(run_dir: str) -> dict:
+    """The record of the run in run_dir, for commands that read a finished or running one
+    (status, inspect, report); DataError when it holds none."""
+    saved = read_run_record(str(run_dir))
+    if saved is None:
+        raise DataError(f"{run_dir}: not a run directory (no config.yaml); pass the run_dir "
+                        f"of a job started with `llm2llm run`")
+    return saved
 
 
 def _versions() -> dict:

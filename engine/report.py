@@ -16,9 +16,8 @@ import json
 import statistics
 from collections import defaultdict
 
-from engine.errors import DataError
 from engine.inspect import run_units
-from engine.provenance import read_run_record
+from engine.provenance import saved_run
 from engine.storage import RunStorage
 from engine.strategies import strategy_class
 
@@ -276,10 +275,7 @@ def render_report(run_dir: str) -> str:
     import matplotlib.pyplot as plt
 
     matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text: smaller, searchable
-    saved = read_run_record(run_dir)
-    if saved is None:
-        raise DataError(f"{run_dir}: not a run directory (no config.yaml); pass the run_dir "
-                        f"of a job started with `llm2llm run`")
+    saved = saved_run(run_dir)
     keys, rounds = run_units(run_dir)
     found = collect(run_dir)
     store = RunStorage(run_dir)

@@ -12,11 +12,11 @@ import json
 import time
 from pathlib import Path
 
-from engine.errors import DataError
 from engine.generation.cache import ResponseCache
-from engine.provenance import read_run_record
+from engine.provenance import saved_run
 from engine.storage import STAGES, RunStorage
 from engine.config import StrategyConfig
+from engine.console import text_table
 from engine.strategies import build_strategy, saved_units
 
 HEARTBEAT_EVERY_S = 20
@@ -26,10 +26,7 @@ STALE_AFTER_S = 3 * HEARTBEAT_EVERY_S
 def stage_states(run_dir: str | Path, now: float | None = None) -> tuple[list[dict], dict]:
     """Rows of {task, round, <stage>: state, metrics: bool}, and facts about the driver."""
     store = RunStorage(run_dir)
-    saved = read_run_record(str(run_dir))
-    if saved is None:
-        raise DataError(f"{run_dir}: not a run directory (no config.yaml); pass the run_dir "
-                        f"of a job started with `llm2llm run`")
+    saved = saved_run(str(run_dir))
     config = saved.get("config", {})
     beat = store.read_heartbeat()
     age = None if beat is None else (now or time.time()) - beat["time"]
@@ -78,12 +75,6 @@ def format_status(run_dir: str | Path) -> str:
               "yes" if r["metrics"] else "no"] for r in rows]
     stops = [f"{r['task']} stopped after round {r['round']}: {r['stopped']}"
              for r in rows if r["stopped"]]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
-              for i, h in enumerate(headers)]
-
-    def line(values: list[str]) -> str:
-        return "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()
-
     if driver["finished"]:
         state = "finished"
     elif driver["alive"]:
@@ -96,5 +87,5 @@ def format_status(run_dir: str | Path) -> str:
                  f"command again to resume")
     head = [f"run {run_dir}: {state}",
             f"response cache: {driver['cache_parts']} part(s)", ""]
-    return "\n".join(head + [line(headers), line(["-" * w for w in widths])]
-                     + [line(c) for c in cells] + ([""] + stops if stops else []))
+    return "\n".join(head + [text_table(headers, cells, align="left")]
+                     + ([""] + stops if stops else []))

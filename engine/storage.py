@@ -63,11 +63,12 @@ class RunStorage:
     def path(self, *names: str) -> str:
         return fs.join(self.root, *names)
 
-    def round_dir(self, task: str, round_: int) -> str:
-        return self.path(task, f"round_{round_}")
+    def round_dir(self, unit: str, round_: int) -> str:
+        """A unit's round folder; `unit` is its key (the task's name in a plain run)."""
+        return self.path(unit, f"round_{round_}")
 
-    def stage_dir(self, task: str, round_: int, stage: str) -> str:
-        return fs.join(self.round_dir(task, round_), stage)
+    def stage_dir(self, unit: str, round_: int, stage: str) -> str:
+        return fs.join(self.round_dir(unit, round_), stage)
 
     def cache_dir(self) -> str:
         """Generated responses, shared by every task and round (engine/generation/cache.py)."""
@@ -147,15 +148,15 @@ class RunStorage:
     def read_manifest(self, stage_dir: str) -> dict:
         return json.loads(fs.read_bytes(self.fs, fs.join(stage_dir, MANIFEST)))
 
-    def supersede(self, task: str, first_stage: str) -> str:
-        """Move a task's outputs from round 0's `first_stage` on (and every later round) to
+    def supersede(self, unit: str, first_stage: str) -> str:
+        """Move a unit's outputs from round 0's `first_stage` on (and every later round) to
         <run_dir>/superseded/<time>/, so they are redone; nothing is deleted. Returns that
         folder."""
         dest = self.path("superseded", time.strftime("%Y%m%d-%H%M%S"))
-        round0 = self.round_dir(task, 0)
+        round0 = self.round_dir(unit, 0)
         moves = [fs.join(round0, s) for s in STAGES[STAGES.index(first_stage):]]
         moves.append(fs.join(round0, "metrics.json"))
-        moves += [d.path for d in fs.list_dir(self.fs, self.path(task))
+        moves += [d.path for d in fs.list_dir(self.fs, self.path(unit))
                   if d.base_name.startswith("round_") and d.path != round0]
         for src in moves:
             if self.exists(src):

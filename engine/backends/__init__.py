@@ -18,10 +18,11 @@ class TextGenerator(Protocol):
 
 
 class StudentTrainer(Protocol):
-    def __call__(self, examples: pa.Table, base_model: str, out_dir: str, task: str,
+    def __call__(self, examples: pa.Table, base_model: str, out_dir: str, unit: str,
                  seed: int, labels: list[str] = ()) -> dict:
         """Train a student from base_model on examples with this training seed; save an HF
-        folder at out_dir (a local path or a filesystem URI). `task` names the run in logs.
+        folder at out_dir (a local path or a filesystem URI). `unit` (its key) names the run
+        in logs.
         examples: messages + target (a causal student), input + label (an encoder, whose
         head has one output per name in `labels`, the task's label names in order).
 

@@ -257,14 +257,14 @@ def _save_and_report(engine, tokenizer, cfg: TrainConfig, rank: int, stats: dict
 
 
 class RayDeepSpeedTrainer:
-    """StudentTrainer: one Ray Train run per (task, round), model saved to `out_dir`."""
+    """StudentTrainer: one Ray Train run per (unit, round), model saved to `out_dir`."""
 
     def __init__(self, cfg: TrainConfig, log=print, kind: str = "causal_lm"):
         self.cfg = cfg
         self.log = log
         self.kind = kind  # the student's kind (StudentConfig.kind)
 
-    def __call__(self, examples: pa.Table, base_model: str, out_dir: str, task: str,
+    def __call__(self, examples: pa.Table, base_model: str, out_dir: str, unit: str,
                  seed: int, labels: list[str] = ()) -> dict:
         import ray
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -285,12 +285,12 @@ class RayDeepSpeedTrainer:
         # starts from the latest checkpoint found there.
         ray_path = fs.join(out_path.rsplit("/", 1)[0], RESUME_DIR, "ray_train")
         if fs.exists(out_fs, ray_path):
-            self.log(f"[train] {task}: resuming from the checkpoints in {ray_path}")
+            self.log(f"[train] {unit}: resuming from the checkpoints in {ray_path}")
         bundle = train_bundle(self.cfg, parameter_count(base_model))
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"train": self.cfg.model_dump(), "base_model": base_model,
-                               "seed": seed, "unit": task, "kind": self.kind,
+                               "seed": seed, "unit": unit, "kind": self.kind,
                                "labels": list(labels),
                                "console": getattr(self.log, "queue", None)},
             scaling_config=ScalingConfig(
@@ -298,7 +298,7 @@ class RayDeepSpeedTrainer:
                 # CPUs, a GPU, and on CPU the memory it will use: engine/placement.py
                 resources_per_worker=bundle),
             run_config=RunConfig(
-                name=f"train-{task.replace('/', '-')}", storage_path=ray_path,
+                name=f"train-{unit.replace('/', '-')}", storage_path=ray_path,
                 storage_filesystem=None if fs.is_local(out_fs) else out_fs,
                 failure_config=FailureConfig(max_failures=self.cfg.max_failures),
                 callbacks=[StopWhenNoRoom(bundle, self.cfg.num_workers,
@@ -320,6 +320,6 @@ class RayDeepSpeedTrainer:
         fs.copy_tree(result.checkpoint.filesystem, result.checkpoint.path, out_fs, out_path)
         fs.delete(out_fs, ray_path)  # checkpoints, and a second copy of out_dir
         stats = {**(result.metrics or {}), "wall_seconds": time.time() - start}
-        self.log(f"[train] {task}: {stats.get('steps')} steps, final loss "
+        self.log(f"[train] {unit}: {stats.get('steps')} steps, final loss "
                  f"{stats.get('final_loss', float('nan')):.4f}, {stats['wall_seconds']:.0f}s")
         return stats

@@ -1,7 +1,10 @@
 """Stages of a round, in order, and what each one's output depends on.
 
-Each stage module holds pure functions over Arrow tables (testable without Ray); the round loop
-(engine/driver.py) calls them and the backends. What a stage depends on is declared here, once:
+Each stage is a module with one entry point over Arrow tables (data: the round's training
+set, train.py, predict.py, mine.py, augment.py); a stage that needs a backend (the trainer,
+the student, the teacher) takes it as an argument, so every stage runs without Ray in unit
+tests. The round loop (engine/driver.py) calls them in order, each through
+engine/stage_store.py. What a stage depends on is declared here, once:
 rerun planning (engine/rerun.py) and resume compatibility read these declarations, so adding a
 setting to a stage's list is all it takes for a change of that setting to redo the stage.
 """

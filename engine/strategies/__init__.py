@@ -24,9 +24,9 @@ variant is a unit of its own, under its full name, and only the plain name sets 
 from engine.strategies import llm2llm, random_rows, mixed, seed_only, zerogen, s3  # noqa: F401,I001
 from engine.strategies.base import (REGISTRY, RoundPlan, RoundView, Strategy, keep_label_mix,
                                     register, seed_quota, strategy_class, take_random)
-from engine.strategies.units import (Unit, build_strategy, plan_units, saved_units,
-                                     unit_keys, unit_settings)
+from engine.strategies.units import (Unit, build_strategy, needs_validation, plan_units,
+                                     saved_units, unit_keys, unit_settings)
 
 __all__ = ["REGISTRY", "RoundPlan", "RoundView", "Strategy", "Unit", "build_strategy",
-           "keep_label_mix", "plan_units", "register", "saved_units", "seed_quota",
-           "strategy_class", "take_random", "unit_keys", "unit_settings"]
+           "keep_label_mix", "needs_validation", "plan_units", "register", "saved_units",
+           "seed_quota", "strategy_class", "take_random", "unit_keys", "unit_settings"]

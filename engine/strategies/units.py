@@ -63,6 +63,12 @@ def unit_settings(cfg: RunConfig, task: TaskConfig) -> list[tuple[str, int, str,
             for name, seed, key in unit_keys(task.name, compare, base.name, cfg.seed)]
 
 
+def needs_validation(cfg: RunConfig, task: TaskConfig) -> bool:
+    """Whether any unit of the task mines the real validation rows (s3, +mine_validation):
+    only then are they read and set aside."""
+    return any(s.mine_from == "validation" for *_, s in unit_settings(cfg, task))
+
+
 def saved_units(config: dict) -> list[tuple[str, dict]]:
     """(folder key, strategy settings) of every unit of a saved run, in run order, from the
     plain config dict of its config.yaml."""

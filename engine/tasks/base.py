@@ -1,7 +1,8 @@
 """What every task provides: rows, the student prompt, a grader, the teacher prompt and parser.
 
-A concrete task (math, classification, arithmetic) fills in the few methods that differ; the
-seed/test selection, prompt templating and row ids are shared here.
+A concrete task type (engine/tasks/__init__.py TASK_TYPES: math, classification, arithmetic,
+qa, multiple_choice) fills in the few methods that differ; the seed/test selection, prompt
+templating and row ids are shared here.
 """
 
 from __future__ import annotations

@@ -15,8 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.records import CANDIDATE, EXAMPLE, GENERATED, require_columns
-from engine.stages.gates import (NearDuplicateIndex, NgramLeakIndex, degenerate_reason,
-                                 template_words)
+from engine.gates import NearDuplicateIndex, NgramLeakIndex, degenerate_reason, template_words
 from engine.sampling import to_json
 from engine.tasks import Parsed, Task
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.stages import gates
-from engine.stages.gates import (NearDuplicateIndex, NgramLeakIndex, degenerate_reason,
-                                 normalize, template_words, words_of)
+from engine.gates import (NearDuplicateIndex, NgramLeakIndex, degenerate_reason, normalize,
+                          template_words, words_of)
+from engine.gates import near_dup
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
@@ -203,7 +203,7 @@ def test_matches_brute_force_over_many_batches(monkeypatch):
     the sequential exact-Jaccard filter's, up to LSH's rare misses (never a false match)."""
     from benchmarks.near_dup import shingles
 
-    monkeypatch.setattr(gates, "_BATCH", 64)
+    monkeypatch.setattr(near_dup, "BATCH", 64)
     rows = synthetic_rows(1500)
     found = NearDuplicateIndex().check_and_add_many(rows)
     kept: list[set] = []
@@ -220,7 +220,7 @@ def test_matches_brute_force_over_many_batches(monkeypatch):
 
 
 def test_single_adds_and_many_chunks_are_searched(monkeypatch):
-    monkeypatch.setattr(gates, "_BATCH", 16)
+    monkeypatch.setattr(near_dup, "BATCH", 16)
     index = NearDuplicateIndex()
     rows = [f"question number {i} about the topic {i * 7} and nothing else" for i in range(200)]
     for i, text in enumerate(rows):
@@ -233,7 +233,7 @@ def test_deterministic_across_instances_and_processes():
     rows = synthetic_rows(300, seed=3)
     first, second = NearDuplicateIndex(), NearDuplicateIndex()
     assert first.check_and_add_many(rows) == second.check_and_add_many(rows)
-    code = ("from engine.stages.gates import NearDuplicateIndex, words_of\n"
+    code = ("from engine.gates import NearDuplicateIndex, words_of\n"
             "r = NearDuplicateIndex()._features([words_of('Who was the first man on the moon ?'),"
             " ['one']], ['a', 'b'])\n"
             "print(r.sig.tolist(), r.bands.tolist())")

@@ -1,0 +1,136 @@
+"""Text gates: rules that reject a candidate by its text alone.
+
+- `degenerate_reason`: every task's gate after parsing: label_names, repetition, prompt_echo,
+  empty ("" for a real-looking example).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from functools import lru_cache
+from itertools import chain
+
+from engine.gates.words import words_of
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_PLACEHOLDER = re.compile(r"\{[^{}]*\}")
+
+# Function words carry no sign of an echoed prompt, so prompt_echo ignores them.
+STOP_WORDS = frozenset("""
+a an the and or but if of to in on at by for with from as into about is are was were be been
+being am do does did have has had will would can could should may might must i you he she it
+we they me him her us them my your his its our their this that these those what which who whom
+whose when where why how not no yes so than then there all any each some one two three four
+five six seven eight nine ten first second""".split())
+# Chat filler and task talk a teacher writes instead of an example: echo words whatever the
+# prompt says, and an echo holds at least one (a real text made of a one-shot example's
+# words does not).
+ECHO_WORDS = frozenset("""sure here certainly okay ok please example examples similar same
+generate new label labels text texts question questions following classify""".split())
+
+
+def template_words(*templates: str) -> frozenset[str]:
+    """prompt_words for `degenerate_reason`: the words of prompt templates, placeholders cut.
+
+    Pass the instruction templates (teacher system and user prompts), not rendered prompts or
+    a one-shot example: those hold a real example, and a good new one shares its words.
+    """
+    return frozenset(chain.from_iterable(words_of(_PLACEHOLDER.sub(" ", t)) for t in templates))
+
+
+def degenerate_reason(text: str, labels: list[str],
+                      prompt_words: frozenset[str] | set[str] = frozenset()) -> str:
+    """"" when `text` looks like a real example, else "<kind>: <detail>", kind one of
+    label_names, repetition, prompt_echo, empty. prompt_words: see `template_words`."""
+    words = words_of(text)
+    if not words:
+        return "empty: no words"
+    return (_mostly_label_names(words, labels) or _repetition_reason(words)
+            or _mostly_prompt_words(words, prompt_words))
+
+
+# ---------------------------------------------------------------- label_names
+
+def _mostly_label_names(words: list[str], labels: list[str]) -> str:
+    phrases = _label_phrases(tuple(labels))
+    covered, i = 0, 0
+    while i < len(words):
+        step = 1
+        for phrase in phrases.get(words[i], ()):
+            if tuple(words[i:i + len(phrase)]) == phrase:
+                covered, step = covered + len(phrase), len(phrase)
+                break
+        i += step
+    if covered * 2 > len(words):
+        return f"label_names: {covered} of {len(words)} words are label names"
+    return ""
+
+
+@lru_cache(maxsize=64)
+def _label_phrases(labels: tuple[str, ...]) -> dict[str, list[tuple[str, ...]]]:
+    """First word -> label phrases starting with it, longest first.
+
+    "SearchCreativeWork" matches as "searchcreativework" or "search creative work", but not
+    its words one by one: "search for creative work" is a real request, not a label.
+    """
+    phrases = set()
+    for label in labels:
+        phrases.add(tuple(words_of(_CAMEL.sub(" ", label))))
+        phrases.add(("".join(words_of(label)),))
+    by_first: dict[str, list[tuple[str, ...]]] = {}
+    for phrase in sorted(p for p in phrases if p and p[0]):
+        by_first.setdefault(phrase[0], []).append(phrase)
+    for group in by_first.values():
+        group.sort(key=len, reverse=True)
+    return by_first
+
+
+# ---------------------------------------------------------------- repetition
+
+def _repetition_reason(words: list[str]) -> str:
+    """Degenerate decoding loops on a phrase. The thresholds pass every real TREC, SST-2,
+    GSM8K and QNLI row, and IMDB reviews pasted up to 3 times over (real rows do that)."""
+    n = len(words)
+    if n < 4 or len(set(words)) == n:
+        return ""
+    looped = _tandem_repeat_words(words)
+    if looped * 2 >= n:
+        return f"repetition: {looped} of {n} words repeat a phrase back to back"
+    if n >= 8:
+        trigrams = list(zip(words, words[1:], words[2:]))
+        distinct = len(set(trigrams)) / len(trigrams)
+        if distinct < 0.3:
+            return f"repetition: only {distinct:.0%} of its word 3-grams are distinct"
+        word, count = Counter(words).most_common(1)[0]
+        if count * 5 > n * 3:  # "good action, good acting, good pace" is half "good"
+            return f"repetition: {word!r} is {count} of {n} words"
+    return ""
+
+
+def _tandem_repeat_words(words: list[str], max_period: int = 16) -> int:
+    """Words inside a phrase of 1..max_period words said back to back: 4+ times for 1-2
+    word phrases ("bad, bad, bad movie", "on and on and on" are real), 3+ times for longer."""
+    covered = bytearray(len(words))
+    for period in range(1, min(max_period, len(words) // 3) + 1):
+        same = "".join("1" if a == b else "0" for a, b in zip(words, words[period:]))
+        # a run of (copies - 1) * period matches at this offset = the phrase copies times
+        copies = 4 if period <= 2 else 3
+        for run in re.finditer("1{%d,}" % ((copies - 1) * period), same):
+            covered[run.start():run.end() + period] = b"\1" * (run.end() - run.start() + period)
+    return sum(covered)
+
+
+# ---------------------------------------------------------------- prompt_echo
+
+def _mostly_prompt_words(words: list[str], prompt_words: frozenset[str] | set[str]) -> str:
+    """Mostly the prompt's own words ("Please generate 2 similar examples with the same
+    label"): 3+ content words, 80% of them the prompt's, one of them chat or task talk, in
+    at most 40 words. Real questions like "What does the student learn?" or a GSM8K question
+    reusing the one-shot example's nouns still pass."""
+    content = [w for w in words if w not in STOP_WORDS and not w.isdigit()]
+    echoed = sum(w in prompt_words or w in ECHO_WORDS for w in content)
+    if (len(content) >= 3 and echoed * 5 >= len(content) * 4 and len(words) <= 40
+            and not ECHO_WORDS.isdisjoint(content)):
+        return f"prompt_echo: {echoed} of {len(content)} content words come from the prompt"
+    return ""

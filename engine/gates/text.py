@@ -2,12 +2,14 @@
 
 - `degenerate_reason`: every task's gate after parsing: label_names, repetition, prompt_echo,
   empty ("" for a real-looking example).
+- `TextStyle`: the shape of the task's real texts (question or not, length).
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
 
@@ -134,3 +136,31 @@ def _mostly_prompt_words(words: list[str], prompt_words: frozenset[str] | set[st
             and not ECHO_WORDS.isdisjoint(content)):
         return f"prompt_echo: {echoed} of {len(content)} content words come from the prompt"
     return ""
+
+
+# ---------------------------------------------------------------- style
+
+@dataclass(frozen=True)
+class TextStyle:
+    """The shape of the task's real texts, learnt from the training set: a candidate of
+    another shape (a statement where every real text is a question, a paragraph where they
+    are one line) is not an example of the task, however it parses."""
+
+    questions: bool  # nearly every real text ends with "?"
+    shortest: int  # words of the shortest and longest real text (0: none known)
+    longest: int
+
+    @classmethod
+    def of(cls, texts: list[str]) -> "TextStyle":
+        lengths = [len(t.split()) for t in texts]
+        asks = sum(t.rstrip().endswith("?") for t in texts)
+        return cls(questions=len(texts) >= 10 and asks >= 0.9 * len(texts),
+                   shortest=min(lengths, default=0), longest=max(lengths, default=0))
+
+    def reason(self, text: str) -> str:
+        if self.questions and not text.rstrip().endswith("?"):
+            return "style: the task's texts are questions; this is not one"
+        n = len(text.split())
+        if self.longest and not self.shortest // 2 <= n <= 2 * self.longest:
+            return f"style: {n} words; real texts have {self.shortest} to {self.longest}"
+        return ""

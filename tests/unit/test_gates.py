@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.gates import (NearDuplicateIndex, NgramLeakIndex, degenerate_reason, normalize,
-                          template_words, words_of)
+from engine.gates import (NearDuplicateIndex, NgramLeakIndex, TextStyle, degenerate_reason,
+                          normalize, template_words, words_of)
 from engine.gates import near_dup
 
 REPO = Path(__file__).resolve().parents[2]
@@ -122,6 +122,16 @@ def test_empty_text_is_rejected():
 
 def test_template_words_drop_placeholders():
     assert template_words("Classify {text} as {labels}.") == {"classify", "as"}
+
+
+def test_candidates_must_have_the_shape_of_the_tasks_texts():
+    questions = TextStyle.of([f"What is thing number {i} called ?" for i in range(20)])
+    assert questions.reason("Where is Los Angeles?") == ""
+    assert questions.reason("This is a very large city.").startswith("style: the task's texts")
+    assert questions.reason("Why " + "very " * 40 + "big?").startswith("style: 42 words")
+    mixed = TextStyle.of(["A fine film .", "Why did I watch this ?"] * 10)
+    assert mixed.reason("A statement is fine here .") == ""
+    assert TextStyle.of([]).reason("anything at all goes") == ""
 
 
 # ---------------------------------------------------------------- NearDuplicateIndex

@@ -1,7 +1,9 @@
-"""Text gates: rules that reject a candidate by its text alone.
+"""Text gates: rules that reject a candidate by its text alone, each written once.
 
 - `degenerate_reason`: every task's gate after parsing: label_names, repetition, prompt_echo,
   empty ("" for a real-looking example).
+- `label_names_reason`, `prompt_echo_reason`: those two rules on their own; a task's parser
+  asks them in their stricter variant (a keyword names it) while reading the teacher's answer.
 - `TextStyle`: the shape of the task's real texts (question or not, length).
 """
 
@@ -30,6 +32,11 @@ five six seven eight nine ten first second""".split())
 # words does not).
 ECHO_WORDS = frozenset("""sure here certainly okay ok please example examples similar same
 generate new label labels text texts question questions following classify""".split())
+# The prompt parroted back, or talk about examples instead of one ("This is a similar
+# example.", "The correct answer is ENTY"): seen from small teachers. One is enough.
+_ECHO_PHRASE = re.compile(r"correct (label|answer)|^text\s*:|\blabel\s*:|\bthe answer is\b|"
+                          r"\bsimilar (example|text|question)|\bthis is an? (\w+ )?example\b|"
+                          r"\bexample of an?\b|^please\b", re.I)
 
 
 def template_words(*templates: str) -> frozenset[str]:
@@ -53,6 +60,29 @@ def degenerate_reason(text: str, labels: list[str],
 
 
 # ---------------------------------------------------------------- label_names
+
+def label_names_reason(text: str, labels: list[str], *, any_code_mention: bool = False) -> str:
+    """label_names: the text names the task's labels instead of being an example of one.
+
+    Default (every task's gate, in `degenerate_reason`): more than half its words are label
+    names, matched on its words ("Search Creative Work" too), since a real text may name its
+    label ("positive impression").
+    any_code_mention (classification's parser): one label that is a code, not a word ("ENTY",
+    "SearchCreativeWork"), written as is anywhere in the text: real texts never contain one,
+    a teacher that confuses text and label does.
+    """
+    if any_code_mention:
+        return _code_mentioned(text, labels)
+    words = words_of(text)
+    return _mostly_label_names(words, labels) if words else ""
+
+
+def _code_mentioned(text: str, labels: list[str]) -> str:
+    for label in labels:
+        if label != label.lower() and re.search(rf"(?<!\w){re.escape(label)}(?!\w)", text):
+            return f"label_names: mentions the label {label}"
+    return ""
+
 
 def _mostly_label_names(words: list[str], labels: list[str]) -> str:
     phrases = _label_phrases(tuple(labels))
@@ -124,6 +154,23 @@ def _tandem_repeat_words(words: list[str], max_period: int = 16) -> int:
 
 
 # ---------------------------------------------------------------- prompt_echo
+
+def prompt_echo_reason(text: str, prompt_words: frozenset[str] | set[str] = frozenset(), *,
+                       any_echo_phrase: bool = False) -> str:
+    """prompt_echo: the teacher's prompt or talk about examples, not an example.
+
+    Default (every task's gate, in `degenerate_reason`): mostly the prompt's own words (see
+    `_mostly_prompt_words`); prompt_words: see `template_words`.
+    any_echo_phrase (classification's parser, on each text of an example): one phrase of
+    prompt talk anywhere ("the correct label", "Label:", "a similar example", a leading
+    "Please") rejects it, whatever its length; prompt_words are not used. Its reason is the
+    bare "prompt_echo".
+    """
+    if any_echo_phrase:
+        return "prompt_echo" if _ECHO_PHRASE.search(text) else ""
+    words = words_of(text)
+    return _mostly_prompt_words(words, prompt_words) if words else ""
+
 
 def _mostly_prompt_words(words: list[str], prompt_words: frozenset[str] | set[str]) -> str:
     """Mostly the prompt's own words ("Please generate 2 similar examples with the same

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from engine.gates import (NearDuplicateIndex, NgramLeakIndex, TextStyle, degenerate_reason,
-                          normalize, template_words, words_of)
+                          label_names_reason, normalize, prompt_echo_reason, template_words,
+                          words_of)
 from engine.gates import near_dup
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,6 +115,39 @@ def test_echo_of_the_task_description_is_rejected():
 ])
 def test_questions_using_prompt_words_pass(text, prompt):
     assert degenerate_reason(text, TREC, prompt) == ""
+
+
+@pytest.mark.parametrize("text, labels, mostly, one_code", [
+    ("A company 's logo is a SPAM .", ["HAM", "SPAM"], "", "SPAM"),
+    ("SPAM SPAM ham", ["HAM", "SPAM"], "3 of 3 words", "SPAM"),
+    ("spam spam spam", ["HAM", "SPAM"], "3 of 3 words", ""),  # a code is matched as written
+    ("Search Creative Work", SNIPS, "3 of 3 words", ""),
+    ("positive positive", SST2, "2 of 2 words", ""),  # a word label is no code
+    ("What does the abbreviation LOC stand for ?", TREC, "", "LOC"),
+])
+def test_label_names_variants(text, labels, mostly, one_code):
+    """The gate's rule wants mostly label names; the parser's, one label code as written."""
+    assert label_names_reason(text, labels) == (
+        f"label_names: {mostly} are label names" if mostly else "")
+    assert label_names_reason(text, labels, any_code_mention=True) == (
+        f"label_names: mentions the label {one_code}" if one_code else "")
+    if mostly:  # the gate's rule is the one degenerate_reason asks first
+        assert degenerate_reason(text, labels) == label_names_reason(text, labels)
+
+
+@pytest.mark.parametrize("text, share, phrase", [
+    ("Please generate 2 similar examples with the same label.", True, True),
+    ("This is a similar example.", False, True),  # under 3 content words
+    ("The correct answer is SPAM", False, True),
+    ("Okay, here are the new examples for you", True, False),
+    ("What is the label on a bottle of wine called ?", False, False),
+])
+def test_prompt_echo_variants(text, share, phrase):
+    """The gate's rule wants mostly prompt words; the parser's, one phrase of prompt talk."""
+    assert prompt_echo_reason(text, TEACHER).startswith("prompt_echo: ") == share
+    assert prompt_echo_reason(text, TEACHER) == (
+        degenerate_reason(text, TREC, TEACHER) if share else "")
+    assert prompt_echo_reason(text, any_echo_phrase=True) == ("prompt_echo" if phrase else "")
 
 
 def test_empty_text_is_rejected():

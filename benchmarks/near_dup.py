@@ -25,7 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks import report
-from engine.stages.gates import NearDuplicateIndex, normalize, words_of
+from engine.gates import NearDuplicateIndex, normalize, words_of
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FALLBACK_WORDS = """what is the of a an in to and how many who where when which was did does

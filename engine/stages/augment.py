@@ -17,10 +17,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.config import TeacherConfig
+from engine.gates import (NearDuplicateIndex, NgramLeakIndex, TextStyle, degenerate_reason,
+                          template_words)
 from engine.records import (CANDIDATE, EXAMPLE, GENERATED, GENERATIONS, RATIONALES, StageResult,
                             request_id, require_columns)
-from engine.stages.gates import (NearDuplicateIndex, NgramLeakIndex, degenerate_reason,
-                                 template_words)
 from engine.sampling import to_json
 from engine.stages.synthesize import ask_rationales, rationale_requests
 from engine.tasks import Parsed, PromptSet, Task
@@ -237,32 +237,6 @@ class AnswerCheck:
                 f"unconfirmed: solved again, the teacher answers {got or 'nothing'!r}, "
                 f"not {row['label']!r}"))
         return reasons
-
-
-@dataclass(frozen=True)
-class TextStyle:
-    """The shape of the task's real texts, learnt from the training set: a candidate of
-    another shape (a statement where every real text is a question, a paragraph where they
-    are one line) is not an example of the task, however it parses."""
-
-    questions: bool  # nearly every real text ends with "?"
-    shortest: int  # words of the shortest and longest real text (0: none known)
-    longest: int
-
-    @classmethod
-    def of(cls, texts: list[str]) -> "TextStyle":
-        lengths = [len(t.split()) for t in texts]
-        asks = sum(t.rstrip().endswith("?") for t in texts)
-        return cls(questions=len(texts) >= 10 and asks >= 0.9 * len(texts),
-                   shortest=min(lengths, default=0), longest=max(lengths, default=0))
-
-    def reason(self, text: str) -> str:
-        if self.questions and not text.rstrip().endswith("?"):
-            return "style: the task's texts are questions; this is not one"
-        n = len(text.split())
-        if self.longest and not self.shortest // 2 <= n <= 2 * self.longest:
-            return f"style: {n} words; real texts have {self.shortest} to {self.longest}"
-        return ""
 
 
 def _parse(task: Task, seed: dict, gen: dict | None) -> list[Parsed]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from engine.errors import DataError
+from engine.gates import label_names_reason, prompt_echo_reason
 from engine.records import DESCRIPTION, RATIONALE
 from engine.tasks.base import Parsed, PromptSet, Task
 
@@ -17,14 +18,9 @@ _TEXT = re.compile(r"(?:^|\n)\s*(?:\d+[.)]\s*)?(?:\*\*)?(?:the\s+|new\s+|another
 _ITEM = re.compile(r"(?:^|\n)\s*(?:\d+[.)]|[-*•])\s+")  # a bare numbered or bulleted list
 _LABEL = re.compile(r"\n\s*(?:\*\*)?Label\s*:(?:\*\*)?\s*(.*)", re.I)
 MIN_WORDS = 3  # shorter "examples" are fragments, not texts a classifier learns from
-# The prompt parroted back, or talk about examples instead of one ("This is a similar
-# example.", "The correct answer is ENTY"): seen from small teachers.
-_ECHO = re.compile(r"correct (label|answer)|^text\s*:|\blabel\s*:|\bthe answer is\b|"
-                   r"\bsimilar (example|text|question)|\bthis is an? (\w+ )?example\b|"
-                   r"\bexample of an?\b|^please\b", re.I)
 _NUMBERING = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+")
 # A wrapper inside the asked-for one ('Text: Sentence: "An object lesson ..."'): the example
-# is what follows it. ("Text: Text: ..." stays an echo of the prompt: _ECHO.)
+# is what follows it. ("Text: Text: ..." stays an echo of the prompt: prompt_echo_reason.)
 _INNER = re.compile(r"^(?:(?:the\s+|new\s+)?(?:example|sentence|question|review)"
                     r"(?:\s*#?\d+)?\s*:\s*)+", re.I)
 _QUOTES = "\"'“”‘’"
@@ -181,14 +177,6 @@ class ClassificationTask(Task):
                            reject_reason="unparsed: no 'Text:' block or list item")]
         return [self._parse_block(b, seed_row["label"]) for b in blocks]
 
-    def _label_code_in(self, text: str) -> str:
-        """A label that is a code, not a word ("ENTY", "SearchCreativeWork"), written in the
-        text: real texts never contain it, a teacher that confuses text and label does."""
-        for label in self.cfg.labels:
-            if label != label.lower() and re.search(rf"(?<!\w){re.escape(label)}(?!\w)", text):
-                return label
-        return ""
-
     def _parse_block(self, block: str, want: str) -> Parsed:
         """The example is the first line after `Text:` (every line up to `Label:` for a
         multiline task): small teachers tend to run on into echoes of the prompt."""
@@ -233,11 +221,11 @@ class ClassificationTask(Task):
         label codes, and labelled as asked."""
         if any(len(p.split()) < MIN_WORDS for p in parts):
             return Parsed(input=text, reject_reason="unparsed: text missing or too short")
-        if any(_ECHO.search(p) for p in parts):
-            return Parsed(input=text, reject_reason="prompt_echo")
-        named = self._label_code_in(text)
-        if named:
-            return Parsed(input=text, reject_reason=f"label_names: mentions the label {named}")
+        # the gates' rules in their parser variants: one phrase or one label code is enough
+        echo = next(filter(None, (prompt_echo_reason(p, any_echo_phrase=True) for p in parts)), "")
+        reason = echo or label_names_reason(text, self.cfg.labels, any_code_mention=True)
+        if reason:
+            return Parsed(input=text, reject_reason=reason)
         if said is not None and self.find_label(said) != want:
             return Parsed(input=text, label=self.find_label(said), reject_reason="label_mismatch")
         return Parsed(input=text, target=want, label=want)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.stages import gates
-from engine.stages.gates import (NearDuplicateIndex, NgramLeakIndex, degenerate_reason,
-                                 normalize, template_words, words_of)
+from engine.gates import (NearDuplicateIndex, NgramLeakIndex, TextStyle, degenerate_reason,
+                          label_names_reason, normalize, prompt_echo_reason, template_words,
+                          words_of)
+from engine.gates import near_dup
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
@@ -116,12 +117,55 @@ def test_questions_using_prompt_words_pass(text, prompt):
     assert degenerate_reason(text, TREC, prompt) == ""
 
 
+@pytest.mark.parametrize("text, labels, mostly, one_code", [
+    ("A company 's logo is a SPAM .", ["HAM", "SPAM"], "", "SPAM"),
+    ("SPAM SPAM ham", ["HAM", "SPAM"], "3 of 3 words", "SPAM"),
+    ("spam spam spam", ["HAM", "SPAM"], "3 of 3 words", ""),  # a code is matched as written
+    ("Search Creative Work", SNIPS, "3 of 3 words", ""),
+    ("positive positive", SST2, "2 of 2 words", ""),  # a word label is no code
+    ("What does the abbreviation LOC stand for ?", TREC, "", "LOC"),
+])
+def test_label_names_variants(text, labels, mostly, one_code):
+    """The gate's rule wants mostly label names; the parser's, one label code as written."""
+    assert label_names_reason(text, labels) == (
+        f"label_names: {mostly} are label names" if mostly else "")
+    assert label_names_reason(text, labels, any_code_mention=True) == (
+        f"label_names: mentions the label {one_code}" if one_code else "")
+    if mostly:  # the gate's rule is the one degenerate_reason asks first
+        assert degenerate_reason(text, labels) == label_names_reason(text, labels)
+
+
+@pytest.mark.parametrize("text, share, phrase", [
+    ("Please generate 2 similar examples with the same label.", True, True),
+    ("This is a similar example.", False, True),  # under 3 content words
+    ("The correct answer is SPAM", False, True),
+    ("Okay, here are the new examples for you", True, False),
+    ("What is the label on a bottle of wine called ?", False, False),
+])
+def test_prompt_echo_variants(text, share, phrase):
+    """The gate's rule wants mostly prompt words; the parser's, one phrase of prompt talk."""
+    assert prompt_echo_reason(text, TEACHER).startswith("prompt_echo: ") == share
+    assert prompt_echo_reason(text, TEACHER) == (
+        degenerate_reason(text, TREC, TEACHER) if share else "")
+    assert prompt_echo_reason(text, any_echo_phrase=True) == ("prompt_echo" if phrase else "")
+
+
 def test_empty_text_is_rejected():
     assert degenerate_reason(" ?! ", TREC).startswith("empty: ")
 
 
 def test_template_words_drop_placeholders():
     assert template_words("Classify {text} as {labels}.") == {"classify", "as"}
+
+
+def test_candidates_must_have_the_shape_of_the_tasks_texts():
+    questions = TextStyle.of([f"What is thing number {i} called ?" for i in range(20)])
+    assert questions.reason("Where is Los Angeles?") == ""
+    assert questions.reason("This is a very large city.").startswith("style: the task's texts")
+    assert questions.reason("Why " + "very " * 40 + "big?").startswith("style: 42 words")
+    mixed = TextStyle.of(["A fine film .", "Why did I watch this ?"] * 10)
+    assert mixed.reason("A statement is fine here .") == ""
+    assert TextStyle.of([]).reason("anything at all goes") == ""
 
 
 # ---------------------------------------------------------------- NearDuplicateIndex
@@ -203,7 +247,7 @@ def test_matches_brute_force_over_many_batches(monkeypatch):
     the sequential exact-Jaccard filter's, up to LSH's rare misses (never a false match)."""
     from benchmarks.near_dup import shingles
 
-    monkeypatch.setattr(gates, "_BATCH", 64)
+    monkeypatch.setattr(near_dup, "BATCH", 64)
     rows = synthetic_rows(1500)
     found = NearDuplicateIndex().check_and_add_many(rows)
     kept: list[set] = []
@@ -220,7 +264,7 @@ def test_matches_brute_force_over_many_batches(monkeypatch):
 
 
 def test_single_adds_and_many_chunks_are_searched(monkeypatch):
-    monkeypatch.setattr(gates, "_BATCH", 16)
+    monkeypatch.setattr(near_dup, "BATCH", 16)
     index = NearDuplicateIndex()
     rows = [f"question number {i} about the topic {i * 7} and nothing else" for i in range(200)]
     for i, text in enumerate(rows):
@@ -233,7 +277,7 @@ def test_deterministic_across_instances_and_processes():
     rows = synthetic_rows(300, seed=3)
     first, second = NearDuplicateIndex(), NearDuplicateIndex()
     assert first.check_and_add_many(rows) == second.check_and_add_many(rows)
-    code = ("from engine.stages.gates import NearDuplicateIndex, words_of\n"
+    code = ("from engine.gates import NearDuplicateIndex, words_of\n"
             "r = NearDuplicateIndex()._features([words_of('Who was the first man on the moon ?'),"
             " ['one']], ['a', 'b'])\n"
             "print(r.sig.tolist(), r.bands.tolist())")

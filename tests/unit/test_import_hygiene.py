@@ -9,7 +9,7 @@ def test_import_engine_loads_no_heavy_library():
     code = ("import sys, engine, engine.config, engine.tasks, engine.driver, engine.job, "
             "engine.cli, engine.stages.augment, engine.generation.pipeline, "
             "engine.backends.deepspeed_trainer, engine.models, engine.rerun, engine.provenance, "
-            "engine.sampling\n"
+            "engine.sampling, engine.gates\n"
             f"print([m for m in {HEAVY!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout

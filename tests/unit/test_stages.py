@@ -126,18 +126,6 @@ def test_a_target_short_of_its_quota_is_asked_again_until_its_tries_run_out():
     assert [c["seed_id"] for c in kept] == [first, first]
 
 
-def test_candidates_must_have_the_shape_of_the_tasks_texts():
-    from engine.stages.augment import TextStyle
-
-    questions = TextStyle.of([f"What is thing number {i} called ?" for i in range(20)])
-    assert questions.reason("Where is Los Angeles?") == ""
-    assert questions.reason("This is a very large city.").startswith("style: the task's texts")
-    assert questions.reason("Why " + "very " * 40 + "big?").startswith("style: 42 words")
-    mixed = TextStyle.of(["A fine film .", "Why did I watch this ?"] * 10)
-    assert mixed.reason("A statement is fine here .") == ""
-    assert TextStyle.of([]).reason("anything at all goes") == ""
-
-
 def test_the_answer_check_rejects_a_row_whose_answer_the_teacher_does_not_reproduce():
     """Self-consistency: a plausible question with a wrong answer passes every other gate; it
     is rejected when solving it again gives another answer, before the quota is filled, so a

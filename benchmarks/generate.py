@@ -37,7 +37,7 @@ import pyarrow as pa
 
 from benchmarks import report
 from engine.config import GenerationConfig, TaskConfig
-from engine.generation.pipeline import GenerationPipeline
+from engine.generation.backend import build_generator
 from engine.generation.vllm_replicas import engine_kwargs
 from engine.models import resolve_model
 from engine.sampling import sampling_params, to_json
@@ -82,7 +82,7 @@ def run_engine(model: str, cfg: GenerationConfig, conversations: list, seed: int
     from concurrent.futures import ThreadPoolExecutor
 
     ray.init(address="local", num_cpus=max(8, os.cpu_count() or 1), include_dashboard=False)
-    pipeline = GenerationPipeline(cfg, seed, cache=None, log=lambda m: print(m, flush=True))
+    pipeline = build_generator(cfg, seed, cache=None, log=lambda m: print(m, flush=True))
     requests = pa.table({"request_id": [f"q{i}" for i in range(len(conversations))],
                          "messages": [json.dumps(c) for c in conversations],
                          "sampling": [to_json(sampling_params(cfg))] * len(conversations)})
@@ -100,7 +100,7 @@ def run_engine(model: str, cfg: GenerationConfig, conversations: list, seed: int
         done = list(pool.map(task, range(tasks)))
     seconds = time.perf_counter() - start
     out = pa.concat_tables([o for o, _ in done])
-    infos = ray.get([r.info.remote() for r in pipeline.pool.replicas])
+    infos = ray.get([r.info.remote() for r in pipeline.backend.pool.replicas])
     busy = sum(i["busy_s"] for i in infos)
     # from the call to the first engine step: the pipeline's own start (Ray Data, clients)
     first = min((i["first_step_at"] for i in infos if i["first_step_at"]), default=started) \

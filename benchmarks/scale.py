@@ -33,7 +33,7 @@ import pyarrow as pa
 from benchmarks import report
 from engine.config import ApiConfig, TeacherConfig
 from engine.generation.cache import ResponseCache
-from engine.generation.pipeline import GenerationPipeline
+from engine.generation.backend import build_generator
 from engine.sampling import sampling_params, to_json
 
 ANSWER = json.dumps({"choices": [{"message": {"role": "assistant", "content": "Text: ok"}}],
@@ -130,7 +130,7 @@ class PeakMemory:
 
 def run_engine(url: str, table: pa.Table, cfg: TeacherConfig, cache_dir: str) -> dict:
     cache = ResponseCache(cache_dir, log=lambda m: print(m, flush=True))
-    pipeline = GenerationPipeline(cfg, seed=0, cache=cache, log=lambda m: None)
+    pipeline = build_generator(cfg, seed=0, cache=cache, log=lambda m: None)
     with PeakMemory() as memory:
         start = time.perf_counter()
         out = pipeline(table, cfg.model, "augment")

@@ -14,10 +14,9 @@ from engine.config import RunConfig
 from engine.console import QueueLog
 from engine.errors import UnitsFailed
 from engine.driver import RoundLoop
+from engine.generation.backend import build_generator
 from engine.generation.cache import ResponseCache
-from engine.generation.encoder import EncoderPredictor
 from engine.generation.openai_api import Secret
-from engine.generation.pipeline import GenerationPipeline
 from engine.status import HEARTBEAT_EVERY_S
 from engine.storage import RunStorage
 from engine.tasks import build_task
@@ -37,11 +36,8 @@ class DriverActor:
         log = QueueLog(console) if console is not None else _print
         # One cache for both roles: keys include the model, so they never collide.
         cache = ResponseCache(RunStorage(cfg.run_dir).cache_dir(), log=log)
-        if cfg.student.kind == "sequence_classification":  # an encoder: Ray Data, no vLLM
-            self.student_gen = EncoderPredictor(cfg.student, log=log)
-        else:
-            self.student_gen = GenerationPipeline(cfg.student, cfg.seed, cache, log=log)
-        self.teacher_gen = GenerationPipeline(cfg.teacher, cfg.seed, cache, api_key, log=log)
+        self.student_gen = build_generator(cfg.student, cfg.seed, cache, log=log)
+        self.teacher_gen = build_generator(cfg.teacher, cfg.seed, cache, api_key, log=log)
         self.loop = RoundLoop(
             cfg,
             tasks=[build_task(t, cfg.seed) for t in cfg.tasks],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from typing import Callable
 
 import pyarrow as pa
@@ -56,3 +57,38 @@ class FakeTrainer:
         filesystem, path = fs.open_fs(out_dir)  # a local path or a URI, as for the real one
         fs.write_bytes(filesystem, f"{path}/config.json", b"{}")
         return {"steps": 2, "final_loss": 0.5, "loss_curve": [0.9, 0.5]}
+
+
+class FakeBackend:
+    """GenerationBackend (engine/generation/backend.py) answering each row with `output`;
+    records what each pass asked for, and which models were held and started."""
+
+    name = "the fake backend"
+    columns = ("request_id", "messages", "sampling")
+
+    def __init__(self, output: str = "ok", caches: bool = True):
+        self.output, self.caches = output, caches
+        self.passes: list[list[str]] = []  # request ids of each pass
+        self.held: list[str] = []
+        self.started: list[str] = []
+
+    def model_id(self, model: str) -> str:
+        return model
+
+    @contextmanager
+    def holding(self, model: str):
+        self.held.append(model)
+        yield
+
+    def warm_up(self, model: str) -> None:
+        self.started.append(model)
+
+    def batches(self, requests: pa.Table, model: str, group: str, cache):
+        self.passes.append(requests.column("request_id").to_pylist())
+        out = answered(requests, self.output)
+        if cache is not None:  # as a real backend's workers do, batch by batch
+            cache.store(requests, out)
+        yield out
+
+    def shutdown(self) -> None:
+        pass

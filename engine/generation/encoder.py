@@ -1,25 +1,24 @@
 """Prediction by an encoder student (`student.kind: sequence_classification`): Ray Data batch
 inference on an actor pool, each actor holding the round's classifier.
 
-It is the student's TextGenerator (engine/backends/__init__.py): it reads the request's raw
-`input` (not its chat messages) and answers with the predicted label's name, which the task's
-grader reads like any student answer. vLLM is for generative models; an encoder's forward
-pass is one matrix product per batch, cheap enough that no response cache is kept.
+It is the student's generation backend (engine/generation/backend.py): it reads the request's
+raw `input` (not its chat messages) and answers with the predicted label's name, which the
+task's grader reads like any student answer. vLLM is for generative models; an encoder's
+forward pass is one matrix product per batch, cheap enough that no response cache is kept.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import time
+from contextlib import nullcontext
 
 import pyarrow as pa
 
 from engine import fs
 from engine.config import StudentConfig
-from engine.console import eta, progress
-from engine.errors import StageError, root_cause
-from engine.records import GENERATED, require_columns
+from engine.generation.cache import ResponseCache, model_fingerprint
+from engine.records import GENERATED
 
 MAX_TOKENS = 512  # BERT-style position embeddings; longer texts are cut
 
@@ -57,40 +56,40 @@ class EncoderClassifier:
             "replica": [self.name] * n}, schema=GENERATED)
 
 
-class EncoderPredictor:
-    """TextGenerator for an encoder student: `replicas` actors, `batch_size` rows a batch."""
+class EncoderBackend:
+    """The encoder student's backend (engine/generation/backend.py): `replicas` classifier
+    actors, `batch_size` rows a batch. Nothing is held between calls: each call's actor pool
+    ends with its dataset."""
+
+    caches = False  # a forward pass per batch costs less than keeping its answers
+    columns = ("request_id", "input")
 
     def __init__(self, cfg: StudentConfig, log=print):
         self.cfg, self.log = cfg, log
+        self.name = f"the encoder student ({cfg.replicas} actor(s))"
 
-    def __call__(self, requests: pa.Table, model: str, stage: str, group: str = "") -> pa.Table:
+    def model_id(self, model: str) -> str:
+        return model_fingerprint(model)
+
+    def holding(self, model: str):
+        return nullcontext()
+
+    def warm_up(self, model: str) -> None:
+        """Nothing to start ahead: each call starts its actors with its dataset."""
+
+    def shutdown(self) -> None:
+        """Nothing held between stages."""
+
+    def batches(self, requests: pa.Table, model: str, group: str,
+                cache: ResponseCache | None):
+        """Yield GENERATED batches as they finish; `group` and `cache` are unused."""
         import ray
 
-        require_columns(requests, ["request_id", "input"], stage)
-        if requests.num_rows == 0:
-            return GENERATED.empty_table()
-        start, cfg = time.time(), self.cfg
+        cfg = self.cfg
         ray.data.DataContext.get_current().enable_progress_bars = False
         ds = ray.data.from_blocks([requests.select(["request_id", "input"])]).map_batches(
             EncoderClassifier, batch_size=cfg.batch_size, batch_format="pyarrow",
             num_cpus=cfg.cpus_per_replica,
             fn_constructor_kwargs={"model": model, "threads": int(cfg.cpus_per_replica)},
             compute=ray.data.ActorPoolStrategy(size=cfg.replicas))
-        done: dict[str, dict] = {}
-        try:
-            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                for row in batch.to_pylist():
-                    done[row["request_id"]] = row
-                seconds = time.time() - start
-                progress(self.log, stage, f"{len(done)}/{requests.num_rows} rows "
-                         f"{eta(len(done), requests.num_rows, seconds)}")
-        except Exception as exc:  # noqa: BLE001 - Ray wraps the cause in many types
-            raise StageError(stage, f"encoder prediction stopped: {root_cause(exc)}") from None
-        ids = requests.column("request_id").to_pylist()
-        out = pa.Table.from_pylist([done[i] for i in ids], schema=GENERATED)
-        self.log(f"[{stage}] {len(ids)} rows in {time.time() - start:.0f}s by the encoder "
-                 f"student ({cfg.replicas} actor(s))")
-        return out
-
-    def shutdown(self) -> None:
-        """Nothing held between stages: each stage's actor pool ends with its dataset."""
+        yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")

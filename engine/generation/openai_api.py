@@ -1,4 +1,5 @@
-"""A teacher behind an OpenAI-compatible chat completions API, as a Ray Data UDF.
+"""A teacher behind an OpenAI-compatible chat completions API: a Ray Data UDF, and the
+backend (`ApiBackend`) that runs it.
 
 Each batch's rows run on a thread pool (`concurrency` requests in flight). Every request start
 goes through a `RequestPacer`, so the configured requests- and tokens-per-minute are never
@@ -17,12 +18,14 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 
 import pyarrow as pa
 
-from engine.config import ApiConfig
+from engine.config import ApiConfig, TeacherConfig
+from engine.generation.backend import blocks_dataset
 from engine.generation.cache import ResponseCache
-from engine.records import GENERATED
+from engine.records import GENERATED, GENERATION_INPUT
 from engine.sampling import api_params
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -203,3 +206,53 @@ def _retry_after(resp) -> float | None:
         return max(0.0, float(resp.headers["retry-after"]))
     except (KeyError, ValueError):
         return None
+
+
+class ApiBackend:
+    """The API backend (engine/generation/backend.py): `teacher.replicas` client actors over
+    an OpenAI-compatible API. Nothing to start or stop; `holding` counts the calls using a
+    model now, which split its rate limits."""
+
+    caches = True
+    columns = tuple(GENERATION_INPUT)
+
+    def __init__(self, cfg: TeacherConfig, key: Secret | None, log=print):
+        self.cfg, self.api, self.key, self.log = cfg, cfg.api, key, log
+        self.name = f"the API at {cfg.api.base_url}"
+        self._users: dict[str, int] = {}  # model -> calls using it now
+        self._lock = threading.Lock()
+
+    def model_id(self, model: str) -> str:
+        return f"{self.api.base_url}|{model}"  # another server's answers are another model's
+
+    @contextmanager
+    def holding(self, model: str):
+        with self._lock:
+            self._users[model] = self._users.get(model, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users[model] -= 1
+
+    def warm_up(self, model: str) -> None:
+        """Nothing to start: the server is up or each row's error says it is not."""
+
+    def shutdown(self) -> None:
+        """Nothing held between calls: the client actors end with each pass's dataset."""
+
+    def batches(self, requests: pa.Table, model: str, group: str,
+                cache: ResponseCache | None):
+        """Yield GENERATED batches as they finish. `group` is unused: the server schedules."""
+        import ray
+
+        workers = self.cfg.replicas
+        ds, size = blocks_dataset(requests, workers, self.cfg.batch_size)
+        ds = ds.map_batches(
+            OpenAIChatUDF, batch_size=size, batch_format="pyarrow", num_cpus=0,
+            fn_constructor_kwargs={"api": self.api, "model": model, "key": self.key,
+                                   # calls at once (tasks side by side) split the rate limit
+                                   "share": 1 / (workers * max(1, self._users.get(model, 1))),
+                                   "cache_dir": str(cache.root) if cache else None},
+            compute=ray.data.ActorPoolStrategy(size=workers))
+        yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")

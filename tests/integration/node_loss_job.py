@@ -22,7 +22,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from engine.config import GenerationConfig
 from engine.generation.cache import ResponseCache
-from engine.generation.pipeline import GenerationPipeline
+from engine.generation.backend import build_generator
 from engine.sampling import sampling_params, to_json
 
 ROWS = 16
@@ -54,9 +54,10 @@ def main(model: str, out: Path) -> None:
                            max_num_seqs=4, max_tokens=8, max_model_len=512, temperature=0.0,
                            gpu_memory_utilization=0.05, stall_timeout_s=600,
                            placement_timeout_s=300, keep_warm=True)
-    pipeline = GenerationPipeline(cfg, seed=0, cache=ResponseCache(out / "cache"))
+    pipeline = build_generator(cfg, seed=0, cache=ResponseCache(out / "cache"))
     pipeline.warm_up(model)
-    nodes = [i["node"] for i in ray.get([r.info.remote() for r in pipeline.pool.replicas])]
+    pool = pipeline.backend.pool
+    nodes = [i["node"] for i in ray.get([r.info.remote() for r in pool.replicas])]
     ray.kill(hold)
     (out / "placed.json").write_text(json.dumps({"head": head, "replicas": nodes}))
     start = time.time()
@@ -64,7 +65,8 @@ def main(model: str, out: Path) -> None:
     (out / "stage.json").write_text(json.dumps({"seconds": time.time() - start,
                                                 "done_at": time.time()}))
     pq.write_table(stage, out / "stage.parquet")
-    after = [i["node"] for i in ray.get([r.info.remote() for r in pipeline.pool.replicas])]
+    pool = pipeline.backend.pool
+    after = [i["node"] for i in ray.get([r.info.remote() for r in pool.replicas])]
     (out / "placed_after.json").write_text(json.dumps(after))
     pipeline.cache = None  # the same requests, undisturbed, by the engines left
     pq.write_table(pipeline(requests(cfg), model, "predict"), out / "undisturbed.parquet")

@@ -14,7 +14,7 @@ import pytest
 from engine.config import ApiConfig, GenerationConfig, TeacherConfig
 from engine.errors import StageError
 from engine.generation.cache import ResponseCache
-from engine.generation.pipeline import GenerationPipeline
+from engine.generation.backend import build_generator
 from engine.sampling import sampling_params, to_json
 from tests.fault_server import FaultServer, expected_answer
 
@@ -50,7 +50,7 @@ def test_killed_replica_is_replaced_and_no_row_is_lost_or_doubled(ray_local, tin
                            max_tokens=96, ignore_eos=True, max_model_len=512,
                            temperature=0.0)
     cache = ResponseCache(tmp_path / "cache")
-    pipeline = GenerationPipeline(cfg, seed=0, cache=cache)
+    pipeline = build_generator(cfg, seed=0, cache=cache)
     result = {}
     worker = threading.Thread(
         target=lambda: result.update(out=pipeline(requests(64, cfg), tiny_model, "predict")))
@@ -58,12 +58,12 @@ def test_killed_replica_is_replaced_and_no_row_is_lost_or_doubled(ray_local, tin
     import ray
 
     def victim_info() -> dict:
-        return ray.get(pipeline.pool.replicas[0].info.remote())
+        return ray.get(pipeline.backend.pool.replicas[0].info.remote())
 
     # Kill the first replica once it has answered a call of its own (with every replica
     # serving many calls at once, the first answers in the cache may all be the other's).
     deadline = time.time() + 300
-    while (pipeline.pool is None or victim_info()["rows_answered"] == 0) \
+    while (pipeline.backend.pool is None or victim_info()["rows_answered"] == 0) \
             and time.time() < deadline:
         time.sleep(0.2)
     victim = victim_info()
@@ -96,7 +96,7 @@ def test_api_pipeline_with_faults_then_resume_pays_only_for_missing_rows(ray_loc
     api = ApiConfig(base_url=faulty.url, api_key_env=None, requests_per_minute=1800,
                     concurrency=4, timeout_s=0.4, max_retries=1, backoff_s=0.01)
     cfg = TeacherConfig(model="fake-model", api=api, batch_size=8, max_tokens=16)
-    pipeline = GenerationPipeline(cfg, seed=0, cache=ResponseCache(tmp_path / "cache"))
+    pipeline = build_generator(cfg, seed=0, cache=ResponseCache(tmp_path / "cache"))
     first = pipeline(requests(40, cfg), "fake-model", "augment").to_pylist()
     calls_first = faulty.count()
     failed = [r for r in first if r["error"]]
@@ -120,7 +120,7 @@ def test_unreachable_api_rows_fail_as_data(ray_local, tmp_path):
     api = ApiConfig(base_url="http://127.0.0.1:9/v1", api_key_env=None, max_retries=1,
                     backoff_s=0.01, timeout_s=1)
     cfg = TeacherConfig(model="m", api=api)
-    pipeline = GenerationPipeline(cfg, seed=0, cache=ResponseCache(tmp_path / "cache"))
+    pipeline = build_generator(cfg, seed=0, cache=ResponseCache(tmp_path / "cache"))
     rows = pipeline(requests(3, cfg), "m", "augment").to_pylist()
     assert [r["attempts"] for r in rows] == [2, 2, 2]
     assert all("connection error" in r["error"] for r in rows)
@@ -133,7 +133,7 @@ def test_replica_that_cannot_start_is_a_stage_error(ray_local, tmp_path):
     (bad / "config.json").write_text("{}")
     cfg = GenerationConfig(model=str(bad), max_replica_restarts=0)
     with pytest.raises(StageError, match="failed to start: .*Unrecognized model"):
-        GenerationPipeline(cfg, seed=0)(requests(2, cfg), str(bad), "predict")
+        build_generator(cfg, seed=0)(requests(2, cfg), str(bad), "predict")
 
 
 def other_weights(tiny_model: str, folder) -> str:
@@ -160,14 +160,14 @@ def test_a_warm_student_engine_loads_new_weights_and_answers_as_a_fresh_engine(
     round_1 = other_weights(tiny_model, tmp_path / "round_1")
     cfg = GenerationConfig(model=tiny_model, keep_warm=True, max_tokens=12, max_model_len=512,
                            temperature=0.0, max_num_seqs=4)
-    warm = GenerationPipeline(cfg, seed=0, log=print)
+    warm = build_generator(cfg, seed=0, log=print)
     before = warm(requests(4, cfg), tiny_model, "predict").column("output").to_pylist()
-    engine = ray.get(warm.pool.replicas[0].info.remote())
+    engine = ray.get(warm.backend.pool.replicas[0].info.remote())
     after = warm(requests(4, cfg), round_1, "predict").column("output").to_pylist()
-    loaded = ray.get(warm.pool.replicas[0].info.remote())
+    loaded = ray.get(warm.backend.pool.replicas[0].info.remote())
     assert loaded["pid"] == engine["pid"] and loaded["model"] == round_1  # no new engine
 
-    fresh = GenerationPipeline(cfg.model_copy(update={"keep_warm": False}), seed=0)
+    fresh = build_generator(cfg.model_copy(update={"keep_warm": False}), seed=0)
     expected = fresh(requests(4, cfg), round_1, "predict").column("output").to_pylist()
     assert after != before  # the weights changed the answers...
     assert after == expected  # ...to what a fresh engine on them answers
@@ -177,7 +177,7 @@ def test_a_warm_student_engine_loads_new_weights_and_answers_as_a_fresh_engine(
     os.kill(loaded["pid"], signal.SIGKILL)
     again = warm(requests(4, cfg, prefix="s"), round_1, "predict").column("output").to_pylist()
     assert again == expected
-    assert ray.get(warm.pool.replicas[0].info.remote())["pid"] != engine["pid"]
+    assert ray.get(warm.backend.pool.replicas[0].info.remote())["pid"] != engine["pid"]
 
     # A request the engine turns down (longer than max_model_len: vLLM's VLLMValidationError)
     # fails its own row; the rows beside it in the batch are answered.

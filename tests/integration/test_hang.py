@@ -11,7 +11,7 @@ import pytest
 
 from engine.config import GenerationConfig
 from engine.generation.cache import ResponseCache
-from engine.generation.pipeline import GenerationPipeline
+from engine.generation.backend import build_generator
 from engine.generation.vllm_replicas import CONTROL, HANG_HOOK, ReplicaClient, _Router
 from engine.records import GENERATED
 from engine.sampling import sampling_params, to_json
@@ -43,7 +43,7 @@ def test_a_hung_replica_is_replaced_and_every_row_answered_once(ray_with_hang_ho
     cfg = GenerationConfig(model=tiny_model, replicas=2, batch_size=4, max_num_seqs=4,
                            max_tokens=8, max_model_len=512, temperature=0.0,
                            gpu_memory_utilization=0.05, stall_timeout_s=20)
-    pipeline = GenerationPipeline(cfg, seed=0, cache=ResponseCache(tmp_path / "cache"))
+    pipeline = build_generator(cfg, seed=0, cache=ResponseCache(tmp_path / "cache"))
     pipeline.warm_up(tiny_model)
     start = time.time()
     out = pipeline(requests(16, cfg), tiny_model, "predict")

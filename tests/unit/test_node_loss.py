@@ -12,10 +12,11 @@ from engine.backends import train_placement
 from engine.backends.train_placement import StopWhenNoRoom
 from engine.config import GenerationConfig
 from engine.errors import PlacementError, StageError
-from engine.generation import pipeline as pipeline_module
-from engine.generation import vllm_replicas
+from engine.generation import replica_backend, vllm_replicas
+from engine.generation.backend import build_generator
 from engine.generation.cache import ResponseCache
-from engine.generation.pipeline import RESUMES, GenerationPipeline
+from engine.generation.pipeline import RESUMES
+from engine.generation.replica_backend import ReplicaBackend
 from engine.generation.vllm_replicas import ReplicaClient
 from engine.placement import no_room
 from tests.fakes import answered
@@ -32,15 +33,15 @@ def run(monkeypatch, tmp_path, passes):
     """The pipeline over 6 requests, each generation pass played by the next of `passes`
     (a function of the pass's requests and the pipeline's cache that yields batches);
     returns (output rows, requests of each pass, log lines)."""
-    monkeypatch.setattr(pipeline_module, "ReplicaPool", FakePool)
+    monkeypatch.setattr(replica_backend, "ReplicaPool", FakePool)
     asked, log = [], []
 
-    def fake_batches(self, reqs, model, pool, group=""):
+    def fake_batches(self, reqs, model, group, cache):
         asked.append(reqs.column("request_id").to_pylist())
-        yield from passes[len(asked) - 1](reqs, self.cache)
+        yield from passes[len(asked) - 1](reqs, cache)
 
-    monkeypatch.setattr(GenerationPipeline, "_batches", fake_batches)
-    pipeline = GenerationPipeline(GenerationConfig(model="m"), seed=0,
+    monkeypatch.setattr(ReplicaBackend, "batches", fake_batches)
+    pipeline = build_generator(GenerationConfig(model="m"), seed=0,
                                   cache=ResponseCache(str(tmp_path / "cache")), log=log.append)
     return pipeline(requests(6), "teacher", "augment").to_pylist(), asked, log
 

@@ -9,7 +9,7 @@ from engine.config import ApiConfig, RunConfig, TeacherConfig
 from engine.driver import RoundLoop
 from engine.generation.cache import cache_key
 from engine.generation.openai_api import OpenAIChatUDF
-from engine.generation.pipeline import GenerationPipeline
+from engine.generation.backend import build_generator
 from engine.tasks import build_task
 from tests.fakes import FakeGenerator, FakeTrainer
 from tests.fault_server import FaultServer
@@ -51,7 +51,7 @@ def test_cache_key_and_api_body_come_from_the_row(tmp_path):
     requests = gen_t.calls[0][2].slice(0, 3)
     with FaultServer() as server:
         api = ApiConfig(base_url=server.url, api_key_env=None)
-        pipeline = GenerationPipeline(TeacherConfig(model="m", api=api), seed=0)
+        pipeline = build_generator(TeacherConfig(model="m", api=api), seed=0)
         keys = pipeline._keys(requests, "m")
         rows = requests.to_pylist()
         assert list(keys.values()) == [cache_key(f"{server.url}|m", r["messages"], r["sampling"],

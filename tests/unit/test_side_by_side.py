@@ -12,8 +12,9 @@ import pytest
 from engine.config import GenerationConfig, RunConfig
 from engine.driver import RoundLoop
 from engine.errors import StorageError
-from engine.generation import pipeline as pipeline_module
-from engine.generation.pipeline import GenerationPipeline
+from engine.generation import replica_backend
+from engine.generation.backend import build_generator
+from engine.generation.replica_backend import ReplicaBackend
 from engine.records import GENERATED
 from engine.tasks import build_task
 from tests.fakes import FakeGenerator, FakeTrainer, answered
@@ -121,17 +122,17 @@ class FakePool:
 
 def test_concurrent_calls_share_one_pool_per_model(monkeypatch):
     FakePool.started, FakePool.stopped = [], []
-    monkeypatch.setattr(pipeline_module, "ReplicaPool", FakePool)
+    monkeypatch.setattr(replica_backend, "ReplicaPool", FakePool)
     together = threading.Barrier(3)
     seen_pools = []
 
-    def fake_batches(self, requests, model, pool, group=""):
-        seen_pools.append(pool)
+    def fake_batches(self, requests, model, group, cache):
+        seen_pools.append(self._pools[model])
         together.wait(timeout=10)  # all three calls hold their pools at once
         yield answered(requests)
 
-    monkeypatch.setattr(GenerationPipeline, "_batches", fake_batches)
-    pipeline = GenerationPipeline(GenerationConfig(model="m", keep_warm=False), seed=0,
+    monkeypatch.setattr(ReplicaBackend, "batches", fake_batches)
+    pipeline = build_generator(GenerationConfig(model="m", keep_warm=False), seed=0,
                                   log=lambda m: None)
 
     def call(model, i):
@@ -148,19 +149,19 @@ def test_concurrent_calls_share_one_pool_per_model(monkeypatch):
     assert sorted(FakePool.started) == ["student-a", "teacher"]  # one start per model
     assert sorted(FakePool.stopped) == ["student-a", "teacher"]  # after its last call
     assert len({id(p) for p in seen_pools}) == 2
-    assert pipeline.pool is None
+    assert pipeline.backend.pool is None
 
 
 def test_a_call_s_group_reaches_the_replicas_and_defaults_to_the_stage(monkeypatch):
-    monkeypatch.setattr(pipeline_module, "ReplicaPool", FakePool)
+    monkeypatch.setattr(replica_backend, "ReplicaPool", FakePool)
     groups = []
 
-    def fake_batches(self, requests, model, pool, group=""):
+    def fake_batches(self, requests, model, group, cache):
         groups.append(group)
         yield answered(requests)
 
-    monkeypatch.setattr(GenerationPipeline, "_batches", fake_batches)
-    pipeline = GenerationPipeline(GenerationConfig(model="m"), seed=0, log=lambda m: None)
+    monkeypatch.setattr(ReplicaBackend, "batches", fake_batches)
+    pipeline = build_generator(GenerationConfig(model="m"), seed=0, log=lambda m: None)
     for i, group in enumerate(["gsm8k/s3/seed_0", ""]):
         requests = pa.table({"request_id": [f"r{i}"], "messages": [f'[{{"content": "{i}"}}]'],
                              "sampling": ['{"temperature": 0}']})
@@ -174,10 +175,10 @@ def test_a_request_another_call_is_generating_is_read_from_the_cache_not_generat
     generated once, the other calls wait for it and read it from the cache."""
     from engine.generation.cache import ResponseCache
 
-    monkeypatch.setattr(pipeline_module, "ReplicaPool", FakePool)
+    monkeypatch.setattr(replica_backend, "ReplicaPool", FakePool)
     generated, first_started = [], threading.Event()
 
-    def fake_batches(self, requests, model, pool, group=""):
+    def fake_batches(self, requests, model, group, cache):
         generated.extend(requests.column("request_id").to_pylist())
         first_started.set()
         time.sleep(0.3)  # the other calls arrive while this one generates
@@ -187,11 +188,11 @@ def test_a_request_another_call_is_generating_is_read_from_the_cache_not_generat
                         "prompt_tokens": [1] * n, "completion_tokens": [1] * n,
                         "error": [""] * n, "cached": [False] * n, "attempts": [1] * n,
                         "replica": ["fake"] * n}, schema=GENERATED)
-        self.cache.store(requests, out)  # as the replica clients do, batch by batch
+        cache.store(requests, out)  # as the replica clients do, batch by batch
         yield out
 
-    monkeypatch.setattr(GenerationPipeline, "_batches", fake_batches)
-    pipeline = GenerationPipeline(GenerationConfig(model="m"), seed=0,
+    monkeypatch.setattr(ReplicaBackend, "batches", fake_batches)
+    pipeline = build_generator(GenerationConfig(model="m"), seed=0,
                                   cache=ResponseCache(str(tmp_path / "cache")),
                                   log=lambda m: None)
     results = {}

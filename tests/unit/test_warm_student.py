@@ -5,14 +5,16 @@ starts new engines. vLLM itself is exercised in tests/integration/test_generatio
 import json
 import threading
 import time
+from contextlib import contextmanager
 
 import pyarrow as pa
 import pytest
 import torch
 
-import engine.generation.pipeline as pipeline_module
+import engine.generation.replica_backend as replica_backend
 from engine.config import GenerationConfig, RunConfig
-from engine.generation.pipeline import GenerationPipeline
+from engine.generation.backend import build_generator
+from engine.generation.replica_backend import ReplicaBackend
 from engine.generation.weight_reload import WeightReload, same_architecture, tied_parameters
 from engine.placement import fit_problems
 from tests.fakes import answered
@@ -96,13 +98,21 @@ class FakePool:
 @pytest.fixture
 def fake_pools(monkeypatch):
     FakePool.started, FakePool.reloaded, FakePool.stopped = [], [], []
-    monkeypatch.setattr(pipeline_module, "ReplicaPool", FakePool)
+    monkeypatch.setattr(replica_backend, "ReplicaPool", FakePool)
 
-    def fake_batches(self, requests, model, pool, group=""):
-        assert pool.model == model  # the pool serves the model asked for
+    def fake_batches(self, requests, model, group, cache):
+        assert self._pools[model].model == model  # the pool serves the model asked for
         yield answered(requests)
 
-    monkeypatch.setattr(GenerationPipeline, "_batches", fake_batches)
+    monkeypatch.setattr(ReplicaBackend, "batches", fake_batches)
+
+
+@contextmanager
+def in_use(pipeline, model):
+    """`model`'s pool started and used, as during one of the pipeline's passes."""
+    with pipeline.holding(model):
+        pipeline.warm_up(model)
+        yield
 
 
 def predict(pipeline, model):
@@ -113,32 +123,32 @@ def predict(pipeline, model):
 
 def test_a_warm_student_pool_loads_each_rounds_weights_instead_of_restarting(
         fake_pools, monkeypatch):
-    monkeypatch.setattr(pipeline_module, "same_architecture",
+    monkeypatch.setattr(replica_backend, "same_architecture",
                         lambda a, b: a.split("/")[0] == b.split("/")[0])
-    pipeline = GenerationPipeline(GenerationConfig(keep_warm=True), seed=0, log=lambda m: None)
+    pipeline = build_generator(GenerationConfig(keep_warm=True), seed=0, log=lambda m: None)
     for model in ["smol/round_0", "smol/round_1", "smol/round_2"]:
         predict(pipeline, model)
     assert FakePool.started == ["smol/round_0"]  # one start...
     assert FakePool.reloaded == [("smol/round_0", "smol/round_1"),
                                  ("smol/round_1", "smol/round_2")]  # ...then loads
-    assert pipeline.pool.model == "smol/round_2"
+    assert pipeline.backend.pool.model == "smol/round_2"
     predict(pipeline, "other/round_0")  # another architecture: new engines, the old ones stop
     assert FakePool.started == ["smol/round_0", "other/round_0"]
     assert FakePool.stopped == ["smol/round_2"]
 
 
 def test_a_pool_in_use_is_never_reloaded_under_its_caller(fake_pools, monkeypatch):
-    monkeypatch.setattr(pipeline_module, "same_architecture", lambda a, b: True)
-    pipeline = GenerationPipeline(GenerationConfig(keep_warm=True), seed=0, log=lambda m: None)
-    with pipeline._replicas("task_a/round_1"):  # task a predicts...
+    monkeypatch.setattr(replica_backend, "same_architecture", lambda a, b: True)
+    pipeline = build_generator(GenerationConfig(keep_warm=True), seed=0, log=lambda m: None)
+    with in_use(pipeline, "task_a/round_1"):  # task a predicts...
         predict(pipeline, "task_b/round_1")  # ...while task b's student needs engines too
     assert FakePool.started == ["task_a/round_1", "task_b/round_1"]
     assert FakePool.reloaded == []
 
 
 def test_without_keep_warm_each_model_gets_new_engines(fake_pools, monkeypatch):
-    monkeypatch.setattr(pipeline_module, "same_architecture", lambda a, b: True)
-    pipeline = GenerationPipeline(GenerationConfig(keep_warm=False), seed=0, log=lambda m: None)
+    monkeypatch.setattr(replica_backend, "same_architecture", lambda a, b: True)
+    pipeline = build_generator(GenerationConfig(keep_warm=False), seed=0, log=lambda m: None)
     predict(pipeline, "smol/round_0")
     predict(pipeline, "smol/round_1")
     assert FakePool.started == ["smol/round_0", "smol/round_1"] and FakePool.reloaded == []
@@ -158,7 +168,7 @@ def test_a_warm_student_that_leaves_no_room_for_training_is_refused_with_the_fix
 def test_a_warm_pool_going_idle_makes_room_for_a_pool_waiting_to_start(fake_pools, monkeypatch):
     """Two tasks side by side, each with its own student: b's engines wait for room that a's
     warm engines hold; once a's call ends, its pool is shut down instead of kept."""
-    monkeypatch.setattr(pipeline_module, "same_architecture", lambda a, b: False)
+    monkeypatch.setattr(replica_backend, "same_architecture", lambda a, b: False)
     a_started, b_done = threading.Event(), threading.Event()
 
     class WaitingPool(FakePool):
@@ -173,9 +183,9 @@ def test_a_warm_pool_going_idle_makes_room_for_a_pool_waiting_to_start(fake_pool
                     raise AssertionError("a's idle warm pool never made room")
             super().__init__(model, cfg, seed, log)
 
-    monkeypatch.setattr(pipeline_module, "ReplicaPool", WaitingPool)
-    pipeline = GenerationPipeline(GenerationConfig(keep_warm=True), seed=0, log=lambda m: None)
-    with pipeline._replicas("a"):
+    monkeypatch.setattr(replica_backend, "ReplicaPool", WaitingPool)
+    pipeline = build_generator(GenerationConfig(keep_warm=True), seed=0, log=lambda m: None)
+    with in_use(pipeline, "a"):
         b = threading.Thread(target=lambda: (predict(pipeline, "b"), b_done.set()))
         b.start()
         assert a_started.wait(timeout=5)
@@ -186,7 +196,7 @@ def test_a_warm_pool_going_idle_makes_room_for_a_pool_waiting_to_start(fake_pool
 def test_a_stage_holding_the_teacher_starts_its_engines_once_for_all_its_calls(fake_pools):
     """An augment stage asks, checks answers and tops up: three calls, one engine start,
     even with keep_warm off (engine/driver.py holds the teacher for the stage)."""
-    pipeline = GenerationPipeline(GenerationConfig(keep_warm=False), seed=0, log=lambda m: None)
+    pipeline = build_generator(GenerationConfig(keep_warm=False), seed=0, log=lambda m: None)
     with pipeline.holding("teacher"):
         for _ in range(3):
             predict(pipeline, "teacher")

@@ -1,0 +1,112 @@
+"""Generation backends behind one interface (engine/generation/backend.py): the config picks
+one in one place, the pipeline keeps the cache and the retries for any of them, and cache keys
+stay what they were before backends were split out (an existing cache stays valid)."""
+
+import json
+import os
+
+import pyarrow as pa
+import pytest
+
+from engine.config import ApiConfig, GenerationConfig, StudentConfig, TeacherConfig
+from engine.errors import StageError
+from engine.generation.backend import build_backend, build_generator
+from engine.generation.cache import ResponseCache
+from engine.generation.encoder import EncoderBackend
+from engine.generation.openai_api import ApiBackend
+from engine.generation.pipeline import GenerationPipeline
+from engine.generation.replica_backend import ReplicaBackend
+from tests.fakes import FakeBackend
+
+API = ApiConfig(base_url="http://127.0.0.1:9/v1", api_key_env=None)
+
+
+def requests(n: int = 2) -> pa.Table:
+    return pa.table({"request_id": [f"r{i}" for i in range(n)],
+                     "messages": [json.dumps([{"role": "user", "content": "What is 2 + 3?"}])] * n,
+                     "sampling": [json.dumps({"temperature": 0.7, "top_p": 0.95,
+                                              "max_tokens": 64})] * n,
+                     "regex": [None, "[0-9]+"][:n], "sample": [0, 1][:n]})
+
+
+# -- cache keys, pinned: computed with the pipeline before the split (commit 1c03040) -----------
+def test_cache_keys_of_a_model_name_are_unchanged():
+    keys = build_generator(GenerationConfig(model="m"), seed=3)._keys(requests(), "hub/model-1")
+    assert keys == {"r0": "270dbd83366d6d07f33355d7c43b79d7fe970439ec31a2937648fd328ecb023f",
+                    "r1": "a0c18bb9dabc7926ddc0d8d5e275d017e0144f118fdcce9c003a35029cd4bf33"}
+
+
+def test_cache_keys_of_an_api_model_are_unchanged():
+    keys = build_generator(TeacherConfig(model="m", api=API), seed=3)._keys(requests(), "gpt-x")
+    assert keys == {"r0": "f312bb8047b421e6374ffb680a8ddb6c3253fb5de50b9617d9a6e3c61148981f",
+                    "r1": "9d8eecdb9d79d5536e3da0a31a59249d94cfd63c35777481d5fbc208186beff3"}
+
+
+def test_cache_keys_of_a_checkpoint_folder_are_unchanged(tmp_path):
+    folder = tmp_path / "student"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"a": 1}')
+    os.utime(folder / "config.json", ns=(1_700_000_000_000_000_000,) * 2)
+    keys = build_generator(GenerationConfig(model="m"), seed=3)._keys(requests(1), str(folder))
+    assert keys == {"r0": "d24631265956f247fed9a0beca78d6c4ed55dbd3c124630655d0535580120f16"}
+
+
+# -- one place picks the backend ----------------------------------------------------------------
+@pytest.mark.parametrize("cfg, kind", [
+    (StudentConfig(), ReplicaBackend),
+    (StudentConfig(kind="sequence_classification"), EncoderBackend),
+    (TeacherConfig(), ReplicaBackend),
+    (TeacherConfig(api=API), ApiBackend),
+])
+def test_the_config_section_picks_the_backend(cfg, kind):
+    assert type(build_backend(cfg, seed=0)) is kind
+
+
+def test_an_encoder_student_keeps_no_response_cache(tmp_path):
+    cfg = StudentConfig(kind="sequence_classification")
+    pipeline = build_generator(cfg, seed=0, cache=ResponseCache(str(tmp_path / "cache")))
+    assert pipeline.cache is None
+
+
+def test_a_pipeline_given_a_config_says_how_to_build_one():
+    with pytest.raises(TypeError, match="build_generator"):
+        GenerationPipeline(GenerationConfig(), seed=0)
+
+
+# -- the pipeline keeps cache, columns and summary for any backend ------------------------------
+def test_any_backend_gets_the_cache_a_second_call_is_answered_from(tmp_path):
+    backend, lines = FakeBackend(), []
+    pipeline = GenerationPipeline(backend, seed=0, cache=ResponseCache(str(tmp_path / "cache")),
+                                  log=lines.append)
+    first = pipeline(requests(), "m", "augment")
+    again = pipeline(requests(), "m", "augment")
+    assert backend.passes == [["r0", "r1"]]  # the second call never reached the backend
+    assert first.column("output").to_pylist() == again.column("output").to_pylist() == ["ok"] * 2
+    assert again.column("cached").to_pylist() == [True, True]
+    assert backend.held == backend.started == ["m"]
+    assert any(m.startswith("[augment] 2 rows in") and "by the fake backend" in m for m in lines)
+
+
+def test_a_backend_s_own_columns_are_required_by_the_stage():
+    pipeline = GenerationPipeline(EncoderBackend(StudentConfig(kind="sequence_classification")),
+                                  seed=0)
+    with pytest.raises(StageError, match=r"\[predict\] input lacks columns \['input'\]"):
+        pipeline(requests(), "encoder", "predict")
+
+
+def test_an_api_backend_counts_the_calls_sharing_its_rate_limit():
+    backend = ApiBackend(TeacherConfig(api=API), key=None)
+    with backend.holding("m"), backend.holding("m"):
+        assert backend._users["m"] == 2
+    assert backend._users["m"] == 0
+
+
+def test_a_backend_without_a_cache_does_not_promise_kept_rows_when_it_stops():
+    class Broken(FakeBackend):
+        def batches(self, requests, model, group, cache):
+            raise ValueError("a bug in a worker")
+            yield
+
+    with pytest.raises(StageError, match=r"a bug in a worker\. Nothing is kept without a "
+                                         r"response cache: run the same command again"):
+        GenerationPipeline(Broken(caches=False), seed=0)(requests(), "m", "predict")

@@ -124,8 +124,8 @@ class RoundLoop:
         spent = self._budget_spent(unit, r, rules)
         candidates, asked = None, {}
         if unit.strategy.augments(r, self.cfg.rounds) and not spent:
-            view = self._view(unit, r, errors, mining, predictions, train_set, validation)
-            result = stage("augment", lambda _: self._augment(unit, r, view, rules, test))
+            result = stage("augment", lambda _: self._augment(unit, r, self._view(
+                unit, r, errors, mining, predictions, train_set, validation), rules, test))
             candidates, asked = result.table, result.info
             budget_key = (unit.task.name, unit.train_seed, r)
             if unit.sets_budget and budget_key not in self.budgets:  # llm2llm's, else s3's

@@ -114,7 +114,8 @@ class CandidateFilter:
 
     known_inputs: the training set's inputs (a near copy of one is a duplicate);
     protected: test (and validation) inputs a candidate must not leak;
-    style_texts: real texts whose shape a candidate must have (default: known_inputs).
+    style_texts: real texts whose shape a candidate must have (default: known_inputs);
+    check: the answer check (AnswerCheck), the one gate that asks the teacher again.
     Lineage (seed row, trigger, sampling) comes from the request that produced each row.
     At most `quota` rows are accepted per target: a teacher that writes more does not get
     more weight in training (the surplus is rejected as over_n_per_error).

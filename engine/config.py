@@ -442,7 +442,28 @@ class RayConfig(Strict):
                           "cluster that adds nodes on demand")
 
 
+def import_plugins(modules: list[str]) -> list[str]:
+    """Import the config's `plugins` (strategies of your own register on import); returns a
+    problem per module that does not import."""
+    import importlib
+
+    problems = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - any failure is the user's module's, named
+            problems.append(f"plugins: cannot import {name!r} ({type(exc).__name__}: {exc}); "
+                            f"give a module path importable here and on every node "
+                            f"(installed, on PYTHONPATH, or in `ray job submit --working-dir`)")
+    return problems
+
+
 class RunConfig(Strict):
+    plugins: list[str] = Field(
+        [], description="Python modules imported before the rest of the config is read: "
+                        "strategies of your own, outside engine/strategies/ (a Strategy "
+                        "subclass with @register, docs/strategies.md). They must import on "
+                        "every node: installed, on PYTHONPATH, or in the job's working dir")
     run_dir: str = Field("runs/demo", description="where artifacts go: a path or a pyarrow "
                                                   "filesystem URI")
     rounds: int = Field(2, ge=1, description="rounds of train, predict, mine, augment")
@@ -464,6 +485,16 @@ class RunConfig(Strict):
                                 "(in a compare, each task and training seed); they share the "
                                 "teacher's engines and wait for the cluster's resources. "
                                 "null: all at once; 1: one after another, round by round")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _import_plugins(cls, data):
+        """Before the strategy names are checked: a plugin registers its own."""
+        if isinstance(data, dict) and isinstance(data.get("plugins"), list):
+            problems = import_plugins([str(m) for m in data["plugins"]])
+            if problems:
+                raise ValueError("; ".join(problems))
+        return data
 
     @model_validator(mode="after")
     def _replicas_follow_training_onto_gpus(self) -> "RunConfig":

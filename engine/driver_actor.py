@@ -10,7 +10,7 @@ import threading
 import ray
 
 from engine.backends.deepspeed_trainer import RayDeepSpeedTrainer
-from engine.config import RunConfig
+from engine.config import RunConfig, import_plugins
 from engine.console import QueueLog
 from engine.errors import UnitsFailed
 from engine.driver import RoundLoop
@@ -33,6 +33,7 @@ class DriverActor:
         """`console`: a ray.util.queue.Queue the job's process shows events from (lines and
         progress, engine/console.py); without one, lines go to this actor's output only."""
         self.splits = splits
+        import_plugins(cfg.plugins)  # this process's registry knows the job's own strategies
         log = QueueLog(console) if console is not None else _print
         # One cache for both roles: keys include the model, so they never collide.
         cache = ResponseCache(RunStorage(cfg.run_dir).cache_dir(), log=log)

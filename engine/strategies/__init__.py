@@ -19,13 +19,19 @@ A compare entry may add the LLM2LLM paper's ablation switches to a name
 variant is a unit of its own, under its full name, and only the plain name sets the budget.
 """
 
-# the built-in strategies register themselves on import; llm2llm first: it sets the budget
-# before s3 where a compare has both
-from engine.strategies import llm2llm, random_rows, mixed, seed_only, zerogen, s3  # noqa: F401,I001
+import importlib
+import pkgutil
+
 from engine.strategies.base import (REGISTRY, RoundPlan, RoundView, Strategy, keep_label_mix,
                                     register, seed_quota, strategy_class, take_random)
 from engine.strategies.units import (Unit, build_strategy, needs_validation, plan_units,
                                      saved_units, unit_keys, unit_settings)
+
+# Every module of this package is imported once, so each strategy's @register runs: a new
+# built-in strategy is a module here and nothing else. One of your own outside the package is
+# named in the config's `plugins` (engine/config.py), which imports it.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["REGISTRY", "RoundPlan", "RoundView", "Strategy", "Unit", "build_strategy",
            "keep_label_mix", "needs_validation", "plan_units", "register", "saved_units",

@@ -83,7 +83,9 @@ class Strategy:
     uses_seed: ClassVar[bool] = True  # trains on the task's labelled seed rows
     synthesizes_seed: ClassVar[bool] = False  # can write its own seed when n_seed is 0
     explains: ClassVar[bool] = False  # a synthetic seed starts with rationales (S3)
-    sets_budget: ClassVar[bool] = False  # its plain unit's targets are the baselines' budget
+    # Its plain unit's targets are the budget its task-seed's baselines match; where a job
+    # has several such strategies, the lowest rank sets it (llm2llm 0, s3 1). None: never.
+    budget_rank: ClassVar[int | None] = None
     takes_switches: ClassVar[bool] = True  # accepts the ablation switches (config.SWITCHES)
     implied: ClassVar[dict] = {}  # settings it implies unless given (s3: mine_from)
     options: ClassVar[dict[str, str]] = {}  # compare switches `key=X` -> settings field

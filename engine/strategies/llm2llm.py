@@ -11,4 +11,4 @@ from engine.strategies.base import Strategy, register
 class LLM2LLM(Strategy):
     name = "llm2llm"
     summary = "ask about the seed rows the student got wrong (the paper's loop)"
-    sets_budget = True
+    budget_rank = 0

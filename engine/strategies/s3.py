@@ -18,7 +18,7 @@ class S3(Strategy):
     uses_seed = False
     synthesizes_seed = True
     explains = True
-    sets_budget = True  # where the job has no llm2llm unit
+    budget_rank = 1  # where the job has no llm2llm unit
     implied = {"mine_from": "validation"}
 
     def prompts(self, task):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.config import RunConfig, StrategyConfig, TaskConfig, strategy_variant
-from engine.strategies.base import REGISTRY, Strategy, strategy_class
+from engine.config import RunConfig, StrategyConfig, TaskConfig, import_plugins, strategy_variant
+from engine.strategies.base import Strategy, strategy_class
 from engine.tasks import Task
 
 
@@ -29,19 +29,19 @@ class Unit:
     def sets_budget(self) -> bool:
         """Whether this unit's targets are the budget its task-seed's baselines match: the
         plain (switch-free) unit of a budget-setting strategy, the first in run order."""
-        return self.strategy.sets_budget and "+" not in (self.variant or self.strategy.name)
+        return self.strategy.budget_rank is not None \
+            and "+" not in (self.variant or self.strategy.name)
 
     @property
     def settings(self) -> StrategyConfig:
         return self.strategy.settings
 
 
-def _budget_rank(spec: str) -> int:
-    """Run order within a seed: budget setters first (llm2llm, then s3), so the baselines
-    that match their budget run after them in every round; the rest as listed."""
-    setters = [name for name, cls in REGISTRY.items() if cls.sets_budget]
-    name = spec.split("+", 1)[0]
-    return setters.index(name) if "+" not in spec and name in setters else len(setters)
+def _budget_rank(spec: str) -> float:
+    """Run order within a seed: budget setters first, by rank (llm2llm, then s3), so the
+    baselines that match their budget run after them in every round; the rest as listed."""
+    rank = strategy_class(spec).budget_rank
+    return rank if rank is not None and "+" not in spec else float("inf")
 
 
 def unit_keys(task: str, compare: dict | None, strategy: str,
@@ -72,6 +72,7 @@ def needs_validation(cfg: RunConfig, task: TaskConfig) -> bool:
 def saved_units(config: dict) -> list[tuple[str, dict]]:
     """(folder key, strategy settings) of every unit of a saved run, in run order, from the
     plain config dict of its config.yaml."""
+    import_plugins(config.get("plugins") or [])  # the run's own strategies, if any
     units = []
     compare = config.get("compare")
     for task in config.get("tasks", []):

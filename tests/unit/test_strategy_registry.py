@@ -90,3 +90,38 @@ def test_a_name_registered_twice_is_refused(every_other):
 
     with pytest.raises(ValueError, match="registered twice"):
         register(Impostor)
+
+
+@pytest.fixture
+def plugin_unloaded():
+    """The plugin fixture's module imported afresh by the test, and forgotten after it."""
+    import sys
+
+    yield "tests.plugins.first_error"
+    REGISTRY.pop("first_error", None)
+    sys.modules.pop("tests.plugins.first_error", None)
+
+
+def test_a_strategy_outside_the_package_comes_in_through_plugins(tmp_path, plugin_unloaded):
+    from engine.strategies import saved_units
+
+    with pytest.raises(ConfigError, match="unknown strategy 'first_error'"):
+        load_config(None, ["tasks=[{name: arithmetic}]", "strategy.name=first_error"])
+    cfg = load_config(None, ["tasks=[{name: arithmetic}]", f"plugins=[{plugin_unloaded}]",
+                             "compare.strategies=[llm2llm,first_error]"])
+    assert cfg.plugins == [plugin_unloaded] and "first_error" in compare_help()
+    # status and inspect list a saved run's units from its plain config, plugins included
+    del REGISTRY["first_error"]
+    import sys
+    sys.modules.pop(plugin_unloaded)
+    units = saved_units(cfg.model_dump())
+    assert [key for key, _ in units] == ["arithmetic/llm2llm/seed_0",
+                                         "arithmetic/first_error/seed_0", *[
+                                         f"arithmetic/{n}/seed_{s}" for s in (1, 2)
+                                         for n in ("llm2llm", "first_error")]]
+
+
+def test_a_plugin_that_does_not_import_is_named_with_the_fix():
+    with pytest.raises(ConfigError, match="plugins: cannot import 'no_such.module' "
+                                          r"\(ModuleNotFoundError.*PYTHONPATH"):
+        load_config(None, ["tasks=[{name: arithmetic}]", "plugins=[no_such.module]"])

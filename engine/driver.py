@@ -184,7 +184,8 @@ class RoundLoop:
         with holding(self.teacher_model) if holding else nullcontext():
             return augment(plan, task, r, teacher,
                            sampling_params(teacher, task.cfg.teacher_sampling),
-                           TeacherCalls(ask("augment"), ask("check")), view.train_set,
+                           TeacherCalls(ask("augment"), ask("check"), unit.train_seed),
+                           view.train_set,
                            protected, cap)
 
     def _budget_spent(self, unit: Unit, r: int, rules: StopConfig) -> str:

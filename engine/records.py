@@ -64,7 +64,9 @@ CANDIDATE = pa.schema(
 # messages: JSON list of {"role", "content"}; sampling: JSON of the sampling parameters
 # (engine/sampling.py), used unchanged for the cache key, the engine or API call and lineage.
 # Optional: `regex` constrains decoding; `sample` (int) tells apart repeated asks of the same
-# request (the teacher's top-up), so each gets its own answer and cache entry.
+# request (the teacher's top-up), so each gets its own answer and cache entry; `draw` (int,
+# the unit's training seed) gives each training seed of a compare its own teacher answers
+# (the cache key's seed; without it, the job's `seed`).
 GENERATION_INPUT = ["request_id", "messages", "sampling"]
 GENERATED = pa.schema(
     [

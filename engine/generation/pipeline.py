@@ -175,16 +175,19 @@ class GenerationPipeline:
     # -- internals ------------------------------------------------------------------------
     def _keys(self, requests: pa.Table, model: str) -> dict[str, str]:
         """request_id -> cache key, in request order. The key is made from the row itself
-        (messages, sampling, regex, sample), as the backend will answer it."""
+        (messages, sampling, regex, sample, draw), as the backend will answer it; a row
+        without a `draw` is the job seed's draw."""
         model_id = self.backend.model_id(model)
-        cols = requests.column_names
-        regexes = requests.column("regex").to_pylist() if "regex" in cols else [None] * len(requests)
-        samples = requests.column("sample").to_pylist() if "sample" in cols else [0] * len(requests)
-        return {rid: cache_key(model_id, messages, sampling, self.seed, regex, sample)
-                for rid, messages, sampling, regex, sample in zip(
+        n = requests.num_rows
+        column = lambda name, default: (requests.column(name).to_pylist()  # noqa: E731
+                                        if name in requests.column_names else [default] * n)
+        return {rid: cache_key(model_id, messages, sampling, self.seed if draw is None else draw,
+                               regex, sample)
+                for rid, messages, sampling, regex, sample, draw in zip(
                     requests.column("request_id").to_pylist(),
                     requests.column("messages").to_pylist(),
-                    requests.column("sampling").to_pylist(), regexes, samples)}
+                    requests.column("sampling").to_pylist(), column("regex", None),
+                    column("sample", 0), column("draw", None))}
 
     def _generate(self, misses: pa.Table, model: str, keys: dict[str, str],
                   done: dict[str, dict], stage: str, group: str):

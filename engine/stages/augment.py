@@ -256,10 +256,21 @@ def accepted_examples(candidates: pa.Table) -> pa.Table:
 @dataclass(frozen=True)
 class TeacherCalls:
     """How the augment stage reaches the teacher for one unit: `ask` for new rows, `check`
-    for the answer check (its own step in the logs), both requests -> GENERATED rows."""
+    for the answer check (its own step in the logs), both requests -> GENERATED rows. `draw`:
+    the unit's training seed, carried by its asks (not its greedy checks), so each training
+    seed of a compare gets its own teacher answers and the spread over seeds includes the
+    teacher's; None: the job seed's draw."""
 
     ask: Callable[[pa.Table], pa.Table]
     check: Callable[[pa.Table], pa.Table]
+    draw: int | None = None
+
+    def drawn(self, requests: pa.Table) -> pa.Table:
+        """The requests with this unit's draw (part of their cache key)."""
+        if self.draw is None:
+            return requests
+        return requests.append_column("draw", pa.array([self.draw] * requests.num_rows,
+                                                       pa.int64()))
 
 
 def augment(plan: "RoundPlan", task: Task, r: int, teacher: TeacherConfig, sampling: dict,
@@ -275,8 +286,9 @@ def augment(plan: "RoundPlan", task: Task, r: int, teacher: TeacherConfig, sampl
     if plan.rationales_per_label:
         targets, rationale_asks, answers = ask_rationales(
             task, plan.rationales_per_label, r, calls.ask,
-            lambda labels, sample: rationale_requests(task, labels, plan.rationales_per_label,
-                                                      r, sampling, teacher.constrained, sample),
+            lambda labels, sample: calls.drawn(rationale_requests(
+                task, labels, plan.rationales_per_label, r, sampling, teacher.constrained,
+                sample)),
             teacher.max_tries)
         beside[RATIONALES] = targets
         asked_before = rationale_asks.num_rows
@@ -291,9 +303,9 @@ def augment(plan: "RoundPlan", task: Task, r: int, teacher: TeacherConfig, sampl
     cap, over = request_cap(asked_before)
     requests, generated, candidates = ask_teacher(
         targets, calls.ask,
-        lambda rows, sample: teacher_requests(rows, task, plan.quota, r, sampling,
-                                              teacher.constrained, sample, plan.demo_pool,
-                                              plan.prompts),
+        lambda rows, sample: calls.drawn(teacher_requests(
+            rows, task, plan.quota, r, sampling, teacher.constrained, sample, plan.demo_pool,
+            plan.prompts)),
         gates, teacher.max_tries, max_requests=cap, over_budget=over)
     earlier = [answers] if plan.rationales_per_label and answers is not None else []
     beside[GENERATIONS] = pa.concat_tables([*earlier, generated,

@@ -110,3 +110,18 @@ def test_a_backend_without_a_cache_does_not_promise_kept_rows_when_it_stops():
     with pytest.raises(StageError, match=r"a bug in a worker\. Nothing is kept without a "
                                          r"response cache: run the same command again"):
         GenerationPipeline(Broken(caches=False), seed=0)(requests(), "m", "predict")
+
+
+def test_each_draw_is_its_own_answer_and_the_job_seed_s_draw_keeps_its_key(tmp_path):
+    """A compare's training seeds ask the teacher with their own `draw` (engine/stages/
+    augment.py TeacherCalls): the same request of another seed is generated, not read from
+    the first seed's cache; the job seed's draw has the key a row without one always had."""
+    backend = FakeBackend()
+    pipeline = GenerationPipeline(backend, seed=3, cache=ResponseCache(str(tmp_path / "cache")))
+    drawn = lambda d: requests().append_column("draw", pa.array([d, d], pa.int64()))  # noqa: E731
+    plain = pipeline._keys(requests(), "m")
+    assert pipeline._keys(drawn(3), "m") == plain
+    assert set(pipeline._keys(drawn(4), "m").values()).isdisjoint(plain.values())
+    for d in (3, 4, 3):
+        pipeline(drawn(d), "m", "augment")
+    assert backend.passes == [["r0", "r1"], ["r0", "r1"]]  # seed 4 generated; 3 again cached

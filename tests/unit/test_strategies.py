@@ -287,3 +287,18 @@ def test_mine_validation_switch_aims_llm2llm_at_the_real_validation_rows():
                                                             "mine_from": "validation"}
     assert strategy_variant("mixed+mine_validation+share=0.25") == {
         "name": "mixed", "mine_from": "validation", "targeted_share": 0.25}
+
+
+def test_each_training_seed_asks_the_teacher_for_its_own_draw(tmp_path):
+    """The spread over seeds includes the teacher's: seed s's asks carry draw=s (a cache key
+    of its own), its greedy answer checks none (the same check is the same answer)."""
+    _, history, gen_t, _ = compare_loop(tmp_path, ["llm2llm", "random"], seeds=(0, 1), rounds=2)
+    draws = {}
+    for (stage, _, requests), group in zip(gen_t.calls, gen_t.groups):
+        seed = int(group.rsplit("seed_", 1)[1])
+        got = set(requests.column("draw").to_pylist()) if "draw" in requests.column_names \
+            else None
+        draws.setdefault((stage, seed), set()).add(frozenset(got) if got else None)
+    assert draws[("augment", 0)] == {frozenset({0})}
+    assert draws[("augment", 1)] == {frozenset({1})}
+    assert draws[("check", 0)] == draws[("check", 1)] == {None}

@@ -367,3 +367,31 @@ def test_real_rows_pass_every_gate(name, field, labels, prompt):
     half = len(distinct) // 2
     leaks = [r for r in NgramLeakIndex(distinct[:half]).leak_many(distinct[half:]) if r]
     assert len(leaks) <= 0.01 * half, leaks
+
+
+def test_a_label_that_is_a_word_may_be_named_by_a_real_text_a_code_may_not():
+    """Issue 29: a 4-topic news task's real items name their topic ("Fox Sports ..."); the
+    parser's any-mention rule is for codes (TREC's ENTY, joined words), not for words."""
+    from engine.gates.text import is_code
+
+    news = ["World", "Sports", "Business", "Sci/Tech"]
+    assert not any(map(is_code, news)) and not any(map(is_code, ["positive", "not_entailment"]))
+    assert all(map(is_code, ["ENTY", "HUM", "NUM", "SearchCreativeWork", "DESC_2"]))
+    assert label_names_reason("Fox Sports Tonight previews the playoffs", news,
+                              any_code_mention=True) == ""
+    assert label_names_reason("What ENTY is the largest ?", ["ENTY", "HUM"],
+                              any_code_mention=True) == "label_names: mentions the label ENTY"
+    # a text that is mostly label names is still one, words or codes
+    assert label_names_reason("Sports and World", news).startswith("label_names:")
+
+
+def test_a_long_hyphen_chain_is_degenerate_and_no_real_row_has_one():
+    chain = "-".join(f"word{i}" for i in range(40))
+    assert degenerate_reason(f"Stocks fell on Monday as {chain}", []) \
+        == "hyphen_chain: 40 of its 45 words joined by hyphens"
+    assert degenerate_reason("A-b-c-d-e-f-g-h i j", []).startswith("hyphen_chain: 8 of")
+    # real ones: the longest chain in shared/data is 17 words, in a long IMDb review
+    imdb = ("I-can-do-it-all-and-you've-got-to-love-me-for-it-kind-of-guy. " + "It was fine "
+            "and the cast was good, the plot slow but the ending made up for most of it. " * 2)
+    for real in ["A state-of-the-art film with a one-in-a-million cast", imdb]:
+        assert degenerate_reason(real, []) == ""

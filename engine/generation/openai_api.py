@@ -223,7 +223,12 @@ class ApiBackend:
         self._lock = threading.Lock()
 
     def model_id(self, model: str) -> str:
-        return f"{self.api.base_url}|{model}"  # another server's answers are another model's
+        """Another server's answers are another model's; `extra_body` goes into every request
+        after the row's sampling (it may set the model, temperature or seed), so it is part of
+        the id (none: the id keys had before it was covered)."""
+        extra = self.api.extra_body
+        extra = f"|extra_body={json.dumps(extra, sort_keys=True, default=str)}" if extra else ""
+        return f"{self.api.base_url}|{model}{extra}"
 
     @contextmanager
     def holding(self, model: str):

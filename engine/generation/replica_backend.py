@@ -24,6 +24,19 @@ from engine.generation.weight_reload import same_architecture
 from engine.records import GENERATION_INPUT
 
 
+# Engine settings that change what a replica answers, beyond each row's own sampling.
+ANSWER_SETTINGS = ("dtype", "max_model_len")
+
+
+def engine_settings(cfg: GenerationConfig) -> str:
+    """The answer-changing engine settings that differ from their defaults, for the cache
+    key's model id ("" at the defaults: keys made before they were covered stay valid)."""
+    fields = type(cfg).model_fields
+    changed = [f"{name}={getattr(cfg, name)}" for name in ANSWER_SETTINGS
+               if getattr(cfg, name) != fields[name].default]
+    return "".join(f"|{c}" for c in changed)
+
+
 class ReplicaBackend:
     caches = True
     columns = tuple(GENERATION_INPUT)
@@ -44,7 +57,9 @@ class ReplicaBackend:
         return self._pools.get(self._latest) if self._latest else None
 
     def model_id(self, model: str) -> str:
-        return model_fingerprint(model)  # a checkpoint re-written in place is a new model
+        # a checkpoint re-written in place is a new model; an engine that computes otherwise
+        # (another dtype, a shorter context) gives other answers
+        return model_fingerprint(model) + engine_settings(self.cfg)
 
     def warm_up(self, model: str) -> None:
         """Start the vLLM replicas for `model` now (a no-op for a warm pool); the next call

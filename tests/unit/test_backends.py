@@ -125,3 +125,18 @@ def test_each_draw_is_its_own_answer_and_the_job_seed_s_draw_keeps_its_key(tmp_p
     for d in (3, 4, 3):
         pipeline(drawn(d), "m", "augment")
     assert backend.passes == [["r0", "r1"], ["r0", "r1"]]  # seed 4 generated; 3 again cached
+
+
+def test_every_answer_changing_setting_is_in_the_key_and_the_defaults_keep_old_keys():
+    """Issue 30: `extra_body` is spread into the API body after the row's sampling, and a
+    replica's dtype or context length changes its answers: another value, another key."""
+    def keys(cfg) -> set[str]:
+        return set(build_generator(cfg, seed=3)._keys(requests(), "m").values())
+
+    plain_vllm, plain_api = keys(GenerationConfig(model="m")), keys(TeacherConfig(api=API))
+    assert keys(GenerationConfig(model="m", dtype="bfloat16", max_model_len=2048)) == plain_vllm
+    for changed in ({"dtype": "float32"}, {"max_model_len": 4096}):
+        assert keys(GenerationConfig(model="m", **changed)).isdisjoint(plain_vllm)
+    overriding = API.model_copy(update={"extra_body": {"temperature": 0.0}})
+    assert keys(TeacherConfig(api=overriding)).isdisjoint(plain_api)
+    assert keys(TeacherConfig(api=API.model_copy(update={"extra_body": {}}))) == plain_api

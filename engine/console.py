@@ -12,6 +12,7 @@ In a job, the driver actor and the training workers send both kinds of events ov
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from typing import Callable, TextIO
@@ -111,3 +112,14 @@ def text_table(headers: list[str], cells: list[list[str]], align: str = "right")
         return "  ".join(pad(v, w) for v, w in zip(values, widths)).rstrip()
 
     return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])
+
+
+# C0 controls but tab and newline, DEL, and C1 controls: what a terminal acts on (escape
+# sequences clear the screen, set the title, write the clipboard) instead of showing.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """`text` safe to print to a terminal: each control character shown as its escape
+    (`\\x1b`), so teacher-written or data text cannot drive the user's terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)

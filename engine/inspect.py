@@ -13,6 +13,7 @@ from collections import Counter
 
 import pyarrow as pa
 
+from engine.console import printable
 from engine.errors import DataError
 from engine.provenance import saved_run
 from engine.records import RATIONALE, RATIONALES
@@ -175,4 +176,4 @@ def inspect_run(run_dir: str, task: str | None = None, round_: int | None = None
         return f"{run_dir}: no round has been mined yet (see `llm2llm status {run_dir}`)"
     if round_ is None and row_id is None:
         out.append("\nDetails: --round R (every row of a round), --row ID (one row in full)")
-    return "\n".join(out)
+    return printable("\n".join(out))  # rows hold teacher and data text: no escape reaches a tty

@@ -93,3 +93,16 @@ def test_bad_arguments_name_what_exists(run_dir, kwargs, message):
 def test_a_folder_that_is_not_a_run_is_named(tmp_path):
     with pytest.raises(DataError, match="not a run directory"):
         inspect_run(str(tmp_path))
+
+
+def test_escape_sequences_a_teacher_wrote_are_shown_not_sent_to_the_terminal(run_dir):
+    """Issue 30: clear screen, set title, an OSC 8 link and an OSC 52 clipboard write in a
+    teacher's row reach the output as visible escapes; newlines and tabs stay."""
+    store = RunStorage(run_dir)
+    nasty = ("\x1b[2J\x1b]0;pwned\x07 How far \x1b]8;;http://x\x1b\\is\x1b]8;;\x1b\\ Rome "
+             "\x1b]52;c;ZWNobyBoaQ==\x07?\x9b31m")
+    put(store, "qa", 0, "augment", [candidate("e1@r0#0", "e1", nasty, "NUM", True)], CANDIDATE)
+    for out in (inspect_run(run_dir, round_=0), inspect_run(run_dir, row_id="e1")):
+        assert not any(ch in out for ch in "\x1b\x07\x9b")
+        assert "\\x1b[2J" in out and "\\x1b]52;c;ZWNobyBoaQ==\\x07" in out and "\\x9b31m" in out
+        assert "\n" in out

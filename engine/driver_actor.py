@@ -17,8 +17,7 @@ from engine.driver import RoundLoop
 from engine.generation.backend import build_generator
 from engine.generation.cache import ResponseCache
 from engine.generation.openai_api import Secret
-from engine.status import HEARTBEAT_EVERY_S
-from engine.storage import RunStorage
+from engine.storage import HEARTBEAT_EVERY_S, RunStorage
 from engine.tasks import build_task
 
 

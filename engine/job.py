@@ -248,12 +248,24 @@ def link_worker_logs(store: RunStorage) -> str:
         return logs
 
 
+def claim_run_dir(store: RunStorage, run_dir: str) -> None:
+    """Refuse a run_dir another live run is using (each would clear the other's stages), and
+    mark it as this run's (a heartbeat from this process until the driver's own beats)."""
+    other = store.other_run()
+    if other:
+        raise ConfigError([f"run_dir {run_dir!r} is in use by another run ({other}); wait for "
+                           f"it to finish (`llm2llm status {run_dir}`), stop it, or use "
+                           f"another run_dir"])
+    store.write_heartbeat()
+
+
 def run_job(config_path: str | None, overrides: list[str],
             rerun_affected: bool = False, verbose: bool = False) -> list[dict]:
     """Preflight, save config, start Ray, run the driver actor; show its progress and a table
     per round. `verbose`: the workers' own output too."""
     prepared = preflight(config_path, overrides, rerun_affected)
     store = RunStorage(prepared.cfg.run_dir)
+    claim_run_dir(store, prepared.cfg.run_dir)
     tasks = {t.name: t for t in prepared.cfg.tasks}
     for task, stage in prepared.rerun.items():
         for _, _, key, _ in unit_settings(prepared.cfg, tasks[task]):

@@ -12,15 +12,13 @@ import json
 import time
 from pathlib import Path
 
-from engine.generation.cache import ResponseCache
-from engine.provenance import saved_run
-from engine.storage import STAGES, RunStorage
 from engine.config import StrategyConfig
 from engine.console import text_table
+from engine.generation.cache import ResponseCache
+from engine.provenance import saved_run
+from engine.storage import STAGES, STALE_AFTER_S, RunStorage
 from engine.strategies import build_strategy, saved_units
 
-HEARTBEAT_EVERY_S = 20
-STALE_AFTER_S = 3 * HEARTBEAT_EVERY_S
 
 
 def stage_states(run_dir: str | Path, now: float | None = None) -> tuple[list[dict], dict]:

@@ -34,6 +34,22 @@ MANIFEST = "MANIFEST.json"
 RESUME_DIR = "_resume"
 
 
+# The driver writes a heartbeat this often; one older than STALE_AFTER_S is a run that died.
+HEARTBEAT_EVERY_S = 20
+STALE_AFTER_S = 3 * HEARTBEAT_EVERY_S
+
+
+def _alive(pid) -> bool:
+    """Whether process `pid` runs on this machine."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, TypeError, ValueError, OverflowError):
+        return True  # someone else's process, or no pid to tell by: assume it runs
+    return True
+
+
 # Files above this size (model weights, written by their own libraries) are checked by size
 # only: hashing gigabytes on every resume would cost more than it protects.
 CHECKSUM_MAX_BYTES = 1 << 30
@@ -164,6 +180,19 @@ class RunStorage:
         return dest
 
     # -- liveness -------------------------------------------------------------------------
+    def other_run(self, now: float | None = None) -> str:
+        """Who else is running on this run directory ("" if nobody): a heartbeat fresher
+        than STALE_AFTER_S from a run not finished, whose process is alive where this
+        machine can tell (its own host). Two runs on one run_dir clear each other's stages."""
+        beat = self.read_heartbeat()
+        if not beat or beat.get("finished"):
+            return ""
+        age = (now or time.time()) - beat.get("time", 0)
+        here = beat.get("host") == socket.gethostname()
+        if age >= STALE_AFTER_S or (here and not _alive(beat.get("pid"))):
+            return ""
+        return f"process {beat.get('pid')} on {beat.get('host')}, heartbeat {age:.0f}s ago"
+
     def write_heartbeat(self, finished: bool = False) -> None:
         """The driver's sign of life, read by `llm2llm status` (engine/status.py)."""
         self.write_json(self.path("HEARTBEAT.json"),

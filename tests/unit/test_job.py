@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,34 @@ def test_the_raylet_worker_count_warning_is_kept_off_the_console_and_nothing_els
     worker.print_to_stdstream({"lines": [warning], "pid": "raylet"}, ignore_prefix=False)
     worker.print_to_stdstream({"lines": [killed, warning], "pid": "raylet"}, ignore_prefix=False)
     assert printed == [[killed]]
+
+
+def test_a_run_dir_another_live_run_uses_is_refused_and_a_dead_one_s_is_taken(tmp_path):
+    """Issue 30: two runs on one run_dir clear each other's stage files."""
+    import json
+    import socket
+    import subprocess
+    import time
+
+    from engine.errors import ConfigError
+    from engine.job import claim_run_dir
+    from engine.storage import STALE_AFTER_S, RunStorage
+
+    store = RunStorage(str(tmp_path))
+    beat = lambda **kw: (tmp_path / "HEARTBEAT.json").write_text(json.dumps(  # noqa: E731
+        {"time": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
+         "finished": False, **kw}))
+    beat()  # this very process: alive, beating now
+    with pytest.raises(ConfigError, match=f"run_dir '{tmp_path}' is in use by another run "
+                                          rf"\(process {os.getpid()} on .*\); wait for it"):
+        claim_run_dir(store, str(tmp_path))
+    beat(host="another-node")  # elsewhere: only the heartbeat's age tells
+    with pytest.raises(ConfigError, match="on another-node"):
+        claim_run_dir(store, str(tmp_path))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    for taken in ({"pid": dead.pid}, {"finished": True},
+                  {"host": "another-node", "time": time.time() - STALE_AFTER_S - 1}):
+        beat(**taken)
+        claim_run_dir(store, str(tmp_path))  # a killed run, a finished one, a stale one
+        assert json.loads((tmp_path / "HEARTBEAT.json").read_text())["pid"] == os.getpid()

@@ -78,6 +78,7 @@ def preflight(config_path: str | None, overrides: list[str],
                   f"validation); set data.validation, or leave rows of train beyond the seed"
                   for name, (_, _, held_out) in splits.items() for s in strategies[name]
                   if s.mine_from == "validation" and not held_out][:1]
+    too_small += _split_problems(cfg, splits)
     if too_small:
         raise ConfigError(too_small)
     resolve = resolve_model if resolve_models else (lambda name: name)
@@ -91,6 +92,30 @@ def preflight(config_path: str | None, overrides: list[str],
     key = Secret(os.environ[api.api_key_env]) if api and api.api_key_env else None
     return Prepared(cfg, student, teacher, splits, key, rerun=affected_stages(cfg, changed),
                     warnings=_check_disk(cfg, student))
+
+
+def _split_problems(cfg: RunConfig, splits: dict) -> list[str]:
+    """Splits a run cannot use, each named with its file: fewer seed rows than n_seed asks
+    for, none where a strategy trains on them, no test rows."""
+    problems = []
+    for t in cfg.tasks:
+        seed, test, _ = splits[t.name]
+        task = resolve_task_config(t)
+        train, needs_seed = task.data.train or "its built-in rows", any(
+            strategy_class(s.name).uses_seed and task.n_seed != 0
+            for s in _task_strategies(cfg)[t.name])
+        if task.n_seed and len(seed) < task.n_seed:
+            problems.append(f"tasks.{t.name}: n_seed is {task.n_seed} but {train} gives only "
+                            f"{len(seed)} row(s); lower n_seed or give more training rows")
+        elif needs_seed and not seed:
+            problems.append(f"tasks.{t.name}: no seed rows ({train} has none); give training "
+                            f"rows, or n_seed: 0 with s3 / zerogen, which write a seed")
+        if not test:
+            source = task.data.test or "its built-in rows"
+            problems.append(f"tasks.{t.name}: no test rows ({source} gives none after the "
+                            f"seed and validation rows); give test rows (data.test) so each "
+                            f"round can be scored")
+    return problems
 
 
 def disk_needed(cfg: RunConfig, model_bytes: int) -> int:

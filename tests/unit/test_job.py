@@ -205,3 +205,28 @@ def test_a_run_dir_another_live_run_uses_is_refused_and_a_dead_one_s_is_taken(tm
         beat(**taken)
         claim_run_dir(store, str(tmp_path))  # a killed run, a finished one, a stale one
         assert json.loads((tmp_path / "HEARTBEAT.json").read_text())["pid"] == os.getpid()
+
+
+@pytest.mark.parametrize("train_rows, test_rows, extra, message", [
+    (0, 8, "", r"tasks.news: no seed rows \(.*train.jsonl has none\); give training rows"),
+    (6, 8, ", n_seed: 10", r"tasks.news: n_seed is 10 but .*train.jsonl gives only 6 row"),
+    (12, 0, "", r"tasks.news: no test rows \(.*test.jsonl gives none"),
+])
+def test_splits_a_run_cannot_use_are_refused_naming_the_file(tmp_path, train_rows, test_rows,
+                                                             extra, message):
+    """Issue 30: an empty train or test file, or n_seed beyond the data, passed silently
+    (the run failed after Ray started, or scored nothing every round)."""
+    import json
+
+    for split, n in (("train", train_rows), ("test", test_rows)):
+        (tmp_path / f"{split}.jsonl").write_text("".join(
+            json.dumps({"text": f"item {k} of the {split} set", "label": ["a", "b"][k % 2]})
+            + "\n" for k in range(n)))
+    path = tmp_path / "job.yaml"
+    path.write_text(f"run_dir: {tmp_path / 'run'}\ntrain: {{num_workers: 1}}\n"
+                    f"tasks: [{{name: news, type: classification, labels: [a, b], "
+                    f"fields: {{text: text, label: label}}, "
+                    f"data: {{train: {tmp_path / 'train.jsonl'}, test: {tmp_path / 'test.jsonl'}}}"
+                    f"{extra}}}]\n")
+    with pytest.raises(ConfigError, match=message):
+        preflight(str(path), [], resolve_models=False)

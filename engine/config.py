@@ -6,11 +6,13 @@ Each setting is documented once, in its `Field(description=...)`: `llm2llm confi
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from engine.errors import ConfigError
 
@@ -199,7 +201,8 @@ class TaskConfig(Strict):
     Fields left unset take the built-in preset's values (engine/tasks/presets.py).
     """
 
-    name: str = Field(description="built-in task name, or any name for a task defined here")
+    name: str = Field(description="built-in task name, or any name for a task defined here "
+                                  "(letters, digits, '_', '-', '.'; it names its folder)")
     type: Literal["math", "classification", "arithmetic", "qa", "multiple_choice"] | None = Field(
         None, description="task type of a custom task (a built-in name sets it)")
     data: DataConfig = Field(DataConfig(), description="where the rows come from")
@@ -242,6 +245,16 @@ class TaskConfig(Strict):
         None, description="this task's own strategy (null: the job's)")
     stop: StopConfig | None = Field(
         None, description="this task's own stopping rules and budget (null: the job's)")
+
+    @field_validator("name")
+    @classmethod
+    def _a_folder_name(cls, name: str) -> str:
+        """The name is its units' folder under run_dir: nothing that leaves it."""
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or set(name) == {"."}:
+            fixed = re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_") or "my_task"
+            raise ValueError(f"{name!r} cannot name a folder under run_dir; use letters, "
+                             f"digits, '_', '-' and '.' (e.g. {fixed!r})")
+        return name
 
 
 class Prices(Strict):

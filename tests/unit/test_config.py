@@ -97,3 +97,11 @@ def test_an_encoder_student_defaults_to_the_bundled_minilm():
                               "student.model=/models/distilbert"])
     assert mine.student.model == "/models/distilbert"  # a model named is kept
     assert load_config(None, ["tasks=[{name: trec}]"]).student.model == "smollm2-135m-instruct"
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", "..", "c:\\\\x", "tab\\tname"])
+def test_a_task_name_that_would_leave_the_run_dir_is_refused(name):
+    """Issue 30: a task name is its units' folder; `../` put stage folders outside run_dir."""
+    with pytest.raises(ConfigError, match="cannot name a folder under run_dir; use letters"):
+        load_config(None, [f'tasks=[{{name: "{name}", type: math}}]'])
+    load_config(None, ["tasks=[{name: my-task.v2, type: math}]"])

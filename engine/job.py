@@ -273,10 +273,11 @@ def link_worker_logs(store: RunStorage) -> str:
         return logs
 
 
-def claim_run_dir(store: RunStorage, run_dir: str) -> None:
+def claim_run_dir(store: RunStorage, run_dir: str, exit_wait_s: float = 30) -> None:
     """Refuse a run_dir another live run is using (each would clear the other's stages), and
-    mark it as this run's (a heartbeat from this process until the driver's own beats)."""
-    other = store.other_run()
+    mark it as this run's (a heartbeat from this process until the driver's own beats).
+    exit_wait_s: how long a process on this machine gets to finish exiting (a killed job's)."""
+    other = store.other_run(exit_wait_s=exit_wait_s)
     if other:
         raise ConfigError([f"run_dir {run_dir!r} is in use by another run ({other}); wait for "
                            f"it to finish (`llm2llm status {run_dir}`), stop it, or use "

@@ -40,14 +40,19 @@ STALE_AFTER_S = 3 * HEARTBEAT_EVERY_S
 
 
 def _alive(pid) -> bool:
-    """Whether process `pid` runs on this machine."""
+    """Whether process `pid` runs on this machine (a zombie, exited but not yet reaped by a
+    container's init, does not)."""
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
     except (PermissionError, TypeError, ValueError, OverflowError):
         return True  # someone else's process, or no pid to tell by: assume it runs
-    return True
+    try:
+        with open(f"/proc/{int(pid)}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc here: it answered the signal
 
 
 # Files above this size (model weights, written by their own libraries) are checked by size
@@ -180,17 +185,26 @@ class RunStorage:
         return dest
 
     # -- liveness -------------------------------------------------------------------------
-    def other_run(self, now: float | None = None) -> str:
+    def other_run(self, now: float | None = None, exit_wait_s: float = 30) -> str:
         """Who else is running on this run directory ("" if nobody): a heartbeat fresher
         than STALE_AFTER_S from a run not finished, whose process is alive where this
-        machine can tell (its own host). Two runs on one run_dir clear each other's stages."""
+        machine can tell (its own host). Two runs on one run_dir clear each other's stages.
+        A process here gets `exit_wait_s` to exit first: a killed job's driver actor goes
+        down with its Ray instance, a few seconds after the job."""
         beat = self.read_heartbeat()
         if not beat or beat.get("finished"):
             return ""
         age = (now or time.time()) - beat.get("time", 0)
-        here = beat.get("host") == socket.gethostname()
-        if age >= STALE_AFTER_S or (here and not _alive(beat.get("pid"))):
+        if age >= STALE_AFTER_S:
             return ""
+        if beat.get("host") == socket.gethostname():
+            deadline = time.time() + exit_wait_s
+            while _alive(beat.get("pid")):
+                if time.time() >= deadline:
+                    break
+                time.sleep(0.5)
+            else:
+                return ""
         return f"process {beat.get('pid')} on {beat.get('host')}, heartbeat {age:.0f}s ago"
 
     def write_heartbeat(self, finished: bool = False) -> None:

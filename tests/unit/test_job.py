@@ -188,23 +188,30 @@ def test_a_run_dir_another_live_run_uses_is_refused_and_a_dead_one_s_is_taken(tm
     from engine.storage import STALE_AFTER_S, RunStorage
 
     store = RunStorage(str(tmp_path))
+    claim = lambda: claim_run_dir(store, str(tmp_path), exit_wait_s=0.2)  # noqa: E731
     beat = lambda **kw: (tmp_path / "HEARTBEAT.json").write_text(json.dumps(  # noqa: E731
         {"time": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
          "finished": False, **kw}))
     beat()  # this very process: alive, beating now
     with pytest.raises(ConfigError, match=f"run_dir '{tmp_path}' is in use by another run "
                                           rf"\(process {os.getpid()} on .*\); wait for it"):
-        claim_run_dir(store, str(tmp_path))
+        claim()
     beat(host="another-node")  # elsewhere: only the heartbeat's age tells
     with pytest.raises(ConfigError, match="on another-node"):
-        claim_run_dir(store, str(tmp_path))
-    dead = subprocess.Popen(["true"])
+        claim()
+    dead, zombie = subprocess.Popen(["true"]), subprocess.Popen(["true"])
     dead.wait()
-    for taken in ({"pid": dead.pid}, {"finished": True},
+    time.sleep(0.3)  # the zombie has exited; nobody has reaped it (as a container's init may not)
+    for taken in ({"pid": dead.pid}, {"pid": zombie.pid}, {"finished": True},
                   {"host": "another-node", "time": time.time() - STALE_AFTER_S - 1}):
         beat(**taken)
-        claim_run_dir(store, str(tmp_path))  # a killed run, a finished one, a stale one
+        claim()  # a killed run, one exiting, a finished one, a stale one
         assert json.loads((tmp_path / "HEARTBEAT.json").read_text())["pid"] == os.getpid()
+    zombie.wait()
+    exiting = subprocess.Popen(["sleep", "0.5"])  # a killed job's driver, going down
+    beat(pid=exiting.pid)
+    claim_run_dir(store, str(tmp_path), exit_wait_s=10)
+    exiting.wait()
 
 
 @pytest.mark.parametrize("train_rows, test_rows, extra, message", [

@@ -78,7 +78,7 @@ def preflight(config_path: str | None, overrides: list[str],
                   f"validation); set data.validation, or leave rows of train beyond the seed"
                   for name, (_, _, held_out) in splits.items() for s in strategies[name]
                   if s.mine_from == "validation" and not held_out][:1]
-    too_small += _split_problems(cfg, splits)
+    too_small += _split_problems(cfg, splits, strategies)
     if too_small:
         raise ConfigError(too_small)
     resolve = resolve_model if resolve_models else (lambda name: name)
@@ -94,7 +94,8 @@ def preflight(config_path: str | None, overrides: list[str],
                     warnings=_check_disk(cfg, student))
 
 
-def _split_problems(cfg: RunConfig, splits: dict) -> list[str]:
+def _split_problems(cfg: RunConfig, splits: dict,
+                    strategies: dict[str, list[StrategyConfig]]) -> list[str]:
     """Splits a run cannot use, each named with its file: fewer seed rows than n_seed asks
     for, none where a strategy trains on them, no test rows."""
     problems = []
@@ -103,13 +104,13 @@ def _split_problems(cfg: RunConfig, splits: dict) -> list[str]:
         task = resolve_task_config(t)
         train, needs_seed = task.data.train or "its built-in rows", any(
             strategy_class(s.name).uses_seed and task.n_seed != 0
-            for s in _task_strategies(cfg)[t.name])
+            for s in strategies[t.name])
         if task.n_seed and len(seed) < task.n_seed:
             problems.append(f"tasks.{t.name}: n_seed is {task.n_seed} but {train} gives only "
                             f"{len(seed)} row(s); lower n_seed or give more training rows")
         elif needs_seed and not seed:
             problems.append(f"tasks.{t.name}: no seed rows ({train} has none); give training "
-                            f"rows, or n_seed: 0 with s3 / zerogen, which write a seed")
+                            f"rows, or n_seed: 0 with {_seed_writers()}, which write a seed")
         if not test:
             source = task.data.test or "its built-in rows"
             problems.append(f"tasks.{t.name}: no test rows ({source} gives none after the "
@@ -156,10 +157,9 @@ def _check_strategies(cfg: RunConfig) -> list[str]:
     """Each task has what its strategies need (each strategy's own task_problems: a prompt
     template, a classification task), a labelled seed for those that train on one, and a
     round to train on a synthetic seed."""
-    problems = []
-    writers = [name for name, cls in REGISTRY.items() if cls.synthesizes_seed]
+    problems, strategies = [], _task_strategies(cfg)
     for i, t in enumerate(cfg.tasks):
-        kinds = {s.name: strategy_class(s.name) for s in _task_strategies(cfg)[t.name]}
+        kinds = {s.name: strategy_class(s.name) for s in strategies[t.name]}
         task = build_task(t, cfg.seed)
         for cls in kinds.values():
             problems += cls.task_problems(task, i)
@@ -168,13 +168,18 @@ def _check_strategies(cfg: RunConfig) -> list[str]:
         if no_seed and need_seed:
             problems.append(f"tasks.{i} ({t.name}): n_seed is 0 (no labelled seed) but "
                             f"{', '.join(need_seed)} train(s) on labelled seed rows; give "
-                            f"n_seed > 0 or use {' / '.join(writers)}, which synthesize a seed")
+                            f"n_seed > 0 or use {_seed_writers()}, which synthesize a seed")
         synthesizes = any(not c.uses_seed or (c.synthesizes_seed and no_seed)
                           for c in kinds.values() if c.uses_teacher)
         if synthesizes and cfg.rounds < 2:
             problems.append(f"rounds: {cfg.rounds}, but {t.name}'s synthetic seed is written "
                             f"in round 0 and first trained on in round 1; set rounds >= 2")
     return problems
+
+
+def _seed_writers() -> str:
+    """The registered strategies that can write their own seed ("s3 / zerogen")."""
+    return " / ".join(name for name, cls in REGISTRY.items() if cls.synthesizes_seed)
 
 
 def _check_student_kind(cfg: RunConfig) -> list[str]:

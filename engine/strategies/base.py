@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, ClassVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.records import EXAMPLE
+from engine.records import EXAMPLE, SEED
 
 if TYPE_CHECKING:
     from engine.config import StrategyConfig
@@ -100,7 +100,7 @@ class Strategy:
         prompts = self.prompts(task)
         train_set = view.train_set if view.train_set is not None else EXAMPLE.empty_table()
         validation = view.validation if view.validation is not None else EXAMPLE.empty_table()
-        seed_rows = train_set.filter(pc.equal(train_set["origin"], "seed"))
+        seed_rows = train_set.filter(pc.equal(train_set["origin"], SEED))
         # the real texts a candidate must look like: the training set's, or (mining the
         # validation rows, as s3 does with a synthetic training set) the validation set's
         mines_validation = self.settings.mine_from == "validation"

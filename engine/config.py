@@ -6,6 +6,7 @@ Each setting is documented once, in its `Field(description=...)`: `llm2llm confi
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -561,8 +562,28 @@ def _apply_override(tree: dict, path: list[str], value: Any) -> None:
 def _format_error(err: dict) -> str:
     loc = ".".join(str(p) for p in err["loc"]) or "<root>"
     if err["type"] == "extra_forbidden":
-        return f"{loc}: unknown key (check the spelling; see engine/config.py for valid keys)"
+        known = _keys_at(err["loc"][:-1])
+        return f"{loc}: unknown key{did_you_mean(str(err['loc'][-1]), known)} (`llm2llm config` " \
+               f"lists every setting)"
     return f"{loc}: {err['msg']} (got {err.get('input')!r})"
+
+
+def did_you_mean(word: str, choices) -> str:
+    """'; did you mean X?' for the nearest of choices, or '' if none is near."""
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _keys_at(loc: tuple) -> list[str]:
+    """The setting names valid at a location of the config tree (an index in a list of
+    sections is skipped), for suggestions."""
+    model: type[BaseModel] | None = RunConfig
+    for part in loc:
+        if model is None or isinstance(part, int):
+            continue
+        info = model.model_fields.get(str(part))
+        model = _nested_model(info.annotation) if info else None
+    return list(model.model_fields) if model else []
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import yaml
 
 from engine import fs
 from engine.compare import format_compare, write_compare
@@ -19,11 +20,12 @@ from engine.generation.openai_api import Secret
 from engine.metrics import format_table
 from engine.models import check_model, parameter_count, resolve_model
 from engine.placement import cluster_nodes, fit_problems
-from engine.provenance import save_run_record
+from engine.provenance import read_run_record, save_run_record
 from engine.rerun import affected_stages, changed_fields
 from engine.storage import RunStorage
 from engine.strategies import REGISTRY, needs_validation, strategy_class, unit_settings
 from engine.tasks import build_task, check_tasks, resolve_task_config
+from engine.tasks.row_checks import row_problems
 
 
 @dataclass
@@ -68,8 +70,19 @@ def preflight(config_path: str | None, overrides: list[str],
     # Read the data here: malformed rows fail before any work, and the driver actor gets the
     # rows themselves, so it need not see the same files from whichever node it lands on.
     strategies = _task_strategies(cfg)
-    splits = {t.name: build_task(t, cfg.seed).splits(validation=needs_validation(cfg, t))
+    tasks = {t.name: build_task(t, cfg.seed) for t in cfg.tasks}
+    splits = {t.name: tasks[t.name].splits(validation=needs_validation(cfg, t))
               for t in cfg.tasks}
+    row_warnings = []
+    for name, (seed, test, held_out) in splits.items():
+        data = tasks[name].cfg.data
+        sources = {"train": data.train, "test": data.test, "validation": data.validation}
+        found, warned = row_problems(name, seed, held_out, test, tasks[name].shared_test_rows,
+                                     cfg.train.max_seq_len, sources)
+        problems += found
+        row_warnings += warned
+    if problems:
+        raise ConfigError(problems)
     too_small = [f"tasks.{name}: {len(seed)} seed row(s) cannot be split over "
                  f"{cfg.train.num_workers} train workers; raise n_seed or lower train.num_workers"
                  for name, (seed, _, _) in splits.items()
@@ -91,7 +104,7 @@ def preflight(config_path: str | None, overrides: list[str],
         teacher = resolve(cfg.teacher.model)
     key = Secret(os.environ[api.api_key_env]) if api and api.api_key_env else None
     return Prepared(cfg, student, teacher, splits, key, rerun=affected_stages(cfg, changed),
-                    warnings=_check_disk(cfg, student))
+                    warnings=row_warnings + _check_disk(cfg, student))
 
 
 def _split_problems(cfg: RunConfig, splits: dict,
@@ -193,6 +206,13 @@ def _check_student_kind(cfg: RunConfig) -> list[str]:
 
 
 def _check_storage(run_dir: str) -> str | None:
+    local = Path(run_dir).expanduser() if "://" not in run_dir else None
+    unsafe = {Path("/"): "the filesystem's root", Path.home().resolve(): "your home directory"}
+    if local is not None and local.resolve() in unsafe:
+        return (f"run_dir {run_dir!r} is {unsafe[local.resolve()]}: a run writes and clears its "
+                f"stage folders there; give a directory of its own, e.g. runs/<name>")
+    if local is not None and local.exists() and not local.is_dir():
+        return f"run_dir {run_dir!r} is a file; give a directory (new, or a run's to resume)"
     try:
         store = RunStorage(run_dir)
         store.exists(store.root)
@@ -200,6 +220,14 @@ def _check_storage(run_dir: str) -> str | None:
         return (f"run_dir {run_dir!r}: cannot open it ({str(exc).splitlines()[0]}); use a local "
                 f"path or a pyarrow filesystem URI such as s3://bucket/path (credentials from "
                 f"the environment, as for any AWS/GCS client)")
+    try:
+        record = read_run_record(run_dir)
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        record = f"not YAML: {str(exc).splitlines()[0]}"
+    if record is not None and not (isinstance(record, dict) and isinstance(
+            record.get("config"), dict)):
+        return (f"run_dir {run_dir!r} holds a config.yaml that is not a run's record; use "
+                f"another run_dir, or move that file away if the directory is meant for runs")
     return None
 
 

@@ -9,6 +9,7 @@ strategy is one module with `@register` on its class (and its tests).
 
 from __future__ import annotations
 
+import difflib
 import math
 import random
 from dataclasses import dataclass
@@ -42,7 +43,9 @@ def strategy_class(spec: str) -> type["Strategy"]:
     the registered ones."""
     name = spec.split("+", 1)[0]
     if name not in REGISTRY:
-        raise KeyError(f"unknown strategy {name!r}; use one of {', '.join(REGISTRY)}")
+        close = difflib.get_close_matches(name, list(REGISTRY), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise KeyError(f"unknown strategy {name!r}; {hint}use one of {', '.join(REGISTRY)}")
     return REGISTRY[name]
 
 

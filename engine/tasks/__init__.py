@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.config import TaskConfig
+from engine.config import TaskConfig, did_you_mean
 from engine.tasks.arithmetic import ArithmeticTask
 from engine.tasks.base import Parsed, PromptSet, Task, check_prompt_file
 from engine.tasks.classification import ClassificationTask
@@ -45,7 +45,8 @@ def check_tasks(cfgs: list[TaskConfig], seed: int) -> list[str]:
     problems = []
     for cfg in cfgs:
         if cfg.name not in PRESETS and cfg.type is None:
-            problems.append(f"tasks.{cfg.name}: unknown task; built-in tasks are "
+            hint = did_you_mean(cfg.name, PRESETS)
+            problems.append(f"tasks.{cfg.name}: unknown task{hint}; built-in tasks are "
                             f"{sorted(PRESETS)}, or define one with `type: classification` "
                             f"(labels, fields, data) or `type: math`")
             continue

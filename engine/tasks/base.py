@@ -16,7 +16,9 @@ from pathlib import Path
 import yaml
 
 from engine.config import TaskConfig
+from engine.errors import DataError
 from engine.tasks.loaders import check_source, pick_fields, read_source
+from engine.tasks.row_checks import not_in_training
 
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
 # the marker of a list item a rationale may start with: "1.", "2)", "-", "*", "Reason 3:"
@@ -74,6 +76,7 @@ class Task:
         self.cfg = cfg
         self.name = cfg.name
         self.seed = seed
+        self.shared_test_rows: list[dict] = []  # left out of the test set by splits()
         family = self.family_of(cfg)
         self.prompts = PromptSet.load(prompt_path(cfg, family))
         s3_path = s3_prompt_path(cfg, family)
@@ -146,13 +149,19 @@ class Task:
             row["origin"] = "validation"
         if one_split:  # after the rows validation may take, asked for or not: every strategy
             test = train[carved:]  # of a task is tested on the same rows
+        # a test row that is a training row scores what the student saw, not what it learnt
+        test, self.shared_test_rows = not_in_training(test, train[:n_seed] + held_out)
         n_test = self.cfg.n_test or len(test)
         return train[:n_seed], test[:n_test], held_out
 
     def _as_examples(self, role_rows: list[dict], split: str) -> list[dict]:
         rows = []
         for n, role_row in enumerate(role_rows):
-            text, target, label = self.example(role_row)
+            try:
+                text, target, label = self.example(role_row)
+            except DataError as exc:  # name where the row is, so it can be fixed
+                source = getattr(self.cfg.data, split) or f"task {self.name}'s {split} rows"
+                raise DataError(f"{source}: row {n + 1}: {exc}") from None
             row_id = f"{self.name}:{split}:{n}"
             rows.append(dict(id=row_id, task=self.name, input=text, target=target, label=label,
                              origin="seed", round=-1, seed_id=row_id, trigger_prediction="",
@@ -286,9 +295,36 @@ def s3_prompt_path(cfg: TaskConfig, family: str) -> Path:
     return Path(cfg.s3_prompts) if cfg.s3_prompts else PROMPTS_DIR / "s3" / f"{family}.yaml"
 
 
-def check_prompt_file(cfg: TaskConfig, family: str) -> list[str]:
-    path = prompt_path(cfg, family)
-    if not path.is_file():
-        return [f"tasks.{cfg.name}.prompts: prompt file {str(path)!r} does not exist"]
-    return []
+# the templates every run renders from a task's prompt file, and from its s3 file (others are
+# optional: `teacher_answer` adds a worked example, `zerogen_user` is the zerogen strategy's)
+REQUIRED_TEMPLATES = {"prompts": ("student", "teacher_system", "teacher_user"),
+                      "s3_prompts": ("teacher_system", "rationale_user", "example_user",
+                                     "extrapolate_user")}
 
+
+def check_prompt_file(cfg: TaskConfig, family: str) -> list[str]:
+    """A task's prompt files must be YAML mappings of template names to strings, holding the
+    templates the stages render."""
+    problems = []
+    for key, path, builtin in [
+            ("prompts", prompt_path(cfg, family), PROMPTS_DIR / "llm2llm" / f"{family}.yaml"),
+            ("s3_prompts", s3_prompt_path(cfg, family), PROMPTS_DIR / "s3" / f"{family}.yaml")]:
+        where = f"tasks.{cfg.name}.{key}: prompt file {str(path)!r}"
+        if key == "s3_prompts" and not cfg.s3_prompts:
+            continue  # the built-in one, or none for a type s3 does not run on
+        if not path.is_file():
+            problems.append(f"{where} does not exist")
+            continue
+        try:
+            templates = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            problems.append(f"{where} is not valid YAML ({str(exc).splitlines()[0]})")
+            continue
+        if not isinstance(templates, dict) or not all(
+                isinstance(v, str) for v in templates.values()):
+            problems.append(f"{where} must map template names to strings (see {builtin})")
+            continue
+        missing = [name for name in REQUIRED_TEMPLATES[key] if name not in templates]
+        if missing:
+            problems.append(f"{where} lacks the template(s) {', '.join(missing)}; see {builtin}")
+    return problems

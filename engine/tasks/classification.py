@@ -74,12 +74,19 @@ class ClassificationTask(Task):
         raw = str(role_row["label"])
         label = self.cfg.label_names.get(raw, raw)
         if label not in self.cfg.labels:
-            raise DataError(f"task {self.name}: label {raw!r} is not one of {self.cfg.labels}; "
+            raise DataError(f"label {raw!r} is not one of {self.cfg.labels}; "
                             f"add it to `labels` or map it with `label_names`")
         text = str(role_row["text"]).strip()
+        if not text:
+            raise DataError(f"its text ({self.cfg.fields['text']!r}) is empty; fill it in or "
+                            f"remove the row")
         if "text_b" in self.cfg.fields:
             first, second = self.names
-            text = f"{first}: {text}\n{second}: {str(role_row['text_b']).strip()}"
+            text_b = str(role_row["text_b"]).strip()
+            if not text_b:
+                raise DataError(f"its second text ({self.cfg.fields['text_b']!r}) is empty; "
+                                f"fill it in or remove the row")
+            text = f"{first}: {text}\n{second}: {text_b}"
         return text, label, label
 
     def student_messages(self, text: str) -> list[dict]:

@@ -39,6 +39,7 @@ def stage_states(run_dir: str | Path, now: float | None = None) -> tuple[list[di
                 break  # the unit's later rounds will not run
     driver = {"heartbeat_age_s": age, "alive": alive,
               "finished": bool(beat and beat.get("finished")), "host": beat and beat.get("host"),
+              "pid": beat and beat.get("pid"),
               "cache_parts": len(ResponseCache(store.cache_dir()).parts())}
     return rows, driver
 
@@ -76,8 +77,8 @@ def format_status(run_dir: str | Path) -> str:
     if driver["finished"]:
         state = "finished"
     elif driver["alive"]:
-        state = f"running (driver on {driver['host']}, last heartbeat " \
-                f"{driver['heartbeat_age_s']:.0f}s ago)"
+        state = f"running (driver process {driver['pid']} on {driver['host']}, last " \
+                f"heartbeat {driver['heartbeat_age_s']:.0f}s ago; it holds the run_dir)"
     elif driver["heartbeat_age_s"] is None:
         state = "not started"
     else:

@@ -1,7 +1,7 @@
 """Text gates: rules that reject a candidate by its text alone, each written once.
 
-- `degenerate_reason`: every task's gate after parsing: label_names, repetition,
-  hyphen_chain, prompt_echo, empty ("" for a real-looking example).
+- `degenerate_reason`: every task's gate after parsing: control_chars, label_names,
+  repetition, hyphen_chain, prompt_echo, empty ("" for a real-looking example).
 - `label_names_reason`, `prompt_echo_reason`: those two rules on their own; a task's parser
   asks them in their stricter variant (a keyword names it) while reading the teacher's answer.
 - `TextStyle`: the shape of the task's real texts (question or not, length).
@@ -51,13 +51,29 @@ def template_words(*templates: str) -> frozenset[str]:
 def degenerate_reason(text: str, labels: list[str],
                       prompt_words: frozenset[str] | set[str] = frozenset()) -> str:
     """"" when `text` looks like a real example, else "<kind>: <detail>", kind one of
-    label_names, repetition, hyphen_chain, prompt_echo, empty. prompt_words: see
-    `template_words`."""
+    control_chars, label_names, repetition, hyphen_chain, prompt_echo, empty. prompt_words:
+    see `template_words`."""
     words = words_of(text)
     if not words:
         return "empty: no words"
-    return (_mostly_label_names(words, labels) or _repetition_reason(words)
+    return (_control_reason(text) or _mostly_label_names(words, labels)
+            or _repetition_reason(words)
             or _hyphen_chain_reason(text) or _mostly_prompt_words(words, prompt_words))
+
+
+# ---------------------------------------------------------------- control_chars
+# Terminal escapes (C0 controls but a text's own line breaks and tabs, DEL, and the C1 codes
+# that start a terminal sequence: DCS, SOS, CSI, ST, OSC, PM, APC), and the bidirectional
+# overrides that make a text display as another: no example has them, and shown raw they
+# drive a terminal (clear it, set its title, write the clipboard). Other C1 codes are left:
+# real reviews hold them as Windows-1252 punctuation read as Latin-1 (IMDb: 0x85, 0x96).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x90\x98\x9b-\x9f\u202a-\u202e"
+                      r"\u2066-\u2069]")
+
+
+def _control_reason(text: str) -> str:
+    found = _CONTROL.search(text)
+    return f"control_chars: U+{ord(found.group()):04X} at {found.start()}" if found else ""
 
 
 # ---------------------------------------------------------------- label_names

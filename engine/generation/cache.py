@@ -17,9 +17,11 @@ lists and opens them all: past `COMPACT_AT` parts, a lookup first merges them in
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -32,6 +34,8 @@ from engine.storage import parquet_bytes, read_parquet
 
 CACHE_KEY = "cache_key"  # the column that carries each request's key to the workers
 COMPACT_AT = 64  # parts; more than this and a lookup merges them into one first
+LOOKUP_PASSES = 3  # listings a lookup reads, when compactions elsewhere remove parts under it
+STALE_TMP_S = 3600  # a temporary file this old is a write that never finished
 _COMPACTING: dict[str, threading.Lock] = {}  # root -> lock (tasks side by side share a cache)
 
 CACHED = pa.schema([
@@ -78,20 +82,46 @@ class ResponseCache:
 
     def lookup(self, keys: list[str]) -> dict[str, dict]:
         """key -> cached row, for the keys that are cached. An unreadable part (which atomic
-        writes should make impossible, but disks fail) is reported and skipped, never read."""
+        writes should make impossible, but disks fail) is reported and skipped, never read.
+        A part that is gone by the time it is read was merged by a compaction in another
+        process, which writes the merged part first: the parts are listed again and the new
+        ones read, so a race does not regenerate (and pay for) what is cached."""
         wanted = pa.array(sorted(set(keys)), pa.string())
         found: dict[str, dict] = {}
         parts = self.parts()
         if len(parts) > self.compact_at:
+            self.remove_stale_temporaries()
             parts = self.compact(parts)
-        for part in parts:
-            table = self._read(part)
-            if table is None:
-                continue
-            hits = table.filter(pc.is_in(table["key"], value_set=wanted))
-            for row in hits.to_pylist():
-                found[row["key"]] = row
+        read: set[str] = set()
+        for _ in range(LOOKUP_PASSES):
+            gone = False
+            for part in parts:
+                read.add(part)
+                table = self._read(part, missing_ok=True)
+                if table is None:
+                    gone = gone or not fs.exists(self.fs, part)
+                    continue
+                hits = table.filter(pc.is_in(table["key"], value_set=wanted))
+                for row in hits.to_pylist():
+                    found[row["key"]] = row
+            if not gone:
+                break
+            parts = [part for part in self.parts() if part not in read]
         return found
+
+    def remove_stale_temporaries(self, older_than_s: float = STALE_TMP_S) -> int:
+        """Delete the temporary files of writes that never finished (a worker killed between
+        writing and renaming); a write in flight is seconds old and is left alone."""
+        cutoff = time.time_ns() - older_than_s * 1e9
+        stale = [f.path for f in fs.list_files(self.fs, self.path)
+                 if f.base_name.endswith(".tmp") and f.mtime_ns is not None
+                 and f.mtime_ns < cutoff]
+        for path in stale:
+            with contextlib.suppress(FileNotFoundError):
+                fs.delete(self.fs, path)
+        if stale:
+            self.log(f"[cache] removed {len(stale)} temporary file(s) of unfinished writes")
+        return len(stale)
 
     def compact(self, parts: list[str]) -> list[str]:
         """Merge `parts` into one part (each key once); returns the parts there are now.

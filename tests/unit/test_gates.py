@@ -395,3 +395,13 @@ def test_a_long_hyphen_chain_is_degenerate_and_no_real_row_has_one():
             "and the cast was good, the plot slow but the ending made up for most of it. " * 2)
     for real in ["A state-of-the-art film with a one-in-a-million cast", imdb]:
         assert degenerate_reason(real, []) == ""
+
+
+def test_control_characters_are_degenerate_and_line_breaks_are_not():
+    """Issue 30: a teacher row holding terminal escapes (clear screen, OSC 52 clipboard) or a
+    bidirectional override is rejected; a text's own tabs and line breaks are not."""
+    assert degenerate_reason("A fine film \x1b[2J with a cast", []) == "control_chars: U+001B at 12"
+    assert degenerate_reason("Copy \x1b]52;c;ZXZpbA==\x07 this", []).startswith("control_chars")
+    assert degenerate_reason("The review \u202eesrever ni\u202c reads", []).startswith(
+        "control_chars: U+202E")
+    assert degenerate_reason("A fine film.\nThe cast\tworks well together.", []) == ""

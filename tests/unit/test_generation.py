@@ -55,6 +55,48 @@ def test_cache_round_trip_and_unreadable_part_is_skipped(tmp_path):
     assert not list((tmp_path / "cache").glob(".*.tmp"))  # writes leave no temporaries
 
 
+def _row(key: str) -> dict:
+    return {"key": key, "output": f"out {key}", "prompt_tokens": 1, "completion_tokens": 1}
+
+
+def test_a_lookup_racing_a_compaction_elsewhere_still_finds_every_cached_row(tmp_path):
+    """Issue 30: another process compacts while a lookup reads; the parts it merged are gone
+    when the lookup gets to them, and were read as misses (regenerated, paid for again)."""
+    cache = ResponseCache(tmp_path / "cache", log=lambda _: None)
+    for i in range(6):
+        cache.add([_row(f"k{i}")])
+    other = ResponseCache(tmp_path / "cache", log=lambda _: None)  # another worker's handle
+    read = cache._read
+    raced = []
+
+    def read_during_a_compaction(part, missing_ok=False):
+        if not raced:  # the first read finds the other worker compacting every part
+            raced.append(other.compact(other.parts()))
+        return read(part, missing_ok)
+
+    cache._read = read_during_a_compaction
+    found = cache.lookup([f"k{i}" for i in range(6)])
+    assert len(raced[0]) == 1  # the other worker did merge the six parts into one
+    assert sorted(found) == [f"k{i}" for i in range(6)]
+
+
+def test_temporary_files_of_unfinished_writes_are_removed_when_old(tmp_path):
+    import os
+    import time
+
+    cache = ResponseCache(tmp_path / "cache", log=lambda _: None, compact_at=1)
+    cache.add([_row("a")])
+    cache.add([_row("b")])
+    old = tmp_path / "cache" / ".part-x.parquet.0123.tmp"  # a worker killed mid-write
+    fresh = tmp_path / "cache" / ".part-y.parquet.4567.tmp"  # a write in flight now
+    old.write_bytes(b"half a parquet")
+    fresh.write_bytes(b"being written")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    assert sorted(cache.lookup(["a", "b"])) == ["a", "b"]  # over compact_at: compacts
+    assert not old.exists() and fresh.exists()
+
+
 # -- pacing and backoff ---------------------------------------------------------------------------
 class FakeClock:
     def __init__(self):

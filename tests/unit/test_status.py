@@ -1,7 +1,10 @@
 """`llm2llm status`: stage states read from a run directory made by the round loop (fakes)."""
 
 import json
+import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -74,7 +77,9 @@ def test_status_command_prints_the_table(tmp_path):
     out = subprocess.run([sys.executable, "-m", "engine.cli", "status", str(run_dir)],
                          capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "running (driver on" in out.stdout
+    # who holds the run_dir (issue 30): the heartbeat's process and host
+    assert re.search(rf"running \(driver process {os.getpid()} on {socket.gethostname()}, last "
+                     rf"heartbeat \d+s ago; it holds the run_dir\)", out.stdout), out.stdout
     lines = out.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("task"))
     assert lines[header].split() == ["task", "round", "data", "train", "predict", "mine",

@@ -28,10 +28,12 @@ def _print(message: str) -> None:
 @ray.remote(num_cpus=0)  # it only orchestrates; workers and engines hold the CPUs
 class DriverActor:
     def __init__(self, cfg: RunConfig, student_model: str, teacher_model: str, splits: dict,
-                 api_key: Secret | None = None, console=None):
+                 api_key: Secret | None = None, console=None, job_pid: int | None = None):
         """`console`: a ray.util.queue.Queue the job's process shows events from (lines and
-        progress, engine/console.py); without one, lines go to this actor's output only."""
-        self.splits = splits
+        progress, engine/console.py); without one, lines go to this actor's output only.
+        `job_pid`: the job's process, named in the heartbeat (a second run on the run_dir is
+        refused while it lives)."""
+        self.splits, self.job_pid = splits, job_pid
         import_plugins(cfg.plugins)  # this process's registry knows the job's own strategies
         log = QueueLog(console) if console is not None else _print
         # One cache for both roles: keys include the model, so they never collide.
@@ -69,9 +71,9 @@ class DriverActor:
     def _finish(self, stop: threading.Event, beat: threading.Thread) -> None:
         stop.set()
         beat.join()  # so no late beat overwrites the final one
-        self.loop.store.write_heartbeat(finished=True)
+        self.loop.store.write_heartbeat(finished=True, job_pid=self.job_pid)
 
     def _beat(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            self.loop.store.write_heartbeat()
+            self.loop.store.write_heartbeat(job_pid=self.job_pid)
             stop.wait(HEARTBEAT_EVERY_S)

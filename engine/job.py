@@ -358,7 +358,7 @@ def run_job(config_path: str | None, overrides: list[str],
     events = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
     driver = DriverActor.options(scheduling_strategy=here).remote(
         prepared.cfg, prepared.student_model, prepared.teacher_model, prepared.splits,
-        prepared.api_key, events)
+        prepared.api_key, events, os.getpid())
     failed = None
     try:
         for round_metrics in _rounds(driver, events, console, prepared.cfg.run_dir):

@@ -189,29 +189,36 @@ class RunStorage:
         """Who else is running on this run directory ("" if nobody): a heartbeat fresher
         than STALE_AFTER_S from a run not finished, whose process is alive where this
         machine can tell (its own host). Two runs on one run_dir clear each other's stages.
-        A process here gets `exit_wait_s` to exit first: a killed job's driver actor goes
-        down with its Ray instance, a few seconds after the job."""
+        A run whose job process is alive holds the run_dir; one whose job process is gone
+        (killed) is going down, and its driver (the heartbeat's `pid`) gets `exit_wait_s` to
+        exit first: a killed job's driver actor goes down with its Ray instance, a few
+        seconds after the job."""
         beat = self.read_heartbeat()
         if not beat or beat.get("finished"):
             return ""
         age = (now or time.time()) - beat.get("time", 0)
         if age >= STALE_AFTER_S:
             return ""
-        if beat.get("host") == socket.gethostname():
-            deadline = time.time() + exit_wait_s
-            while _alive(beat.get("pid")):
-                if time.time() >= deadline:
-                    break
-                time.sleep(0.5)
-            else:
-                return ""
-        return f"process {beat.get('pid')} on {beat.get('host')}, heartbeat {age:.0f}s ago"
+        holder = f"process {beat.get('pid')} on {beat.get('host')}, heartbeat {age:.0f}s ago"
+        if beat.get("host") != socket.gethostname():
+            return holder  # elsewhere: only the heartbeat's age tells
+        job = beat.get("job_pid", beat.get("pid"))
+        if job != beat.get("pid") and _alive(job):
+            return f"job process {job}, driver {holder}"
+        deadline = time.time() + exit_wait_s
+        while _alive(beat.get("pid")):
+            if time.time() >= deadline:
+                return holder
+            time.sleep(0.5)
+        return ""
 
-    def write_heartbeat(self, finished: bool = False) -> None:
-        """The driver's sign of life, read by `llm2llm status` (engine/status.py)."""
+    def write_heartbeat(self, finished: bool = False, job_pid: int | None = None) -> None:
+        """The driver's sign of life, read by `llm2llm status` (engine/status.py) and by a
+        second run on this run_dir. job_pid: the process of the job the driver runs for
+        (the `llm2llm` command; default: this one)."""
         self.write_json(self.path("HEARTBEAT.json"),
                         {"time": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
-                         "finished": finished})
+                         "job_pid": job_pid or os.getpid(), "finished": finished})
 
     def read_heartbeat(self) -> dict | None:
         try:

@@ -237,3 +237,47 @@ def test_splits_a_run_cannot_use_are_refused_naming_the_file(tmp_path, train_row
                     f"{extra}}}]\n")
     with pytest.raises(ConfigError, match=message):
         preflight(str(path), [], resolve_models=False)
+
+
+def test_a_second_run_on_a_run_dir_is_refused_at_once_naming_the_first(tmp_path):
+    """Issue 30, through the command: a run's job process and its driver (here two stand-in
+    processes holding a fresh heartbeat) hold the run_dir; `llm2llm run` on it is refused
+    at once, before Ray starts, naming them. SIGKILL the job and its driver goes down after
+    it; the run_dir is then taken over."""
+    import json
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from engine.job import claim_run_dir
+    from engine.storage import RunStorage
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    job, driver = (subprocess.Popen(["sleep", "300"]) for _ in range(2))
+    (run_dir / "HEARTBEAT.json").write_text(json.dumps(
+        {"time": time.time(), "host": socket.gethostname(), "pid": driver.pid,
+         "job_pid": job.pid, "finished": False}))
+    config = tmp_path / "job.yaml"
+    config.write_text("tasks: [{name: arithmetic, n_seed: 4}]\nrounds: 1\n")
+    try:
+        start = time.monotonic()
+        out = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(config),
+                              f"run_dir={run_dir}"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parents[2], timeout=120)
+        assert out.returncode == 2, out.stderr
+        assert (f"is in use by another run (job process {job.pid}, driver process {driver.pid} "
+                f"on {socket.gethostname()}") in out.stderr
+        assert "Traceback" not in out.stderr and not (run_dir / "config.yaml").exists()
+        assert time.monotonic() - start < 25  # not the 30 s a dying run's driver gets
+        job.send_signal(signal.SIGKILL)  # the job is killed ...
+        job.wait()
+        driver.terminate()  # ... and its driver goes down with its Ray instance
+        claim_run_dir(RunStorage(str(run_dir)), str(run_dir), exit_wait_s=10)
+        assert json.loads((run_dir / "HEARTBEAT.json").read_text())["pid"] == os.getpid()
+    finally:
+        for p in (job, driver):
+            p.kill()
+            p.wait()

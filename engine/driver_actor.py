@@ -6,6 +6,7 @@ It is a separate module so `engine.driver` stays importable and testable without
 from __future__ import annotations
 
 import threading
+import time
 
 import ray
 
@@ -33,7 +34,7 @@ class DriverActor:
         progress, engine/console.py); without one, lines go to this actor's output only.
         `job_pid`: the job's process, named in the heartbeat (a second run on the run_dir is
         refused while it lives)."""
-        self.splits, self.job_pid = splits, job_pid
+        self.splits, self.job_pid, self.started = splits, job_pid, time.time()
         import_plugins(cfg.plugins)  # this process's registry knows the job's own strategies
         log = QueueLog(console) if console is not None else _print
         # One cache for both roles: keys include the model, so they never collide.
@@ -71,9 +72,10 @@ class DriverActor:
     def _finish(self, stop: threading.Event, beat: threading.Thread) -> None:
         stop.set()
         beat.join()  # so no late beat overwrites the final one
-        self.loop.store.write_heartbeat(finished=True, job_pid=self.job_pid)
+        self.loop.store.write_heartbeat(finished=True, job_pid=self.job_pid,
+                                        started=self.started)
 
     def _beat(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            self.loop.store.write_heartbeat(job_pid=self.job_pid)
+            self.loop.store.write_heartbeat(job_pid=self.job_pid, started=self.started)
             stop.wait(HEARTBEAT_EVERY_S)

@@ -199,7 +199,9 @@ class RunStorage:
         age = (now or time.time()) - beat.get("time", 0)
         if age >= STALE_AFTER_S:
             return ""
-        holder = f"process {beat.get('pid')} on {beat.get('host')}, heartbeat {age:.0f}s ago"
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(beat.get("started", 0)))
+        holder = (f"process {beat.get('pid')} on {beat.get('host')}, started {started}, "
+                  f"heartbeat {age:.0f}s ago")
         if beat.get("host") != socket.gethostname():
             return holder  # elsewhere: only the heartbeat's age tells
         job = beat.get("job_pid", beat.get("pid"))
@@ -212,13 +214,16 @@ class RunStorage:
             time.sleep(0.5)
         return ""
 
-    def write_heartbeat(self, finished: bool = False, job_pid: int | None = None) -> None:
+    def write_heartbeat(self, finished: bool = False, job_pid: int | None = None,
+                        started: float | None = None) -> None:
         """The driver's sign of life, read by `llm2llm status` (engine/status.py) and by a
         second run on this run_dir. job_pid: the process of the job the driver runs for
-        (the `llm2llm` command; default: this one)."""
+        (the `llm2llm` command; default: this one); started: when the run started."""
+        now = time.time()
         self.write_json(self.path("HEARTBEAT.json"),
-                        {"time": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
-                         "job_pid": job_pid or os.getpid(), "finished": finished})
+                        {"time": now, "host": socket.gethostname(), "pid": os.getpid(),
+                         "job_pid": job_pid or os.getpid(), "started": started or now,
+                         "finished": finished})
 
     def read_heartbeat(self) -> dict | None:
         try:

@@ -259,7 +259,7 @@ def test_a_second_run_on_a_run_dir_is_refused_at_once_naming_the_first(tmp_path)
     job, driver = (subprocess.Popen(["sleep", "300"]) for _ in range(2))
     (run_dir / "HEARTBEAT.json").write_text(json.dumps(
         {"time": time.time(), "host": socket.gethostname(), "pid": driver.pid,
-         "job_pid": job.pid, "finished": False}))
+         "job_pid": job.pid, "started": time.time() - 60, "finished": False}))
     config = tmp_path / "job.yaml"
     config.write_text("tasks: [{name: arithmetic, n_seed: 4}]\nrounds: 1\n")
     try:
@@ -269,7 +269,7 @@ def test_a_second_run_on_a_run_dir_is_refused_at_once_naming_the_first(tmp_path)
                              cwd=Path(__file__).resolve().parents[2], timeout=120)
         assert out.returncode == 2, out.stderr
         assert (f"is in use by another run (job process {job.pid}, driver process {driver.pid} "
-                f"on {socket.gethostname()}") in out.stderr
+                f"on {socket.gethostname()}, started ") in out.stderr
         assert "Traceback" not in out.stderr and not (run_dir / "config.yaml").exists()
         assert time.monotonic() - start < 25  # not the 30 s a dying run's driver gets
         job.send_signal(signal.SIGKILL)  # the job is killed ...

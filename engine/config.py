@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
+                      field_validator, model_validator)
 
 from engine.errors import ConfigError
 
@@ -420,7 +420,11 @@ class TrainConfig(Strict):
                                 "by side wait for room instead of running the node out of "
                                 "memory; null: on CPU, estimated from the student's parameters "
                                 "(16 bytes each, plus 1.2 GiB), none on GPU; 0: none")
-    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage")
+    zero_stage: Literal[0, 1, 2, 3, "auto"] = Field(
+        "auto", description="DeepSpeed ZeRO stage; auto: 2 for GPU training on several workers "
+                            "(it shards the optimizer state over them), else 0 (on CPU, ZeRO-2's "
+                            "partitioning cost 34 s a round and saved nothing a small student "
+                            "needs: BENCHMARKS.md)")
     epochs: float = Field(2, gt=0, description="passes over the round's training set")
     batch_size: int = Field(4, ge=1, description="rows per worker per step")
     grad_accum: int = Field(1, ge=1, description="steps accumulated per optimizer step")
@@ -430,9 +434,12 @@ class TrainConfig(Strict):
     max_seq_len: int = Field(384, ge=16, description="tokens per training row (longer are cut)")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="training precision")
     log_every: int = Field(5, ge=1, description="optimizer steps between loss log lines")
-    checkpoint_every: Literal["epoch", "never"] | Annotated[int, Field(ge=1)] = Field(
-        "epoch", description="checkpoints inside a round, so an interrupted job resumes "
-                             "training where it stopped: epoch, N optimizer steps, or never")
+    checkpoint_every: Literal["auto", "epoch", "never"] | Annotated[int, Field(ge=1)] = Field(
+        "auto", description="checkpoints inside a round, so an interrupted job resumes "
+                            "training where it stopped: epoch, N optimizer steps, or never "
+                            "(an interrupted round's training starts over; finished stages "
+                            "are kept either way); auto: epoch on GPU, never on CPU (a 135M "
+                            "student's checkpoint took 57 s here, about a CPU round's epoch)")
     max_failures: int = Field(
         3, ge=-1, description="worker failures Ray Train recovers from within one run, "
                               "restarting from the last checkpoint; -1: no limit")
@@ -442,6 +449,28 @@ class TrainConfig(Strict):
                                "have no room for all of them within this many seconds (an "
                                "autoscaler may add a node), the stage stops naming what the "
                                "cluster lacks (checkpoints are kept: a re-run resumes)")
+
+
+    _chosen: dict = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _choose_for_the_machine(self) -> "TrainConfig":
+        """`auto` settings take the value for the kind of training (GPU or CPU); the run record
+        keeps the value, and `chosen` says which were chosen, for the job to print."""
+        chosen = {}
+        if self.zero_stage == "auto":
+            self.zero_stage = chosen["zero_stage"] = 2 if self.use_gpu and self.num_workers > 1 \
+                else 0
+        if self.checkpoint_every == "auto":
+            self.checkpoint_every = chosen["checkpoint_every"] = "epoch" if self.use_gpu \
+                else "never"
+        self._chosen = chosen
+        return self
+
+    @property
+    def chosen(self) -> dict:
+        """The settings given as `auto`, with what was chosen for them."""
+        return self._chosen
 
 
 class RayConfig(Strict):

@@ -333,6 +333,10 @@ def run_job(config_path: str | None, overrides: list[str],
                   f"stages are kept in {moved_to}", flush=True)
     for warning in prepared.warnings:
         print(f"warning: {warning}", flush=True)
+    if prepared.cfg.train.chosen:  # `auto` settings: say what this run trains with, once
+        kind = "GPU" if prepared.cfg.train.use_gpu else "CPU"
+        print(f"train: {', '.join(f'{k} {v}' for k, v in prepared.cfg.train.chosen.items())} "
+              f"(auto, for {kind} training; set train.<setting> to choose)", flush=True)
     save_run_record(prepared.cfg, prepared.student_model, prepared.teacher_model)
     start_ray(prepared.cfg, verbose)
     if prepared.cfg.ray.check_fit:

@@ -14,7 +14,7 @@ def test_loads_yaml_with_defaults(tmp_path):
     cfg = load_config(write(tmp_path, "tasks: [{name: arithmetic, n_seed: 8}]\nrounds: 3\n"))
     assert cfg.rounds == 3
     assert cfg.tasks[0].n_seed == 8
-    assert cfg.train.zero_stage == 2
+    assert cfg.train.zero_stage == 0  # auto, for CPU training
 
 
 def test_overrides_nested_and_list_items(tmp_path):
@@ -105,3 +105,25 @@ def test_a_task_name_that_would_leave_the_run_dir_is_refused(name):
     with pytest.raises(ConfigError, match="cannot name a folder under run_dir; use letters"):
         load_config(None, [f'tasks=[{{name: "{name}", type: math}}]'])
     load_config(None, ["tasks=[{name: my-task.v2, type: math}]"])
+
+
+def test_auto_training_settings_follow_the_kind_of_training(tmp_path):
+    """Issue 32: ZeRO-2 and per-epoch checkpoints cost a CPU round about 90 s of 2 minutes
+    (BENCHMARKS.md); `auto` (the default) keeps them for GPU training only, records what it
+    chose, and leaves a value the user gave alone."""
+    from engine.config import TrainConfig
+
+    cpu, gpu, one_gpu = TrainConfig(), TrainConfig(use_gpu=True), TrainConfig(use_gpu=True,
+                                                                              num_workers=1)
+    assert (cpu.zero_stage, cpu.checkpoint_every) == (0, "never")
+    assert (gpu.zero_stage, gpu.checkpoint_every) == (2, "epoch")
+    assert one_gpu.zero_stage == 0  # nothing to shard over
+    assert cpu.chosen == {"zero_stage": 0, "checkpoint_every": "never"}
+    given = TrainConfig(zero_stage=3, checkpoint_every=10)
+    assert (given.zero_stage, given.checkpoint_every, given.chosen) == (3, 10, {})
+    # the run record keeps the value, so a resume compares like with like
+    cfg = load_config(write(tmp_path, "tasks: [{name: arithmetic}]\n"))
+    saved = cfg.model_dump(mode="json")["train"]
+    assert (saved["zero_stage"], saved["checkpoint_every"]) == (0, "never")
+    assert load_config(write(tmp_path, "tasks: [{name: arithmetic}]\n"),
+                       ["train.zero_stage=auto"]).train.zero_stage == 0

@@ -75,7 +75,8 @@ def test_preflight_warns_when_the_run_dir_has_less_room_than_the_run_may_write(
     (student / "model.safetensors").write_bytes(b"x" * 1000)
     cfg = RunConfig.model_validate({
         "run_dir": str(tmp_path / "run"), "rounds": 3, "tasks": [{"name": "arithmetic"}],
-        "compare": {"strategies": ["llm2llm", "seed_only"], "seeds": [0, 1]}})
+        "compare": {"strategies": ["llm2llm", "seed_only"], "seeds": [0, 1]},
+        "train": {"checkpoint_every": "epoch"}})
     # llm2llm trains 3 rounds, seed_only once, for 2 seeds; one checkpoint at a time
     assert disk_needed(cfg, 1000) == 2 * (3 + 1) * 1000 + 6 * 1000
     assert _check_disk(cfg, str(student)) == []  # this disk has room

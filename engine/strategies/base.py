@@ -127,9 +127,14 @@ class Strategy:
 
     def aimed(self, view: RoundView) -> pa.Table:
         """The errors, or with `keep_label_mix` as many rows kept to the mined rows' label
-        mix (see keep_label_mix)."""
+        mix (see keep_label_mix). A variant in a compare (`llm2llm+mine_all`, ...) has a
+        budget, its plain unit's targets this round: it asks about at most that many (its
+        own errors drawn at random), so a variant differs from its plain unit in what it
+        asks about, not in how much."""
         if self.settings.keep_label_mix and view.labels:
-            return keep_label_mix(view.errors, view.mining, view.rng)
+            return keep_label_mix(view.errors, view.mining, view.rng, view.budget)
+        if view.budget is not None and view.errors.num_rows > view.budget:
+            return take_random(view.errors, view.budget, view.rng)
         return view.errors
 
     def seed_targets(self, view: RoundView) -> pa.Table:
@@ -178,13 +183,14 @@ def take_random(table: pa.Table, n: int, rng: random.Random) -> pa.Table:
     return table.take(sorted(rng.sample(range(table.num_rows), n)))
 
 
-def keep_label_mix(errors: pa.Table, mining: pa.Table, rng: random.Random) -> pa.Table:
-    """As many targets as there are errors, spread over the labels as the mined rows are
-    (largest remainders), each label's share filled with its errors first, then with rows of
-    that label the student got right. A weak student's errors lean to one label (it answers
-    the other for nearly everything); aimed at them alone, a round writes rows of that label
-    only and the next student leans the other way (measured on RTE, README)."""
-    n = errors.num_rows
+def keep_label_mix(errors: pa.Table, mining: pa.Table, rng: random.Random,
+                   n: int | None = None) -> pa.Table:
+    """n targets (default: as many as there are errors), spread over the labels as the mined
+    rows are (largest remainders), each label's share filled with its errors first, then with
+    rows of that label the student got right. A weak student's errors lean to one label (it
+    answers the other for nearly everything); aimed at them alone, a round writes rows of
+    that label only and the next student leans the other way (measured on RTE, README)."""
+    n = errors.num_rows if n is None else min(n, mining.num_rows)
     if n == 0 or mining.num_rows == 0:
         return errors
     labels = mining.column("label").to_pylist()

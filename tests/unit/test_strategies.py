@@ -142,6 +142,25 @@ def test_keep_label_mix_spreads_the_targets_over_the_labels_as_the_mined_rows_ar
     assert build_strategy(StrategyConfig(keep_label_mix=True)).targets(no_labels) == errors
 
 
+def test_an_ablation_variant_asks_about_at_most_its_plain_units_budget():
+    """Issue 33: `llm2llm+mine_all`, `+continue`, `+label_mix` asked about all their own
+    errors; in a compare (where `budget` is plain llm2llm's targets this round) they ask
+    about at most as many, drawn from their errors, so a variant differs in aim, not size."""
+    rows = [dict(id=f"s{i}", task="t", input=f"q{i}", target="a", label=("yes", "no")[i % 2],
+                 origin="seed", round=-1, seed_id=f"s{i}", trigger_prediction="out",
+                 teacher_model="", prompt_hash="", sampling="") for i in range(12)]
+    mining = pa.Table.from_pylist(rows, schema=EXAMPLE)
+    errors = mining.slice(0, 9)  # the variant's student got 9 wrong; plain llm2llm asked 4
+    view = RoundView(errors=errors, mining=mining, budget=4, rng=random.Random(0), task="t",
+                     labels=("yes", "no"))
+    for settings in [{"mine_from": "all"}, {"from_base": False}, {"keep_label_mix": True}]:
+        targets = build_strategy(StrategyConfig(**settings)).targets(view)
+        assert targets.num_rows == 4, settings
+        assert len(set(targets["id"].to_pylist())) == 4
+    plain = RoundView(errors=errors, mining=mining, budget=None, rng=random.Random(0))
+    assert build_strategy(StrategyConfig()).targets(plain).num_rows == 9  # it sets the budget
+
+
 def test_label_mix_is_a_compare_switch():
     from engine.config import strategy_variant
 

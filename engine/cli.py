@@ -141,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     except EngineError as exc:
         print(f"llm2llm: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: what finished is on disk; no traceback to read
+        resume = " (the finished stages are kept: run the same command to resume)" \
+            if args.command in ("run", "compare") else ""
+        print(f"llm2llm: interrupted{resume}", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -103,3 +103,19 @@ def test_rays_out_of_memory_kill_is_named_with_what_to_change():
     assert cause.startswith("Ray's out-of-memory killer stopped a worker: the node ran out of "
                             "memory (22.60GB of 23.54GB in use)")
     assert "parallel: 1" in cause and "train.memory_per_worker" in cause
+
+
+def test_ctrl_c_ends_with_a_line_not_a_traceback(tmp_path, monkeypatch, capsys):
+    """Ctrl-C in a compare printed Ray's KeyboardInterrupt traceback; the stages that
+    finished are kept, which is what a user needs to hear."""
+    import engine.job
+    from engine.cli import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine.job, "run_job", interrupted)
+    assert main(["compare", "job.yaml", "--strategies", "llm2llm,random"]) == 130
+    err = capsys.readouterr().err
+    assert err == ("llm2llm: interrupted (the finished stages are kept: run the same command "
+                   "to resume)\n")

@@ -33,6 +33,7 @@ class ClassificationTask(Task):
     the quality gates all see the pair as one example."""
 
     prompt_family = "classification"
+    labels_name_text = True
     required_fields = ("text", "label")
 
     @classmethod

@@ -120,6 +120,10 @@ def test_the_gate_is_built_only_for_tasks_whose_labels_name_their_text(tmp_path)
     math_rows = pa.Table.from_pylist(arithmetic.seed_and_test()[0], schema=EXAMPLE)
     assert label_fit_gate(arithmetic, math_rows, on, embed=fake_embed) is None
     assert label_fit_gate(news_task(tmp_path), rows.slice(0, 4), on, embed=fake_embed) is None
+    pair = build_task(TaskConfig(name="pairs", type="classification", labels=["yes", "no"],
+                                 fields={"text": "a", "text_b": "b", "label": "y"},
+                                 data={"train": "x.jsonl"}), 0)
+    assert label_fit_gate(pair, rows, on, embed=fake_embed) is None  # entailment: a relation
 
 
 @pytest.mark.parametrize("mine_from, expected", [("seed", 2), ("validation", 3)])

@@ -65,6 +65,9 @@ class StrategyConfig(Strict):
         False, description="spend the whole teacher budget in the first augmentation round "
                            "(n_per_error x (rounds - 1) rows per target) instead of spreading "
                            "it over rounds")
+    label_fit: bool | None = Field(
+        None, description="the label-fit gate for this strategy's rows (teacher.label_fit); "
+                          "null: as teacher.label_fit.enabled")
     keep_label_mix: bool = Field(
         False, description="classification tasks: a round's targets keep the label mix of the "
                            "rows mined (errors first, topped up with rows of the same label "
@@ -103,7 +106,8 @@ def _strategy_class(name: str):
 # the LLM2LLM paper's ablations, swept side by side with the strategies in one job.
 SWITCHES = {"one_shot": {"one_shot": True}, "mine_all": {"mine_from": "all"},
             "mine_validation": {"mine_from": "validation"},
-            "continue": {"from_base": False}, "label_mix": {"keep_label_mix": True}}
+            "continue": {"from_base": False}, "label_mix": {"keep_label_mix": True},
+            "label_fit": {"label_fit": True}}
 
 
 def strategy_variant(spec: str) -> dict:
@@ -365,6 +369,26 @@ class ApiConfig(Strict):
         return self
 
 
+class LabelFitConfig(Strict):
+    """The label-fit gate (engine/gates/label_fit.py) on classification rows the teacher
+    writes: a row whose text reads as another label than its own is rejected ("label_fit")."""
+
+    enabled: bool = Field(
+        False, description="judge each classification candidate that passed the other gates "
+                           "by its nearest real labelled rows (seed rows, and validation rows "
+                           "where the round mines them) in a sentence-embedding space; "
+                           "compare entries switch it on with +label_fit")
+    k: int = Field(7, ge=1, description="real rows that vote, each by its cosine similarity")
+    max_own_share: float = Field(
+        0.0, ge=0, lt=1, description="a row is rejected only when its own label gets at most "
+                                     "this share of the vote (0: none of its k nearest real "
+                                     "rows has its label)")
+    min_other_share: float = Field(
+        0.6, gt=0, le=1, description="... and one other label gets at least this share")
+    model: str = Field(DEFAULT_ENCODER, description="the sentence encoder (mean-pooled): "
+                                                    "built-in name, local HF folder or hub name")
+
+
 class TeacherConfig(GenerationConfig):
     temperature: float = Field(0.7, ge=0, description="sampling temperature")
     top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling mass")
@@ -392,6 +416,9 @@ class TeacherConfig(GenerationConfig):
                           "tasks, whose answers can be checked, off for the others (a small "
                           "teacher labels text worse than it writes it)")
     keep_warm: bool = Field(True, description="keep the teacher's engines running all job")
+    label_fit: LabelFitConfig = Field(
+        default_factory=LabelFitConfig,
+        description="reject classification rows whose text fits another label better")
     api: ApiConfig | None = Field(
         None, description="use an OpenAI-compatible API instead of vLLM replicas; `model` is "
                           "then the API's model name")

@@ -186,7 +186,8 @@ class RoundLoop:
                            sampling_params(teacher, task.cfg.teacher_sampling),
                            TeacherCalls(ask("augment"), ask("check"), unit.train_seed),
                            view.train_set,
-                           protected, cap)
+                           protected, cap, label_fit=teacher.label_fit.enabled
+                           if unit.settings.label_fit is None else unit.settings.label_fit)
 
     def _budget_spent(self, unit: Unit, r: int, rules: StopConfig) -> str:
         """Why the unit's teacher budget is spent ("" if it is not, or if this round asked

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Callable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.config import TeacherConfig
+from engine.config import LabelFitConfig, TeacherConfig
 from engine.gates import (NearDuplicateIndex, NgramLeakIndex, TextStyle, degenerate_reason,
                           template_words)
+from engine.gates.label_fit import LabelFit, encoder_embed
 from engine.records import (CANDIDATE, EXAMPLE, GENERATED, GENERATIONS, RATIONALES, StageResult,
                             request_id, require_columns)
 from engine.sampling import to_json
@@ -115,7 +116,8 @@ class CandidateFilter:
     known_inputs: the training set's inputs (a near copy of one is a duplicate);
     protected: test (and validation) inputs a candidate must not leak;
     style_texts: real texts whose shape a candidate must have (default: known_inputs);
-    check: the answer check (AnswerCheck), the one gate that asks the teacher again.
+    check: the answer check (AnswerCheck), the one gate that asks the teacher again;
+    label_fit: the label-fit gate (engine/gates/label_fit.py), None when off.
     Lineage (seed row, trigger, sampling) comes from the request that produced each row.
     At most `quota` rows are accepted per target: a teacher that writes more does not get
     more weight in training (the surplus is rejected as over_n_per_error).
@@ -124,9 +126,9 @@ class CandidateFilter:
     def __init__(self, task: Task, round_: int, teacher_model: str, quota: int,
                  known_inputs: list[str], protected: list[str], near_dup_threshold: float,
                  style_texts: list[str] | None = None, prompt_hash: str | None = None,
-                 check: "AnswerCheck | None" = None):
+                 check: "AnswerCheck | None" = None, label_fit: LabelFit | None = None):
         self.task, self.round, self.teacher_model, self.quota = task, round_, teacher_model, quota
-        self.check = check
+        self.check, self.label_fit = check, label_fit
         self.prompt_hash = prompt_hash or task.prompts.hash
         self.index = NearDuplicateIndex(near_dup_threshold)
         # the gates judge what the teacher wrote (task.gate_text: QA's question, not the
@@ -170,8 +172,8 @@ class CandidateFilter:
 
     def _gate(self, rows: list[dict]) -> None:
         """Leaks, then near-duplicates (of the training set, earlier rows of the round, or
-        each other: the first wins), then the answer check (if any), then the quota; only rows
-        still accepted are checked."""
+        each other: the first wins), then the label fit and the answer check (if on), then the
+        quota; only rows still accepted are checked."""
         live = [r for r in rows if r["accepted"]]
         gate = self.task.gate_text
         for row, leak in zip(live, self.leaks.leak_many([gate(r["input"]) for r in live])):
@@ -183,6 +185,12 @@ class CandidateFilter:
             if dup is not None:
                 row.update(accepted=False, reject_reason=f"duplicate: near copy of {dup[:80]!r}")
         live = [r for r in live if r["accepted"]]
+        if self.label_fit is not None and live:
+            for row, reason in zip(live, self.label_fit.reasons(
+                    [gate(r["input"]) for r in live], [r["label"] for r in live])):
+                if reason:
+                    row.update(accepted=False, reject_reason=reason)
+            live = [r for r in live if r["accepted"]]
         if self.check is not None and live:
             for row, reason in zip(live, self.check(live)):
                 if reason:
@@ -273,14 +281,35 @@ class TeacherCalls:
                                                        pa.int64()))
 
 
+def label_fit_gate(task: Task, label_rows: pa.Table | None, settings: LabelFitConfig,
+                   embed=None) -> LabelFit | None:
+    """The label-fit gate for a round, or None where it cannot judge: not a task whose labels
+    name what a text is, or fewer real labelled rows than vote. embed: texts -> unit vectors
+    (default: settings.model's mean-pooled encoder)."""
+    if not task.labels_name_text or label_rows is None or label_rows.num_rows < settings.k:
+        return None
+    if embed is None:
+        from engine.models import resolve_model
+
+        embed = encoder_embed(resolve_model(settings.model))
+    gate = task.gate_text
+    return LabelFit([gate(t) for t in label_rows.column("input").to_pylist()],
+                    label_rows.column("label").to_pylist(), embed, k=settings.k,
+                    max_own_share=settings.max_own_share,
+                    min_other_share=settings.min_other_share)
+
+
 def augment(plan: "RoundPlan", task: Task, r: int, teacher: TeacherConfig, sampling: dict,
             calls: TeacherCalls, train_set: pa.Table, protected: list[str],
-            request_cap: Callable[[int], tuple[int | None, Callable | None]]) -> StageResult:
+            request_cap: Callable[[int], tuple[int | None, Callable | None]],
+            label_fit: bool = False, embed=None) -> StageResult:
     """Execute a strategy's plan: (rationales first, where it says so, as targets) every
     target asked about until its quota is accepted or its tries run out, through the gates.
 
     protected: test and validation inputs no candidate may leak; request_cap(requests sent
-    already) -> (requests the asks may send, over_budget) from the unit's stop rules."""
+    already) -> (requests the asks may send, over_budget) from the unit's stop rules.
+    label_fit: the label-fit gate is on (teacher.label_fit, or the strategy's +label_fit);
+    embed: its sentence encoder (tests pass a fake one)."""
     beside, asked_before, info = {}, 0, {}
     targets = plan.targets
     if plan.rationales_per_label:
@@ -299,7 +328,9 @@ def augment(plan: "RoundPlan", task: Task, r: int, teacher: TeacherConfig, sampl
     gates = CandidateFilter(task, r, teacher.model, plan.quota,
                             train_set.column("input").to_pylist(), protected,
                             teacher.near_dup_threshold, style_texts=plan.style_texts,
-                            prompt_hash=plan.prompts.hash, check=check)
+                            prompt_hash=plan.prompts.hash, check=check,
+                            label_fit=label_fit_gate(task, plan.label_rows, teacher.label_fit,
+                                                     embed) if label_fit else None)
     cap, over = request_cap(asked_before)
     requests, generated, candidates = ask_teacher(
         targets, calls.ask,

@@ -74,6 +74,7 @@ class RoundPlan:
     demo_pool: pa.Table  # real rows a request may show as a worked example
     style_texts: list[str]  # real texts whose shape a candidate must have
     rationales_per_label: int = 0  # > 0: ask for rationales first; they are the targets
+    label_rows: pa.Table | None = None  # real labelled rows a candidate's label is judged by
 
 
 class Strategy:
@@ -110,16 +111,21 @@ class Strategy:
         real = validation if mines_validation else seed_rows
         demo_pool = seed_rows if seed_rows.num_rows else real
         style = (real if mines_validation else train_set).column("input").to_pylist()
+        # the real rows whose labels the teacher's rows are judged by (teacher.label_fit): the
+        # seed, and the validation rows where the round already reads their labels
+        labelled = pa.concat_tables([t.select(["input", "label"]) for t in (
+            [seed_rows, validation] if mines_validation else [seed_rows])])
         if train_set.num_rows == 0 and view.round == 0:
             per_label = self.settings.rationales_per_label
             quota = seed_quota(self.settings.seed_rows_per_label, per_label)
             if self.explains:
-                return RoundPlan(None, quota, prompts, demo_pool, style, per_label)
+                return RoundPlan(None, quota, prompts, demo_pool, style, per_label, labelled)
             budget = view.budget if view.budget is not None else per_label * len(view.labels)
             targets = self.seed_targets(_with_budget(view, budget))
-            return RoundPlan(targets, quota, prompts, demo_pool, style)
+            return RoundPlan(targets, quota, prompts, demo_pool, style, label_rows=labelled)
         quota = n_per_error * (rounds - 1 if self.settings.one_shot else 1)
-        return RoundPlan(self.targets(view), quota, prompts, demo_pool, style)
+        return RoundPlan(self.targets(view), quota, prompts, demo_pool, style,
+                         label_rows=labelled)
 
     def targets(self, view: RoundView) -> pa.Table:
         """The rows the teacher is asked to write new examples like (EXAMPLE schema)."""

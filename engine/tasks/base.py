@@ -70,6 +70,9 @@ class Task:
 
     prompt_family = ""  # the built-in prompt file it uses: prompts/llm2llm/<family>.yaml
     checkable_answers = False  # solving a row again can confirm its answer (teacher.check_answers)
+    # a row's label names what its text is (a class of a fixed set), so the real rows nearest
+    # to a text can speak for its label (teacher.label_fit); not an answer worked out from it
+    labels_name_text = False
     required_fields: tuple[str, ...] = ()
 
     def __init__(self, cfg: TaskConfig, seed: int):

@@ -33,6 +33,12 @@ class ClassificationTask(Task):
     the quality gates all see the pair as one example."""
 
     prompt_family = "classification"
+
+    @property
+    def labels_name_text(self) -> bool:
+        """A single text's label names what it is (topic, sentiment, question type); a pair's
+        (entailment) is a relation between its texts, which nearest rows do not show."""
+        return "text_b" not in self.cfg.fields
     required_fields = ("text", "label")
 
     @classmethod

@@ -222,8 +222,8 @@ def _check_storage(run_dir: str) -> str | None:
                 f"the environment, as for any AWS/GCS client)")
     try:
         record = read_run_record(run_dir)
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        record = f"not YAML: {str(exc).splitlines()[0]}"
+    except (yaml.YAMLError, UnicodeDecodeError):
+        record = "not YAML"  # as foreign as YAML that is no record
     if record is not None and not (isinstance(record, dict) and isinstance(
             record.get("config"), dict)):
         return (f"run_dir {run_dir!r} holds a config.yaml that is not a run's record; use "

@@ -82,7 +82,7 @@ def read_source(source: str, split: str) -> list[dict]:
         _probe_hub(source)
         try:
             return list(datasets.load_dataset(name, subset or None, split=hub_split or split))
-        except (OSError, ValueError, ConnectionError) as exc:  # not found, offline cache miss
+        except (OSError, ValueError) as exc:  # not found, an offline cache miss
             raise DataError(f"{source}: cannot load it from the hub ({str(exc).splitlines()[0]}); "
                             f"check the name, or point data.{split} at local .jsonl/.parquet "
                             f"files") from None

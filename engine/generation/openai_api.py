@@ -52,25 +52,33 @@ class Secret:
 class RequestPacer:
     """Spaces request starts evenly: at most `rpm` requests and `tpm` tokens per minute over
     any interval, with no bursts. A request reserves its estimated tokens up front; if its
-    real usage was higher, the difference delays the requests after it."""
+    real usage was higher, the difference delays the requests after it.
+
+    Requests pass the gate one at a time and the next gap counts from when the last one really
+    left, not from when it was due: threads that all wake late (a busy machine) would otherwise
+    start together, a burst over the limit that a strict server answers with 429s."""
 
     def __init__(self, rpm: float | None, tpm: float | None, clock=time.monotonic,
                  sleep=time.sleep):
         self.rpm, self.tpm = rpm, tpm
         self.clock, self.sleep = clock, sleep
         self.next_start = 0.0
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # guards next_start
+        self.gate = threading.Lock()  # held by the one request waiting for its start
 
     def acquire(self, tokens: int) -> None:
         """Block until this request may start."""
         gap = max(60.0 / self.rpm if self.rpm else 0.0,
                   tokens * 60.0 / self.tpm if self.tpm else 0.0)
-        with self.lock:
-            now = self.clock()
-            start = max(now, self.next_start)
-            self.next_start = start + gap
-        if start > now:
-            self.sleep(start - now)
+        with self.gate:
+            while True:  # settle() may push next_start on while this request sleeps
+                with self.lock:
+                    wait = self.next_start - self.clock()
+                if wait <= 0:
+                    break
+                self.sleep(wait)
+            with self.lock:
+                self.next_start = self.clock() + gap
 
     def settle(self, estimated: int, actual: int) -> None:
         if self.tpm and actual > estimated:

@@ -18,11 +18,16 @@ class FakeEngine:
     """vLLM's LLM as the batch uses it: enqueue_chat adds (internal id "<n>-<suffix>"),
     llm_engine.step fills free slots from the waiting rows (arrival order, or lowest
     `priority` first when given, as vLLM's priority scheduling) and runs the first
-    max_num_seqs rows one token each."""
+    max_num_seqs rows one token each.
+
+    `wait_after_step=(k, n)` holds the engine after step k until n rows were added: a test
+    about a call that comes while another runs must not depend on how soon a busy machine
+    schedules the second caller's thread."""
 
     def __init__(self, max_num_seqs: int = 4, fail_at_step: int | None = None,
-                 answer_ids=str):
+                 answer_ids=str, wait_after_step: tuple[int, int] | None = None):
         self.max_num_seqs, self.fail_at_step = max_num_seqs, fail_at_step
+        self.wait_after_step = wait_after_step
         self.answer_ids = answer_ids  # how outputs name a request (vLLM: its external id)
         self.running: list[list] = []  # [external id, steps left, text, conversation]
         self.waiting: list[tuple] = []  # (priority, arrival, row)
@@ -53,6 +58,10 @@ class FakeEngine:
 
     def step(self):
         time.sleep(0.005)  # let callers' threads in between steps
+        if self.wait_after_step and self.steps == self.wait_after_step[0]:
+            deadline = time.monotonic() + 30
+            while self.n < self.wait_after_step[1] and time.monotonic() < deadline:
+                time.sleep(0.001)
         self.steps += 1
         if self.fail_at_step is not None and self.steps > self.fail_at_step:
             time.sleep(3600)  # as vLLM: an engine error is handed to one step, then none come
@@ -105,7 +114,7 @@ def test_each_call_gets_its_own_rows_in_order():
 
 
 def test_a_second_call_joins_the_running_batch_instead_of_waiting_for_the_first():
-    engine = FakeEngine(max_num_seqs=4)
+    engine = FakeEngine(max_num_seqs=4, wait_after_step=(1, 8))
     batch = ContinuousBatch(engine)
     # the first call: three short rows and one long one; the second comes while it runs
     first, a = _started(batch, engine, ["a1", "a2", "a3", "a4"], [1, 1, 1, 20])
@@ -122,7 +131,7 @@ def test_a_second_call_joins_the_running_batch_instead_of_waiting_for_the_first(
 
 def _two_tasks(turns: bool) -> FakeEngine:
     """Task a asks six rows, task b six more once a's are in the engine; returns the engine."""
-    engine = FakeEngine(max_num_seqs=2)
+    engine = FakeEngine(max_num_seqs=2, wait_after_step=(1, 12))
     batch = ContinuousBatch(engine, turns=turns)
     first, _ = _in_thread(batch.chat, [f"a{i}" for i in range(1, 7)], [2] * 6, "a")
     while engine.n < 6:

@@ -1,6 +1,6 @@
 """`llm2llm` command line: `llm2llm run CONFIG [key.sub=value ...]`, `llm2llm check ...`,
 `llm2llm status RUN_DIR`, `llm2llm inspect RUN_DIR`, `llm2llm report RUN_DIR`,
-`llm2llm config [SECTION]`."""
+`llm2llm export RUN_DIR --out DIR`, `llm2llm config [SECTION]`."""
 
 from __future__ import annotations
 
@@ -52,6 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
                                       "fix rate, teacher rows, tokens and time, sample rows")
     p.add_argument("run_dir", help="a job's run_dir")
     p.add_argument("--out", help="where to write it (default: <run_dir>/report.html)")
+    p = sub.add_parser("export", help="a round's training set (a datasets folder and parquet, "
+                                      "with lineage and a dataset card) and its student (a "
+                                      "transformers folder with a model card)")
+    p.add_argument("run_dir", help="a job's run_dir")
+    p.add_argument("--out", required=True, help="folder to write into, one subfolder per unit")
+    p.add_argument("--task", help="a task, or a compare's unit such as trec/llm2llm/seed_0 "
+                                  "(default: every unit)")
+    p.add_argument("--round", type=int, help="the round to export (default: the last one "
+                                             "whose student finished training)")
     p = sub.add_parser("config", help="every setting with its type, default and meaning")
     p.add_argument("section", nargs="?", default="",
                    help="only settings under this dotted prefix, e.g. teacher or train.lr")
@@ -96,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     # Overrides may come before or after flags; argparse leaves the later ones unparsed.
     args, extra = parser.parse_known_args(argv)
     if any(a.startswith("-") or "=" not in a for a in extra) or (
-            extra and args.command in ("status", "inspect", "report", "config")):
+            extra and args.command in ("status", "inspect", "report", "export", "config")):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "config":
         return print_settings(args.section)
@@ -106,7 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     from engine.models import BUILTIN_MODELS, looks_like_path
 
     try:
-        if args.command == "report":
+        if args.command == "export":
+            from engine.export import export_run
+
+            for unit_dir in export_run(args.run_dir, args.out, args.task, args.round):
+                print(f"exported {unit_dir}: dataset/, train.parquet, README.md, model/")
+        elif args.command == "report":
             from engine.report import write_report
 
             print(f"report written to {write_report(args.run_dir, args.out)}")

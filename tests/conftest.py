@@ -49,3 +49,44 @@ def tiny_encoder(tmp_path_factory) -> str:
     BertModel(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server on localhost, as a user runs one (`mlflow server`, SQLite
+    backend, artifacts proxied). It comes from the full `mlflow` that `make install` puts in
+    .venv-mlflow: that package pins pyarrow below what the engine's Ray Data uses, so it lives
+    in a venv of its own; the engine itself talks to it with mlflow-skinny's client."""
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    server = Path(__file__).resolve().parents[1] / ".venv-mlflow" / "bin" / "mlflow"
+    if not server.is_file():
+        pytest.fail(f"{server} not found: `make install` makes it")
+    home = tmp_path_factory.mktemp("mlflow-server")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = home / "server.log"
+    proc = subprocess.Popen(
+        [str(server), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
+         "--artifacts-destination", str(home / "artifacts")],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 300
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.fail(f"mlflow server did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=60)

@@ -34,7 +34,7 @@ STAGE_INPUTS: dict[str, list[str]] = {
 # values (a lower request rate after hitting a provider's limits, more replicas, more rounds,
 # a larger teacher budget, more strategies or seeds in a compare: each is a unit of its own,
 # the others stay valid). Stages finished under the old values are kept as they are.
-OPERATIONAL = ["plugins", "rounds", "parallel", "stop.*", "tasks.*.stop*", "compare*", "ray.*", "*.replicas", "*.keep_warm", "*.max_replica_restarts",
+OPERATIONAL = ["plugins", "rounds", "parallel", "tracking.*", "stop.*", "tasks.*.stop*", "compare*", "ray.*", "*.replicas", "*.keep_warm", "*.max_replica_restarts",
                "*.stall_timeout_s", "*.max_stalls", "*.placement_timeout_s",
                "*.cpus_per_replica", "*.use_gpu", "*.resources", "train.cpus_per_worker", "*.prices*", "train.log_every", "train.checkpoint_every",
                "train.max_failures",

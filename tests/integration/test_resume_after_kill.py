@@ -12,6 +12,9 @@ it counts every request it receives. The interrupted run is killed four times:
   attempt 2: round 1 train    SIGKILL the job's process, taking the local Ray cluster with it
   attempt 3: the same command again, to the end.
 
+The interrupted run is tracked in a real MLflow server: its one MLflow run must hold each
+round's metrics once.
+
 Then every stage's rows, ids and contents and both rounds' trained weights must equal the
 uninterrupted run's, no row may be doubled, and the teacher requests sent after the driver's
 death must be exactly the ones whose answers had not been stored.
@@ -85,7 +88,8 @@ def teacher():
         yield server
 
 
-def write_config(path: Path, run_dir: str, model: str, teacher_url: str) -> list[str]:
+def write_config(path: Path, run_dir: str, model: str, teacher_url: str,
+                 tracking_uri: str | None = None) -> list[str]:
     config = {
         "run_dir": run_dir, "rounds": 2, "seed": 0,
         # every round runs even when the tiny teacher's rows are all rejected
@@ -102,6 +106,9 @@ def write_config(path: Path, run_dir: str, model: str, teacher_url: str) -> list
         "train": {"num_workers": 2, "zero_stage": 2, "epochs": 20, "batch_size": 2,
                   "max_seq_len": 128, "checkpoint_every": 10, "log_every": 20},
     }
+    if tracking_uri:
+        config["tracking"] = {"backend": "mlflow", "uri": tracking_uri,
+                              "experiment": "resume-after-kill"}
     path.write_text(yaml.safe_dump(config))
     return [sys.executable, "-m", "jobs.run", "--config", str(path)]
 
@@ -165,7 +172,7 @@ def weights(run_dir: str, round_: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_model, teacher, s3, tmp_path_factory):
+def runs(tiny_model, teacher, s3, mlflow_server, tmp_path_factory):
     """(uninterrupted run_dir, interrupted run_dir, what happened to the interrupted run)."""
     base = tmp_path_factory.mktemp("resume")
     s3_dir, s3_env = s3
@@ -179,7 +186,8 @@ def runs(tiny_model, teacher, s3, tmp_path_factory):
     n_reference = teacher.count()
     assert not (base / "reference").exists()  # it all went to S3
 
-    command = write_config(base / "interrupted.yaml", str(run_dir), tiny_model, teacher.url)
+    command = write_config(base / "interrupted.yaml", str(run_dir), tiny_model, teacher.url,
+                           tracking_uri=mlflow_server)
     seen: dict = {}
 
     # Attempt 1: a train worker, then the teacher's worker, then the driver actor.
@@ -288,3 +296,19 @@ def test_each_kill_landed_where_intended_and_was_resumed(runs):
     resumed = [int(s) for s in re.findall(r"resuming at step (\d+)/\d+", third)]
     assert resumed and resumed[0] >= seen["job_killed_after_step"] > 0
     assert f"[{TASK} r0] augment: done before, loading" in third
+
+
+def test_the_mlflow_run_holds_each_round_once(runs, mlflow_server):
+    from mlflow import MlflowClient
+
+    _, run_dir, _ = runs
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("resume-after-kill")
+    (tracked,) = client.search_runs([experiment.experiment_id])
+    assert tracked.info.status == "FINISHED"
+    for key in ("round", "test_accuracy", "n_train"):
+        logged = sorted((m.step, m.value) for m in
+                        client.get_metric_history(tracked.info.run_id, key))
+        assert [step for step, _ in logged] == [0, 1], key
+    saved = json.loads((run_dir / TASK / "round_1" / "metrics.json").read_text())
+    assert logged[1][1] == saved["n_train"]

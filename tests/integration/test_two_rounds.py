@@ -14,8 +14,6 @@ rejected by the arithmetic verifier, as random text should be.
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -31,7 +29,7 @@ N_SEED, N_TEST = 6, 4
 
 
 @pytest.fixture(scope="module")
-def run(tiny_model, tmp_path_factory):
+def run(tiny_model, mlflow_server, tmp_path_factory):
     if not TREC.is_dir():
         pytest.skip(f"real TREC data not found at {TREC}")
     run_dir = tmp_path_factory.mktemp("run")
@@ -51,6 +49,7 @@ def run(tiny_model, tmp_path_factory):
                     "resources": {"teacher_node": 1}},  # only the second node has the label
         "train": {"num_workers": 2, "zero_stage": 2, "epochs": 1, "batch_size": 2,
                   "max_seq_len": 128},
+        "tracking": {"backend": "mlflow", "uri": mlflow_server, "experiment": "two-rounds"},
     }
     path = run_dir / "job.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -281,3 +280,26 @@ def test_the_two_tasks_ran_side_by_side(run):
     overlap = sum(max(0.0, min(a1, b1) - max(a0, b0))
                   for a0, a1 in arithmetic for b0, b1 in trec)
     assert overlap > 5, f"stages of the two tasks overlapped only {overlap:.1f}s"
+
+
+def test_mlflow_holds_each_tasks_params_rounds_and_report(run, mlflow_server):
+    """`tracking.backend: mlflow` against a real `mlflow server`: one finished MLflow run per
+    task, the resolved config as params, each round's metrics once (the values the run wrote)
+    and the report as an artifact."""
+    from mlflow import MlflowClient
+
+    run_dir = run[0]
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("two-rounds")
+    runs = {r.data.tags["llm2llm.unit"]: r for r in client.search_runs([experiment.experiment_id])}
+    assert sorted(runs) == ["arithmetic", "trec"]
+    for unit, tracked in runs.items():
+        assert tracked.info.status == "FINISHED"
+        assert tracked.data.params["train.zero_stage"] == "2"
+        assert tracked.data.params["rounds"] == "2"
+        saved = [json.loads((run_dir / unit / f"round_{r}" / "metrics.json").read_text())
+                 for r in (0, 1)]
+        for key in ("test_accuracy", "n_train"):
+            logged = client.get_metric_history(tracked.info.run_id, key)
+            assert sorted((m.step, m.value) for m in logged) == [(r, saved[r][key]) for r in (0, 1)]
+        assert "report.html" in [a.path for a in client.list_artifacts(tracked.info.run_id)]

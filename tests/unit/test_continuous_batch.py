@@ -20,9 +20,10 @@ class FakeEngine:
     `priority` first when given, as vLLM's priority scheduling) and runs the first
     max_num_seqs rows one token each.
 
-    `wait_after_step=(k, n)` holds the engine after step k until n rows were added: a test
-    about a call that comes while another runs must not depend on how soon a busy machine
-    schedules the second caller's thread."""
+    `wait_after_step=(k, n)`: after step k the engine says it has nothing to do until n rows
+    were added, so the batch waits for the next call (on its own thread, where calls are
+    added) before stepping on: a test about a call that comes while another runs must not
+    depend on how soon a busy machine schedules the second caller's thread."""
 
     def __init__(self, max_num_seqs: int = 4, fail_at_step: int | None = None,
                  answer_ids=str, wait_after_step: tuple[int, int] | None = None):
@@ -54,14 +55,13 @@ class FakeEngine:
         return self.running + [row for *_, row in self.waiting]
 
     def has_unfinished_requests(self) -> bool:
+        if self.wait_after_step and self.steps == self.wait_after_step[0] \
+                and self.n < self.wait_after_step[1]:
+            return False  # idle until the awaited call's rows are in
         return bool(self.running or self.waiting)
 
     def step(self):
         time.sleep(0.005)  # let callers' threads in between steps
-        if self.wait_after_step and self.steps == self.wait_after_step[0]:
-            deadline = time.monotonic() + 30
-            while self.n < self.wait_after_step[1] and time.monotonic() < deadline:
-                time.sleep(0.001)
         self.steps += 1
         if self.fail_at_step is not None and self.steps > self.fail_at_step:
             time.sleep(3600)  # as vLLM: an engine error is handed to one step, then none come

@@ -323,6 +323,9 @@ def run_job(config_path: str | None, overrides: list[str],
     """Preflight, save config, start Ray, run the driver actor; show its progress and a table
     per round. `verbose`: the workers' own output too."""
     prepared = preflight(config_path, overrides, rerun_affected)
+    from engine.tracking import open_tracker
+
+    tracker = open_tracker(prepared.cfg)  # a tracking server that does not answer stops us here
     store = RunStorage(prepared.cfg.run_dir)
     claim_run_dir(store, prepared.cfg.run_dir)
     tasks = {t.name: t for t in prepared.cfg.tasks}
@@ -338,9 +341,6 @@ def run_job(config_path: str | None, overrides: list[str],
         print(f"train: {', '.join(f'{k} {v}' for k, v in prepared.cfg.train.chosen.items())} "
               f"(auto, for {kind} training; set train.<setting> to choose)", flush=True)
     save_run_record(prepared.cfg, prepared.student_model, prepared.teacher_model)
-    from engine.tracking import open_tracker
-
-    tracker = open_tracker(prepared.cfg)  # an unreachable tracking server stops us here
     if tracker:
         tracker.sync()  # a resumed run: the rounds finished before, if MLflow lacks them
     start_ray(prepared.cfg, verbose)

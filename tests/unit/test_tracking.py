@@ -110,9 +110,13 @@ def test_a_failure_while_logging_is_a_warning(tmp_path, store_uri):
 
 def test_the_default_store_is_a_sqlite_file_in_the_run_dir_and_remote_run_dirs_need_a_uri(
         tmp_path):
-    cfg = config(str(tmp_path / "run"))
-    assert cfg.tracking.resolved_uri(cfg.run_dir) == f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}"
+    cfg = config(str(tmp_path / "new" / "run"))  # a first run: its run_dir does not exist yet
+    assert cfg.tracking.resolved_uri(cfg.run_dir) == \
+        f"sqlite:///{tmp_path / 'new' / 'run' / 'mlflow.db'}"
     assert cfg.tracking.artifact_location(cfg.run_dir) == (
-        tmp_path / "run" / "mlflow-artifacts").as_uri()
+        tmp_path / "new" / "run" / "mlflow-artifacts").as_uri()
+    tracker = MlflowTracker(cfg, log=pytest.fail)
+    assert tracker.client.get_experiment(tracker.experiment_id).name == cfg.run_dir
+    assert (tmp_path / "new" / "run" / "mlflow.db").is_file()
     with pytest.raises(ValueError, match="tracking.uri: a run_dir on remote storage"):
         config("s3://bucket/run")

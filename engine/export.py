@@ -147,10 +147,12 @@ class _Context:
                        for role in ("student", "teacher")}
         self.student_kind = config.get("student", {}).get("kind", "causal_lm")
         self.train = config.get("train", {})
-        self.teacher = config.get("teacher", {})
         self.origins = Counter(rows.column("origin").to_pylist()) if rows.num_rows else Counter()
         self.labels = Counter(rows.column("label").to_pylist()) if rows.num_rows else Counter()
         self.metrics = next((m for m in history if m.get("round") == r), {})
+        # the rounds whose teacher rows this training set holds (the exported round's own
+        # teacher rows train the next round's student)
+        self.before = [m for m in history if m.get("round", r) < r]
         self.version = saved.get("versions", {}).get("llm2llm-engine") or saved.get("git_commit")
 
 
@@ -172,10 +174,10 @@ def _round_table(history: list[dict]) -> str:
 
 
 def _rejections(history: list[dict]) -> str:
-    """Reject counts by gate over the rounds whose teacher rows this training set could hold
-    (every round before the exported one)."""
+    """Reject counts by gate over `history`: the rounds whose teacher rows this training set
+    could hold (every round before the exported one)."""
     totals: Counter = Counter()
-    for m in history[:-1]:
+    for m in history:
         totals.update(m.get("rejected_by_reason") or {})
     if not totals:
         return "No teacher row was rejected (or the teacher was not asked)."
@@ -183,8 +185,8 @@ def _rejections(history: list[dict]) -> str:
 
 
 def _yield(history: list[dict]) -> str:
-    asked = sum(m.get("n_generated") or 0 for m in history[:-1])
-    kept = sum(m.get("n_accepted") or 0 for m in history[:-1])
+    asked = sum(m.get("n_generated") or 0 for m in history)
+    kept = sum(m.get("n_accepted") or 0 for m in history)
     return f"{kept} of {asked} rows the teacher wrote were accepted" + (
         f" ({kept / asked:.0%})" if asked else "")
 
@@ -195,10 +197,12 @@ def _number(value) -> str:
 
 def dataset_card(c: _Context) -> str:
     n = c.rows.num_rows
+    size = next(name for bound, name in ((1e3, "n<1K"), (1e4, "1K<n<10K"), (1e5, "10K<n<100K"),
+                                         (1e6, "100K<n<1M"), (float("inf"), "n>1M")) if n < bound)
     front = ("---\n"
              f"pretty_name: {c.key} training set, round {c.round}\n"
              "tags: [llm2llm, synthetic]\n"
-             f"size_categories: [{'n<1K' if n < 1000 else '1K<n<10K' if n < 10000 else 'n>10K'}]\n"
+             f"size_categories: [{size}]\n"
              "---\n")
     labels = ", ".join(f"{label} {k}" for label, k in c.labels.most_common())
     columns = "\n".join(f"| `{name}` | {COLUMNS.get(name, '')} |"
@@ -214,13 +218,13 @@ from a run of llm2llm-engine{f" ({c.version})" if c.version else ""}.
   `{c.models.get("teacher", "?")}`
 - rows: {n} ({c.origins.get("seed", 0)} seed, {c.origins.get("synthetic", 0)} synthetic)
 - labels: {labels or "none"}
-- teacher yield: {_yield(c.history)}
+- teacher yield: {_yield(c.before)}
 
 Load it with `datasets.load_from_disk("dataset")`, or read `train.parquet`.
 
 ## Rows the gates rejected (rounds before {c.round})
 
-{_rejections(c.history)}
+{_rejections(c.before)}
 
 ## Rounds
 

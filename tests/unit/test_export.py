@@ -133,3 +133,13 @@ def test_an_untrained_round_and_a_used_folder_are_refused_before_writing(tmp_pat
         export_run(run_dir, str(tmp_path / "used"))
     assert [p.name for p in used.iterdir()] == ["notes.txt"]
     assert main(["export", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_a_round_trained_but_not_yet_evaluated_is_exported_without_its_score(tmp_path):
+    run_dir, store = make_run(tmp_path)
+    store.fs.delete_file(f"{store.round_dir('arithmetic', 1)}/metrics.json")  # predict running
+    (unit_dir,) = export_run(run_dir, str(tmp_path / "out"))
+    card = (unit_dir / "README.md").read_text()
+    assert "- `duplicate`: 2\n- `wrong_answer`: 1" in card  # round 0's teacher rows still
+    assert "1 of 4 rows the teacher wrote were accepted" in card
+    assert "test accuracy: not measured" in (unit_dir / "model" / "README.md").read_text()

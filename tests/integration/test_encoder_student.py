@@ -92,7 +92,7 @@ def test_the_exported_student_predicts_as_the_run_did(run, tmp_path):
     train = datasets.load_from_disk(str(exported / "dataset"))
     metrics = json.loads((task_dir / "round_1" / "metrics.json").read_text())
     assert train.num_rows == metrics["n_train"]
-    assert train["id"] == pq.read_table(task_dir / "round_1" / "data" / "part-0.parquet") \
+    assert list(train["id"]) == pq.read_table(task_dir / "round_1" / "data" / "part-0.parquet") \
         .column("id").to_pylist()
     assert {"origin", "seed_id", "trigger_prediction", "teacher_model", "prompt_hash",
             "round"} <= set(train.column_names)
@@ -100,10 +100,11 @@ def test_the_exported_student_predicts_as_the_run_did(run, tmp_path):
     seed = train.filter(lambda row: row["origin"] == "seed").select(range(10))
     tokenizer = AutoTokenizer.from_pretrained(exported / "model")
     model = AutoModelForSequenceClassification.from_pretrained(exported / "model").eval()
-    batch = tokenizer(seed["input"], padding=True, truncation=True, max_length=512,
+    # datasets 5 returns a lazy Column; the tokenizer takes a list
+    batch = tokenizer(list(seed["input"]), padding=True, truncation=True, max_length=512,
                       return_tensors="pt")
     with torch.inference_mode():
         labels = [model.config.id2label[i] for i in model(**batch).logits.argmax(-1).tolist()]
     predicted = {row["id"]: row["output"] for row in pq.read_table(
         task_dir / "round_1" / "predict" / "part-0.parquet").to_pylist()}
-    assert labels == [predicted[i] for i in seed["id"]]
+    assert labels == [predicted[i] for i in list(seed["id"])]

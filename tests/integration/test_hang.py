@@ -38,6 +38,10 @@ def requests(n: int, cfg) -> pa.Table:
         "sampling": [to_json(sampling_params(cfg))] * n})
 
 
+# slow tier (~170 s of CI): CI keeps the quarantine test below (stall, replacement and
+# quarantine through the real client and router, over stub replicas), test_generation's
+# killed real replica, and the unit tests of stall detection (tests/unit/test_node_loss.py).
+@pytest.mark.slow
 def test_a_hung_replica_is_replaced_and_every_row_answered_once(ray_with_hang_hook,
                                                                  tiny_model, tmp_path):
     cfg = GenerationConfig(model=tiny_model, replicas=2, batch_size=4, max_num_seqs=4,

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from engine import fs
 from engine.config import TaskConfig
 from engine.errors import DataError
-from engine.inspect import pick_units, run_units
+from engine.inspect import pick_units, run_units, unit_metrics
 from engine.provenance import saved_run
 from engine.storage import RunStorage
 
@@ -90,7 +90,7 @@ def _export_unit(store: RunStorage, saved: dict, key: str, r: int, dest: Path) -
     import datasets
 
     rows = store.read_table(store.stage_dir(key, r, "data"))
-    history = _metrics(store, key, r)
+    history = unit_metrics(store, key, r + 1)
     dest.mkdir(parents=True, exist_ok=True)
     pq.write_table(rows, dest / "train.parquet")
     datasets.disable_progress_bars()  # a bar per save would bury the command's own output
@@ -104,15 +104,6 @@ def _export_unit(store: RunStorage, saved: dict, key: str, r: int, dest: Path) -
     (dest / "README.md").write_text(dataset_card(context))
     (dest / "model" / "README.md").write_text(model_card(context))
     return dest
-
-
-def _metrics(store: RunStorage, key: str, last: int) -> list[dict]:
-    found = []
-    for r in range(last + 1):
-        text = store.read_text(f"{store.round_dir(key, r)}/metrics.json")
-        if text is not None:
-            found.append(json.loads(text))
-    return found
 
 
 def _student_prompt(saved: dict, key: str, example: str) -> list[dict] | None:

@@ -9,6 +9,7 @@ finished, partial or interrupted run, and on a copy of one.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pyarrow as pa
@@ -26,6 +27,17 @@ def run_units(run_dir: str) -> tuple[list[str], int]:
     saved = saved_run(run_dir)
     config = saved.get("config", {})
     return [key for key, _ in saved_units(config)], int(config.get("rounds", 0))
+
+
+def unit_metrics(store: RunStorage, key: str, rounds: int) -> list[dict]:
+    """A unit's metrics.json of rounds 0, 1, ... up to the first round not finished."""
+    found = []
+    for r in range(rounds):
+        text = store.read_text(f"{store.round_dir(key, r)}/metrics.json")
+        if text is None:
+            break
+        found.append(json.loads(text))
+    return found
 
 
 def pick_units(keys: list[str], task: str | None) -> list[str]:

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import html
 import io
-import json
 import statistics
 from collections import defaultdict
 
-from engine.inspect import run_units
+from engine.inspect import run_units, unit_metrics
 from engine.provenance import saved_run
 from engine.storage import RunStorage
 from engine.strategies import strategy_class
@@ -31,11 +30,7 @@ def collect(run_dir: str) -> dict:
     keys, rounds = run_units(run_dir)
     found: dict = defaultdict(lambda: defaultdict(dict))
     for key in keys:
-        for r in range(rounds):
-            text = store.read_text(f"{store.round_dir(key, r)}/metrics.json")
-            if text is None:
-                break
-            m = json.loads(text)
+        for m in unit_metrics(store, key, rounds):
             strategy = m.get("strategy") or "llm2llm"
             found[m["task"]][strategy].setdefault(m.get("train_seed", 0), []).append(m)
     return found

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from engine.config import RunConfig
 from engine.errors import ConfigError
-from engine.inspect import run_units
+from engine.inspect import run_units, unit_metrics
 from engine.storage import RunStorage
 
 IDS_FILE = "tracking.json"
@@ -83,7 +83,7 @@ def round_metrics(metrics: dict) -> dict[str, float]:
 class MlflowTracker:
     """One job's tracking: finds or makes each unit's MLflow run and logs what is new."""
 
-    def __init__(self, cfg: RunConfig, client=None, log=print):
+    def __init__(self, cfg: RunConfig, log=print):
         from mlflow import MlflowClient
 
         self.cfg, self.log = cfg, log
@@ -95,7 +95,7 @@ class MlflowTracker:
         # settings win.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-        self.client = client or MlflowClient(tracking_uri=self.uri)
+        self.client = MlflowClient(tracking_uri=self.uri)
         name = cfg.tracking.experiment_name(cfg.run_dir)
         try:
             found = self.client.get_experiment_by_name(name)
@@ -155,12 +155,7 @@ class MlflowTracker:
     def _sync_unit(self, unit: str, rounds: int) -> None:
         from mlflow.entities import Metric
 
-        done = []
-        for r in range(rounds):
-            text = self.store.read_text(f"{self.store.round_dir(unit, r)}/metrics.json")
-            if text is None:
-                break
-            done.append(json.loads(text))
+        done = unit_metrics(self.store, unit, rounds)
         if not done:
             return
         run_id = self._run_for(unit)

@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   "(default: every unit)")
     p.add_argument("--round", type=int, help="the round to export (default: the last one "
                                              "whose student finished training)")
+    p.add_argument("--merge", action="store_true",
+                   help="a LoRA student's adapter merged into its base, as a full transformers "
+                        "model (default: the adapter folder, loaded with peft)")
     p = sub.add_parser("config", help="every setting with its type, default and meaning")
     p.add_argument("section", nargs="?", default="",
                    help="only settings under this dotted prefix, e.g. teacher or train.lr")
@@ -118,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "export":
             from engine.export import export_run
 
-            for unit_dir in export_run(args.run_dir, args.out, args.task, args.round):
+            for unit_dir in export_run(args.run_dir, args.out, args.task, args.round,
+                                       merge=args.merge):
                 print(f"exported {unit_dir}: dataset/, train.parquet, README.md, model/")
         elif args.command == "report":
             from engine.report import write_report

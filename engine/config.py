@@ -322,9 +322,37 @@ class GenerationConfig(Strict):
     prices: Prices | None = Field(None, description="token prices, for the cost column")
 
 
+# Linear layers of Llama-, Qwen- and Mistral-style models (SmolLM2 is a Llama); PEFT's
+# "all-linear" would also pick the output layer, which vLLM does not serve from an adapter.
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+LORA_LR = 2e-4  # LoRA's usual peak learning rate; 5e-5 (full fine-tuning's) barely moves it
+
+
+class LoraConfig(Strict):
+    """A LoRA student (engine/backends/lora.py): PEFT trains an adapter over the frozen base
+    each round, and the warm vLLM engine of the base serves each round's adapter."""
+
+    rank: int = Field(16, ge=1, le=512, description="the adapter's rank (r)")
+    alpha: float = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / rank)")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter's input")
+    target_modules: list[str] = Field(
+        LORA_TARGETS, min_length=1, description="names of the linear layers that get an "
+                                                "adapter (the model's own module names)")
+    max_loras: int = Field(
+        4, ge=1, description="adapters one engine batch holds at once (units predicting side "
+                             "by side each have their own); more wait their turn")
+
+
 class StudentConfig(GenerationConfig):
     """The student: a causal LM that answers in text (served by vLLM replicas), or an encoder
     with a classifier head for classification tasks (predicted by a Ray Data actor pool)."""
+
+    lora: LoraConfig | None = Field(
+        None, description="train a LoRA adapter instead of every weight (causal_lm only); "
+                          "its engines then stay warm between rounds (keep_warm defaults to "
+                          "true) and train.lr defaults to 2e-4. Where the teacher is the "
+                          "same model with the same dtype and max_model_len, the teacher's "
+                          "engines serve the student's adapters too (no engine of its own)")
 
     kind: Literal["causal_lm", "sequence_classification"] = Field(
         "causal_lm", description="causal_lm: generates its answer (any task type); "
@@ -339,6 +367,17 @@ class StudentConfig(GenerationConfig):
                 and "model" not in data:
             data = {**data, "model": DEFAULT_ENCODER}
         return data
+
+    @model_validator(mode="after")
+    def _lora_students_stay_warm(self) -> "StudentConfig":
+        if self.lora is not None:
+            if self.kind != "causal_lm":
+                raise ValueError("student.lora applies to a causal_lm student (vLLM serves "
+                                 "its adapters); an encoder student trains every weight: "
+                                 "remove student.lora")
+            if "keep_warm" not in self.model_fields_set:  # the base engine serves every round
+                self.keep_warm = True
+        return self
 
 
 class ApiConfig(Strict):
@@ -603,6 +642,12 @@ class RunConfig(Strict):
         for role in (self.student, self.teacher):
             if role.use_gpu is None:
                 role.use_gpu = self.train.use_gpu
+        return self
+
+    @model_validator(mode="after")
+    def _lora_learning_rate(self) -> "RunConfig":
+        if self.student.lora is not None and "lr" not in self.train.model_fields_set:
+            self.train.lr = LORA_LR
         return self
 
     @model_validator(mode="after")

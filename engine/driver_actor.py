@@ -15,7 +15,7 @@ from engine.config import RunConfig, import_plugins
 from engine.console import QueueLog
 from engine.errors import UnitsFailed
 from engine.driver import RoundLoop
-from engine.generation.backend import build_generator
+from engine.generation.backend import build_generators
 from engine.generation.cache import ResponseCache
 from engine.generation.openai_api import Secret
 from engine.storage import HEARTBEAT_EVERY_S, RunStorage
@@ -39,8 +39,9 @@ class DriverActor:
         log = QueueLog(console) if console is not None else _print
         # One cache for both roles: keys include the model, so they never collide.
         cache = ResponseCache(RunStorage(cfg.run_dir).cache_dir(), log=log)
-        self.student_gen = build_generator(cfg.student, cfg.seed, cache, log=log)
-        self.teacher_gen = build_generator(cfg.teacher, cfg.seed, cache, api_key, log=log)
+        self.student_gen, self.teacher_gen = build_generators(
+            cfg.student, cfg.teacher, student_model, teacher_model, cfg.seed, cache, api_key,
+            log=log)
         self.loop = RoundLoop(
             cfg,
             tasks=[build_task(t, cfg.seed) for t in cfg.tasks],
@@ -48,7 +49,8 @@ class DriverActor:
             teacher_model=teacher_model,
             student_gen=self.student_gen,
             teacher_gen=self.teacher_gen,
-            trainer=RayDeepSpeedTrainer(cfg.train, log=log, kind=cfg.student.kind),
+            trainer=RayDeepSpeedTrainer(cfg.train, log=log, kind=cfg.student.kind,
+                                        lora=cfg.student.lora),
             log=log,
         )
 

@@ -8,7 +8,9 @@ For every unit (a plain run's task; a compare's task/strategy/seed), under DIR/<
   train.parquet   the same rows as one Parquet file
   README.md       the dataset card: task, strategy, teacher and student, gates and what they
                   rejected, the teacher's yield, and the round table
-  model/          the round's trained student, a `transformers` folder, with a model card
+  model/          the round's trained student, a `transformers` folder, with a model card;
+                  a LoRA student's adapter folder (`peft`), or with `--merge` the adapter
+                  merged into its base (a full `transformers` folder)
 
 The round is the last one whose student finished training unless `--round` says otherwise.
 Everything is read from the run's stage tables (any storage the run used, S3 included) and
@@ -25,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine import fs
+from engine.adapters import adapter_base, is_adapter
 from engine.config import TaskConfig
 from engine.errors import DataError
 from engine.inspect import pick_units, run_units, unit_metrics
@@ -51,9 +54,10 @@ COLUMNS = {
 
 
 def export_run(run_dir: str, out: str, task: str | None = None,
-               round_: int | None = None) -> list[Path]:
+               round_: int | None = None, merge: bool = False) -> list[Path]:
     """Export every unit `task` picks; returns the unit folders written. Refuses, before
-    writing anything, a round that is not trained and an output folder that is not empty."""
+    writing anything, a round that is not trained and an output folder that is not empty.
+    `merge`: write a LoRA student merged into its base (default: its adapter)."""
     saved = saved_run(run_dir)
     keys, rounds = run_units(run_dir)
     store = RunStorage(run_dir)
@@ -65,7 +69,7 @@ def export_run(run_dir: str, out: str, task: str | None = None,
             raise DataError(f"--out {out}: {dest} already holds files; export to an empty or "
                             f"new folder (nothing was written)")
         plans.append((key, r, dest))
-    return [_export_unit(store, saved, key, r, dest) for key, r, dest in plans]
+    return [_export_unit(store, saved, key, r, dest, merge) for key, r, dest in plans]
 
 
 def _round_to_export(store: RunStorage, key: str, rounds: int, round_: int | None) -> int:
@@ -86,7 +90,8 @@ def _round_to_export(store: RunStorage, key: str, rounds: int, round_: int | Non
     return round_
 
 
-def _export_unit(store: RunStorage, saved: dict, key: str, r: int, dest: Path) -> Path:
+def _export_unit(store: RunStorage, saved: dict, key: str, r: int, dest: Path,
+                 merge: bool = False) -> Path:
     import datasets
 
     rows = store.read_table(store.stage_dir(key, r, "data"))
@@ -97,10 +102,15 @@ def _export_unit(store: RunStorage, saved: dict, key: str, r: int, dest: Path) -
     features = datasets.Features.from_arrow_schema(rows.schema)
     datasets.Dataset.from_dict(rows.to_pydict(), features=features).save_to_disk(
         str(dest / "dataset"))
-    fs.copy_tree(store.fs, fs.join(store.stage_dir(key, r, "train"), "model"),
-                 *fs.open_fs(str(dest / "model")))
+    model = store.location(fs.join(store.stage_dir(key, r, "train"), "model"))
+    adapter = is_adapter(model)
+    if adapter and merge:
+        merge_adapter(model, dest / "model")
+    else:
+        fs.copy_tree(*fs.open_fs(model), *fs.open_fs(str(dest / "model")))
     example = rows.column("input")[0].as_py() if rows.num_rows else ""
-    context = _Context(saved, key, r, rows, history, _student_prompt(saved, key, example))
+    context = _Context(saved, key, r, rows, history, _student_prompt(saved, key, example),
+                       "adapter" if adapter and not merge else "merged" if adapter else "full")
     (dest / "README.md").write_text(dataset_card(context))
     (dest / "model" / "README.md").write_text(model_card(context))
     return dest
@@ -123,11 +133,24 @@ def _student_prompt(saved: dict, key: str, example: str) -> list[dict] | None:
     return None
 
 
+def merge_adapter(adapter: str, out: Path) -> None:
+    """The LoRA adapter in folder `adapter` merged into its base, saved as a full model."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(adapter_base(adapter))
+    merged = PeftModel.from_pretrained(base, fs.localize(adapter)).merge_and_unload()
+    merged.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(adapter_base(adapter)).save_pretrained(out)
+
+
 class _Context:
-    """What both cards are written from."""
+    """What both cards are written from. `weights`: what model/ holds: the student's `full`
+    weights, a LoRA `adapter`, or an adapter `merged` into its base."""
 
     def __init__(self, saved: dict, key: str, r: int, rows: pa.Table, history: list[dict],
-                 prompt: list[dict] | None):
+                 prompt: list[dict] | None, weights: str = "full"):
+        self.weights = weights
         config = saved.get("config", {})
         self.key, self.round, self.rows, self.history, self.prompt = key, r, rows, history, prompt
         self.task = key.split("/", 1)[0]
@@ -136,7 +159,8 @@ class _Context:
         # the names the config gave (a built-in name or a hub id), not where they resolved to
         self.models = {role: config.get(role, {}).get("model") or saved.get("models", {}).get(role)
                        for role in ("student", "teacher")}
-        self.student_kind = config.get("student", {}).get("kind", "causal_lm")
+        self.config_student = config.get("student", {})
+        self.student_kind = self.config_student.get("kind", "causal_lm")
         self.train = config.get("train", {})
         self.origins = Counter(rows.column("origin").to_pylist()) if rows.num_rows else Counter()
         self.labels = Counter(rows.column("label").to_pylist()) if rows.num_rows else Counter()
@@ -250,11 +274,15 @@ It reads the text of the `input` column as it is (no prompt)."""
     else:
         shown = json.dumps(c.prompt, indent=2, ensure_ascii=False) if c.prompt else \
             "(the task's prompt file could not be read where this was exported)"
+        load = 'model = AutoModelForCausalLM.from_pretrained("model")' if c.weights != "adapter" \
+            else ('# the base model named in model/adapter_config.json, with the adapter over it\n'
+                  'from peft import AutoPeftModelForCausalLM\n'
+                  'model = AutoPeftModelForCausalLM.from_pretrained("model")')
         usage = f"""```python
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 tokenizer = AutoTokenizer.from_pretrained("model")
-model = AutoModelForCausalLM.from_pretrained("model")
+{load}
 ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
 answer = tokenizer.decode(model.generate(ids, max_new_tokens=256)[0, ids.shape[1]:],
                           skip_special_tokens=True)
@@ -265,8 +293,17 @@ The student was asked in these chat messages (here for the first training row):
 ```json
 {shown}
 ```"""
-    how = "all weights, continuing the previous round's student" if "continue" in c.strategy \
-        else "all weights, from the base model"
+    start = "continuing the previous round's student" if "continue" in c.strategy \
+        else "from the base model"
+    how = {"full": f"all weights, {start}",
+           "adapter": f"a LoRA adapter over the frozen base, {start}; this folder holds the "
+                      f"adapter (`llm2llm export --merge` writes it merged into the base)",
+           "merged": f"a LoRA adapter over the frozen base, {start}; merged into the base "
+                     f"here"}[c.weights]
+    lora = c.config_student.get("lora") or {}
+    if c.weights != "full" and lora:
+        how += f"; LoRA rank {lora.get('rank')}, alpha {lora.get('alpha')}, on " \
+               f"{', '.join(lora.get('target_modules') or [])}"
     return f"""---
 base_model: {c.models.get("student", "?")}
 tags: [llm2llm]

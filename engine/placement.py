@@ -16,17 +16,23 @@ from engine.config import GenerationConfig, RunConfig, TrainConfig
 # per worker for SmolLM2-135M (2.2 GB of it the 16 bytes a parameter).
 TRAIN_BYTES_PER_PARAMETER = 16
 TRAIN_OVERHEAD_BYTES = 1.2 * 2 ** 30
+# A LoRA student's base is frozen: its fp32 weights (4 bytes) and their share of the
+# activations' gradients; the adapter's own optimizer state is a few MB.
+LORA_BYTES_PER_PARAMETER = 6
 
 
-def train_bundle(train: TrainConfig, student_parameters: int | None = None) -> dict[str, float]:
+def train_bundle(train: TrainConfig, student_parameters: int | None = None,
+                 lora: bool = False) -> dict[str, float]:
     """A train worker's reservation. On CPU it includes the memory the worker will use
     (`train.memory_per_worker`, or estimated from the student's parameter count when known):
-    three tasks' trainings side by side on a 24 GiB machine ran it out of memory."""
+    three tasks' trainings side by side on a 24 GiB machine ran it out of memory. `lora`: the
+    student trains an adapter over its frozen parameters."""
     bundle = {"CPU": train.cpus_per_worker, **({"GPU": 1.0} if train.use_gpu else {})}
     if train.memory_per_worker is not None:
         memory = train.memory_per_worker * 2 ** 30
     elif not train.use_gpu and student_parameters:
-        memory = TRAIN_BYTES_PER_PARAMETER * student_parameters + TRAIN_OVERHEAD_BYTES
+        per_parameter = LORA_BYTES_PER_PARAMETER if lora else TRAIN_BYTES_PER_PARAMETER
+        memory = per_parameter * student_parameters + TRAIN_OVERHEAD_BYTES
     else:
         memory = 0
     return {**bundle, "memory": float(int(memory))} if memory else bundle
@@ -89,7 +95,8 @@ def fit_problems(cfg: RunConfig, nodes: list[dict[str, float]],
     total = {k: sum(n.get(k, 0) for n in nodes) for k in ("CPU", "GPU")}
     cluster = f"the cluster has {total['CPU']:g} CPU and {total['GPU']:g} GPU on " \
               f"{len(nodes)} node(s), the largest {_largest(nodes)}"
-    workers = [train_bundle(cfg.train, student_parameters)] * cfg.train.num_workers
+    lora = cfg.student.lora is not None
+    workers = [train_bundle(cfg.train, student_parameters, lora)] * cfg.train.num_workers
     if not pack(nodes, workers):
         problems.append(f"training needs {cfg.train.num_workers} worker(s) of "
                         f"{_describe(workers[0])} each; {cluster}: lower train.num_workers "

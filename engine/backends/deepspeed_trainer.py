@@ -20,9 +20,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from engine import fs
+from engine.backends.lora import base_of, save_adapter, trainable, with_adapter
 from engine.backends.train_data import (build_features, checkpoint_steps, collate,
                                         collate_encoder, encoder_features, epoch_batches)
-from engine.config import TrainConfig
+from engine.config import LoraConfig, TrainConfig
 from engine.console import QueueLog, eta
 from engine.errors import PlacementError, StageError
 from engine.models import parameter_count
@@ -106,7 +107,8 @@ def train_loop_per_worker(config: dict) -> None:
     stats = _run_steps(engine, features, batches, pad_id, cfg, rank, progress, save_after,
                        report, collate_encoder if _is_encoder(config) else collate)
     _save_and_report(engine, tokenizer, cfg, rank, {**stats, "world_size": world},
-                     to_bf16=not _is_encoder(config))
+                     to_bf16=not _is_encoder(config),
+                     adapter_over=base_of(config["base_model"]) if config.get("lora") else None)
 
 
 def _is_encoder(config: dict) -> bool:
@@ -145,7 +147,10 @@ def _set_up(config: dict, cfg: TrainConfig, ckpt_dir: Path | None):
     from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification,
                               AutoTokenizer)
 
-    tokenizer = AutoTokenizer.from_pretrained(config["base_model"])
+    # a LoRA round loads the full base model under its adapter (a continued one: under the
+    # previous round's adapter)
+    model_folder = base_of(config["base_model"])
+    tokenizer = AutoTokenizer.from_pretrained(model_folder)
     rows = list(ray.train.get_dataset_shard("train").iter_rows())
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
     if _is_encoder(config):  # a classifier head over the task's labels, in their order
@@ -158,16 +163,19 @@ def _set_up(config: dict, cfg: TrainConfig, ckpt_dir: Path | None):
             id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
     else:
         features = [_features(tokenizer, r, cfg.max_seq_len) for r in rows]
-        model = AutoModelForCausalLM.from_pretrained(config["base_model"], dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(model_folder, dtype=dtype)
+        if config.get("lora"):
+            model = with_adapter(model, config["lora"], config["base_model"])
     batches = epoch_batches(len(features), cfg.batch_size, cfg.epochs, config["seed"])
     total_steps = max(1, len(batches) // cfg.grad_accum)
 
     for lock in clear_stale_build_locks():
         print(f"[train] removed a stale build lock left by a killed process: {lock}", flush=True)
+    params = trainable(model)  # under LoRA, the adapter's alone
     client_opt = None if cfg.use_gpu else torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     engine, *_ = deepspeed.initialize(
-        model=model, optimizer=client_opt, model_parameters=None if client_opt else model.parameters(),
+        model=model, optimizer=client_opt, model_parameters=None if client_opt else params,
         config=deepspeed_config(cfg, total_steps, cfg.use_gpu))
 
     progress = {"step": 0, "losses": [], "tokens": 0, "seconds": 0.0}
@@ -235,7 +243,9 @@ def _save_checkpoint(engine, rank: int, progress: dict) -> None:
 
 
 def _save_and_report(engine, tokenizer, cfg: TrainConfig, rank: int, stats: dict,
-                     to_bf16: bool = True) -> None:
+                     to_bf16: bool = True, adapter_over: str | None = None) -> None:
+    """Rank 0 saves the student (with `adapter_over`, a LoRA adapter over that base folder)
+    and reports it as the run's final checkpoint."""
     import ray.train
     import torch
 
@@ -246,6 +256,12 @@ def _save_and_report(engine, tokenizer, cfg: TrainConfig, rank: int, stats: dict
         return
     with tempfile.TemporaryDirectory() as tmp:
         module = engine.module
+        if adapter_over is not None:  # the adapter alone, kept in fp32: it is small
+            save_adapter(module, tmp, adapter_over, state)
+            tokenizer.save_pretrained(tmp)  # so it loads on its own (export, PEFT)
+            (Path(tmp) / FINAL_STATS).write_text(json.dumps(stats))
+            ray.train.report(stats, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+            return
         state = state if state is not None else module.state_dict()
         if to_bf16:  # halves disk and load time; vLLM serves a causal student in bf16 anyway
             state = {k: v.to(torch.bfloat16) for k, v in state.items()}
@@ -259,10 +275,12 @@ def _save_and_report(engine, tokenizer, cfg: TrainConfig, rank: int, stats: dict
 class RayDeepSpeedTrainer:
     """StudentTrainer: one Ray Train run per (unit, round), model saved to `out_dir`."""
 
-    def __init__(self, cfg: TrainConfig, log=print, kind: str = "causal_lm"):
+    def __init__(self, cfg: TrainConfig, log=print, kind: str = "causal_lm",
+                 lora: LoraConfig | None = None):
         self.cfg = cfg
         self.log = log
         self.kind = kind  # the student's kind (StudentConfig.kind)
+        self.lora = lora  # StudentConfig.lora: train an adapter, not every weight
 
     def __call__(self, examples: pa.Table, base_model: str, out_dir: str, unit: str,
                  seed: int, labels: list[str] = ()) -> dict:
@@ -286,12 +304,14 @@ class RayDeepSpeedTrainer:
         ray_path = fs.join(out_path.rsplit("/", 1)[0], RESUME_DIR, "ray_train")
         if fs.exists(out_fs, ray_path):
             self.log(f"[train] {unit}: resuming from the checkpoints in {ray_path}")
-        bundle = train_bundle(self.cfg, parameter_count(base_model))
+        bundle = train_bundle(self.cfg, parameter_count(base_of(base_model)),
+                              lora=self.lora is not None)
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"train": self.cfg.model_dump(), "base_model": base_model,
                                "seed": seed, "unit": unit, "kind": self.kind,
                                "labels": list(labels),
+                               "lora": self.lora.model_dump() if self.lora else None,
                                "console": getattr(self.log, "queue", None)},
             scaling_config=ScalingConfig(
                 num_workers=self.cfg.num_workers, use_gpu=self.cfg.use_gpu,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Iterator, Protocol
 
 import pyarrow as pa
 
-from engine.config import GenerationConfig, StudentConfig, TeacherConfig
+from engine.config import GenerationConfig, LoraConfig, StudentConfig, TeacherConfig
 
 if TYPE_CHECKING:
     from engine.generation.cache import ResponseCache
@@ -58,9 +58,10 @@ class GenerationBackend(Protocol):
 
 
 def build_backend(cfg: GenerationConfig, seed: int, api_key: Secret | None = None,
-                  log=print) -> GenerationBackend:
+                  log=print, lora: LoraConfig | None = None) -> GenerationBackend:
     """The backend a role's config section asks for. Modules load here, on demand: none
-    imports Ray, vLLM or torch at the top, but each brings its own dependencies."""
+    imports Ray, vLLM or torch at the top, but each brings its own dependencies. `lora`: vLLM
+    engines that also serve adapters of this shape (default: the student's own `lora`)."""
     if isinstance(cfg, StudentConfig) and cfg.kind == "sequence_classification":
         from engine.generation.encoder import EncoderBackend
 
@@ -71,7 +72,9 @@ def build_backend(cfg: GenerationConfig, seed: int, api_key: Secret | None = Non
         return ApiBackend(cfg, api_key, log=log)
     from engine.generation.replica_backend import ReplicaBackend
 
-    return ReplicaBackend(cfg, seed, log=log)
+    if lora is None and isinstance(cfg, StudentConfig):
+        lora = cfg.lora
+    return ReplicaBackend(cfg, seed, log=log, lora=lora)
 
 
 def build_generator(cfg: GenerationConfig, seed: int, cache: ResponseCache | None = None,
@@ -81,6 +84,40 @@ def build_generator(cfg: GenerationConfig, seed: int, cache: ResponseCache | Non
     from engine.generation.pipeline import GenerationPipeline
 
     return GenerationPipeline(build_backend(cfg, seed, api_key, log), seed, cache, log=log)
+
+
+def teacher_serves_student(student: StudentConfig, teacher: TeacherConfig, student_model: str,
+                           teacher_model: str) -> bool:
+    """Whether the teacher's engines serve the student's adapters too: a LoRA student over
+    the teacher's own model (the same folder), the teacher on vLLM (not an API), and the
+    engine settings that change answers (dtype, max_model_len) the same for both. Then the
+    student starts no engine of its own: one engine start and one copy of the weights (and
+    on CPU, its reserved memory) fewer for the whole job, and a round's predict stage runs on
+    engines already warm from the teacher's last call. The student's other vLLM settings
+    (replicas, max_num_seqs, resources) do not apply then: the teacher's do."""
+    from engine.generation.replica_backend import ANSWER_SETTINGS
+
+    return (student.lora is not None and student.kind == "causal_lm"
+            and teacher.api is None and student_model == teacher_model
+            and all(getattr(student, s) == getattr(teacher, s) for s in ANSWER_SETTINGS))
+
+
+def build_generators(student: StudentConfig, teacher: TeacherConfig, student_model: str,
+                     teacher_model: str, seed: int, cache: ResponseCache | None = None,
+                     api_key: Secret | None = None,
+                     log=print) -> tuple[GenerationPipeline, GenerationPipeline]:
+    """(the student's generator, the teacher's): each over its own backend, or both over the
+    teacher's engines where they serve the student's adapters (teacher_serves_student)."""
+    from engine.generation.pipeline import GenerationPipeline
+
+    if not teacher_serves_student(student, teacher, student_model, teacher_model):
+        return (build_generator(student, seed, cache, log=log),
+                build_generator(teacher, seed, cache, api_key, log))
+    shared = build_backend(teacher, seed, api_key, log, lora=student.lora)
+    log("[replicas] the student's LoRA adapters are served by the teacher's engines (the "
+        "same base model): the student starts no engine of its own")
+    return (GenerationPipeline(shared, seed, cache, log=log),
+            GenerationPipeline(shared, seed, cache, log=log))
 
 
 def blocks_dataset(requests: pa.Table, workers: int, batch_size: int):

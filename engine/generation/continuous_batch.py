@@ -83,15 +83,16 @@ class ContinuousBatch:
         self._thread = threading.Thread(target=self._loop, name="vllm-engine", daemon=True)
         self._thread.start()
 
-    def chat(self, conversations: list, params: list, group: str = "") -> list:
+    def chat(self, conversations: list, params: list, group: str = "", lora=None) -> list:
         """One result per conversation, in order: vLLM's RequestOutput, or the error that
         rejected that request (one of `rejects`). Raises what broke the engine, if anything
-        did. `group`: whose rows these are (with `turns`, the groups take turns)."""
+        did. `group`: whose rows these are (with `turns`, the groups take turns). `lora`: a
+        vLLM LoRARequest every conversation is answered with (a LoRA student's adapter)."""
         if len(conversations) != len(params):
             raise ValueError(f"{len(conversations)} conversations but {len(params)} "
                              f"sampling params: one each")
         call = _Call(len(conversations))
-        self._jobs.put(lambda: self._add(call, group, conversations, params))
+        self._jobs.put(lambda: self._add(call, group, conversations, params, lora))
         return self._wait(call)
 
     def run(self, fn):
@@ -176,7 +177,8 @@ class ContinuousBatch:
         while self.broken is None and self.llm.llm_engine.has_unfinished_requests():
             self._step()
 
-    def _add(self, call: _Call, group: str, conversations: list, params: list) -> None:
+    def _add(self, call: _Call, group: str, conversations: list, params: list,
+             lora=None) -> None:
         if self.broken is not None:
             call.fail(self.broken)
             return
@@ -186,10 +188,12 @@ class ContinuousBatch:
             self._next[group] = start + len(conversations)
         try:
             for index, (conversation, p) in enumerate(zip(conversations, params)):
-                turn = {"priority": [start + index]} if self.turns else {}
+                options = {"priority": [start + index]} if self.turns else {}
+                if lora is not None:
+                    options["lora_request"] = lora
                 try:
                     (request_id,) = self.llm.enqueue_chat([conversation], [p], use_tqdm=False,
-                                                          **turn)
+                                                          **options)
                 except self.rejects as exc:  # this request is bad; the engine is fine
                     call.finish(index, exc)
                     continue

@@ -5,7 +5,8 @@ Safe to call from several threads at once (tasks running side by side, engine/dr
 calls for the same model share one replica pool, started by the first and shut down after the
 last (unless `keep_warm`); calls for different models get a pool each. A warm pool no call is
 using serves a new model of the same architecture by loading its weights (each round's
-student), instead of a new pool starting.
+student), instead of a new pool starting. A LoRA adapter (engine/adapters.py) is served by the
+pool of its base, each request naming the adapter: no new pool, no weight load.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from contextlib import contextmanager
 
 import pyarrow as pa
 
-from engine.config import GenerationConfig
+from engine.adapters import serving
+from engine.config import GenerationConfig, LoraConfig
 from engine.errors import ModelError
 from engine.generation.backend import blocks_dataset
 from engine.generation.cache import ResponseCache, model_fingerprint
 from engine.generation.vllm_replicas import ReplicaClient, ReplicaPool
 from engine.generation.weight_reload import same_architecture
 from engine.records import GENERATION_INPUT
-
 
 # Engine settings that change what a replica answers, beyond each row's own sampling.
 ANSWER_SETTINGS = ("dtype", "max_model_len")
@@ -41,8 +42,11 @@ class ReplicaBackend:
     caches = True
     columns = tuple(GENERATION_INPUT)
 
-    def __init__(self, cfg: GenerationConfig, seed: int, log=print):
-        self.cfg, self.seed, self.log = cfg, seed, log
+    def __init__(self, cfg: GenerationConfig, seed: int, log=print,
+                 lora: LoraConfig | None = None):
+        """`lora`: the engines also serve LoRA adapters of this shape (a LoRA student's own
+        engines, or the teacher's when they serve the student too)."""
+        self.cfg, self.seed, self.log, self.lora = cfg, seed, log, lora
         self.name = f"{cfg.replicas} vLLM replica(s)"
         self._pools: dict[str, ReplicaPool] = {}  # model -> its running replicas
         self._users: dict[str, int] = {}  # model -> calls using its pool now
@@ -58,12 +62,24 @@ class ReplicaBackend:
 
     def model_id(self, model: str) -> str:
         # a checkpoint re-written in place is a new model; an engine that computes otherwise
-        # (another dtype, a shorter context) gives other answers
-        return model_fingerprint(model) + engine_settings(self.cfg)
+        # (another dtype, a shorter context) gives other answers; an adapter answers as
+        # itself over its base
+        base, adapter = serving(model)
+        ids = [model_fingerprint(base)] + ([model_fingerprint(adapter)] if adapter else [])
+        return "+".join(ids) + engine_settings(self.cfg)
+
+    def _engine_model(self, model: str) -> str:
+        """The model whose pool answers `model`: itself, or an adapter's base."""
+        base, adapter = serving(model)
+        if adapter and self.lora is None:
+            raise ModelError(f"{model!r} is a LoRA adapter, and these engines were not "
+                             f"started to serve adapters (set student.lora)")
+        return base
 
     def warm_up(self, model: str) -> None:
         """Start the vLLM replicas for `model` now (a no-op for a warm pool); the next call
         for it uses them. Raises ModelError if they cannot start."""
+        model = self._engine_model(model)
         with self._lock:
             starting = self._starting.setdefault(model, threading.Lock())
         with starting:
@@ -75,7 +91,8 @@ class ReplicaBackend:
                     self._waiting += 1
                 try:
                     self._retire_idle()
-                    pool = ReplicaPool(model, self.cfg, self.seed, log=self.log)
+                    pool = ReplicaPool(model, self.cfg, self.seed, log=self.log,
+                                       lora=self.lora)
                 finally:
                     with self._lock:
                         self._waiting -= 1
@@ -108,6 +125,7 @@ class ReplicaBackend:
         unless keep_warm. A warm pool is shut down too when another model's pool is starting
         meanwhile: that start may be waiting for the room this pool holds (tasks side by
         side, each with its own student)."""
+        model = self._engine_model(model)
         with self._lock:
             self._users[model] = self._users.get(model, 0) + 1
         try:
@@ -141,13 +159,14 @@ class ReplicaBackend:
         """Yield GENERATED batches from `model`'s running pool as they finish."""
         import ray
 
-        cfg, pool = self.cfg, self._pools[model]
+        cfg, (base, adapter) = self.cfg, serving(model)
+        pool = self._pools[base]
         ds, size = blocks_dataset(requests, cfg.replicas, cfg.batch_size)
         # Two clients per replica: the next block is already in each engine's running
         # batch when one ends (engine/generation/continuous_batch.py).
         ds = ds.map_batches(
             ReplicaClient, batch_size=size, batch_format="pyarrow", num_cpus=0,
-            fn_constructor_kwargs={"router": pool.router, "model": model,
+            fn_constructor_kwargs={"router": pool.router, "model": base, "adapter": adapter,
                                    "cache_dir": str(cache.root) if cache else None,
                                    "group": group, "stall_timeout_s": cfg.stall_timeout_s,
                                    "placement_timeout_s": cfg.placement_timeout_s,

@@ -38,7 +38,8 @@ import time
 import pyarrow as pa
 
 from engine import fs
-from engine.config import GenerationConfig
+from engine.adapters import engine_rank
+from engine.config import GenerationConfig, LoraConfig
 from engine.errors import ModelError, PlacementError, root_cause
 from engine.generation.cache import CACHE_KEY, ResponseCache
 from engine.generation.continuous_batch import ContinuousBatch
@@ -46,8 +47,11 @@ from engine.placement import cluster_holds, no_room, replica_bundle
 from engine.records import GENERATED
 
 
-def engine_kwargs(cfg: GenerationConfig) -> dict:
-    return {
+def engine_kwargs(cfg: GenerationConfig, lora: LoraConfig | None = None) -> dict:
+    """The vLLM engine's settings; with `lora`, it also serves adapters of that rank."""
+    adapters = {"enable_lora": True, "max_lora_rank": engine_rank(lora.rank),
+                "max_loras": lora.max_loras} if lora is not None else {}
+    return {**adapters,
         "dtype": cfg.dtype,
         "tensor_parallel_size": cfg.tensor_parallel_size,
         "max_num_seqs": cfg.max_num_seqs,
@@ -76,6 +80,8 @@ class VLLMReplica:
         self.batch = ContinuousBatch(self.llm, rejects=_rejects(),
                                      turns=engine.get("scheduling_policy") == "priority")
         self.model = model  # whose weights the engine holds now (`load` changes them)
+        self.adapters: dict[str, int] = {}  # adapter (by content) -> its vLLM LoRA id
+        self.started_at = time.time()
         self.calls = 0
         self.rows_answered = 0  # rows of the calls that returned
 
@@ -86,7 +92,8 @@ class VLLMReplica:
         return {"name": self.name, "pid": os.getpid(), "busy_s": self.batch.busy_s,
                 "first_step_at": self.batch.first_step_at, "calls": self.calls,
                 "rows_answered": self.rows_answered,
-                "model": self.model,
+                "model": self.model, "adapters": len(self.adapters),
+                "started_at": self.started_at,
                 "node": ray.get_runtime_context().get_node_id()}
 
     def stalled_s(self) -> float:
@@ -109,18 +116,20 @@ class VLLMReplica:
             self.llm.reset_prefix_cache()
             self.model = model
 
-    def generate(self, batch: pa.Table, model: str | None = None, group: str = "") -> pa.Table:
+    def generate(self, batch: pa.Table, model: str | None = None, group: str = "",
+                 adapter: str | None = None) -> pa.Table:
         """The batch's answers by `model` (default: the engine's). A replica Ray restarted
         after a crash comes back with the weights it was created with: `model` makes it load
         the pool's current ones first. `group`: whose rows these are (a unit of the job); the
-        groups sharing the engine take turns."""
+        groups sharing the engine take turns. `adapter`: a LoRA adapter folder the rows are
+        answered with (over `model`)."""
         from vllm.v1.engine.exceptions import EngineDeadError
 
         self.calls += 1
         try:
             if model is not None:
                 self.load(model)
-            return self._generate(batch, group)
+            return self._generate(batch, group, self._lora_request(adapter))
         except Exception as exc:
             if not isinstance(exc, EngineDeadError) and self.batch.broken is None:
                 raise
@@ -130,11 +139,25 @@ class VLLMReplica:
             print(f"[replica {self.name}] vLLM engine died ({exc}); restarting", flush=True)
             os._exit(1)
 
-    def _generate(self, batch: pa.Table, group: str = "") -> pa.Table:
+    def _lora_request(self, adapter: str | None):
+        """The vLLM LoRARequest for `adapter`. vLLM keeps loaded adapters by their id, so the
+        id follows the folder's content: an adapter re-written in place (a round trained
+        again) is loaded anew, never answered by its old weights."""
+        if adapter is None:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        from engine.generation.cache import model_fingerprint
+
+        key = model_fingerprint(adapter)
+        number = self.adapters.setdefault(key, len(self.adapters) + 1)
+        return LoRARequest(key, number, fs.localize(adapter))
+
+    def _generate(self, batch: pa.Table, group: str = "", lora=None) -> pa.Table:
         ids = batch.column("request_id").to_pylist()
         conversations = [json.loads(m) for m in batch.column("messages").to_pylist()]
         results = [self._row(o)
-                   for o in self._chat(conversations, self._params(batch), group)]
+                   for o in self._chat(conversations, self._params(batch), group, lora)]
         table = pa.Table.from_pylist(
             [{"request_id": i, **r, "cached": False, "attempts": 1, "replica": self.name}
              for i, r in zip(ids, results)], schema=GENERATED)
@@ -160,10 +183,10 @@ class VLLMReplica:
             out.append(made[(sampling, regex)])
         return out
 
-    def _chat(self, conversations: list, params: list, group: str = "") -> list:
+    def _chat(self, conversations: list, params: list, group: str = "", lora=None) -> list:
         if _test_hang_now():  # the engine thread blocks, as a hung engine's does
             self.batch.run(lambda: time.sleep(10 ** 6))
-        return self.batch.chat(conversations, params, group)
+        return self.batch.chat(conversations, params, group, lora)
 
     @staticmethod
     def _row(out) -> dict:
@@ -300,7 +323,9 @@ class ReplicaPool:
     """`cfg.replicas` warm engines for one model, owned by a router actor. Lives in the
     driver."""
 
-    def __init__(self, model: str, cfg: GenerationConfig, seed: int, log=print):
+    def __init__(self, model: str, cfg: GenerationConfig, seed: int, log=print,
+                 lora: LoraConfig | None = None):
+        """`lora`: the engines also serve adapters of this shape over `model`."""
         import ray
 
         self.model, self.cfg, self.log = model, cfg, log
@@ -315,7 +340,7 @@ class ReplicaPool:
 
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.router = ray.remote(num_cpus=0)(_Router).options(scheduling_strategy=here).remote(
-            model, engine_kwargs(cfg), seed, options, cfg.replicas)
+            model, engine_kwargs(cfg, lora), seed, options, cfg.replicas)
         try:
             infos = ray.get([r.info.remote() for r in self.replicas])
         except ray.exceptions.RayError as exc:
@@ -371,8 +396,8 @@ class ReplicaClient:
 
     def __init__(self, router, model: str | None = None, cache_dir: str | None = None,
                  stall_timeout_s: float | None = None, max_stalls: int = 2,
-                 placement_timeout_s: float = 600, group: str = ""):
-        self.router, self.model, self.group = router, model, group
+                 placement_timeout_s: float = 600, group: str = "", adapter: str | None = None):
+        self.router, self.model, self.group, self.adapter = router, model, group, adapter
         self.cache = ResponseCache(cache_dir) if cache_dir else None
         self.stall_s, self.max_stalls = stall_timeout_s, max_stalls
         self.placement_s = placement_timeout_s
@@ -408,7 +433,7 @@ class ReplicaClient:
         stalls = 0
         while True:
             index, replica = ray.get(self.router.next.remote())
-            ref = replica.generate.remote(batch, self.model, self.group)
+            ref = replica.generate.remote(batch, self.model, self.group, self.adapter)
             try:
                 out = self._wait(index, ref, replica)
             except ray.exceptions.GetTimeoutError:

@@ -112,7 +112,7 @@ class FakePool:
     started: list[str] = []
     stopped: list[str] = []
 
-    def __init__(self, model, cfg, seed, log=print):
+    def __init__(self, model, cfg, seed, log=print, lora=None):
         self.model = model
         FakePool.started.append(model)
 

@@ -83,7 +83,7 @@ class FakePool:
     reloaded: list[tuple[str, str]] = []
     stopped: list[str] = []
 
-    def __init__(self, model, cfg, seed, log=print):
+    def __init__(self, model, cfg, seed, log=print, lora=None):
         self.model = model
         FakePool.started.append(model)
 
@@ -172,7 +172,7 @@ def test_a_warm_pool_going_idle_makes_room_for_a_pool_waiting_to_start(fake_pool
     a_started, b_done = threading.Event(), threading.Event()
 
     class WaitingPool(FakePool):
-        def __init__(self, model, cfg, seed, log=print):
+        def __init__(self, model, cfg, seed, log=print, lora=None):
             if model == "b":  # the cluster has room only once a's engines are gone
                 a_started.set()
                 for _ in range(100):

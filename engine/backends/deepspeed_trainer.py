@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import resource
 import tempfile
 import time
 from contextlib import ExitStack
@@ -224,6 +225,8 @@ def _run_steps(engine, features, batches, pad_id, cfg: TrainConfig, rank: int,
                                             "seconds": progress["seconds"] + time.time() - t0})
     return {"steps": len(batches), "final_loss": losses[-1], "tokens_rank0": tokens,
             "train_seconds": progress["seconds"] + time.time() - t0, "resumed_at_step": first,
+            # the worker process's peak resident memory (model, optimizer state, activations)
+            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 3),
             "loss_curve": losses}
 
 

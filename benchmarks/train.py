@@ -9,7 +9,9 @@ bundled student for `--epochs` epochs at `--batch` rows per optimizer step (spli
 workers), so every variant does the same arithmetic. Per variant: training tokens/s in the
 step loop (`ratio`: against the bare loop), the start-up and save time around it, and the
 round's wall time against the bare loop's: what the distribution, ZeRO and checkpoint
-machinery cost on this machine.
+machinery cost on this machine; and each worker's peak resident memory. With both
+ray_2w_zero0 and ray_2w_zero0_lora, `lora_vs_full` sets the LoRA student's round against
+full fine-tuning's (same rows, steps and learning rate).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import pyarrow as pa
 from benchmarks import report
 from benchmarks.teacher_yield import task_config
 from engine.backends.train_data import build_features, collate, epoch_batches
-from engine.config import TrainConfig
+from engine.config import LoraConfig, TrainConfig
 from engine.models import DEFAULT_MODEL, resolve_model
 from engine.tasks import build_task
 
@@ -35,6 +37,9 @@ VARIANTS = {
     "ray_2w_zero2": {"num_workers": 2, "zero_stage": 2, "checkpoint_every": "never"},
     "ray_2w_zero0": {"num_workers": 2, "zero_stage": 0, "checkpoint_every": "never"},
     "ray_1w_zero0": {"num_workers": 1, "zero_stage": 0, "checkpoint_every": "never"},
+    # a LoRA adapter (student.lora, rank 16) in place of every weight: set against ray_2w_zero0
+    "ray_2w_zero0_lora": {"num_workers": 2, "zero_stage": 0, "checkpoint_every": "never",
+                          "lora": {"rank": 16}},
 }
 
 
@@ -99,11 +104,12 @@ def main() -> None:
                                                                args.batch, 0)}
     ray.init(num_cpus=max(2, args.batch), include_dashboard=False)
     for name in args.variants.split(","):
-        overrides = VARIANTS[name]
+        overrides = dict(VARIANTS[name])
+        lora = LoraConfig(**overrides.pop("lora")) if "lora" in overrides else None
         cfg = base.model_copy(update={**overrides,
                                       "batch_size": args.batch // overrides["num_workers"]})
         with tempfile.TemporaryDirectory() as out:
-            stats = RayDeepSpeedTrainer(cfg, log=lambda *_: None)(
+            stats = RayDeepSpeedTrainer(cfg, log=lambda *_: None, lora=lora)(
                 examples, model_dir, str(Path(out) / "model"), "bench", 0)
         # every rank trains on as many rows as rank 0 (equal shards)
         rate = stats["tokens_rank0"] * stats["world_size"] / stats["train_seconds"]
@@ -113,8 +119,15 @@ def main() -> None:
                         "train_seconds": round(stats["train_seconds"], 1),
                         "startup_and_save_seconds": round(stats["wall_seconds"]
                                                           - stats["train_seconds"], 1),
-                        "wall_vs_plain": round(stats["wall_seconds"] / plain["wall_seconds"], 2)}
+                        "wall_vs_plain": round(stats["wall_seconds"] / plain["wall_seconds"], 2),
+                        "wall_seconds": round(stats["wall_seconds"], 1),
+                        "peak_rss_gb": stats.get("peak_rss_gb")}
         print(name, result[name], flush=True)
+    full, lora = result.get("ray_2w_zero0"), result.get("ray_2w_zero0_lora")
+    if full and lora:
+        result["lora_vs_full"] = {key: round(lora[key] / full[key], 3) for key in
+                                  ("wall_seconds", "train_seconds", "peak_rss_gb")}
+        print("lora_vs_full", result["lora_vs_full"], flush=True)
     report(result, args.json)
 
 

@@ -19,6 +19,7 @@ from engine.errors import ConfigError, EngineError, JobInterrupted, UnitsFailed,
 from engine.generation.openai_api import Secret
 from engine.metrics import format_table
 from engine.models import check_model, parameter_count, resolve_model
+from engine.generation.backend import teacher_serves_student
 from engine.placement import cluster_nodes, fit_problems
 from engine.provenance import read_run_record, save_run_record
 from engine.rerun import affected_stages, changed_fields
@@ -345,8 +346,10 @@ def run_job(config_path: str | None, overrides: list[str],
         tracker.sync()  # a resumed run: the rounds finished before, if MLflow lacks them
     start_ray(prepared.cfg, verbose)
     if prepared.cfg.ray.check_fit:
-        problems = fit_problems(prepared.cfg, cluster_nodes(), student_parameters=
-                                parameter_count(prepared.student_model))
+        cfg = prepared.cfg
+        problems = fit_problems(cfg, cluster_nodes(), student_parameters=parameter_count(
+            prepared.student_model), student_on_teacher=teacher_serves_student(
+            cfg.student, cfg.teacher, prepared.student_model, prepared.teacher_model))
         if problems:
             raise ConfigError(problems)
     import ray

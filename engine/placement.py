@@ -88,9 +88,12 @@ def _largest(nodes: list[dict[str, float]]) -> str:
 
 def fit_problems(cfg: RunConfig, nodes: list[dict[str, float]],
                  host_memory: float | None = None,
-                 student_parameters: int | None = None) -> list[str]:
+                 student_parameters: int | None = None,
+                 student_on_teacher: bool = False) -> list[str]:
     """What the job needs at once that the cluster's nodes (their total resources) cannot
-    hold, each with the settings that would fix it. Empty when it fits."""
+    hold, each with the settings that would fix it. Empty when it fits.
+    `student_on_teacher`: the teacher's engines serve the student's LoRA adapters
+    (engine/generation/backend.py: teacher_serves_student), so the student has none."""
     problems = []
     total = {k: sum(n.get(k, 0) for n in nodes) for k in ("CPU", "GPU")}
     cluster = f"the cluster has {total['CPU']:g} CPU and {total['GPU']:g} GPU on " \
@@ -102,7 +105,7 @@ def fit_problems(cfg: RunConfig, nodes: list[dict[str, float]],
                         f"{_describe(workers[0])} each; {cluster}: lower train.num_workers "
                         f"or train.cpus_per_worker (on CPU: or train.memory_per_worker), or "
                         f"set train.use_gpu as the nodes allow")
-    roles = [("student", cfg.student)]
+    roles = [] if student_on_teacher else [("student", cfg.student)]
     if cfg.teacher.api is None:
         roles.append(("teacher", cfg.teacher))
     for name, role in roles:
@@ -117,7 +120,8 @@ def fit_problems(cfg: RunConfig, nodes: list[dict[str, float]],
         return problems
     # A pool kept warm holds its reservation all job: every other stage must fit beside it
     # (training; the other role's replicas).
-    pools = {"student": [replica_bundle(cfg.student, host_memory)] * cfg.student.replicas}
+    pools = {} if student_on_teacher else \
+        {"student": [replica_bundle(cfg.student, host_memory)] * cfg.student.replicas}
     if cfg.teacher.api is None:
         pools["teacher"] = [replica_bundle(cfg.teacher, host_memory)] * cfg.teacher.replicas
     warm = [name for name, role in (("teacher", cfg.teacher), ("student", cfg.student))

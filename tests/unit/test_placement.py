@@ -102,3 +102,17 @@ def test_a_cpu_train_worker_reserves_the_memory_it_will_use():
                             student_parameters=smollm2)
     assert any(p.startswith("training needs 2 worker(s) of 1 CPU + 3.2 GiB memory each")
                and "train.memory_per_worker" in p for p in problems)
+
+
+def test_a_lora_student_served_by_the_teachers_engines_reserves_no_engine_of_its_own():
+    # the demo on this machine: both engines kept warm would leave training no room
+    smollm2 = 134_515_008
+    cfg = config(student={"lora": {"rank": 16}})
+    assert cfg.student.keep_warm and cfg.teacher.keep_warm
+    problems = fit_problems(cfg, LOCAL, host_memory=HOST, student_parameters=smollm2)
+    assert len(problems) == 1 and "leave no room for training" in problems[0]
+    assert fit_problems(cfg, LOCAL, host_memory=HOST, student_parameters=smollm2,
+                        student_on_teacher=True) == []
+    # ... and LoRA training reserves less: the frozen base needs no optimizer state
+    assert train_bundle(cfg.train, smollm2, lora=True)["memory"] < \
+        train_bundle(cfg.train, smollm2)["memory"] - 1.2 * GiB

@@ -21,10 +21,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
+from engine import fs
 from engine.config import RunConfig
 from engine.errors import ConfigError
 from engine.inspect import run_units, unit_metrics
@@ -171,14 +173,19 @@ class MlflowTracker:
 
     def finish(self, failed: bool = False) -> None:
         """Log the report (and a compare's table) into every unit's run and close them."""
-        artifacts = [self.store.path(name) for name in ("report.html", "compare.json")]
-        local = [Path(a) for a in artifacts if Path(a).is_file()]
         try:
             self.sync()
-            for unit, run_id in self.run_ids.items():
-                for path in local:
-                    self.client.log_artifact(run_id, str(path))
-                self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+            with tempfile.TemporaryDirectory() as copies:
+                # MLflow uploads local files: a run_dir on remote storage (S3) is copied first
+                local = []
+                for name in ("report.html", "compare.json"):
+                    if self.store.exists(self.store.path(name)):
+                        local.append(Path(copies) / name)
+                        local[-1].write_bytes(fs.read_bytes(self.store.fs, self.store.path(name)))
+                for unit, run_id in self.run_ids.items():
+                    for path in local:
+                        self.client.log_artifact(run_id, str(path))
+                    self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
         except Exception as exc:  # noqa: BLE001 - the run is done; its files are in run_dir
             self.log(f"warning: tracking: could not finish the MLflow runs at {self.uri} "
                      f"({exc})")

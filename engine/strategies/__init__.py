@@ -15,7 +15,7 @@ no student: its augment stage writes the synthetic seed (engine/stages/synthesiz
 round 1 trains on it.
 
 A compare entry may add the LLM2LLM paper's ablation switches to a name
-(`llm2llm+one_shot`, `llm2llm+mine_all`, `llm2llm+continue`; engine/config.py SWITCHES): the
+(`llm2llm+one_shot`, `llm2llm+mine_all`, `llm2llm+continue`; engine/config/strategy.py SWITCHES): the
 variant is a unit of its own, under its full name, and only the plain name sets the budget.
 """
 
@@ -29,7 +29,7 @@ from engine.strategies.units import (Unit, build_strategy, needs_validation, pla
 
 # Every module of this package is imported once, so each strategy's @register runs: a new
 # built-in strategy is a module here and nothing else. One of your own outside the package is
-# named in the config's `plugins` (engine/config.py), which imports it.
+# named in the config's `plugins` (engine/config/run.py), which imports it.
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 

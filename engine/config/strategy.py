@@ -1,0 +1,165 @@
+"""The strategy, compare and stop sections: how rounds choose their teacher requests,
+what a compare sweeps, and when a unit stops."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from engine.config.base import Strict
+
+
+class StrategyConfig(Strict):
+    """How a round chooses its teacher requests and trains (engine/strategies/). Baselines are
+    strategies too, so `llm2llm compare` runs them through the same loop at the same budget."""
+
+    name: str = Field(
+        "llm2llm", description="a registered strategy: llm2llm, seed_only, random, mixed, "
+                               "zerogen, s3 or one of your own (`llm2llm compare --help` "
+                               "lists them with what each asks)")
+    targeted_share: float = Field(
+        0.5, ge=0, le=1, description="mixed: share of the requests aimed at errors")
+    mine_from: Literal["seed", "all", "validation"] = Field(
+        "seed", description="rows errors are mined from: the seed (LLM2LLM), seed and "
+                            "synthetic rows (the paper's ablation), or the task's real "
+                            "validation rows (S3; never trained on; the default of s3)")
+    from_base: bool = Field(
+        True, description="train each round from the base model (LLM2LLM); false: continue "
+                          "from the previous round's student")
+    one_shot: bool = Field(
+        False, description="spend the whole teacher budget in the first augmentation round "
+                           "(n_per_error x (rounds - 1) rows per target) instead of spreading "
+                           "it over rounds")
+    label_fit: bool | None = Field(
+        None, description="the label-fit gate for this strategy's rows (teacher.label_fit); "
+                          "null: as teacher.label_fit.enabled")
+    keep_label_mix: bool = Field(
+        False, description="classification tasks: a round's targets keep the label mix of the "
+                           "rows mined (errors first, topped up with rows of the same label "
+                           "the student got right), instead of following the errors, which "
+                           "a weak student makes mostly on one label")
+    rationales_per_label: int = Field(
+        4, ge=1, description="s3 seed synthesis: rationales the teacher writes per label (what "
+                             "makes a text have it), each the theme of some examples; zerogen "
+                             "without a labelled seed asks as many times per label")
+    seed_rows_per_label: int = Field(
+        16, ge=1, description="s3 and zerogen without a labelled seed: synthetic seed rows "
+                              "asked for per label in round 0 (spread over its rationales)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_strategy(cls, data):
+        """A registered name; the settings it implies (s3: mine_from validation) unless given."""
+        if isinstance(data, dict):
+            cls_ = _strategy_class(data.get("name", "llm2llm"))
+            data = {**cls_.implied, **data}
+        return data
+
+
+def _strategy_class(name: str):
+    """The registered strategy class of `name` (engine/strategies/); ValueError lists them.
+    Imported here, at validation time: the strategies import this module."""
+    from engine.strategies import strategy_class
+
+    try:
+        return strategy_class(name)
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
+
+
+# Ablation switches a compare entry may carry after its strategy's name ("llm2llm+one_shot"):
+# the LLM2LLM paper's ablations, swept side by side with the strategies in one job.
+SWITCHES = {"one_shot": {"one_shot": True}, "mine_all": {"mine_from": "all"},
+            "mine_validation": {"mine_from": "validation"},
+            "continue": {"from_base": False}, "label_mix": {"keep_label_mix": True},
+            "label_fit": {"label_fit": True}}
+
+
+def strategy_variant(spec: str) -> dict:
+    """The StrategyConfig fields a compare entry sets: `name[+switch...]`, switches from
+    SWITCHES or the strategy's own `key=X` options (mixed: share=X, its targeted_share).
+    Raises ValueError naming the fix."""
+    name, *switches = spec.split("+")
+    try:
+        strategy = _strategy_class(name)
+    except ValueError as exc:
+        raise ValueError(f"{spec!r}: {exc}") from None
+    fields: dict = {"name": name, **strategy.implied}
+    for switch in switches:
+        key, _, value = switch.partition("=")
+        if value and key in strategy.options:
+            try:
+                fields[strategy.options[key]] = float(value)
+            except ValueError:
+                raise ValueError(f"{spec!r}: {key} takes a number, e.g. "
+                                 f"{name}+{key}=0.25") from None
+        elif switch in SWITCHES and strategy.takes_switches:
+            fields.update(SWITCHES[switch])
+        else:
+            raise ValueError(f"{spec!r}: {switch!r} is not a switch of {name}; "
+                             f"{switch_help(name)}")
+    return fields
+
+
+def switch_help(name: str | None = None) -> str:
+    """The switches a compare entry may carry, for errors and `compare --help`."""
+    from engine.strategies import REGISTRY
+
+    if name is not None and not _strategy_class(name).takes_switches:
+        return f"{name} takes none"
+    options = [f"{key}=X ({strategy})" for strategy, cls in REGISTRY.items()
+               for key in cls.options if name in (None, strategy)]
+    return "switches: " + ", ".join([*SWITCHES, *options])
+
+
+class CompareConfig(Strict):
+    """Strategies x training seeds over the job's tasks, in one job (`llm2llm compare`)."""
+
+    strategies: list[str] = Field(
+        min_length=1, description="strategies run side by side, each with the job's "
+                                  "`strategy` settings but its own name, plus any ablation "
+                                  "switches: llm2llm+one_shot (whole budget in round 0), "
+                                  "llm2llm+mine_all (mine synthetic rows too), "
+                                  "llm2llm+mine_validation (mine the real validation rows, "
+                                  "as s3 does), "
+                                  "llm2llm+continue (train on from the last student), "
+                                  "mixed+share=0.25")
+    seeds: list[int] = Field([0, 1, 2], min_length=1,
+                             description="training seeds; the data split keeps `seed`")
+
+    @model_validator(mode="after")
+    def _known_variants(self) -> "CompareConfig":
+        for spec in self.strategies:
+            try:  # a share outside [0, 1] fails here, with its bounds
+                StrategyConfig(**strategy_variant(spec))
+            except ValidationError as exc:
+                raise ValueError(f"{spec!r}: {exc.errors()[0]['msg']}") from None
+        if len(set(self.strategies)) < len(self.strategies):
+            raise ValueError("a strategy is listed twice; list each once")
+        return self
+
+
+class StopConfig(Strict):
+    """When a unit (a task, or a task under a strategy and seed in a compare) stops before its
+    last round, and what its teacher may spend. Checked after every round; the reason is in
+    metrics.json (`stop_reason`), under the round table and in `llm2llm status`."""
+
+    max_requests: int | None = Field(
+        None, ge=0, description="teacher requests a unit may send over all rounds (top-up asks "
+                                "included); held exactly: the last ask is cut to fit")
+    max_requests_per_round: int | None = Field(
+        None, ge=1, description="teacher requests a unit may send in one round")
+    max_tokens: int | None = Field(
+        None, ge=0, description="teacher tokens (prompt + completion) a unit may spend over all "
+                                "rounds; checked between asks, so one ask may pass it")
+    max_cost_usd: float | None = Field(
+        None, ge=0, description="teacher cost a unit may spend over all rounds (needs "
+                                "teacher.prices); checked between asks, like max_tokens")
+    patience: int | None = Field(
+        None, ge=1, description="stop when test accuracy has not beaten its best for this many "
+                                "rounds")
+    when_nothing_added: bool = Field(
+        True, description="stop when a round adds no rows (no errors left, or none accepted): "
+                          "the next round would train on the same rows from the same base "
+                          "model and repeat this one")

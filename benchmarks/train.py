@@ -3,6 +3,10 @@ settings, against a bare single-process PyTorch loop on the same model, rows and
 run.
 
     python -m benchmarks.train --task trec --rows 55 --json results/train.json
+    python -m benchmarks.train --student encoder --task trec --rows 55 --epochs 20
+
+`--student encoder` trains the bundled MiniLM classifier (`student.kind:
+sequence_classification`) the same way; benchmarks/train_gpu.py is the GPU counterpart.
 
 The rows are a task's seed rows as the train stage builds them; each variant trains the
 bundled student for `--epochs` epochs at `--batch` rows per optimizer step (split over the
@@ -26,8 +30,9 @@ import pyarrow as pa
 
 from benchmarks import report
 from benchmarks.teacher_yield import task_config
-from engine.backends.train_data import build_features, collate, epoch_batches
-from engine.config import LoraConfig, TrainConfig
+from engine.backends.train_data import (build_features, collate, collate_encoder,
+                                        encoder_features, epoch_batches)
+from engine.config import DEFAULT_ENCODER, LoraConfig, TrainConfig
 from engine.models import DEFAULT_MODEL, resolve_model
 from engine.tasks import build_task
 
@@ -43,35 +48,52 @@ VARIANTS = {
 }
 
 
-def examples_for(task_name: str, n_rows: int) -> pa.Table:
+def examples_for(task_name: str, n_rows: int) -> tuple[pa.Table, list[str]]:
+    """(the rows as the train stage hands them over, the task's labels)."""
     task = build_task(task_config(task_name, n_rows), 0)
     rows, _ = task.seed_and_test()
     return pa.table({"messages": [json.dumps(task.student_messages(r["input"])) for r in rows],
-                     "target": [r["target"] for r in rows]})
+                     "target": [r["target"] for r in rows],
+                     "input": [r["input"] for r in rows],
+                     "label": [r["label"] for r in rows]}), list(task.labels)
 
 
 def plain_loop(examples: pa.Table, model_dir: str, cfg: TrainConfig, batch: int,
-               seed: int) -> dict:
-    """The same steps with no Ray, no DeepSpeed: the floor for this machine."""
+               seed: int, labels: list[str] | None = None) -> dict:
+    """The same steps with no Ray, no DeepSpeed: the floor for this machine. With `labels`,
+    the encoder student: a classifier head over them, as the trainer builds it."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification,
+                              AutoTokenizer)
 
     start = time.time()
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     features = []
-    for row in examples.to_pylist():
-        prompt = tok.apply_chat_template(json.loads(row["messages"]), tokenize=False,
-                                         add_generation_prompt=True)
-        features.append(build_features(tok(prompt, add_special_tokens=False)["input_ids"],
-                                       tok(row["target"], add_special_tokens=False)["input_ids"],
-                                       tok.eos_token_id, cfg.max_seq_len))
+    if labels:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            model_dir, dtype=torch.float32, num_labels=len(labels))
+        for row in examples.to_pylist():
+            features.append(encoder_features(tok(row["input"])["input_ids"],
+                                             labels.index(row["label"]), cfg.max_seq_len,
+                                             tok.sep_token_id))
+        collate_batch = collate_encoder
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        for row in examples.to_pylist():
+            prompt = tok.apply_chat_template(json.loads(row["messages"]), tokenize=False,
+                                             add_generation_prompt=True)
+            features.append(build_features(
+                tok(prompt, add_special_tokens=False)["input_ids"],
+                tok(row["target"], add_special_tokens=False)["input_ids"],
+                tok.eos_token_id, cfg.max_seq_len))
+        collate_batch = collate
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     steps = epoch_batches(len(features), batch, cfg.epochs, seed)
     t0, tokens = time.time(), 0
     for idx in steps:
-        batch = {k: torch.tensor(v) for k, v in collate([features[i] for i in idx], pad).items()}
+        batch = {k: torch.tensor(v)
+                 for k, v in collate_batch([features[i] for i in idx], pad).items()}
         out = model(**batch)
         out.loss.backward()
         opt.step()
@@ -84,6 +106,9 @@ def plain_loop(examples: pa.Table, model_dir: str, cfg: TrainConfig, batch: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--student", default="causal", choices=["causal", "encoder"],
+                        help="the bundled causal student (SmolLM2-135M) or the encoder "
+                             "classifier (MiniLM; a classification task)")
     parser.add_argument("--task", default="trec")
     parser.add_argument("--rows", type=int, default=55)
     parser.add_argument("--batch", type=int, default=8, help="rows per optimizer step")
@@ -96,21 +121,28 @@ def main() -> None:
 
     from engine.backends.deepspeed_trainer import RayDeepSpeedTrainer
 
-    examples = examples_for(args.task, args.rows)
-    model_dir = resolve_model(DEFAULT_MODEL)
+    encoder = args.student == "encoder"
+    names = args.variants.split(",")
+    if encoder and any("lora" in VARIANTS[n] for n in names):  # as student.lora refuses it
+        parser.error("the encoder student trains every weight: drop the _lora variants")
+    examples, labels = examples_for(args.task, args.rows)
+    model_dir = resolve_model(DEFAULT_ENCODER if encoder else DEFAULT_MODEL)
     base = TrainConfig(epochs=args.epochs)
-    result = {"task": args.task, "rows": examples.num_rows, "global_batch": args.batch,
-              "epochs": args.epochs, "plain_torch": plain_loop(examples, model_dir, base,
-                                                               args.batch, 0)}
+    result = {"student": args.student, "task": args.task, "rows": examples.num_rows,
+              "global_batch": args.batch, "epochs": args.epochs,
+              "plain_torch": plain_loop(examples, model_dir, base, args.batch, 0,
+                                        labels if encoder else None)}
     ray.init(num_cpus=max(2, args.batch), include_dashboard=False)
-    for name in args.variants.split(","):
+    for name in names:
         overrides = dict(VARIANTS[name])
         lora = LoraConfig(**overrides.pop("lora")) if "lora" in overrides else None
         cfg = base.model_copy(update={**overrides,
                                       "batch_size": args.batch // overrides["num_workers"]})
         with tempfile.TemporaryDirectory() as out:
-            stats = RayDeepSpeedTrainer(cfg, log=lambda *_: None, lora=lora)(
-                examples, model_dir, str(Path(out) / "model"), "bench", 0)
+            trainer = RayDeepSpeedTrainer(cfg, log=lambda *_: None, lora=lora, kind=(
+                "sequence_classification" if encoder else "causal_lm"))
+            stats = trainer(examples, model_dir, str(Path(out) / "model"), "bench", 0,
+                            labels=labels)
         # every rank trains on as many rows as rank 0 (equal shards)
         rate = stats["tokens_rank0"] * stats["world_size"] / stats["train_seconds"]
         plain = result["plain_torch"]

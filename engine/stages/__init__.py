@@ -19,7 +19,8 @@ STAGE_INPUTS: dict[str, list[str]] = {
     "data": ["seed", "tasks.*.name", "tasks.*.type", "tasks.*.data.*", "tasks.*.fields.*",
              "tasks.*.labels*", "tasks.*.label_names*", "tasks.*.n_seed",
              "tasks.*.seed_fraction", "tasks.*.n_validation"],
-    "train": ["train.*", "student.model", "student.kind", "tasks.*.description", "tasks.*.prompts",
+    "train": ["train.*", "student.model", "student.kind", "student.lora*", "tasks.*.description",
+              "tasks.*.prompts",
               "prompts.*.student", "strategy.from_base", "tasks.*.strategy.from_base",
               "tasks.*.strategy"],
     "predict": ["student.*", "tasks.*.n_test", "tasks.*.student_sampling.*",
@@ -37,7 +38,7 @@ STAGE_INPUTS: dict[str, list[str]] = {
 OPERATIONAL = ["plugins", "rounds", "parallel", "tracking.*", "stop.*", "tasks.*.stop*", "compare*", "ray.*", "*.replicas", "*.keep_warm", "*.max_replica_restarts",
                "*.stall_timeout_s", "*.max_stalls", "*.placement_timeout_s",
                "*.cpus_per_replica", "*.use_gpu", "*.resources", "train.cpus_per_worker", "*.prices*", "train.log_every", "train.checkpoint_every",
-               "train.max_failures",
+               "train.max_failures", "student.lora.max_loras",
                *(f"teacher.api.{k}" for k in ("requests_per_minute", "tokens_per_minute",
                                                "concurrency", "timeout_s", "max_retries",
                                                "backoff_s", "backoff_max_s"))]

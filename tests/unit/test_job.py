@@ -58,6 +58,7 @@ def test_more_rounds_may_be_added_to_a_run(saved_run):
 @pytest.mark.parametrize("field, stage", [
     ("seed", "data"), ("tasks.0.n_seed", "data"), ("train.lr", "train"),
     ("student.model", "train"), ("student.max_tokens", "predict"),
+    ("student.lora", "train"), ("student.lora.rank", "train"),
     ("teacher.temperature", "augment"), ("teacher.api.base_url", "augment"),
     ("tasks.0.n_test", "predict"), ("tasks.0.student_sampling.max_tokens", "predict"),
     ("tasks.0.teacher_sampling.top_p", "augment"), ("prompts.arithmetic.student", "train"),

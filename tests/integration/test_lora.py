@@ -120,7 +120,9 @@ def _answers(model, tokenizer, conversations: list) -> list[str]:
 def test_the_adapter_answers_and_the_exported_adapter_answers_alike(run, peaked_model, tmp_path):
     """The run's round-1 answers are the adapter's, not the base's: transformers with the
     exported adapter (peft) and the exported merged model answer the test rows as the run's
-    predict stage did, the base model alone otherwise."""
+    predict stage did, the base model alone otherwise; the exported training set is round
+    1's, with its lineage."""
+    import datasets
     from peft import AutoPeftModelForCausalLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -133,6 +135,12 @@ def test_the_adapter_answers_and_the_exported_adapter_answers_alike(run, peaked_
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     adapter_dir, merged_dir = tmp_path / "False" / "trec" / "model", \
         tmp_path / "True" / "trec" / "model"
+    exported = datasets.load_from_disk(str(tmp_path / "False" / "trec" / "dataset"))
+    trained_on = table(run_dir, 1, "data")  # round 1's training set: the last trained round
+    assert exported.num_rows == len(trained_on)
+    assert list(exported["id"]) == [row["id"] for row in trained_on]
+    assert {"origin", "seed_id", "teacher_model", "prompt_hash", "round"} <= \
+        set(exported.column_names)
     assert (adapter_dir / "adapter_config.json").is_file()
     assert "AutoPeftModelForCausalLM" in (adapter_dir / "README.md").read_text()
     assert (merged_dir / "model.safetensors").is_file()

@@ -34,8 +34,7 @@ from engine.storage import RESUME_DIR
 
 
 def deepspeed_config(cfg: TrainConfig, total_steps: int, use_gpu: bool) -> dict:
-    warmup = int(total_steps * cfg.warmup_ratio)
-    warmup = warmup if warmup >= 2 else 0  # DeepSpeed cannot warm up in fewer than 2 steps
+    warmup = _warmup_steps(cfg, total_steps)
     config = {
         "train_micro_batch_size_per_gpu": cfg.batch_size,
         "gradient_accumulation_steps": cfg.grad_accum,
@@ -44,21 +43,50 @@ def deepspeed_config(cfg: TrainConfig, total_steps: int, use_gpu: bool) -> dict:
         "bf16": {"enabled": cfg.precision == "bf16"},
         # torch AdamW on CPU: DeepSpeed's fused Adam needs CUDA, its CPU Adam a compile step.
         "zero_allow_untested_optimizer": True,
-        # DeepSpeed warms up over at least 2 steps, its first two at warmup_min_lr: with a
-        # min of 0, a short run (a small seed set is a handful of steps) spent them at lr 0.
-        # So the warm-up starts above 0, and a run too short to warm up trains at a constant lr.
-        "scheduler": {"type": "WarmupDecayLR", "params": {
-            "total_num_steps": max(total_steps, warmup + 2),
-            "warmup_num_steps": max(warmup, 2), "warmup_type": "linear",
-            "warmup_min_lr": cfg.lr / (warmup + 1) if warmup else cfg.lr,
-            "warmup_max_lr": cfg.lr}},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+    if cfg.schedule == "linear":  # cosine: a torch scheduler (cosine_schedule)
+        config["scheduler"] = _linear_schedule(cfg, total_steps, warmup)
     if use_gpu:
         config["optimizer"] = {"type": "AdamW", "params": {
             "lr": cfg.lr, "weight_decay": cfg.weight_decay}}
     return config
+
+
+def _linear_schedule(cfg: TrainConfig, total_steps: int, warmup: int) -> dict:
+    """DeepSpeed's WarmupDecayLR: a linear warm-up, then a linear decay to the warm-up's first
+    rate, lr / (warm-up steps + 1). It warms up over at least 2 steps, its first two at
+    warmup_min_lr: with a min of 0, a short run (a small seed set is a handful of steps) spent
+    them at lr 0. So the warm-up starts above 0, and a run too short to warm up trains at a
+    constant lr."""
+    return {"type": "WarmupDecayLR", "params": {
+        "total_num_steps": max(total_steps, warmup + 2),
+        "warmup_num_steps": max(warmup, 2), "warmup_type": "linear",
+        "warmup_min_lr": cfg.lr / (warmup + 1) if warmup else cfg.lr,
+        "warmup_max_lr": cfg.lr}}
+
+
+def cosine_schedule(cfg: TrainConfig, total_steps: int):
+    """`train.schedule: cosine` (the LLM2LLM reference code's): a linear warm-up, then a
+    cosine decay that reaches 0 just after the last step, as a function of the optimizer that
+    deepspeed.initialize calls. Not DeepSpeed's WarmupCosineLR: it sets the rate to 0 for the
+    first step, and needs a warm-up of a step or more."""
+    import torch
+
+    warmup = _warmup_steps(cfg, total_steps)
+
+    def factor(step: int) -> float:  # of cfg.lr, for optimizer step `step` (from 0)
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup + 1) / (total_steps - warmup + 1)))
+
+    return lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
+    warmup = int(total_steps * cfg.warmup_ratio)
+    return warmup if warmup >= 2 else 0  # DeepSpeed cannot warm up in fewer than 2 steps
 
 
 # Names inside a Ray Train checkpoint. A mid-round checkpoint holds DeepSpeed's state (model,
@@ -177,7 +205,8 @@ def _set_up(config: dict, cfg: TrainConfig, ckpt_dir: Path | None):
         params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     engine, *_ = deepspeed.initialize(
         model=model, optimizer=client_opt, model_parameters=None if client_opt else params,
-        config=deepspeed_config(cfg, total_steps, cfg.use_gpu))
+        config=deepspeed_config(cfg, total_steps, cfg.use_gpu),
+        lr_scheduler=cosine_schedule(cfg, total_steps) if cfg.schedule == "cosine" else None)
 
     progress = {"step": 0, "losses": [], "tokens": 0, "seconds": 0.0}
     if ckpt_dir:

@@ -34,6 +34,10 @@ class TrainConfig(Strict):
     grad_accum: int = Field(1, ge=1, description="steps accumulated per optimizer step")
     lr: float = Field(5e-5, gt=0, description="peak learning rate")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of steps warming up the LR")
+    schedule: Literal["linear", "cosine"] = Field(
+        "linear", description="after the warm-up, the LR decays in a straight line (to the "
+                              "warm-up's first rate; a run too short to warm up keeps lr), or "
+                              "along a cosine to 0 (the LLM2LLM reference code's)")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     max_seq_len: int = Field(384, ge=16, description="tokens per training row (longer are cut)")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="training precision")

@@ -1,3 +1,5 @@
+import pytest
+
 from engine.backends.train_data import (IGNORE, build_features, checkpoint_steps, collate,
                                         collate_encoder, encoder_features, epoch_batches)
 
@@ -40,25 +42,32 @@ def test_checkpoint_steps_per_epoch_and_every_n():
     assert checkpoint_steps(10, 5, 1, "never") == []
 
 
-def test_no_training_step_runs_at_learning_rate_zero():
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_no_training_step_runs_at_learning_rate_zero(schedule):
     import torch
-    from deepspeed.runtime.lr_schedules import WarmupDecayLR
+    from deepspeed.runtime import lr_schedules
 
-    from engine.backends.deepspeed_trainer import deepspeed_config
+    from engine.backends.deepspeed_trainer import cosine_schedule, deepspeed_config
     from engine.config import TrainConfig
 
     for total in (2, 6, 14, 40):  # a tiny seed set is a handful of steps
-        params = deepspeed_config(TrainConfig(lr=1e-4, warmup_ratio=0.1), total,
-                                  False)["scheduler"]["params"]
+        cfg = TrainConfig(lr=1e-4, warmup_ratio=0.1, schedule=schedule)
         opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-4)
-        schedule = WarmupDecayLR(opt, **params)
+        if schedule == "cosine":  # a torch scheduler DeepSpeed is handed
+            assert "scheduler" not in deepspeed_config(cfg, total, False)
+            decay = cosine_schedule(cfg, total)(opt)
+        else:
+            scheduler = deepspeed_config(cfg, total, False)["scheduler"]
+            decay = getattr(lr_schedules, scheduler["type"])(opt, **scheduler["params"])
         lrs = []
         for _ in range(total):
             lrs.append(opt.param_groups[0]["lr"])
             opt.step()
-            schedule.step()
+            decay.step()
         assert min(lrs) > 0, (total, lrs)
         assert max(lrs) <= 1e-4 + 1e-12
+        if schedule == "cosine" and total >= 6:  # the peak in the first half, the end low
+            assert lrs.index(max(lrs)) < total / 2 and lrs[-1] < 0.2 * max(lrs), lrs
 
 
 def test_encoder_rows_keep_their_closing_sep_and_pad_right():

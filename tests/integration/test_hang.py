@@ -74,7 +74,8 @@ class StubReplica:
     def stalled_s(self) -> float:
         return 0.0 if self.hung_since is None else time.monotonic() - self.hung_since
 
-    def generate(self, batch: pa.Table, model: str | None = None, group: str = "") -> pa.Table:
+    def generate(self, batch: pa.Table, model: str | None = None, group: str = "",
+                 adapter: str | None = None) -> pa.Table:  # VLLMReplica.generate's signature
         messages = batch.column("messages").to_pylist()
         if any("HANG" in m for m in messages):
             self.hung_since = time.monotonic()

@@ -8,6 +8,7 @@ previous round's adapter instead. engine/adapters.py says how the adapter is ser
 
 from __future__ import annotations
 
+from engine import fs
 from engine.adapters import adapter_base, is_adapter
 from engine.errors import StageError
 
@@ -23,8 +24,8 @@ def with_adapter(model, lora: dict, start_from: str):
     `start_from` when it is an adapter folder."""
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    if is_adapter(start_from):
-        return PeftModel.from_pretrained(model, start_from, is_trainable=True)
+    if is_adapter(start_from):  # (a run_dir on remote storage: fetched to this node first)
+        return PeftModel.from_pretrained(model, fs.localize(start_from), is_trainable=True)
     config = LoraConfig(r=lora["rank"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
                         target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM")
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine.console import text_table
 
@@ -30,18 +31,34 @@ TABLE_COLUMNS = [  # (metrics key, header, format)
 def generation_usage(generated: pa.Table, prices) -> dict:
     """Token accounting of one stage's GENERATED rows. Tokens and cost count every row, cached
     or not (what the stage's data cost, the same whether or not the run was resumed);
-    `cached` says how many of them were not generated again this time."""
-    rows = generated.to_pylist()
-    prompt = sum(r["prompt_tokens"] for r in rows)
-    completion = sum(r["completion_tokens"] for r in rows)
-    cost = None
-    if prices is not None:
-        cost = round((prompt * prices.prompt_per_million
-                      + completion * prices.completion_per_million) / 1e6, 9)
-    return {"requests": len(rows), "cached": sum(r["cached"] for r in rows),
-            "failed": sum(bool(r["error"]) for r in rows),
-            "retries": sum(max(0, r["attempts"] - 1) for r in rows),
-            "prompt_tokens": prompt, "completion_tokens": completion, "cost_usd": cost}
+    `cached` says how many of them were not generated again this time. Counted by column
+    (no row objects): a stage of a million rows costs the driver no more than its table."""
+    def total(values) -> int:
+        return int(pc.sum(pc.cast(values, pa.int64())).as_py() or 0)
+
+    column = generated.column
+    prompt, completion = total(column("prompt_tokens")), total(column("completion_tokens"))
+    failed = pc.fill_null(pc.not_equal(pc.fill_null(column("error"), ""), ""), False)
+    retries = pc.max_element_wise(pc.subtract(column("attempts"), 1), 0)
+    return {"requests": generated.num_rows, "cached": total(pc.fill_null(column("cached"), False)),
+            "failed": total(failed), "retries": total(retries),
+            "prompt_tokens": prompt, "completion_tokens": completion,
+            "cost_usd": _cost(prompt, completion, prices)}
+
+
+def add_usage(a: dict, b: dict) -> dict:
+    """Two parts' generation_usage as one (a stage answered a window at a time)."""
+    total = {k: a[k] + b[k] for k in a if k != "cost_usd"}
+    total["cost_usd"] = (None if a["cost_usd"] is None or b["cost_usd"] is None
+                         else round(a["cost_usd"] + b["cost_usd"], 9))
+    return total
+
+
+def _cost(prompt: int, completion: int, prices) -> float | None:
+    if prices is None:
+        return None
+    return round((prompt * prices.prompt_per_million
+                  + completion * prices.completion_per_million) / 1e6, 9)
 
 
 def fix_rates(previous: tuple[pa.Table, pa.Table] | None,

@@ -12,7 +12,9 @@ with page checksums, so a crash loses only the requests in flight. Only successf
 are stored: a failed row is retried next time.
 
 One part per batch adds up (a 100,000-request stage writes over a thousand), and every lookup
-lists and opens them all: past `COMPACT_AT` parts, a lookup first merges them into one.
+lists and opens them all: past `COMPACT_AT` small parts, a lookup first merges them into parts
+of up to `COMPACT_ROWS` rows. Parts are read one at a time, so neither a lookup nor a
+compaction holds the whole cache.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ from engine import fs
 from engine.storage import parquet_bytes, read_parquet
 
 CACHE_KEY = "cache_key"  # the column that carries each request's key to the workers
-COMPACT_AT = 64  # parts; more than this and a lookup merges them into one first
+COMPACT_AT = 64  # small parts; more than this and a lookup merges them first
+COMPACT_ROWS = 100_000  # rows of a merged part at most (what a lookup or compaction holds)
+MERGED = "m"  # a merged part is part-m<rows>-<uuid>.parquet: its size is in its name
 LOOKUP_PASSES = 3  # listings a lookup reads, when compactions elsewhere remove parts under it
 STALE_TMP_S = 3600  # a temporary file this old is a write that never finished
 _COMPACTING: dict[str, threading.Lock] = {}  # root -> lock (tasks side by side share a cache)
@@ -89,7 +93,7 @@ class ResponseCache:
         wanted = pa.array(sorted(set(keys)), pa.string())
         found: dict[str, dict] = {}
         parts = self.parts()
-        if len(parts) > self.compact_at:
+        if sum(not _full(p) for p in parts) > self.compact_at:
             self.remove_stale_temporaries()
             parts = self.compact(parts)
         read: set[str] = set()
@@ -124,36 +128,44 @@ class ResponseCache:
         return len(stale)
 
     def compact(self, parts: list[str]) -> list[str]:
-        """Merge `parts` into one part (each key once); returns the parts there are now.
-        The merged part is written whole before any old part is deleted, so a crash in
+        """Merge the small ones of `parts` into parts of up to `COMPACT_ROWS` rows (each key
+        once within a part); returns the parts there are now. Parts merged before to near
+        that size are left alone, and one group is held at a time, so a compaction holds no
+        more for a million cached answers than for a hundred thousand.
+
+        A merged part is written whole before any part in it is deleted, so a crash in
         between leaves rows twice (harmless: lookups take one), never lost. Parts that
         workers write meanwhile are not among `parts` and stay. An unreadable part is left
         where it is, unread (as lookups treat it)."""
         with _COMPACTING.setdefault(self.root, threading.Lock()):
-            tables, merged, unreadable = [], [], []
-            for part in parts:
+            group, rows = [], 0  # (part, table) read and not yet merged
+            for part in [p for p in parts if not _full(p)]:
                 table = self._read(part, missing_ok=True)
                 if table is None:
-                    if fs.exists(self.fs, part):
-                        unreadable.append(part)
-                    continue  # compacted away by another caller meanwhile
-                tables.append(table)
-                merged.append(part)
-            if len(merged) < 2:
-                return self.parts()
-            table = pa.concat_tables(tables)
-            _, first = np.unique(table["key"].to_numpy(zero_copy_only=False), return_index=True)
-            table = table.take(pa.array(np.sort(first)))
-            fs.write_bytes(self.fs, fs.join(self.path, f"part-{uuid.uuid4().hex}.parquet"),
-                           parquet_bytes(table))
-            for part in merged:
-                try:
-                    fs.delete(self.fs, part)
-                except FileNotFoundError:
-                    pass
-            self.log(f"[cache] compacted {len(merged)} parts into one ({table.num_rows} "
-                     f"responses)")
+                    continue  # unreadable (left there), or compacted away by another caller
+                group.append((part, table))
+                rows += table.num_rows
+                if rows >= COMPACT_ROWS:
+                    self._merge(group)
+                    group, rows = [], 0
+            if len(group) > 1:
+                self._merge(group)
             return self.parts()
+
+    def _merge(self, group: list[tuple[str, pa.Table]]) -> None:
+        """Write `group`'s rows as one part, each key once, then delete the group's parts."""
+        table = pa.concat_tables([t for _, t in group])
+        _, first = np.unique(table["key"].to_numpy(zero_copy_only=False), return_index=True)
+        table = table.take(pa.array(np.sort(first)))
+        name = f"part-{MERGED}{table.num_rows}-{uuid.uuid4().hex}.parquet"
+        fs.write_bytes(self.fs, fs.join(self.path, name), parquet_bytes(table))
+        for part, _ in group:
+            try:
+                fs.delete(self.fs, part)
+            except FileNotFoundError:
+                pass
+        self.log(f"[cache] compacted {len(group)} parts into one ({table.num_rows} "
+                 f"responses)")
 
     def _read(self, part: str, missing_ok: bool = False) -> pa.Table | None:
         """The part's rows; None (reported) when it cannot be read, or is gone."""
@@ -183,3 +195,12 @@ class ResponseCache:
                         requests.column(CACHE_KEY).to_pylist()))
         self.add([{**r, "key": keys[r["request_id"]]} for r in generated.to_pylist()
                   if not r["error"]])
+
+
+def _full(part: str) -> bool:
+    """A merged part of half `COMPACT_ROWS` or more: merging it again would only copy it."""
+    name = part.rsplit("/", 1)[-1]
+    if not name.startswith(f"part-{MERGED}"):
+        return False
+    rows = name[len(f"part-{MERGED}"):].split("-", 1)[0]
+    return rows.isdigit() and int(rows) >= COMPACT_ROWS // 2

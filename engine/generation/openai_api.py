@@ -227,7 +227,7 @@ class ApiBackend:
     def __init__(self, cfg: TeacherConfig, key: Secret | None, log=print):
         self.cfg, self.api, self.key, self.log = cfg, cfg.api, key, log
         self.name = f"the API at {cfg.api.base_url}"
-        self._users: dict[str, int] = {}  # model -> calls using it now
+        self._users: dict[str, dict[int, int]] = {}  # model -> {thread: depth} using it now
         self._lock = threading.Lock()
 
     def model_id(self, model: str) -> str:
@@ -240,13 +240,25 @@ class ApiBackend:
 
     @contextmanager
     def holding(self, model: str):
+        """Count this thread as a caller of `model` until the block ends. A thread counts
+        once however deep it holds (a long stage holds across its windows, and each pass
+        again), so only calls side by side split the rate limit."""
+        me = threading.get_ident()
         with self._lock:
-            self._users[model] = self._users.get(model, 0) + 1
+            callers = self._users.setdefault(model, {})
+            callers[me] = callers.get(me, 0) + 1
         try:
             yield
         finally:
             with self._lock:
-                self._users[model] -= 1
+                callers[me] -= 1
+                if not callers[me]:
+                    del callers[me]
+
+    def callers(self, model: str) -> int:
+        """The calls (threads) using `model` now."""
+        with self._lock:
+            return len(self._users.get(model, ()))
 
     def warm_up(self, model: str) -> None:
         """Nothing to start: the server is up or each row's error says it is not."""
@@ -265,7 +277,7 @@ class ApiBackend:
             OpenAIChatUDF, batch_size=size, batch_format="pyarrow", num_cpus=0,
             fn_constructor_kwargs={"api": self.api, "model": model, "key": self.key,
                                    # calls at once (tasks side by side) split the rate limit
-                                   "share": 1 / (workers * max(1, self._users.get(model, 1))),
+                                   "share": 1 / (workers * max(1, self.callers(model))),
                                    "cache_dir": str(cache.root) if cache else None},
             compute=ray.data.ActorPoolStrategy(size=workers))
         yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import nullcontext
+from typing import Iterator
 
 import pyarrow as pa
 
@@ -22,8 +24,14 @@ from engine.console import eta, progress
 from engine.errors import ModelError, PlacementError, StageError, in_chain, root_cause
 from engine.generation.backend import GenerationBackend
 from engine.generation.cache import CACHE_KEY, ResponseCache, cache_key
-from engine.metrics import generation_usage
+from engine.metrics import add_usage, generation_usage
 from engine.records import GENERATED, GENERATION_INPUT, require_columns
+
+# Requests a call answers at a time (`stream`): the driver holds one window's keys and
+# answers, never a whole stage's (benchmarks/scale.py: a million requests). Large enough
+# that starting a window's pass (Ray Data's plan, an API backend's client actors: a few
+# seconds) is a small share of its time.
+WINDOW_ROWS = 50_000
 
 # Passes of one call started again after the cluster broke one (a lost node); the rows
 # answered before stay answered, so each pass asks only for the rest.
@@ -39,12 +47,14 @@ class GenerationPipeline:
     (a replica pool) is shared by the calls for it, as the backend's `holding` keeps it."""
 
     def __init__(self, backend: GenerationBackend, seed: int,
-                 cache: ResponseCache | None = None, log=print):
+                 cache: ResponseCache | None = None, log=print,
+                 window_rows: int = WINDOW_ROWS):
         if not hasattr(backend, "batches"):  # the constructor took a config before backends
             raise TypeError(f"GenerationPipeline takes a backend, not {type(backend).__name__}: "
                             f"build it with engine.generation.backend.build_generator(cfg, seed, "
                             f"cache)")
         self.backend, self.seed, self.log = backend, seed, log
+        self.window_rows = window_rows
         self.cache = cache if backend.caches else None
         # cache key -> (the `done` dict of the call generating it, set when that call ends)
         self._inflight: dict[str, tuple[dict, threading.Event]] = {}
@@ -54,21 +64,47 @@ class GenerationPipeline:
         """The requests' answers by `model`, one row each, in order. `group`: whose rows these
         are (a task's unit); a replica shared by stages side by side serves the groups in turn
         (default: the stage)."""
+        windows = list(self.stream(requests, model, stage, group))
+        return pa.concat_tables(windows) if windows else GENERATED.empty_table()
+
+    def stream(self, requests: pa.Table, model: str, stage: str,
+               group: str = "") -> Iterator[pa.Table]:
+        """The answers `__call__` gives, a window of at most `window_rows` requests at a
+        time, in request order. Keys, cache hits, claims and answers are held for one window
+        only, so a caller that writes each window out as it comes (benchmarks/scale.py writes
+        parquet parts) holds no more for a million requests than for one window."""
         needs = dict.fromkeys([*GENERATION_INPUT, *self.backend.columns])  # in order, once
         require_columns(requests, list(needs), stage)
         group = group or stage
         if requests.num_rows == 0:
-            return GENERATED.empty_table()
-        start = time.time()
+            return
+        start, usage = time.time(), None
+        windows = range(0, requests.num_rows, self.window_rows)
+        # One window is one call as it always was; across several, what serves the model is
+        # kept between them (a replica pool is not shut down and started again per window).
+        with self.backend.holding(model) if len(windows) > 1 else nullcontext():
+            for offset in windows:
+                out = self._answer(requests.slice(offset, self.window_rows), model, stage,
+                                   group, offset, requests.num_rows)
+                window_usage = generation_usage(out, prices=None)
+                usage = window_usage if usage is None else add_usage(usage, window_usage)
+                yield out
+        self._log_summary(stage, usage, time.time() - start)
+
+    def _answer(self, requests: pa.Table, model: str, stage: str, group: str,
+                offset: int, total: int) -> pa.Table:
+        """One window's answers, in order: the cache, then the backend for the rest."""
         keys = self._keys(requests, model)
         hits = self.cache.lookup(list(keys.values())) if self.cache else {}
         done = {rid: _cached_row(rid, hits[key]) for rid, key in keys.items() if key in hits}
+        del hits
+        window = (offset, total)  # where this window's rows are in the stage's
         # a request another call is generating now (a compare's seeds side by side ask the
         # same seed-synthesis prompts) is not generated twice: its answer is read from the
         # cache once that call has it
         others = self._claim(keys, done)
         try:
-            self._generate_missing(requests, model, keys, done, stage, group,
+            self._generate_missing(requests, model, keys, done, stage, group, window,
                                    skip=set(others))
         finally:
             self._unclaim(keys, done, others)
@@ -78,11 +114,10 @@ class GenerationPipeline:
             hits = self.cache.lookup(list(others))
             done.update({rid: _cached_row(rid, hits[key]) for rid, key in keys.items()
                          if rid not in done and key in hits})
-            self._generate_missing(requests, model, keys, done, stage, group)  # theirs failed
-        out = pa.Table.from_pylist([done.get(rid) or _missing_row(rid) for rid in keys],
-                                   schema=GENERATED)
-        self._log_summary(stage, out, time.time() - start)
-        return out
+            self._generate_missing(requests, model, keys, done, stage, group,
+                                   window)  # theirs failed
+        return pa.Table.from_pylist([done.get(rid) or _missing_row(rid) for rid in keys],
+                                    schema=GENERATED)
 
     def holding(self, model: str):
         """Keep what serves `model` (a replica pool), once a call starts it, until the block
@@ -100,8 +135,9 @@ class GenerationPipeline:
 
     def _generate_missing(self, requests: pa.Table, model: str, keys: dict[str, str],
                           done: dict[str, dict], stage: str, group: str,
-                          skip: set[str] = frozenset()):
-        """Generate the requests not yet in `done` (nor with a key in `skip`) into it."""
+                          window: tuple[int, int], skip: set[str] = frozenset()):
+        """Generate the requests not yet in `done` (nor with a key in `skip`) into it.
+        `window`: (rows of the stage before this window, rows of the stage)."""
         for attempt in range(RESUMES + 1):
             misses = requests.filter(pa.array(
                 [rid not in done and keys[rid] not in skip
@@ -111,7 +147,7 @@ class GenerationPipeline:
             try:
                 with self.backend.holding(model):
                     self.backend.warm_up(model)
-                    self._generate(misses, model, keys, done, stage, group)
+                    self._generate(misses, model, keys, done, stage, group, window)
                 return
             except ModelError as exc:  # a replica that cannot start: no use retrying
                 raise StageError(stage, str(exc)) from None
@@ -190,7 +226,8 @@ class GenerationPipeline:
                     column("sample", 0), column("draw", None))}
 
     def _generate(self, misses: pa.Table, model: str, keys: dict[str, str],
-                  done: dict[str, dict], stage: str, group: str):
+                  done: dict[str, dict], stage: str, group: str,
+                  window: tuple[int, int]):
         """Generate the rows not in the cache into `done`, showing progress."""
         misses = misses.append_column(CACHE_KEY, pa.array(
             [keys[rid] for rid in misses.column("request_id").to_pylist()], pa.string()))
@@ -200,12 +237,12 @@ class GenerationPipeline:
                 done.setdefault(r["request_id"], r)  # a re-run batch never doubles
             tokens += sum(batch.column("completion_tokens").to_pylist())
             seconds = time.time() - began
-            progress(self.log, stage, f"{len(done)}/{len(keys)} rows, "
+            before, total = window
+            progress(self.log, stage, f"{before + len(done)}/{total} rows, "
                      f"{tokens / max(seconds, 1e-9):.0f} tokens/s "
                      f"{eta(len(done) - cached, len(keys) - cached, seconds)}")
 
-    def _log_summary(self, stage: str, out: pa.Table, seconds: float) -> None:
-        u = generation_usage(out, prices=None)
+    def _log_summary(self, stage: str, u: dict, seconds: float) -> None:
         self.log(f"[{stage}] {u['requests']} rows in {seconds:.0f}s by {self.backend.name}: "
                  f"{u['requests'] - u['cached']} generated ({u['completion_tokens']} completion "
                  f"tokens in all), {u['cached']} from cache, {u['failed']} failed, "

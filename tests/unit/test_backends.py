@@ -4,6 +4,7 @@ stay what they were before backends were split out (an existing cache stays vali
 
 import json
 import os
+import threading
 
 import pyarrow as pa
 import pytest
@@ -87,6 +88,29 @@ def test_any_backend_gets_the_cache_a_second_call_is_answered_from(tmp_path):
     assert any(m.startswith("[augment] 2 rows in") and "by the fake backend" in m for m in lines)
 
 
+def test_a_long_stage_is_answered_a_window_at_a_time_in_order(tmp_path):
+    """Issue 32: the driver holds one window's keys and answers, not the stage's; the windows
+    come in request order, the model is held across them (a replica pool is not restarted
+    per window), the summary counts the whole stage, and a re-run is answered from the cache
+    window by window."""
+    backend, lines = FakeBackend(), []
+    pipeline = GenerationPipeline(backend, seed=0, cache=ResponseCache(str(tmp_path / "cache")),
+                                  log=lines.append, window_rows=3)
+    asked = pa.table({"request_id": [f"r{i}" for i in range(7)],
+                      "messages": [json.dumps([{"role": "user", "content": f"q{i}"}])
+                                   for i in range(7)],
+                      "sampling": [json.dumps({"temperature": 0.7})] * 7})
+    windows = list(pipeline.stream(asked, "m", "augment"))
+    assert [w.column("request_id").to_pylist() for w in windows] == [
+        ["r0", "r1", "r2"], ["r3", "r4", "r5"], ["r6"]]
+    assert backend.passes == [["r0", "r1", "r2"], ["r3", "r4", "r5"], ["r6"]]
+    assert backend.held == ["m"] * 4  # the stage's hold, then one per window's pass
+    assert any(m.startswith("[augment] 7 rows in") and "7 generated" in m for m in lines)
+    again = pipeline(asked, "m", "augment")
+    assert again.column("request_id").to_pylist() == [f"r{i}" for i in range(7)]
+    assert all(again.column("cached").to_pylist()) and len(backend.passes) == 3
+
+
 def test_a_backend_s_own_columns_are_required_by_the_stage():
     pipeline = GenerationPipeline(EncoderBackend(StudentConfig(kind="sequence_classification")),
                                   seed=0)
@@ -95,10 +119,25 @@ def test_a_backend_s_own_columns_are_required_by_the_stage():
 
 
 def test_an_api_backend_counts_the_calls_sharing_its_rate_limit():
+    """Calls side by side (threads) split the rate limit; one call holding again (a long
+    stage across its windows, then each pass) is still one."""
     backend = ApiBackend(TeacherConfig(api=API), key=None)
+    inside, leave = threading.Barrier(2), threading.Event()
+
+    def other_call():
+        with backend.holding("m"):
+            inside.wait()
+            leave.wait()
+
+    thread = threading.Thread(target=other_call)
+    thread.start()
     with backend.holding("m"), backend.holding("m"):
-        assert backend._users["m"] == 2
-    assert backend._users["m"] == 0
+        inside.wait()
+        assert backend.callers("m") == 2
+        leave.set()
+        thread.join()
+        assert backend.callers("m") == 1
+    assert backend.callers("m") == 0
 
 
 def test_a_backend_without_a_cache_does_not_promise_kept_rows_when_it_stops():

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from engine.generation import cache as cache_module
 from engine.generation.cache import ResponseCache
 from engine.storage import MANIFEST, RESUME_DIR, RunStorage
 from tests.unit.test_driver import make_loop
@@ -171,6 +172,27 @@ def test_many_cache_parts_are_compacted_into_one_and_answer_the_same(tmp_path):
     assert sorted(merged.column("key").to_pylist()) == [f"k{j}" for j in range(8)]  # once each
     assert any("compacted 6 parts into one (8 responses)" in line for line in logs)
     assert cache.lookup(keys) == before  # and again, with nothing left to compact
+
+
+def test_compaction_merges_into_bounded_parts_and_leaves_full_ones_alone(tmp_path, monkeypatch):
+    """Issue 32: a big cache is not merged into one part a lookup must hold whole; parts merged
+    to near the bound are not read again by later compactions."""
+    monkeypatch.setattr(cache_module, "COMPACT_ROWS", 4)
+    cache = ResponseCache(tmp_path / "cache", log=lambda _: None, compact_at=1)
+    for i in range(10):
+        cache.add(cached([f"k{i}"]))
+    first = sorted(Path(p).name for p in cache.compact(cache.parts()))
+    sizes = sorted(pq.read_table(tmp_path / "cache" / name).num_rows for name in first)
+    assert sizes == [2, 4, 4] and all(name.startswith("part-m") for name in first)
+    for i in range(10, 13):
+        cache.add(cached([f"k{i}"]))
+    read = []
+    monkeypatch.setattr(cache, "_read", lambda part, missing_ok=False: read.append(part)
+                        or ResponseCache._read(cache, part, missing_ok))
+    after = sorted(Path(p).name for p in cache.compact(cache.parts()))
+    assert set(first) <= set(after) and len(after) == 4  # the old ones untouched, one new
+    assert all(Path(p).name not in first for p in read)  # ... and not even read
+    assert sorted(cache.lookup([f"k{i}" for i in range(13)])) == sorted(f"k{i}" for i in range(13))
 
 
 def test_a_part_compacted_away_by_another_caller_is_not_an_error(tmp_path):

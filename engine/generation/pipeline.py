@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Iterator
 
 import pyarrow as pa
@@ -82,7 +82,7 @@ class GenerationPipeline:
         windows = range(0, requests.num_rows, self.window_rows)
         # One window is one call as it always was; across several, what serves the model is
         # kept between them (a replica pool is not shut down and started again per window).
-        with self.backend.holding(model) if len(windows) > 1 else nullcontext():
+        with self._held(model, stage) if len(windows) > 1 else nullcontext():
             for offset in windows:
                 out = self._answer(requests.slice(offset, self.window_rows), model, stage,
                                    group, offset, requests.num_rows)
@@ -90,6 +90,17 @@ class GenerationPipeline:
                 usage = window_usage if usage is None else add_usage(usage, window_usage)
                 yield out
         self._log_summary(stage, usage, time.time() - start)
+
+    @contextmanager
+    def _held(self, model: str, stage: str):
+        """The backend's hold on `model` across a stage's windows; a model it cannot serve
+        is the stage's error, as in a pass."""
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(self.backend.holding(model))
+            except ModelError as exc:
+                raise StageError(stage, str(exc)) from None
+            yield
 
     def _answer(self, requests: pa.Table, model: str, stage: str, group: str,
                 offset: int, total: int) -> pa.Table:

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from engine.config import ApiConfig, GenerationConfig, StudentConfig, TeacherConfig
-from engine.errors import StageError
+from engine.errors import ModelError, StageError
 from engine.generation.backend import build_backend, build_generator
 from engine.generation.cache import ResponseCache
 from engine.generation.encoder import EncoderBackend
@@ -109,6 +109,17 @@ def test_a_long_stage_is_answered_a_window_at_a_time_in_order(tmp_path):
     again = pipeline(asked, "m", "augment")
     assert again.column("request_id").to_pylist() == [f"r{i}" for i in range(7)]
     assert all(again.column("cached").to_pylist()) and len(backend.passes) == 3
+
+
+def test_a_long_stage_whose_model_cannot_be_served_is_the_stage_s_error():
+    class NoAdapters(FakeBackend):
+        def holding(self, model):
+            raise ModelError(f"{model!r} is a LoRA adapter, and these engines were not "
+                             f"started to serve adapters (set student.lora)")
+
+    pipeline = GenerationPipeline(NoAdapters(), seed=0, window_rows=1)
+    with pytest.raises(StageError, match=r"\[predict\] 'adapter' is a LoRA adapter"):
+        pipeline(requests(), "adapter", "predict")
 
 
 def test_a_backend_s_own_columns_are_required_by_the_stage():

@@ -37,7 +37,9 @@ from engine.models import DEFAULT_MODEL, resolve_model
 from engine.tasks import build_task
 
 VARIANTS = {
-    # name: TrainConfig overrides (batch_size is per worker: the global batch stays --batch)
+    # name: TrainConfig overrides (train.batch_size is split over the workers: every variant
+    # takes --batch rows a step)
+    "defaults": {},  # what a run on this machine trains with (printed as `chosen`)
     "ray_2w_zero2_ckpt_epoch": {"num_workers": 2, "zero_stage": 2, "checkpoint_every": "epoch"},
     "ray_2w_zero2": {"num_workers": 2, "zero_stage": 2, "checkpoint_every": "never"},
     "ray_2w_zero0": {"num_workers": 2, "zero_stage": 0, "checkpoint_every": "never"},
@@ -60,7 +62,8 @@ def examples_for(task_name: str, n_rows: int) -> tuple[pa.Table, list[str]]:
 
 def plain_loop(examples: pa.Table, model_dir: str, cfg: TrainConfig, batch: int,
                seed: int, labels: list[str] | None = None) -> dict:
-    """The same steps with no Ray, no DeepSpeed: the floor for this machine. With `labels`,
+    """The same steps with no Ray, no DeepSpeed (the same optimizer, clipping and batches,
+    in one process using every core): the floor for this machine. With `labels`,
     the encoder student: a classifier head over them, as the trainer builds it."""
     import torch
     from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification,
@@ -87,7 +90,8 @@ def plain_loop(examples: pa.Table, model_dir: str, cfg: TrainConfig, batch: int,
                 tok(row["target"], add_special_tokens=False)["input_ids"],
                 tok.eos_token_id, cfg.max_seq_len))
         collate_batch = collate
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    # the trainer's arithmetic on CPU: fused AdamW, gradients clipped at 1.0
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, fused=True)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     steps = epoch_batches(len(features), batch, cfg.epochs, seed)
     t0, tokens = time.time(), 0
@@ -96,6 +100,7 @@ def plain_loop(examples: pa.Table, model_dir: str, cfg: TrainConfig, batch: int,
                  for k, v in collate_batch([features[i] for i in idx], pad).items()}
         out = model(**batch)
         out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad()
         tokens += int(batch["attention_mask"].sum())
@@ -127,7 +132,8 @@ def main() -> None:
         parser.error("the encoder student trains every weight: drop the _lora variants")
     examples, labels = examples_for(args.task, args.rows)
     model_dir = resolve_model(DEFAULT_ENCODER if encoder else DEFAULT_MODEL)
-    base = TrainConfig(epochs=args.epochs)
+    base_settings = {"epochs": args.epochs, "batch_size": args.batch}
+    base = TrainConfig(**base_settings)
     result = {"student": args.student, "task": args.task, "rows": examples.num_rows,
               "global_batch": args.batch, "epochs": args.epochs,
               "plain_torch": plain_loop(examples, model_dir, base, args.batch, 0,
@@ -136,8 +142,7 @@ def main() -> None:
     for name in names:
         overrides = dict(VARIANTS[name])
         lora = LoraConfig(**overrides.pop("lora")) if "lora" in overrides else None
-        cfg = base.model_copy(update={**overrides,
-                                      "batch_size": args.batch // overrides["num_workers"]})
+        cfg = TrainConfig(**{**base_settings, **overrides})
         with tempfile.TemporaryDirectory() as out:
             trainer = RayDeepSpeedTrainer(cfg, log=lambda *_: None, lora=lora, kind=(
                 "sequence_classification" if encoder else "causal_lm"))
@@ -154,6 +159,8 @@ def main() -> None:
                         "wall_vs_plain": round(stats["wall_seconds"] / plain["wall_seconds"], 2),
                         "wall_seconds": round(stats["wall_seconds"], 1),
                         "peak_rss_gb": stats.get("peak_rss_gb")}
+        if cfg.chosen:
+            result[name]["chosen"] = cfg.chosen
         print(name, result[name], flush=True)
     full, lora = result.get("ray_2w_zero0"), result.get("ray_2w_zero0_lora")
     if full and lora:

@@ -317,7 +317,7 @@ tags: [llm2llm]
 
 - test accuracy: {score}
 - training: {_number(c.train.get("epochs"))} epoch(s), learning rate {c.train.get("lr", "?")},
-  batch size {c.train.get("batch_size", "?")} per worker, sequence length
+  {c.train.get("batch_size", "?")} rows a step, sequence length
   {c.train.get("max_seq_len", "?")}; {m.get("train", {}).get("steps", "?")} steps
 
 ## Use

@@ -15,12 +15,13 @@ import os
 import resource
 import tempfile
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
 import pyarrow as pa
 
 from engine import fs
+from engine.backends.core_share import CoreShare
 from engine.backends.lora import base_of, save_adapter, trainable, with_adapter
 from engine.backends.train_data import (build_features, checkpoint_steps, collate,
                                         collate_encoder, encoder_features, epoch_batches)
@@ -36,7 +37,7 @@ from engine.storage import RESUME_DIR
 def deepspeed_config(cfg: TrainConfig, total_steps: int, use_gpu: bool) -> dict:
     warmup = _warmup_steps(cfg, total_steps)
     config = {
-        "train_micro_batch_size_per_gpu": cfg.batch_size,
+        "train_micro_batch_size_per_gpu": cfg.worker_batch,
         "gradient_accumulation_steps": cfg.grad_accum,
         "gradient_clipping": 1.0,
         "zero_optimization": {"stage": cfg.zero_stage},
@@ -109,8 +110,18 @@ def train_loop_per_worker(config: dict) -> None:
     cfg = TrainConfig.model_validate(config["train"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    if not cfg.use_gpu:  # Ray pins OMP threads to the logical CPUs; use the real cores
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.get_local_world_size()))
+    # On CPU the node's cores, shared with the other trainings on it (Ray pins OMP threads
+    # to its logical CPUs, of which a local instance has more than the cores)
+    with nullcontext() if cfg.use_gpu else CoreShare() as share:
+        if share:
+            torch.set_num_threads(share.threads())
+        _train(config, cfg, rank, world, share.threads if share else None)
+
+
+def _train(config: dict, cfg: TrainConfig, rank: int, world: int, threads) -> None:
+    import ray.train
+    import torch
+
     torch.manual_seed(config["seed"])
 
     checkpoint = ray.train.get_checkpoint()
@@ -128,13 +139,13 @@ def train_loop_per_worker(config: dict) -> None:
     if ckpt_dir and rank == 0:
         (console or print)(f"[train] {unit}: resuming at step {progress['step']}/"
                            f"{len(batches)} from the last checkpoint")
-    save_after = set(checkpoint_steps(len(batches), math.ceil(len(features) / cfg.batch_size),
+    save_after = set(checkpoint_steps(len(batches), math.ceil(len(features) / cfg.worker_batch),
                                       cfg.grad_accum, cfg.checkpoint_every))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     report = (lambda message: console.progress(f"{unit} train", message)) \
         if console and rank == 0 else (lambda message: None)
     stats = _run_steps(engine, features, batches, pad_id, cfg, rank, progress, save_after,
-                       report, collate_encoder if _is_encoder(config) else collate)
+                       report, collate_encoder if _is_encoder(config) else collate, threads)
     _save_and_report(engine, tokenizer, cfg, rank, {**stats, "world_size": world},
                      to_bf16=not _is_encoder(config),
                      adapter_over=base_of(config["base_model"]) if config.get("lora") else None)
@@ -142,6 +153,16 @@ def train_loop_per_worker(config: dict) -> None:
 
 def _is_encoder(config: dict) -> bool:
     return config.get("kind") == "sequence_classification"
+
+
+def cpu_worker_env() -> dict:
+    """A CPU train worker's environment. Its OpenMP threads (torch's libgomp) spin only
+    briefly before they sleep when they wait: with other work on the node (a teacher's
+    engine, a training that has not yet seen this one's share) libgomp's default spinning
+    took 8 to 16x as long as running alone (three 2-thread MiniLM trainings on 2 cores); at
+    10,000 spins 3.7 to 5.8x, and one training alone lost nothing (sleeping at once, as
+    OMP_WAIT_POLICY=PASSIVE does, cost it 45%)."""
+    return {"env_vars": {"GOMP_SPINCOUNT": "10000"}}
 
 
 STALE_BUILD_LOCK_S = 600  # compiling DeepSpeed's CPU communication op takes about a minute
@@ -195,18 +216,24 @@ def _set_up(config: dict, cfg: TrainConfig, ckpt_dir: Path | None):
         model = AutoModelForCausalLM.from_pretrained(model_folder, dtype=dtype)
         if config.get("lora"):
             model = with_adapter(model, config["lora"], config["base_model"])
-    batches = epoch_batches(len(features), cfg.batch_size, cfg.epochs, config["seed"])
+    batches = epoch_batches(len(features), cfg.worker_batch, cfg.epochs, config["seed"])
     total_steps = max(1, len(batches) // cfg.grad_accum)
 
     for lock in clear_stale_build_locks():
         print(f"[train] removed a stale build lock left by a killed process: {lock}", flush=True)
     params = trainable(model)  # under LoRA, the adapter's alone
+    # On CPU torch's fused AdamW: one kernel over all parameters, where the default updates
+    # them one by one (the optimizer step was 37% of a MiniLM step; fused, 6%).
     client_opt = None if cfg.use_gpu else torch.optim.AdamW(
-        params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     engine, *_ = deepspeed.initialize(
         model=model, optimizer=client_opt, model_parameters=None if client_opt else params,
         config=deepspeed_config(cfg, total_steps, cfg.use_gpu),
         lr_scheduler=cosine_schedule(cfg, total_steps) if cfg.schedule == "cosine" else None)
+    if ray.train.get_context().get_world_size() == 1 and cfg.zero_stage == 0:
+        # One worker has no gradients to average: DeepSpeed would still flatten them into a
+        # buffer, "all-reduce" it with itself and copy it back each step (15% of a MiniLM step)
+        engine.enable_backward_allreduce = False
 
     progress = {"step": 0, "losses": [], "tokens": 0, "seconds": 0.0}
     if ckpt_dir:
@@ -225,15 +252,18 @@ def _features(tokenizer, row: dict, max_len: int) -> dict:
 
 def _run_steps(engine, features, batches, pad_id, cfg: TrainConfig, rank: int,
                progress: dict, save_after: set[int], report=lambda message: None,
-               collate_batch=collate) -> dict:
+               collate_batch=collate, threads=None) -> dict:
     """Train from micro-step progress["step"] to the end. The batch order is a pure function
-    of the seed, so a resumed run sees exactly the batches an uninterrupted one would."""
+    of the seed, so a resumed run sees exactly the batches an uninterrupted one would.
+    `threads`: on CPU, how many threads to use now (trainings on the node come and go)."""
     import torch
 
     engine.train()
     first, tokens, losses = progress["step"], progress["tokens"], progress["losses"]
     t0 = time.time()
     for step in range(first + 1, len(batches) + 1):
+        if threads and threads() != torch.get_num_threads():
+            torch.set_num_threads(threads())
         idx = batches[step - 1]
         batch = {k: torch.tensor(v, device=engine.device)
                  for k, v in collate_batch([features[i] for i in idx], pad_id).items()}
@@ -355,6 +385,7 @@ class RayDeepSpeedTrainer:
                 failure_config=FailureConfig(max_failures=self.cfg.max_failures),
                 callbacks=[StopWhenNoRoom(bundle, self.cfg.num_workers,
                                           self.cfg.placement_timeout_s)],
+                worker_runtime_env=cpu_worker_env() if not self.cfg.use_gpu else None,
                 checkpoint_config=CheckpointConfig(num_to_keep=1)),  # the latest is never deleted
             # from_blocks: no remote metadata task that needs a free CPU (see pipeline.py)
             datasets={"train": ray.data.from_blocks([examples.select(columns)])},

@@ -30,7 +30,7 @@ def compare_run(tiny_model, tmp_path_factory):
                     "max_tokens": 120, "max_model_len": 1024,
                     "n_per_error": 1, "constrain_format": True, "max_tries": 1},
         # lr high enough that two steps survive the bf16 the student is saved in
-        "train": {"num_workers": 2, "epochs": 1, "batch_size": 2,
+        "train": {"num_workers": 2, "epochs": 1, "batch_size": 4,
                   "max_seq_len": 128, "lr": 0.01},
     }
     path = run_dir / "job.yaml"

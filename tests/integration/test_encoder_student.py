@@ -34,7 +34,7 @@ def run(tiny_encoder, tiny_model, tmp_path_factory):
         "teacher": {"model": tiny_model, "max_tokens": 120, "max_model_len": 1024,
                     "n_per_error": 1, "constrain_format": True, "max_tries": 1,
                     "gpu_memory_utilization": 0.05},
-        "train": {"num_workers": 2, "epochs": 1, "batch_size": 2,
+        "train": {"num_workers": 2, "epochs": 1, "batch_size": 4,
                   "max_seq_len": 64, "lr": 1e-3},
     }
     path = run_dir / "job.yaml"

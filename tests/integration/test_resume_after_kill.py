@@ -103,7 +103,7 @@ def write_config(path: Path, run_dir: str, model: str, teacher_url: str,
                     "api": {"base_url": teacher_url, "api_key_env": None, "concurrency": 1,
                             "requests_per_minute": 6000}},
         # 40 and up to 120 steps with a checkpoint every 10: long enough to kill in between.
-        "train": {"num_workers": 2, "zero_stage": 2, "epochs": 20, "batch_size": 2,
+        "train": {"num_workers": 2, "zero_stage": 2, "epochs": 20, "batch_size": 4,
                   "max_seq_len": 128, "checkpoint_every": 10, "log_every": 20},
     }
     if tracking_uri:

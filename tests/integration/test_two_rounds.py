@@ -47,7 +47,7 @@ def run(tiny_model, mlflow_server, tmp_path_factory):
                     "max_tokens": 200, "max_model_len": 1024,
                     "n_per_error": 1, "constrain_format": True, "max_tries": 2,
                     "resources": {"teacher_node": 1}},  # only the second node has the label
-        "train": {"num_workers": 2, "zero_stage": 2, "epochs": 1, "batch_size": 2,
+        "train": {"num_workers": 2, "zero_stage": 2, "epochs": 1, "batch_size": 4,
                   "max_seq_len": 128},
         "tracking": {"backend": "mlflow", "uri": mlflow_server, "experiment": "two-rounds"},
     }

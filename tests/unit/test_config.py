@@ -115,15 +115,34 @@ def test_auto_training_settings_follow_the_kind_of_training(tmp_path):
 
     cpu, gpu, one_gpu = TrainConfig(), TrainConfig(use_gpu=True), TrainConfig(use_gpu=True,
                                                                               num_workers=1)
-    assert (cpu.zero_stage, cpu.checkpoint_every) == (0, "never")
-    assert (gpu.zero_stage, gpu.checkpoint_every) == (2, "epoch")
+    assert (cpu.num_workers, cpu.zero_stage, cpu.checkpoint_every) == (1, 0, "never")
+    assert (gpu.num_workers, gpu.zero_stage, gpu.checkpoint_every) == (2, 2, "epoch")
     assert one_gpu.zero_stage == 0  # nothing to shard over
-    assert cpu.chosen == {"zero_stage": 0, "checkpoint_every": "never"}
-    given = TrainConfig(zero_stage=3, checkpoint_every=10)
-    assert (given.zero_stage, given.checkpoint_every, given.chosen) == (3, 10, {})
+    assert cpu.chosen == {"num_workers": 1, "zero_stage": 0, "checkpoint_every": "never"}
+    assert TrainConfig(use_gpu=True, batch_size=3).num_workers == 1  # 3 rows do not split
+    given = TrainConfig(num_workers=2, zero_stage=3, checkpoint_every=10)
+    assert (given.num_workers, given.zero_stage, given.checkpoint_every, given.chosen) == \
+        (2, 3, 10, {})
     # the run record keeps the value, so a resume compares like with like
     cfg = load_config(write(tmp_path, "tasks: [{name: arithmetic}]\n"))
     saved = cfg.model_dump(mode="json")["train"]
-    assert (saved["zero_stage"], saved["checkpoint_every"]) == (0, "never")
+    assert (saved["num_workers"], saved["zero_stage"], saved["checkpoint_every"]) == \
+        (1, 0, "never")
     assert load_config(write(tmp_path, "tasks: [{name: arithmetic}]\n"),
                        ["train.zero_stage=auto"]).train.zero_stage == 0
+
+
+def test_the_batch_is_split_over_the_workers(tmp_path):
+    """train.batch_size is the rows of a step over all workers, so the worker count (auto:
+    the machine's) changes the speed, not the arithmetic; a batch that does not split evenly
+    is refused with the fix."""
+    from engine.config import TrainConfig
+
+    assert TrainConfig(batch_size=8).worker_batch == 8  # auto on CPU: one worker
+    assert TrainConfig(batch_size=8, num_workers=2).worker_batch == 4
+    assert TrainConfig(batch_size=8, use_gpu=True).worker_batch == 4  # auto on GPU: two
+    with pytest.raises(ConfigError, match="train.batch_size 6 does not split evenly over 4 "
+                                          "workers: set train.batch_size to a multiple of "
+                                          "train.num_workers"):
+        load_config(write(tmp_path, "tasks: [{name: arithmetic}]\n"),
+                    ["train.num_workers=4", "train.batch_size=6"])

@@ -54,7 +54,7 @@ def test_a_warm_teacher_that_leaves_no_gpu_for_training_is_refused_with_the_fix(
 
 
 def test_too_many_train_workers_are_named():
-    problems = fit_problems(config(train={"num_workers": 12}), LOCAL, host_memory=HOST)
+    problems = fit_problems(config(train={"num_workers": 12, "batch_size": 24}), LOCAL, host_memory=HOST)
     assert problems[0].startswith("training needs 12 worker(s) of 1 CPU each")
     assert "lower train.num_workers" in problems[0]
 
@@ -95,12 +95,12 @@ def test_a_cpu_train_worker_reserves_the_memory_it_will_use():
     assert "memory" not in train_bundle(config(train={"use_gpu": True}).train, smollm2)
     assert train_bundle(config(train={"memory_per_worker": 2}).train, smollm2)["memory"] == 2 * GiB
     assert "memory" not in train_bundle(config(train={"memory_per_worker": 0}).train, smollm2)
-    # the default job still fits here: the warm teacher (7.2 GiB) beside 2 workers (6.4 GiB)
+    # the default job still fits here: the warm teacher (7.2 GiB) beside its worker (3.2 GiB)
     assert fit_problems(cfg, LOCAL, host_memory=HOST, student_parameters=smollm2) == []
-    small = [{"CPU": 8, "GPU": 0, "memory": 5 * GiB}]
+    small = [{"CPU": 8, "GPU": 0, "memory": 3 * GiB}]
     problems = fit_problems(config(teacher={"keep_warm": False}), small, host_memory=HOST,
                             student_parameters=smollm2)
-    assert any(p.startswith("training needs 2 worker(s) of 1 CPU + 3.2 GiB memory each")
+    assert any(p.startswith("training needs 1 worker(s) of 1 CPU + 3.2 GiB memory each")
                and "train.memory_per_worker" in p for p in problems)
 
 

@@ -112,7 +112,8 @@ class RoundLoop:
             task, model = unit.task, self.stages.model(unit, r)
             train_stats = stage("train", lambda _: train_student(
                 task, train_set, self._base(unit, r), model, self.trainer, unit.key,
-                unit.train_seed)).info
+                unit.train_seed, validation if self.cfg.train.select_epoch == "validation"
+                else None)).info
             mining = mining_rows(unit.settings.mine_from, train_set, validation)
             predictions = stage("predict", lambda _: predict(
                 task, mining, test, model,

@@ -92,6 +92,11 @@ def preflight(config_path: str | None, overrides: list[str],
                   f"validation); set data.validation, or leave rows of train beyond the seed"
                   for name, (_, _, held_out) in splits.items() for s in strategies[name]
                   if s.mine_from == "validation" and not held_out][:1]
+    too_small += [f"tasks.{name}: no validation rows to choose the epoch on (train."
+                  f"select_epoch: validation); set data.validation or tasks.<i>.n_validation, "
+                  f"or leave rows of train beyond the seed"
+                  for name, (_, _, held_out) in splits.items()
+                  if cfg.train.select_epoch == "validation" and not held_out]
     too_small += _split_problems(cfg, splits, strategies)
     if too_small:
         raise ConfigError(too_small)

@@ -31,7 +31,8 @@ def prompt_hashes(cfg: RunConfig) -> dict[str, dict[str, str]]:
 
 
 def save_run_record(cfg: RunConfig, student_model: str, teacher_model: str) -> None:
-    doc = {"config": cfg.model_dump(mode="json"), "prompts": prompt_hashes(cfg),
+    doc = {"config": cfg.model_dump(mode="json"), "train_batch": "global",
+           "prompts": prompt_hashes(cfg),
            "seed": cfg.seed, "models": {"student": student_model, "teacher": teacher_model},
            "versions": _versions(), "git_commit": _git_commit(), "command": sys.argv}
     store = RunStorage(cfg.run_dir)
@@ -42,7 +43,20 @@ def read_run_record(run_dir: str) -> dict | None:
     """The saved record of the run in run_dir, or None if it holds none yet."""
     store = RunStorage(run_dir)
     saved = store.read_text(store.path("config.yaml"))
-    return None if saved is None else (yaml.safe_load(saved) or {})
+    return None if saved is None else _global_batch(yaml.safe_load(saved) or {})
+
+
+def _global_batch(record: dict) -> dict:
+    """A record saved before 2026-12-05 counts train.batch_size per worker; since then it is
+    the rows of a step over all workers. The old value is read as the new one it equals, so
+    a run resumed with the same arithmetic redoes nothing."""
+    train = record.get("config", {}).get("train")
+    if record.get("train_batch") != "global" and isinstance(train, dict) \
+            and isinstance(train.get("batch_size"), int) \
+            and isinstance(train.get("num_workers"), int):
+        train["batch_size"] *= train["num_workers"]
+        record["train_batch"] = "global"
+    return record
 
 
 def saved_run(run_dir: str) -> dict:

@@ -48,10 +48,12 @@ class FakeTrainer:
     def __init__(self):
         self.calls: list[tuple[pa.Table, str, str]] = []
         self.seeds: list[int] = []
+        self.validations: list[pa.Table | None] = []  # the rows each call may choose an epoch on
 
     def __call__(self, examples: pa.Table, base_model: str, out_dir: str, task: str,
-                 seed: int = 0, labels: list[str] = ()) -> dict:
+                 seed: int = 0, labels: list[str] = (), validation: pa.Table | None = None) -> dict:
         self.calls.append((examples, base_model, out_dir))
+        self.validations.append(validation)
         self.labels = list(labels)
         self.seeds.append(seed)
         filesystem, path = fs.open_fs(out_dir)  # a local path or a URI, as for the real one

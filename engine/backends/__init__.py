@@ -19,12 +19,14 @@ class TextGenerator(Protocol):
 
 class StudentTrainer(Protocol):
     def __call__(self, examples: pa.Table, base_model: str, out_dir: str, unit: str,
-                 seed: int, labels: list[str] = ()) -> dict:
+                 seed: int, labels: list[str] = (), validation: pa.Table | None = None) -> dict:
         """Train a student from base_model on examples with this training seed; save an HF
         folder at out_dir (a local path or a filesystem URI). `unit` (its key) names the run
         in logs.
         examples: messages + target (a causal student), input + label (an encoder, whose
         head has one output per name in `labels`, the task's label names in order).
+        validation: rows of the same columns, held out (never test rows), that
+        `train.select_epoch: validation` scores each epoch on to keep the best one.
 
         Returns training stats (steps, final loss, tokens, seconds) for the manifest, and
         `loss_curve`, the loss per step on rank 0.

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from engine import fs
 from engine.backends.core_share import CoreShare
+from engine.backends.epoch_select import EpochSelector, epoch_ends, validation_score
 from engine.backends.lora import base_of, save_adapter, trainable, with_adapter
 from engine.backends.train_data import (build_features, checkpoint_steps, collate,
                                         collate_encoder, encoder_features, epoch_batches)
@@ -96,6 +97,7 @@ def _warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
 DEEPSPEED_TAG = "state"
 PROGRESS = "progress.json"
 FINAL_STATS = "train_stats.json"
+BEST_EPOCH = "best_epoch.pt"  # select_epoch: validation, the best epoch's weights so far
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -132,6 +134,7 @@ def _train(config: dict, cfg: TrainConfig, rank: int, world: int, threads) -> No
             ray.train.report(json.loads((ckpt_dir / FINAL_STATS).read_text()))
             return
         engine, tokenizer, features, batches, progress = _set_up(config, cfg, ckpt_dir)
+        selector = _epoch_selector(config, cfg, rank, engine, tokenizer, ckpt_dir, progress)
     # The job's console, if it has one (engine/console.py): rank 0 tells it about a resume,
     # and its step lines show as the stage's progress.
     console = QueueLog(config["console"]) if config.get("console") is not None else None
@@ -145,7 +148,11 @@ def _train(config: dict, cfg: TrainConfig, rank: int, world: int, threads) -> No
     report = (lambda message: console.progress(f"{unit} train", message)) \
         if console and rank == 0 else (lambda message: None)
     stats = _run_steps(engine, features, batches, pad_id, cfg, rank, progress, save_after,
-                       report, collate_encoder if _is_encoder(config) else collate, threads)
+                       report, collate_encoder if _is_encoder(config) else collate, threads,
+                       selector)
+    if selector:  # the best epoch's weights are the round's student
+        selector.restore(engine.module)
+        stats.update(selector.stats())
     _save_and_report(engine, tokenizer, cfg, rank, {**stats, "world_size": world},
                      to_bf16=not _is_encoder(config),
                      adapter_over=base_of(config["base_model"]) if config.get("lora") else None)
@@ -242,6 +249,34 @@ def _set_up(config: dict, cfg: TrainConfig, ckpt_dir: Path | None):
     return engine, tokenizer, features, batches, progress
 
 
+def _epoch_selector(config: dict, cfg: TrainConfig, rank: int, engine, tokenizer,
+                    ckpt_dir: Path | None, progress: dict) -> EpochSelector | None:
+    """`train.select_epoch: validation`, on rank 0 (which saves the student): the selector
+    over the validation rows, with the scores and best weights of a resumed run's epochs."""
+    if cfg.select_epoch != "validation" or rank != 0:
+        return None
+    import ray.train
+    import torch
+
+    rows = list(ray.train.get_dataset_shard("validation").iter_rows())
+    if _is_encoder(config):
+        labels = list(config["labels"])
+        features = [encoder_features(
+            tokenizer(r["input"], add_special_tokens=True)["input_ids"],
+            labels.index(r["label"]), cfg.max_seq_len, tokenizer.sep_token_id) for r in rows]
+    else:
+        features = [_features(tokenizer, r, cfg.max_seq_len) for r in rows]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    selector = EpochSelector(lambda: validation_score(
+        engine.module, features, collate_encoder if _is_encoder(config) else collate, pad_id,
+        _is_encoder(config)))
+    if ckpt_dir and (ckpt_dir / BEST_EPOCH).is_file():  # epochs scored before the interruption
+        selector.scores = list(progress.get("epoch_scores", []))
+        selector.best_epoch = progress.get("chosen_epoch")
+        selector.best_state = torch.load(ckpt_dir / BEST_EPOCH, map_location="cpu")
+    return selector
+
+
 def _features(tokenizer, row: dict, max_len: int) -> dict:
     messages = json.loads(row["messages"])
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -252,13 +287,16 @@ def _features(tokenizer, row: dict, max_len: int) -> dict:
 
 def _run_steps(engine, features, batches, pad_id, cfg: TrainConfig, rank: int,
                progress: dict, save_after: set[int], report=lambda message: None,
-               collate_batch=collate, threads=None) -> dict:
+               collate_batch=collate, threads=None, selector=None) -> dict:
     """Train from micro-step progress["step"] to the end. The batch order is a pure function
     of the seed, so a resumed run sees exactly the batches an uninterrupted one would.
-    `threads`: on CPU, how many threads to use now (trainings on the node come and go)."""
+    `threads`: on CPU, how many threads to use now (trainings on the node come and go).
+    `selector`: scores the model at each epoch's end (train.select_epoch: validation)."""
     import torch
 
     engine.train()
+    ends = set(epoch_ends(len(batches), math.ceil(len(features) / cfg.worker_batch))) \
+        if selector else set()
     first, tokens, losses = progress["step"], progress["tokens"], progress["losses"]
     t0 = time.time()
     for step in range(first + 1, len(batches) + 1):
@@ -279,9 +317,15 @@ def _run_steps(engine, features, batches, pad_id, cfg: TrainConfig, rank: int,
                   f"({rate:.0f} tokens/s on rank 0)", flush=True)
             report(f"step {step}/{len(batches)}, loss {losses[-1]:.4f}, {rate:.0f} tokens/s "
                    f"on rank 0 {eta(step - first, len(batches) - first, seconds)}")
+        if step in ends:
+            score = selector.epoch_end(engine.module)
+            print(f"[train] epoch {len(selector.scores)}: validation score {score:.4f} "
+                  f"(best: epoch {selector.best_epoch})", flush=True)
         if step in save_after:
             _save_checkpoint(engine, rank, {"step": step, "losses": losses, "tokens": tokens,
-                                            "seconds": progress["seconds"] + time.time() - t0})
+                                            "seconds": progress["seconds"] + time.time() - t0,
+                                            **(selector.stats() if selector else {})},
+                             selector)
     return {"steps": len(batches), "final_loss": losses[-1], "tokens_rank0": tokens,
             "train_seconds": progress["seconds"] + time.time() - t0, "resumed_at_step": first,
             # the worker process's peak resident memory (model, optimizer state, activations)
@@ -289,15 +333,19 @@ def _run_steps(engine, features, batches, pad_id, cfg: TrainConfig, rank: int,
             "loss_curve": losses}
 
 
-def _save_checkpoint(engine, rank: int, progress: dict) -> None:
+def _save_checkpoint(engine, rank: int, progress: dict, selector=None) -> None:
     """Every rank saves its DeepSpeed shards and reports them; Ray Train gathers the ranks'
-    files into one checkpoint folder in the run's storage and keeps the latest."""
+    files into one checkpoint folder in the run's storage and keeps the latest. With an
+    epoch selector, rank 0 adds the best epoch's weights so far."""
     import ray.train
+    import torch
 
     with tempfile.TemporaryDirectory() as tmp:
         engine.save_checkpoint(tmp, tag=DEEPSPEED_TAG)
         if rank == 0:
             (Path(tmp) / PROGRESS).write_text(json.dumps(progress))
+            if selector is not None and selector.best_state is not None:
+                torch.save(selector.best_state, Path(tmp) / BEST_EPOCH)
         ray.train.report({"step": progress["step"]},
                          checkpoint=ray.train.Checkpoint.from_directory(tmp))
     if rank == 0:
@@ -345,9 +393,10 @@ class RayDeepSpeedTrainer:
         self.lora = lora  # StudentConfig.lora: train an adapter, not every weight
 
     def __call__(self, examples: pa.Table, base_model: str, out_dir: str, unit: str,
-                 seed: int, labels: list[str] = ()) -> dict:
+                 seed: int, labels: list[str] = (), validation: pa.Table | None = None) -> dict:
         import ray
-        from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+        from ray.train import (CheckpointConfig, DataConfig, FailureConfig, RunConfig,
+                               ScalingConfig)
         from ray.train.torch import TorchTrainer
 
         from engine.backends.train_placement import StopWhenNoRoom
@@ -355,6 +404,11 @@ class RayDeepSpeedTrainer:
         columns = ["input", "label"] if self.kind == "sequence_classification" \
             else ["messages", "target"]
         require_columns(examples, columns, "train")
+        selecting = self.cfg.select_epoch == "validation"
+        if selecting and (validation is None or validation.num_rows == 0):
+            raise StageError("train", "train.select_epoch: validation needs validation rows; "
+                                      "set tasks.<i>.n_validation or data.validation, or "
+                                      "train.select_epoch: last")
         if examples.num_rows < self.cfg.num_workers:
             raise StageError("train", f"{examples.num_rows} rows cannot be split over "
                                       f"{self.cfg.num_workers} workers; lower train.num_workers")
@@ -388,7 +442,11 @@ class RayDeepSpeedTrainer:
                 worker_runtime_env=cpu_worker_env() if not self.cfg.use_gpu else None,
                 checkpoint_config=CheckpointConfig(num_to_keep=1)),  # the latest is never deleted
             # from_blocks: no remote metadata task that needs a free CPU (see pipeline.py)
-            datasets={"train": ray.data.from_blocks([examples.select(columns)])},
+            datasets={"train": ray.data.from_blocks([examples.select(columns)]),
+                      **({"validation": ray.data.from_blocks([validation.select(columns)])}
+                         if selecting else {})},
+            # every worker gets all the validation rows (rank 0 scores them); train is split
+            dataset_config=DataConfig(datasets_to_split=["train"]),
         )
         start = time.time()
         try:

@@ -56,6 +56,12 @@ class TrainConfig(Strict):
                             "(an interrupted round's training starts over; finished stages "
                             "are kept either way); auto: epoch on GPU, never on CPU (a 135M "
                             "student's checkpoint took 57 s here, about a CPU round's epoch)")
+    select_epoch: Literal["last", "validation"] = Field(
+        "last", description="the weights a round keeps: the last epoch's, or (validation) the "
+                            "epoch's that scored best on the task's validation rows, scored "
+                            "after every epoch (accuracy for an encoder student, target-token "
+                            "loss for a causal one; never test rows), for every strategy alike; "
+                            "needs validation rows (tasks.<i>.n_validation) and zero_stage < 3")
     max_failures: int = Field(
         3, ge=-1, description="worker failures Ray Train recovers from within one run, "
                               "restarting from the last checkpoint; -1: no limit")
@@ -85,6 +91,10 @@ class TrainConfig(Strict):
         if self.zero_stage == "auto":
             self.zero_stage = chosen["zero_stage"] = 2 if self.use_gpu and self.num_workers > 1 \
                 else 0
+        if self.select_epoch == "validation" and self.zero_stage == 3:
+            raise ValueError("train.select_epoch: validation keeps a copy of the best epoch's "
+                             "weights, which ZeRO-3 shards over the workers: set "
+                             "train.zero_stage to 2 or lower, or train.select_epoch: last")
         if self.checkpoint_every == "auto":
             self.checkpoint_every = chosen["checkpoint_every"] = "epoch" if self.use_gpu \
                 else "never"

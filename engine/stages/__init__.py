@@ -34,10 +34,11 @@ STAGE_INPUTS: dict[str, list[str]] = {
 # Settings that change how a run executes but not what it produces: a run may resume with new
 # values (a lower request rate after hitting a provider's limits, more replicas, more rounds,
 # a larger teacher budget, more strategies or seeds in a compare: each is a unit of its own,
-# the others stay valid). Stages finished under the old values are kept as they are.
+# the others stay valid; train workers split the same batch, so only the rows' draw differs).
+# Stages finished under the old values are kept as they are.
 OPERATIONAL = ["plugins", "rounds", "parallel", "tracking.*", "stop.*", "tasks.*.stop*", "compare*", "ray.*", "*.replicas", "*.keep_warm", "*.max_replica_restarts",
                "*.stall_timeout_s", "*.max_stalls", "*.placement_timeout_s",
-               "*.cpus_per_replica", "*.use_gpu", "*.resources", "train.cpus_per_worker", "*.prices*", "train.log_every", "train.checkpoint_every",
+               "*.cpus_per_replica", "*.use_gpu", "*.resources", "train.cpus_per_worker", "train.num_workers", "*.prices*", "train.log_every", "train.checkpoint_every",
                "train.max_failures", "student.lora.max_loras",
                *(f"teacher.api.{k}" for k in ("requests_per_minute", "tokens_per_minute",
                                                "concurrency", "timeout_s", "max_retries",

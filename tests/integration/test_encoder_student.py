@@ -27,7 +27,7 @@ def run(tiny_encoder, tiny_model, tmp_path_factory):
         "run_dir": str(run_dir), "rounds": 2, "seed": 0,
         # every round runs even when the tiny teacher's rows are all rejected
         "stop": {"when_nothing_added": False},
-        "tasks": [{"name": "trec", "n_seed": N_SEED, "n_test": N_TEST,
+        "tasks": [{"name": "trec", "n_seed": N_SEED, "n_test": N_TEST, "n_validation": 16,
                    "data": {"train": str(TREC / "train.jsonl"), "test": str(TREC / "test.jsonl")}}],
         "student": {"kind": "sequence_classification", "model": tiny_encoder, "batch_size": 8},
         # a tiny model's KV cache needs little of the machine's memory
@@ -35,7 +35,7 @@ def run(tiny_encoder, tiny_model, tmp_path_factory):
                     "n_per_error": 1, "constrain_format": True, "max_tries": 1,
                     "gpu_memory_utilization": 0.05},
         "train": {"num_workers": 2, "epochs": 1, "batch_size": 4,
-                  "max_seq_len": 64, "lr": 1e-3},
+                  "max_seq_len": 64, "lr": 1e-3, "select_epoch": "validation"},
     }
     path = run_dir / "job.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -51,6 +51,17 @@ def test_the_student_is_a_classifier_over_the_tasks_labels(run):
     assert config["architectures"] == ["BertForSequenceClassification"]
     assert [config["id2label"][str(i)] for i in range(len(LABELS))] == LABELS
     assert "by the encoder student" in stdout  # predicted by the actor pool, not vLLM
+
+
+def test_the_epoch_is_chosen_on_the_validation_rows(run):
+    """train.select_epoch: validation: rank 0 scores the student on the task's validation rows
+    after each epoch (here one) and records the scores and the epoch it kept."""
+    task_dir, _ = run
+    for r in (0, 1):
+        info = json.loads((task_dir / f"round_{r}" / "train" / "MANIFEST.json").read_text())["info"]
+        assert info["chosen_epoch"] == 1 and len(info["epoch_scores"]) == 1
+        assert 0 <= info["epoch_scores"][0] <= 1  # an accuracy over the 16 rows
+        assert round(info["epoch_scores"][0] * 16, 3).is_integer()
 
 
 def test_predictions_are_label_names_graded_like_any_answer(run):

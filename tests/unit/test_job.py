@@ -50,6 +50,23 @@ def test_fields_a_saved_config_predates_are_not_compared(tmp_path, saved_run):
     preflight(str(path), [])
 
 
+def test_a_run_saved_with_the_batch_per_worker_resumes_with_the_same_global_batch(
+        tmp_path, saved_run):
+    """Before 2026-12-05 train.batch_size counted rows per worker: a run saved then with 2
+    workers of 4 rows resumes under batch_size 8 (any worker count: workers only split the
+    batch), and is refused under 4, which would halve its steps' rows."""
+    path, _ = saved_run
+    saved_path = tmp_path / "run" / "config.yaml"
+    saved = yaml.safe_load(saved_path.read_text())
+    del saved["train_batch"]  # as written by an engine that counted the batch per worker
+    saved["config"]["train"].update(num_workers=2, batch_size=4)
+    saved_path.write_text(yaml.safe_dump(saved))
+    preflight(str(path), ["train.batch_size=8"])
+    preflight(str(path), ["train.batch_size=8", "train.num_workers=2"])
+    with pytest.raises(ConfigError, match=r"changed: train.batch_size\)"):
+        preflight(str(path), ["train.batch_size=4"])
+
+
 def test_more_rounds_may_be_added_to_a_run(saved_run):
     path, _ = saved_run
     preflight(str(path), ["rounds=4"])  # finished rounds stay valid; new ones are added

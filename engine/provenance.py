@@ -50,7 +50,10 @@ def _global_batch(record: dict) -> dict:
     """A record saved before 2026-12-05 counts train.batch_size per worker; since then it is
     the rows of a step over all workers. The old value is read as the new one it equals, so
     a run resumed with the same arithmetic redoes nothing."""
-    train = record.get("config", {}).get("train")
+    if not isinstance(record, dict):  # not a run's record: its readers say so
+        return record
+    config = record.get("config")
+    train = config.get("train") if isinstance(config, dict) else None
     if record.get("train_batch") != "global" and isinstance(train, dict) \
             and isinstance(train.get("batch_size"), int) \
             and isinstance(train.get("num_workers"), int):

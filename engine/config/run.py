@@ -19,9 +19,9 @@ class TrainConfig(Strict):
     num_workers: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
         "auto", description="Ray Train workers (data parallel, batch_size split over them); "
                             "auto: 1 on CPU (one process using the node's cores "
-                            "trained a 22M encoder 1.6x and a 135M student as fast as two "
-                            "that all-reduce each step, in half the memory: BENCHMARKS.md), 2 "
-                            "on GPU (1 for an odd batch_size)")
+                            "trained a 22M encoder 2x and a 135M student 1.25x as fast as two "
+                            "that all-reduce each step, in less memory: BENCHMARKS.md), 2 on "
+                            "GPU (1 for an odd batch_size)")
     use_gpu: bool = Field(False, description="one GPU per worker")
     cpus_per_worker: float = Field(1.0, gt=0, description="Ray CPUs reserved per train worker")
     memory_per_worker: float | None = Field(

@@ -144,7 +144,7 @@ def _train(config: dict, cfg: TrainConfig, rank: int, world: int, threads) -> No
                            f"{len(batches)} from the last checkpoint")
     save_after = set(checkpoint_steps(len(batches), math.ceil(len(features) / cfg.worker_batch),
                                       cfg.grad_accum, cfg.checkpoint_every))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = _pad_id(tokenizer)
     report = (lambda message: console.progress(f"{unit} train", message)) \
         if console and rank == 0 else (lambda message: None)
     stats = _run_steps(engine, features, batches, pad_id, cfg, rank, progress, save_after,
@@ -208,18 +208,14 @@ def _set_up(config: dict, cfg: TrainConfig, ckpt_dir: Path | None):
     # previous round's adapter)
     model_folder = base_of(config["base_model"])
     tokenizer = AutoTokenizer.from_pretrained(model_folder)
-    rows = list(ray.train.get_dataset_shard("train").iter_rows())
+    features = _tokenise(config, cfg, tokenizer, "train")
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
     if _is_encoder(config):  # a classifier head over the task's labels, in their order
         labels = list(config["labels"])
-        features = [encoder_features(
-            tokenizer(r["input"], add_special_tokens=True)["input_ids"],
-            labels.index(r["label"]), cfg.max_seq_len, tokenizer.sep_token_id) for r in rows]
         model = AutoModelForSequenceClassification.from_pretrained(
             config["base_model"], dtype=dtype, num_labels=len(labels),
             id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
     else:
-        features = [_features(tokenizer, r, cfg.max_seq_len) for r in rows]
         model = AutoModelForCausalLM.from_pretrained(model_folder, dtype=dtype)
         if config.get("lora"):
             model = with_adapter(model, config["lora"], config["base_model"])
@@ -255,26 +251,35 @@ def _epoch_selector(config: dict, cfg: TrainConfig, rank: int, engine, tokenizer
     over the validation rows, with the scores and best weights of a resumed run's epochs."""
     if cfg.select_epoch != "validation" or rank != 0:
         return None
-    import ray.train
     import torch
 
-    rows = list(ray.train.get_dataset_shard("validation").iter_rows())
-    if _is_encoder(config):
-        labels = list(config["labels"])
-        features = [encoder_features(
-            tokenizer(r["input"], add_special_tokens=True)["input_ids"],
-            labels.index(r["label"]), cfg.max_seq_len, tokenizer.sep_token_id) for r in rows]
-    else:
-        features = [_features(tokenizer, r, cfg.max_seq_len) for r in rows]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    features = _tokenise(config, cfg, tokenizer, "validation")
     selector = EpochSelector(lambda: validation_score(
-        engine.module, features, collate_encoder if _is_encoder(config) else collate, pad_id,
-        _is_encoder(config)))
+        engine.module, features, collate_encoder if _is_encoder(config) else collate,
+        _pad_id(tokenizer), _is_encoder(config)))
     if ckpt_dir and (ckpt_dir / BEST_EPOCH).is_file():  # epochs scored before the interruption
         selector.scores = list(progress.get("epoch_scores", []))
         selector.best_epoch = progress.get("chosen_epoch")
         selector.best_state = torch.load(ckpt_dir / BEST_EPOCH, map_location="cpu")
     return selector
+
+
+def _tokenise(config: dict, cfg: TrainConfig, tokenizer, dataset: str) -> list[dict]:
+    """This worker's rows of a Ray Train dataset (its shard of `train`, all of
+    `validation`) as the student's features."""
+    import ray.train
+
+    rows = ray.train.get_dataset_shard(dataset).iter_rows()
+    if _is_encoder(config):  # a label's index in the task's labels, in their order
+        labels = list(config["labels"])
+        return [encoder_features(
+            tokenizer(r["input"], add_special_tokens=True)["input_ids"],
+            labels.index(r["label"]), cfg.max_seq_len, tokenizer.sep_token_id) for r in rows]
+    return [_features(tokenizer, r, cfg.max_seq_len) for r in rows]
+
+
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def _features(tokenizer, row: dict, max_len: int) -> dict:

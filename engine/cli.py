@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated names, each with any switches after a '+', e.g. "
                         "llm2llm,random,seed_only,llm2llm+one_shot (listed above)")
     p.add_argument("--seeds", default="0,1,2", help="training seeds, e.g. 0,1,2")
+    p.add_argument("--match", choices=["targets", "requests", "rows"],
+                   help="what the baselines match of plain llm2llm's (else s3's) round: the "
+                        "rows it asked about (the default), its teacher requests, or the rows "
+                        "it accepted (compare.match)")
     p.add_argument("--rerun-affected", action="store_true",
                    help="as for run")
     p.add_argument("--verbose", action="store_true", help="as for run")
@@ -77,6 +81,7 @@ def strategies_help() -> str:
 
     switches = {name: ", ".join(f"{k}={v}" for k, v in fields.items())
                 for name, fields in SWITCHES.items()}
+    switches["scale=X"] = "budget_scale=X (a matched budget times X, e.g. zerogen+scale=3)"
     switches.update({f"{key}=X": f"{field}=X ({name} only)" for name, cls in REGISTRY.items()
                      for key, field in cls.options.items()})
     width = max(map(len, [*REGISTRY, *switches]))
@@ -152,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "compare":
             # A compare is a run with a `compare` section: resumable and re-plannable like any.
             run_job(args.config, args.overrides + [f"compare.strategies=[{args.strategies}]",
-                                                   f"compare.seeds=[{args.seeds}]"],
+                                                   f"compare.seeds=[{args.seeds}]"]
+                    + ([f"compare.match={args.match}"] if args.match else []),
                     args.rerun_affected, args.verbose)
         else:
             run_job(args.config, args.overrides, args.rerun_affected, args.verbose)

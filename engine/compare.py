@@ -69,6 +69,7 @@ def _summary(task: str, strategy: str, r: int, found: list[dict]) -> dict:
         "n_synthetic": statistics.fmean(m["n_synthetic"] for m in found),  # rows trained on
         "fix_rate_mean": statistics.fmean(fixes) if fixes else None,
         "teacher_requests": sum(m.get("n_requests") or 0 for m in found),
+        "rows_added": sum(m.get("n_accepted") or 0 for m in found),  # this round, all seeds
         "teacher_yield_mean": statistics.fmean(yields) if yields else None,
         "tokens": sum(m["tokens"] for m in found),
     }
@@ -85,9 +86,11 @@ def write_compare(cfg: RunConfig) -> list[dict]:
 COLUMNS = [("task", "{}"), ("strategy", "{}"), ("round", "{}"), ("seeds", "{}"),
            ("test_accuracy_mean", "{:.3f}"), ("test_accuracy_std", "{:.3f}"),
            ("n_synthetic", "{:.0f}"), ("fix_rate_mean", "{:.2f}"), ("teacher_requests", "{}"),
-           ("teacher_yield_mean", "{:.2f}"), ("tokens", "{}")]
+           ("rows_added", "{}"), ("teacher_yield_mean", "{:.2f}"), ("tokens", "{}")]
+# synthetic: rows trained on, mean over seeds; asks, added and tokens: this round's teacher
+# requests, rows accepted and tokens, summed over the seeds (budgets are read off these)
 HEADERS = ["task", "strategy", "round", "seeds", "test_acc", "+-std", "synthetic", "fixed",
-           "asks", "yield", "tokens"]
+           "asks", "added", "yield", "tokens"]
 
 
 def format_compare(rows: list[dict]) -> str:

@@ -16,6 +16,7 @@ from contextlib import nullcontext
 from typing import Callable, Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine import fs as engine_fs
 from engine.backends import StudentTrainer, TextGenerator
@@ -46,9 +47,10 @@ class RoundLoop:
         self.student_gen, self.teacher_gen, self.trainer = student_gen, teacher_gen, trainer
         self.store = RunStorage(cfg.run_dir)
         self.stages = StageStore(self.store, self.units, log)
-        # (task, training seed, round) -> targets the budget-setting unit asked about: the
-        # budget the random, mixed and zerogen baselines match
-        self.budgets: dict[tuple[str, int, int], int] = {}
+        # (task, training seed, round) -> what the budget-setting unit spent that round (the
+        # rows it asked about, its requests, the rows it accepted): the budget the baselines
+        # and switch variants match (compare.match)
+        self.budgets: dict[tuple[str, int, int], dict] = {}
         # unit key -> its rounds' metrics so far, and why it stopped (engine/stopping.py)
         self.history: dict[str, list[dict]] = {u.key: [] for u in self.units}
         self.stopped: dict[str, str] = {}
@@ -130,7 +132,10 @@ class RoundLoop:
             candidates, asked = result.table, result.info
             budget_key = (unit.task.name, unit.train_seed, r)
             if unit.sets_budget and budget_key not in self.budgets:  # llm2llm's, else s3's
-                self.budgets[budget_key] = asked.get("targets", 0)
+                self.budgets[budget_key] = {
+                    "unit": unit.key, "targets": asked.get("targets", 0),
+                    "requests": asked.get("requests", 0),
+                    "rows": pc.sum(candidates["accepted"]).as_py() or 0}
         metrics = self._metrics(unit, r, train_set, predictions, errors, candidates,
                                 train_stats, timings, asked)
         self._stop_if_done(unit, r, metrics, rules, spent)
@@ -163,11 +168,30 @@ class RoundLoop:
               predictions: pa.Table, train_set: pa.Table, validation: pa.Table) -> RoundView:
         """What the unit's strategy plans the round from."""
         task = unit.task
+        # the rows it may ask about: as many as the matched unit did, or, matching requests,
+        # one per request (fresh rows before top-up asks of the same ones)
+        matched = self._matched(unit, r)
+        budget = self._matched(unit, r, "requests" if matched and matched[0] == "requests"
+                               else "targets")
         return RoundView(errors=errors, mining=with_outputs(mining, predictions)[0],
-                         budget=self.budgets.get((task.name, unit.train_seed, r)),
+                         budget=budget[1] if budget else None,
                          rng=random.Random(f"{task.name}:{unit.train_seed}:{r}"),
                          task=task.name, labels=tuple(task.labels), round=r,
                          train_set=train_set, validation=validation)
+
+    def _matched(self, unit: Unit, r: int, by: str | None = None) -> tuple[str, int] | None:
+        """(what, how many) of its task-seed's budget-setting unit's round r the unit matches:
+        `by` (default compare.match) times its budget_scale; one_shot, which spends every
+        round's budget in round 0, its rounds - 1 times. None: the unit set the budget, or
+        nothing did (a plain s3 unit beside llm2llm matches llm2llm's)."""
+        spent = self.budgets.get((unit.task.name, unit.train_seed, r))
+        if spent is None or spent["unit"] == unit.key:
+            return None
+        by = by or (self.cfg.compare.match if self.cfg.compare else "targets")
+        scale = unit.settings.budget_scale
+        if by != "targets" and unit.settings.one_shot:
+            scale *= self.cfg.rounds - 1
+        return by, round(spent[by] * scale)
 
     def _augment(self, unit: Unit, r: int, view: RoundView, rules: StopConfig,
                  test: pa.Table) -> StageResult:
@@ -188,7 +212,8 @@ class RoundLoop:
                            TeacherCalls(ask("augment"), ask("check"), unit.train_seed),
                            view.train_set,
                            protected, cap, label_fit=teacher.label_fit.enabled
-                           if unit.settings.label_fit is None else unit.settings.label_fit)
+                           if unit.settings.label_fit is None else unit.settings.label_fit,
+                           match=self._matched(unit, r))
 
     def _budget_spent(self, unit: Unit, r: int, rules: StopConfig) -> str:
         """Why the unit's teacher budget is spent ("" if it is not, or if this round asked

@@ -105,6 +105,8 @@ def round_metrics(task: str, r: int, train_set: pa.Table, predictions: pa.Table,
         "break_rate": broke,  # of last round's right mining rows, the share wrong now
         "n_targets": asked.get("targets"),  # rows the strategy asked the teacher about
         "n_requests": asked.get("requests"),  # teacher requests sent, top-up asks included
+        # in a compare, what of the budget-setting unit's round this one matched (by, budget)
+        "budget_matched": asked.get("matched"),
         "n_rows_asked": rows_asked,  # targets x rows wanted per target
         "n_generated": len(cands),  # candidate examples the teacher's outputs yielded
         "n_accepted": n_accepted,

@@ -43,6 +43,11 @@ class StrategyConfig(Strict):
         4, ge=1, description="s3 seed synthesis: rationales the teacher writes per label (what "
                              "makes a text have it), each the theme of some examples; zerogen "
                              "without a labelled seed asks as many times per label")
+    budget_scale: float = Field(
+        1.0, gt=0, description="in a compare, a unit that matches another's budget (random, "
+                               "mixed, zerogen, a switch variant) gets this many times it, "
+                               "e.g. `zerogen+scale=3` for the S3 paper's ZeroGen with about "
+                               "three times the rows")
     seed_rows_per_label: int = Field(
         16, ge=1, description="s3 and zerogen without a labelled seed: synthetic seed rows "
                               "asked for per label in round 0 (spread over its rationales)")
@@ -88,9 +93,11 @@ def strategy_variant(spec: str) -> dict:
     fields: dict = {"name": name, **strategy.implied}
     for switch in switches:
         key, _, value = switch.partition("=")
-        if value and key in strategy.options:
+        option = strategy.options.get(key) or (
+            "budget_scale" if key == "scale" and strategy.uses_teacher else None)
+        if value and option:
             try:
-                fields[strategy.options[key]] = float(value)
+                fields[option] = float(value)
             except ValueError:
                 raise ValueError(f"{spec!r}: {key} takes a number, e.g. "
                                  f"{name}+{key}=0.25") from None
@@ -110,7 +117,7 @@ def switch_help(name: str | None = None) -> str:
         return f"{name} takes none"
     options = [f"{key}=X ({strategy})" for strategy, cls in REGISTRY.items()
                for key in cls.options if name in (None, strategy)]
-    return "switches: " + ", ".join([*SWITCHES, *options])
+    return "switches: " + ", ".join([*SWITCHES, "scale=X (a matched budget times X)", *options])
 
 
 class CompareConfig(Strict):
@@ -127,6 +134,12 @@ class CompareConfig(Strict):
                                   "mixed+share=0.25")
     seeds: list[int] = Field([0, 1, 2], min_length=1,
                              description="training seeds; the data split keeps `seed`")
+    match: Literal["targets", "requests", "rows"] = Field(
+        "targets", description="what the baselines and switch variants match of plain "
+                               "llm2llm's (else s3's) round, same task and seed: the rows it "
+                               "asked about (targets; top-up asks and yield then differ), the "
+                               "teacher requests it sent (top-ups included), or the rows it "
+                               "accepted; `+scale=X` multiplies it")
 
     @model_validator(mode="after")
     def _known_variants(self) -> "CompareConfig":

@@ -27,7 +27,7 @@ STAGE_INPUTS: dict[str, list[str]] = {
                 "strategy.mine_from", "tasks.*.strategy.mine_from"],
     "mine": [],
     "augment": ["teacher.*", "tasks.*.teacher_sampling.*", "prompts.*.teacher", "prompts.*.s3",
-                "tasks.*.s3_prompts", "strategy.*",
+                "tasks.*.s3_prompts", "strategy.*", "compare.match",
                 "tasks.*.strategy.*"],
 }
 
@@ -36,7 +36,8 @@ STAGE_INPUTS: dict[str, list[str]] = {
 # a larger teacher budget, more strategies or seeds in a compare: each is a unit of its own,
 # the others stay valid; train workers split the same batch, so only the rows' draw differs).
 # Stages finished under the old values are kept as they are.
-OPERATIONAL = ["plugins", "rounds", "parallel", "tracking.*", "stop.*", "tasks.*.stop*", "compare*", "ray.*", "*.replicas", "*.keep_warm", "*.max_replica_restarts",
+OPERATIONAL = ["plugins", "rounds", "parallel", "tracking.*", "stop.*", "tasks.*.stop*", "compare", "compare.strategies*",
+               "compare.seeds*", "ray.*", "*.replicas", "*.keep_warm", "*.max_replica_restarts",
                "*.stall_timeout_s", "*.max_stalls", "*.placement_timeout_s",
                "*.cpus_per_replica", "*.use_gpu", "*.resources", "train.cpus_per_worker", "train.num_workers", "*.prices*", "train.log_every", "train.checkpoint_every",
                "train.max_failures", "student.lora.max_loras",

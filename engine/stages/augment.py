@@ -93,8 +93,8 @@ def ask_teacher(targets: pa.Table, generate, build_requests, candidates: "Candid
     for sample in range(max_tries):
         if max_requests is not None:
             pending = pending.slice(0, max(0, max_requests - sum(a.num_rows for a in asked)))
-        if pending.num_rows == 0 or (over_budget is not None and answers
-                                     and over_budget(answers)):
+        if pending.num_rows == 0 or candidates.full() or (
+                over_budget is not None and answers and over_budget(answers)):
             break
         requests = build_requests(pending, sample)
         generated = generate(requests)
@@ -120,14 +120,18 @@ class CandidateFilter:
     label_fit: the label-fit gate (engine/gates/label_fit.py), None when off.
     Lineage (seed row, trigger, sampling) comes from the request that produced each row.
     At most `quota` rows are accepted per target: a teacher that writes more does not get
-    more weight in training (the surplus is rejected as over_n_per_error).
+    more weight in training (the surplus is rejected as over_n_per_error). At most
+    `max_rows` in all (a compare matching another unit's rows, compare.match: rows): the
+    surplus is rejected as over_budget, and no target is short once they are kept.
     """
 
     def __init__(self, task: Task, round_: int, teacher_model: str, quota: int,
                  known_inputs: list[str], protected: list[str], near_dup_threshold: float,
                  style_texts: list[str] | None = None, prompt_hash: str | None = None,
-                 check: "AnswerCheck | None" = None, label_fit: LabelFit | None = None):
+                 check: "AnswerCheck | None" = None, label_fit: LabelFit | None = None,
+                 max_rows: int | None = None):
         self.task, self.round, self.teacher_model, self.quota = task, round_, teacher_model, quota
+        self.max_rows = max_rows
         self.check, self.label_fit = check, label_fit
         self.prompt_hash = prompt_hash or task.prompts.hash
         self.index = NearDuplicateIndex(near_dup_threshold)
@@ -142,7 +146,13 @@ class CandidateFilter:
         self.kept: Counter = Counter()
         self.targets: set[str] = set()
 
+    def full(self) -> bool:
+        """Whether max_rows are kept: nothing more is asked."""
+        return self.max_rows is not None and self.kept.total() >= self.max_rows
+
     def short_of_quota(self) -> set[str]:
+        if self.full():
+            return set()
         return {t for t in self.targets if self.kept[t] < self.quota}
 
     def add(self, targets: pa.Table, requests: pa.Table, generated: pa.Table) -> list[dict]:
@@ -199,6 +209,9 @@ class CandidateFilter:
             if self.kept[row["seed_id"]] >= self.quota:
                 row.update(accepted=False, reject_reason=(
                     f"over_n_per_error: {self.quota} already kept for this seed row"))
+            elif self.full():
+                row.update(accepted=False, reject_reason=(
+                    f"over_budget: {self.max_rows} rows kept, as many as the matched unit's"))
             else:
                 self.kept[row["seed_id"]] += 1
 
@@ -302,14 +315,17 @@ def label_fit_gate(task: Task, label_rows: pa.Table | None, settings: LabelFitCo
 def augment(plan: "RoundPlan", task: Task, r: int, teacher: TeacherConfig, sampling: dict,
             calls: TeacherCalls, train_set: pa.Table, protected: list[str],
             request_cap: Callable[[int], tuple[int | None, Callable | None]],
-            label_fit: bool = False, embed=None) -> StageResult:
+            label_fit: bool = False, embed=None,
+            match: tuple[str, int] | None = None) -> StageResult:
     """Execute a strategy's plan: (rationales first, where it says so, as targets) every
     target asked about until its quota is accepted or its tries run out, through the gates.
 
     protected: test and validation inputs no candidate may leak; request_cap(requests sent
     already) -> (requests the asks may send, over_budget) from the unit's stop rules.
     label_fit: the label-fit gate is on (teacher.label_fit, or the strategy's +label_fit);
-    embed: its sentence encoder (tests pass a fake one)."""
+    embed: its sentence encoder (tests pass a fake one); match: (what, how many) of another
+    unit's round this one matches (compare.match): "requests" caps the requests sent
+    (rationale asks included), "rows" the rows accepted; "targets" is the plan's."""
     beside, asked_before, info = {}, 0, {}
     targets = plan.targets
     if plan.rationales_per_label:
@@ -330,8 +346,12 @@ def augment(plan: "RoundPlan", task: Task, r: int, teacher: TeacherConfig, sampl
                             teacher.near_dup_threshold, style_texts=plan.style_texts,
                             prompt_hash=plan.prompts.hash, check=check,
                             label_fit=label_fit_gate(task, plan.label_rows, teacher.label_fit,
-                                                     embed) if label_fit else None)
+                                                     embed) if label_fit else None,
+                            max_rows=match[1] if match and match[0] == "rows" else None)
     cap, over = request_cap(asked_before)
+    if match and match[0] == "requests":
+        left = max(0, match[1] - asked_before)
+        cap = left if cap is None else min(cap, left)
     requests, generated, candidates = ask_teacher(
         targets, calls.ask,
         lambda rows, sample: calls.drawn(teacher_requests(
@@ -345,4 +365,6 @@ def augment(plan: "RoundPlan", task: Task, r: int, teacher: TeacherConfig, sampl
              if requests.num_rows else 0, "quota": plan.quota,
              "requests": requests.num_rows + asked_before,
              "check_requests": sum(t.num_rows for t in check.requests) if check else 0}
+    if match:
+        info["matched"] = {"by": match[0], "budget": match[1]}
     return StageResult(candidates, {**asked, **info}, beside)

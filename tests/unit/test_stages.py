@@ -95,6 +95,29 @@ def test_a_teacher_that_writes_more_than_n_per_error_gets_no_more_rows_kept():
     assert cands[2]["reject_reason"].startswith("over_n_per_error")
 
 
+def test_a_unit_matching_another_units_rows_keeps_no_more_and_then_asks_nothing():
+    """compare.match: rows: past max_rows a row is rejected as over_budget, and a filter that
+    is full leaves no target short (so no top-up ask is sent)."""
+    train, _ = examples()
+    errors = mine_errors(train, grade(train, generated([]), TASK, "train")).slice(0, 2)
+    req = teacher_requests(errors, TASK, n_per_error=2, round_=0, sampling={})
+    block = "Question: {0} has {1} pens. How many?\nAnswer: {1} + 0 = {1}\n#### {1}\n"
+    gen = generated([(rid, block.format(name, k) + block.format(name, k + 10), "")
+                     for rid, name, k in zip(req["request_id"].to_pylist(), ["Zed", "Ula"],
+                                             (1, 2))])
+    filter_ = CandidateFilter(TASK, 0, "t", quota=2, known_inputs=[], protected=[],
+                              near_dup_threshold=0.6, max_rows=3)
+    cands = filter_.add(errors, req, gen)
+    assert [c["accepted"] for c in cands] == [True, True, True, False]
+    assert cands[3]["reject_reason"].startswith("over_budget: 3 rows kept")
+    assert filter_.full() and filter_.short_of_quota() == set()
+    nothing = CandidateFilter(TASK, 0, "t", quota=2, known_inputs=[], protected=[],
+                              near_dup_threshold=0.6, max_rows=0)
+    asked, _, _ = ask_teacher(errors, lambda r: generated([]), lambda rows, sample:
+                              teacher_requests(rows, TASK, 2, 0, {}, sample=sample), nothing, 3)
+    assert asked.num_rows == 0
+
+
 def test_a_target_short_of_its_quota_is_asked_again_until_its_tries_run_out():
     train, _ = examples()
     errors = mine_errors(train, grade(train, generated([]), TASK, "train")).slice(0, 2)

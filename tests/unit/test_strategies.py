@@ -30,10 +30,11 @@ def knowing_student(task):
     return respond
 
 
-def compare_loop(tmp_path, strategies, seeds=(0, 1), rounds=3, **strategy):
+def compare_loop(tmp_path, strategies, seeds=(0, 1), rounds=3, match="targets",
+                 teacher=teacher, **strategy):
     cfg = RunConfig.model_validate({
         "run_dir": str(tmp_path / "run"), "rounds": rounds, "strategy": strategy,
-        "compare": {"strategies": strategies, "seeds": list(seeds)},
+        "compare": {"strategies": strategies, "seeds": list(seeds), "match": match},
         # the fake teacher repeats itself for a repeated error: every round must still run
         "stop": {"when_nothing_added": False},
         "tasks": [{"name": "arithmetic", "n_seed": 12, "n_test": 6}]})
@@ -161,6 +162,52 @@ def test_an_ablation_variant_asks_about_at_most_its_plain_units_budget():
     assert build_strategy(StrategyConfig()).targets(plain).num_rows == 9  # it sets the budget
 
 
+def uneven_teacher(messages):
+    """The fake teacher, but for half the prompts (by crc) its second problem repeats its
+    first, a near copy the gates reject: yield differs between targets, so top-up asks and
+    rows accepted differ between strategies asking about different rows."""
+    out = teacher(messages)
+    prompt = messages[-1]["content"]
+    if zlib.crc32(prompt.encode()) % 2 and not prompt.startswith("Solve the math"):
+        first = out.strip().split("\n")[:3]
+        out = "\n".join(first + first) + "\n"
+    return out
+
+
+@pytest.mark.parametrize("match", ["requests", "rows"])
+def test_each_variant_and_baseline_spends_plain_llm2llms_budget(tmp_path, match):
+    """compare.match: the baselines and switch variants send as many teacher requests as
+    plain llm2llm did that round (requests), or keep as many rows as it accepted (rows);
+    `+scale=2` twice as many. A unit with fewer rows to ask about than the budget spends at
+    most it."""
+    variants = ["llm2llm+continue", "llm2llm+label_mix", "random", "mixed"]
+    cfg, history, gen_t, trainer = compare_loop(
+        tmp_path, ["llm2llm", *variants, "random+scale=0.5", "zerogen+scale=2"], seeds=[0],
+        match=match, teacher=uneven_teacher)
+    units = by_unit(history)
+    plain = units[("llm2llm", 0)][:2]  # the rounds that ask
+    spent = "n_requests" if match == "requests" else "n_accepted"
+    assert plain[0]["n_requests"] > plain[0]["n_targets"]  # top-up asks happened
+    for name in variants:
+        for m, ref in zip(units[(name, 0)][:2], plain):
+            assert m[spent] == ref[spent], (name, m["round"])
+            assert m["budget_matched"] == {"by": match, "budget": ref[spent]}
+    halved = units[("random+scale=0.5", 0)][0]
+    assert halved["budget_matched"]["budget"] == round(plain[0][spent] * 0.5)
+    assert 0 < halved[spent] <= halved["budget_matched"]["budget"]
+    if match == "requests":  # zerogen's label slots are never short of prompts to ask
+        doubled = [m["n_requests"] for m in units[("zerogen+scale=2", 0)][:2]]
+        assert doubled == [2 * m["n_requests"] for m in plain]
+    else:  # a round whose budget is no rows asks nothing
+        assert all(m["n_requests"] == 0 for name in variants
+                   for m, ref in zip(units[(name, 0)][:2], plain) if ref["n_accepted"] == 0)
+    # the setter is never capped by itself
+    assert plain[0]["budget_matched"] is None
+    rows = compare_rows(cfg)
+    assert {r["strategy"]: r["rows_added"] for r in rows if r["round"] == 0}["llm2llm"] == \
+        plain[0]["n_accepted"]
+
+
 def test_label_mix_is_a_compare_switch():
     from engine.config import strategy_variant
 
@@ -209,6 +256,8 @@ def test_compare_sweeps_ablation_switches_as_units_of_their_own(tmp_path):
     ("seed_only+one_shot", "seed_only takes none"),
     ("mixed+share=lots", "share takes a number"),
     ("mixed+share=1.5", "less than or equal to 1"),
+    ("random+scale=0", "greater than 0"),
+    ("seed_only+scale=2", "seed_only takes none"),
     ("s4", "unknown strategy 's4'"),
 ])
 def test_a_bad_compare_entry_names_the_fix(spec, message):

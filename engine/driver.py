@@ -133,7 +133,8 @@ class RoundLoop:
             budget_key = (unit.task.name, unit.train_seed, r)
             if unit.sets_budget and budget_key not in self.budgets:  # llm2llm's, else s3's
                 self.budgets[budget_key] = {
-                    "unit": unit.key, "targets": asked.get("targets", 0),
+                    "unit": unit.key, "quota": asked.get("quota"),
+                    "targets": asked.get("targets", 0),
                     "requests": asked.get("requests", 0),
                     "rows": pc.sum(candidates["accepted"]).as_py() or 0}
         metrics = self._metrics(unit, r, train_set, predictions, errors, candidates,
@@ -177,7 +178,9 @@ class RoundLoop:
                          budget=budget[1] if budget else None,
                          rng=random.Random(f"{task.name}:{unit.train_seed}:{r}"),
                          task=task.name, labels=tuple(task.labels), round=r,
-                         train_set=train_set, validation=validation)
+                         train_set=train_set, validation=validation,
+                         budget_quota=self.budgets[(task.name, unit.train_seed, r)]["quota"]
+                         if matched else None)
 
     def _matched(self, unit: Unit, r: int, by: str | None = None) -> tuple[str, int] | None:
         """(what, how many) of its task-seed's budget-setting unit's round r the unit matches:

@@ -48,9 +48,26 @@ class StrategyConfig(Strict):
                                "mixed, zerogen, a switch variant) gets this many times it, "
                                "e.g. `zerogen+scale=3` for the S3 paper's ZeroGen with about "
                                "three times the rows")
+    rows_per_error: int | None = Field(
+        None, ge=1, description="rows the teacher is asked for per error (per target); null: "
+                                "teacher.n_per_error. s3 implies 1, as the paper's Alg. 2 "
+                                "writes one example per misclassified row")
+    extrapolate: bool = Field(
+        True, description="s3: later rounds write new examples like the errors (error "
+                          "extrapolation); false: as many rows written as the seed was, new "
+                          "rationales and no error shown (the paper's control, 'S3 without "
+                          "error extrapolation, same amount of data'; compare switch "
+                          "s3+no_extrapolation, best with --match rows)")
+    seed_rows_per_request: int = Field(
+        8, ge=1, description="s3 seed synthesis (and s3 without extrapolation): rows one "
+                             "request asks for at most; a rationale with more rows to write "
+                             "is asked again, each ask its own draw")
     seed_rows_per_label: int = Field(
-        16, ge=1, description="s3 and zerogen without a labelled seed: synthetic seed rows "
-                              "asked for per label in round 0 (spread over its rationales)")
+        200, ge=1, description="s3 and zerogen without a labelled seed: synthetic seed rows "
+                               "asked for per label in round 0 (spread over its rationales, "
+                               "seed_rows_per_request at a time). The S3 paper's seeds have "
+                               "thousands of rows, so that the student learns the seed "
+                               "distribution and its errors are not all one label")
 
     @model_validator(mode="before")
     @classmethod
@@ -59,6 +76,10 @@ class StrategyConfig(Strict):
         if isinstance(data, dict):
             cls_ = _strategy_class(data.get("name", "llm2llm"))
             data = {**cls_.implied, **data}
+            if data.get("extrapolate") is False and not cls_.explains:
+                raise ValueError(f"extrapolate: false (no_extrapolation) is for a strategy "
+                                 f"that writes its seed by explain-then-generate (s3), not "
+                                 f"{cls_.name}")
         return data
 
 
@@ -78,7 +99,7 @@ def _strategy_class(name: str):
 SWITCHES = {"one_shot": {"one_shot": True}, "mine_all": {"mine_from": "all"},
             "mine_validation": {"mine_from": "validation"},
             "continue": {"from_base": False}, "label_mix": {"keep_label_mix": True},
-            "label_fit": {"label_fit": True}}
+            "label_fit": {"label_fit": True}, "no_extrapolation": {"extrapolate": False}}
 
 
 def strategy_variant(spec: str) -> dict:

@@ -312,6 +312,20 @@ def label_fit_gate(task: Task, label_rows: pa.Table | None, settings: LabelFitCo
                     min_other_share=settings.min_other_share)
 
 
+def repeated(targets: pa.Table, n: int) -> pa.Table:
+    """Each target n times, the k-th copy's id suffixed `#k` (k >= 1): the copies are asked
+    separately, each with its own quota and draw (their prompts are the same, so `draws`
+    gives each its own sample), and a row's seed_id still names the row it was written on."""
+    if n <= 1 or targets.num_rows == 0:
+        return targets
+    copies = [targets]
+    for k in range(1, n):
+        ids = pa.array([f"{i}#{k}" for i in targets.column("id").to_pylist()])
+        copy = targets.set_column(targets.schema.get_field_index("id"), "id", ids)
+        copies.append(copy.set_column(copy.schema.get_field_index("seed_id"), "seed_id", ids))
+    return pa.concat_tables(copies)
+
+
 def augment(plan: "RoundPlan", task: Task, r: int, teacher: TeacherConfig, sampling: dict,
             calls: TeacherCalls, train_set: pa.Table, protected: list[str],
             request_cap: Callable[[int], tuple[int | None, Callable | None]],
@@ -338,6 +352,7 @@ def augment(plan: "RoundPlan", task: Task, r: int, teacher: TeacherConfig, sampl
         beside[RATIONALES] = targets
         asked_before = rationale_asks.num_rows
         info["rationales"] = targets.num_rows
+        targets = repeated(targets, plan.repeats)
     checks = teacher.check_answers if teacher.check_answers is not None \
         else task.checkable_answers
     check = AnswerCheck(task, calls.check, sampling) if checks else None

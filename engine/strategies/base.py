@@ -62,6 +62,9 @@ class RoundView:
     round: int = 0
     train_set: pa.Table | None = None  # the rows this round trained on (seed + accepted)
     validation: pa.Table | None = None  # the task's real validation rows (empty if unused)
+    # rows per target the matched unit asked for (s3: one per error), which a baseline asks
+    # for too unless its own rows_per_error says otherwise
+    budget_quota: int | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ class RoundPlan:
     style_texts: list[str]  # real texts whose shape a candidate must have
     rationales_per_label: int = 0  # > 0: ask for rationales first; they are the targets
     label_rows: pa.Table | None = None  # real labelled rows a candidate's label is judged by
+    repeats: int = 1  # each rationale asked about this many times (distinct draws), so that
+    # many rows per rationale need not fit one answer
 
 
 class Strategy:
@@ -115,15 +120,30 @@ class Strategy:
         # seed, and the validation rows where the round already reads their labels
         labelled = pa.concat_tables([t.select(["input", "label"]) for t in (
             [seed_rows, validation] if mines_validation else [seed_rows])])
+        per_error = self.settings.rows_per_error or view.budget_quota or n_per_error
+        per_label = self.settings.rationales_per_label
         if train_set.num_rows == 0 and view.round == 0:
-            per_label = self.settings.rationales_per_label
-            quota = seed_quota(self.settings.seed_rows_per_label, per_label)
+            quota, repeats = seed_quota(self.settings.seed_rows_per_label, per_label,
+                                        self.settings.seed_rows_per_request)
             if self.explains:
-                return RoundPlan(None, quota, prompts, demo_pool, style, per_label, labelled)
-            budget = view.budget if view.budget is not None else per_label * len(view.labels)
+                return RoundPlan(None, quota, prompts, demo_pool, style, per_label, labelled,
+                                 repeats)
+            budget = view.budget if view.budget is not None \
+                else per_label * len(view.labels) * repeats
             targets = self.seed_targets(_with_budget(view, budget))
             return RoundPlan(targets, quota, prompts, demo_pool, style, label_rows=labelled)
-        quota = n_per_error * (rounds - 1 if self.settings.one_shot else 1)
+        if self.explains and not self.settings.extrapolate:
+            # the S3 paper's control: as many rows as the errors would have been asked for,
+            # written as the seed was (new rationales, examples on each), no error shown
+            wanted = (view.errors.num_rows if view.budget is None else view.budget) * per_error
+            if wanted == 0 or not view.labels:
+                return RoundPlan(view.errors.slice(0, 0), per_error, prompts, demo_pool, style,
+                                 label_rows=labelled)
+            quota, repeats = seed_quota(math.ceil(wanted / len(view.labels)), per_label,
+                                        self.settings.seed_rows_per_request)
+            return RoundPlan(None, quota, prompts, demo_pool, style, per_label, labelled,
+                             repeats)
+        quota = per_error * (rounds - 1 if self.settings.one_shot else 1)
         return RoundPlan(self.targets(view), quota, prompts, demo_pool, style,
                          label_rows=labelled)
 
@@ -171,15 +191,19 @@ class Strategy:
         return []
 
 
-def seed_quota(rows_per_label: int, targets_per_label: int) -> int:
-    """Rows asked for per target so that each label's targets together ask for about
-    rows_per_label (never fewer)."""
-    return math.ceil(rows_per_label / targets_per_label)
+def seed_quota(rows_per_label: int, targets_per_label: int,
+               per_request: int | None = None) -> tuple[int, int]:
+    """(rows asked for per request, requests per target) so that each label's targets
+    together ask for about rows_per_label (never fewer), no request asking for more than
+    per_request rows (None: one request per target)."""
+    per_target = math.ceil(rows_per_label / targets_per_label)
+    repeats = 1 if per_request is None else math.ceil(per_target / per_request)
+    return math.ceil(per_target / repeats), repeats
 
 
 def _with_budget(view: RoundView, budget: int) -> RoundView:
     return RoundView(view.errors, view.mining, budget, view.rng, view.task, view.labels,
-                     view.round, view.train_set, view.validation)
+                     view.round, view.train_set, view.validation, view.budget_quota)
 
 
 def take_random(table: pa.Table, n: int, rng: random.Random) -> pa.Table:

@@ -19,7 +19,8 @@ class S3(Strategy):
     synthesizes_seed = True
     explains = True
     budget_rank = 1  # where the job has no llm2llm unit
-    implied = {"mine_from": "validation"}
+    # the paper: errors on the real validation rows, one new example per error (Alg. 2)
+    implied = {"mine_from": "validation", "rows_per_error": 1}
 
     def prompts(self, task):
         return task.s3_prompts

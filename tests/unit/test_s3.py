@@ -82,16 +82,18 @@ def teacher(messages):
     return "\n".join(blocks)
 
 
-def s3_loop(tmp_path, strategies=("s3", "zerogen"), rounds=3, n_seed=0):
+def s3_loop(tmp_path, strategies=("s3", "zerogen"), rounds=3, n_seed=0, match="targets",
+            teacher_gen=None, **strategy):
     paths = write_task_files(tmp_path)
     cfg = RunConfig.model_validate({
         "run_dir": str(tmp_path / "run"), "rounds": rounds,
-        "strategy": {"rationales_per_label": 3, "seed_rows_per_label": 6},
+        "strategy": {"rationales_per_label": 3, "seed_rows_per_label": 6, **strategy},
         "teacher": {"n_per_error": 2},
-        "compare": {"strategies": list(strategies), "seeds": [0]},
+        "compare": {"strategies": list(strategies), "seeds": [0], "match": match},
         "tasks": [task_config(paths, n_seed=n_seed)]})
     tasks = [build_task(t, cfg.seed) for t in cfg.tasks]
-    gen_s, gen_t, trainer = FakeGenerator(student), FakeGenerator(teacher), FakeTrainer()
+    gen_s, gen_t, trainer = FakeGenerator(student), teacher_gen or FakeGenerator(teacher), \
+        FakeTrainer()
     loop = RoundLoop(cfg, tasks, "base", "teacher", gen_s, gen_t, trainer, log=lambda m: None)
     history = {(m["strategy"], m["round"]): m for ms in loop.run() for m in ms}
     return tmp_path / "run" / "sentiment", history, gen_t, trainer, tasks[0]
@@ -111,7 +113,7 @@ def test_round_0_writes_the_seed_by_explain_then_generate(tmp_path):
     # every seed row was written on one rationale, at most its quota (6 rows / 3 rationales)
     assert {c["seed_id"] for c in candidates} <= {r["id"] for r in rationales}
     per_rationale = {r["id"]: sum(c["seed_id"] == r["id"] for c in accepted) for r in rationales}
-    assert set(per_rationale.values()) == {seed_quota(6, 3)}
+    assert set(per_rationale.values()) == {seed_quota(6, 3, 8)[0]}
     assert all(c["prompt_hash"] == task.s3_prompts.hash for c in candidates)
     # the rationale shows in the prompt its examples were asked with
     asks = [json.loads(m)[-1]["content"] for stage, _, req in gen_t.calls
@@ -151,6 +153,8 @@ def test_zerogen_without_a_seed_writes_as_many_rows_as_s3(tmp_path):
         s3, zerogen = history[("s3", r)], history[("zerogen", r)]
         assert zerogen["n_targets"] == s3["n_targets"] > 0
         assert zerogen["n_rows_asked"] == s3["n_rows_asked"]
+    # the paper's Alg. 2: one new example per error (teacher.n_per_error is 2 here)
+    assert history[("s3", 1)]["n_rows_asked"] == history[("s3", 1)]["n_targets"]
     data = read(root / "zerogen" / "seed_0", 1, "data")
     assert data and {r["origin"] for r in data} == {"synthetic"}
 
@@ -242,3 +246,58 @@ def test_each_strategy_asks_about_validation_errors_with_its_own_prompt_file(tmp
               for unit, r in (("llm2llm+mine_validation", 0), ("s3", 1))}
     assert hashes == {"llm2llm+mine_validation": {task.prompts.hash},
                       "s3": {task.s3_prompts.hash}}
+
+
+def test_a_seed_larger_than_one_answer_is_asked_in_several_requests_per_rationale(tmp_path):
+    """seed_rows_per_request: 12 rows a label over 3 rationales is 4 a rationale, asked as 2
+    requests of 2 rows each (distinct draws), so a seed of hundreds of rows a label never
+    needs one answer to hold them all."""
+    class SamplingTeacher(FakeGenerator):
+        """The fake teacher, but a repeated prompt's draws answer differently, as a sampling
+        engine's do (the fake alone is a function of the prompt)."""
+
+        def __call__(self, requests, model, stage, group=""):
+            drawn = [json.dumps([*json.loads(m)[:-1], {**json.loads(m)[-1], "content": json.loads(
+                m)[-1]["content"] + f" draw {k}"}]) for m, k in zip(
+                requests.column("messages").to_pylist(), requests.column("sample").to_pylist())]
+            return super().__call__(requests.set_column(
+                requests.schema.get_field_index("messages"), "messages", [drawn]), model, stage,
+                group)
+
+    root, history, gen_t, _, _ = s3_loop(tmp_path, strategies=("s3",), rounds=2,
+                                         teacher_gen=SamplingTeacher(teacher),
+                                         seed_rows_per_label=12, seed_rows_per_request=2)
+    unit = root / "s3" / "seed_0"
+    rationales = {r["id"] for r in read(unit, 0, "augment", "rationales")}
+    accepted = [c for c in read(unit, 0, "augment") if c["accepted"]]
+    per_rationale = {}
+    for c in accepted:
+        per_rationale.setdefault(c["seed_id"].split("#")[0], []).append(c["seed_id"])
+    assert set(per_rationale) == rationales
+    assert all(len(ids) == 4 and len(set(ids)) == 2 for ids in per_rationale.values())
+    assert history[("s3", 0)]["n_targets"] == 2 * len(rationales)
+    assert history[("s3", 0)]["n_rows_asked"] == 2 * 2 * len(rationales)
+
+
+def test_s3_without_extrapolation_writes_the_same_rows_as_the_seed_was(tmp_path):
+    """The paper's control (s3+no_extrapolation): later rounds ask for new rationales and rows
+    on them, no error shown, and with compare.match rows keep at most s3's rows."""
+    root, history, gen_t, _, _ = s3_loop(tmp_path, strategies=("s3", "s3+no_extrapolation"),
+                                         match="rows")
+    control = root / "s3+no_extrapolation" / "seed_0"
+    assert read(control, 1, "augment", "rationales")  # asked again in round 1
+    r1, ref = history[("s3+no_extrapolation", 1)], history[("s3", 1)]
+    assert r1["budget_matched"] == {"by": "rows", "budget": ref["n_accepted"]}
+    assert 0 < r1["n_accepted"] <= ref["n_accepted"]
+    # the control's round-1 rows were written on rationales, never on a mined error
+    candidates = read(control, 1, "augment")
+    assert candidates and all(c["seed_id"].startswith("rationale:") for c in candidates)
+
+
+def test_no_extrapolation_is_refused_for_a_strategy_without_a_written_seed():
+    from engine.config import load_config
+    from engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no_extrapolation.*not llm2llm"):
+        load_config(None, ["tasks=[{name: arithmetic}]",
+                           "compare.strategies=[llm2llm+no_extrapolation]"])

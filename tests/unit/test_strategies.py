@@ -212,6 +212,7 @@ def test_label_mix_is_a_compare_switch():
     from engine.config import strategy_variant
 
     assert strategy_variant("s3+label_mix") == {"name": "s3", "mine_from": "validation",
+                                                "rows_per_error": 1,
                                                 "keep_label_mix": True}
 
 

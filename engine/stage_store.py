@@ -85,14 +85,17 @@ class StageStore:
         """An earlier unit whose finished round-0 `name` stage this unit's would repeat.
 
         Round 0 trains on the seed alone from the base model, so every strategy with the same
-        task and training seed has the same round-0 student, predictions and errors (training
-        is deterministic given the seed): a compare computes them once per task and seed."""
+        task and training seed has the same round-0 student (training is deterministic given
+        the seed), and those that mine the same rows (the seed, or the real validation rows)
+        the same predictions and errors: a compare computes them once per task and seed."""
         if r != 0 or name not in ROUND0_SHARED or not unit.strategy.uses_seed:
             return None
+        on_validation = lambda u: u.settings.mine_from == "validation"  # noqa: E731
         for other in self.units:
             if other is unit:
                 return None
-            same = (other.task.name, other.train_seed) == (unit.task.name, unit.train_seed)
+            same = (other.task.name, other.train_seed) == (unit.task.name, unit.train_seed) \
+                and (name == "train" or on_validation(other) == on_validation(unit))
             if same and other.strategy.uses_seed and \
                     self.store.is_complete(self.store.stage_dir(other.key, 0, name)):
                 return other

@@ -301,3 +301,17 @@ def test_no_extrapolation_is_refused_for_a_strategy_without_a_written_seed():
     with pytest.raises(ConfigError, match="no_extrapolation.*not llm2llm"):
         load_config(None, ["tasks=[{name: arithmetic}]",
                            "compare.strategies=[llm2llm+no_extrapolation]"])
+
+
+def test_a_unit_mining_validation_rows_shares_round_0s_student_but_not_its_errors(tmp_path):
+    """llm2llm+mine_validation beside llm2llm: the round-0 training is the same and copied,
+    the predictions and errors are its own (the validation rows', not the seed's)."""
+    root, _, _, _, _ = s3_loop(tmp_path, ("llm2llm", "llm2llm+mine_validation"), rounds=2,
+                               n_seed=8)
+    plain, variant = root / "llm2llm" / "seed_0", root / "llm2llm+mine_validation" / "seed_0"
+    assert {m["origin"] for m in read(plain, 0, "mine")} == {"seed"}
+    assert {m["origin"] for m in read(variant, 0, "mine")} == {"validation"}
+    manifest = lambda unit, stage: json.loads(  # noqa: E731
+        (unit / "round_0" / stage / "MANIFEST.json").read_text())
+    assert manifest(variant, "train").get("copied_from") == "sentiment/llm2llm/seed_0"
+    assert "copied_from" not in manifest(variant, "predict")

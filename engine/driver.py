@@ -72,10 +72,12 @@ class RoundLoop:
 
     def _rounds(self, units: list[Unit], splits: dict) -> Iterator[list[dict]]:
         """Every round of `units`, one round of each before the next round of any."""
-        # a unit that writes its own seed (s3) starts with no training rows
+        # a unit that writes its own seed (s3) starts with no training rows; the fair floor
+        # (seed_only+with_validation) with the validation rows beside the seed
         train_sets = {u.key: pa.Table.from_pylist(
-            splits[u.task.name][0] if u.strategy.uses_seed else [], schema=EXAMPLE)
-            for u in units}
+            (splits[u.task.name][0] if u.strategy.uses_seed else [])
+            + (splits[u.task.name][2] if u.settings.train_on_validation else []),
+            schema=EXAMPLE) for u in units}
         for r in range(self.cfg.rounds):
             metrics = []
             for unit in units:

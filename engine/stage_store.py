@@ -95,6 +95,7 @@ class StageStore:
             if other is unit:
                 return None
             same = (other.task.name, other.train_seed) == (unit.task.name, unit.train_seed) \
+                and other.settings.train_on_validation == unit.settings.train_on_validation \
                 and (name == "train" or on_validation(other) == on_validation(unit))
             if same and other.strategy.uses_seed and \
                     self.store.is_complete(self.store.stage_dir(other.key, 0, name)):

@@ -240,6 +240,19 @@ class RunConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _no_epoch_chosen_on_rows_trained_on(self) -> "RunConfig":
+        entries = self.compare.strategies if self.compare else []
+        if self.train.select_epoch == "validation" and (
+                self.strategy.train_on_validation or any(
+                    "+with_validation" in e for e in entries) or any(
+                    t.strategy and t.strategy.train_on_validation for t in self.tasks)):
+            raise ValueError("seed_only+with_validation trains on the validation rows that "
+                             "train.select_epoch: validation would choose its epoch on; set "
+                             "train.select_epoch: last for this compare, or leave the switch "
+                             "out")
+        return self
+
+    @model_validator(mode="after")
     def _unique_task_names(self) -> "RunConfig":
         names = [t.name for t in self.tasks]
         dupes = sorted({n for n in names if names.count(n) > 1})

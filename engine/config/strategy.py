@@ -48,6 +48,11 @@ class StrategyConfig(Strict):
                                "mixed, zerogen, a switch variant) gets this many times it, "
                                "e.g. `zerogen+scale=3` for the S3 paper's ZeroGen with about "
                                "three times the rows")
+    train_on_validation: bool = Field(
+        False, description="seed_only: train on the seed plus the task's real validation "
+                           "rows, the fair floor for strategies that show those rows to the "
+                           "teacher (mine_from: validation); compare switch "
+                           "seed_only+with_validation")
     rows_per_error: int | None = Field(
         None, ge=1, description="rows the teacher is asked for per error (per target); null: "
                                 "teacher.n_per_error. s3 implies 1, as the paper's Alg. 2 "
@@ -76,6 +81,10 @@ class StrategyConfig(Strict):
         if isinstance(data, dict):
             cls_ = _strategy_class(data.get("name", "llm2llm"))
             data = {**cls_.implied, **data}
+            if data.get("train_on_validation") and cls_.uses_teacher:
+                raise ValueError(f"train_on_validation (with_validation) is the seed_only "
+                                 f"floor's: {cls_.name} mines or shows the validation rows, "
+                                 f"and training on them too would hide its errors")
             if data.get("extrapolate") is False and not cls_.explains:
                 raise ValueError(f"extrapolate: false (no_extrapolation) is for a strategy "
                                  f"that writes its seed by explain-then-generate (s3), not "
@@ -99,7 +108,8 @@ def _strategy_class(name: str):
 SWITCHES = {"one_shot": {"one_shot": True}, "mine_all": {"mine_from": "all"},
             "mine_validation": {"mine_from": "validation"},
             "continue": {"from_base": False}, "label_mix": {"keep_label_mix": True},
-            "label_fit": {"label_fit": True}, "no_extrapolation": {"extrapolate": False}}
+            "label_fit": {"label_fit": True}, "no_extrapolation": {"extrapolate": False},
+            "with_validation": {"train_on_validation": True}}
 
 
 def strategy_variant(spec: str) -> dict:
@@ -122,7 +132,8 @@ def strategy_variant(spec: str) -> dict:
             except ValueError:
                 raise ValueError(f"{spec!r}: {key} takes a number, e.g. "
                                  f"{name}+{key}=0.25") from None
-        elif switch in SWITCHES and strategy.takes_switches:
+        elif switch in SWITCHES and (strategy.takes_switches
+                                     or switch in strategy.own_switches):
             fields.update(SWITCHES[switch])
         else:
             raise ValueError(f"{spec!r}: {switch!r} is not a switch of {name}; "
@@ -135,7 +146,8 @@ def switch_help(name: str | None = None) -> str:
     from engine.strategies import REGISTRY
 
     if name is not None and not _strategy_class(name).takes_switches:
-        return f"{name} takes none"
+        own = _strategy_class(name).own_switches
+        return f"{name} takes " + (", ".join(own) + " only" if own else "none")
     options = [f"{key}=X ({strategy})" for strategy, cls in REGISTRY.items()
                for key in cls.options if name in (None, strategy)]
     return "switches: " + ", ".join([*SWITCHES, "scale=X (a matched budget times X)", *options])

@@ -96,6 +96,7 @@ class Strategy:
     # has several such strategies, the lowest rank sets it (llm2llm 0, s3 1). None: never.
     budget_rank: ClassVar[int | None] = None
     takes_switches: ClassVar[bool] = True  # accepts the ablation switches (config.SWITCHES)
+    own_switches: ClassVar[tuple[str, ...]] = ()  # the ones it takes where it takes no others
     implied: ClassVar[dict] = {}  # settings it implies unless given (s3: mine_from)
     options: ClassVar[dict[str, str]] = {}  # compare switches `key=X` -> settings field
 

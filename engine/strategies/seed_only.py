@@ -1,5 +1,6 @@
 """`seed_only`: the student trained on the seed alone, with the same training settings. The
-floor every synthesis strategy must beat."""
+floor every synthesis strategy must beat. `seed_only+with_validation` trains on the seed and
+the real validation rows: the fair floor where the others show those rows to the teacher."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ class SeedOnly(Strategy):
     summary = "no teacher: the student trained on the seed alone"
     uses_teacher = False
     takes_switches = False
+    own_switches = ("with_validation",)
 
     def targets(self, view: RoundView):
         return view.errors.slice(0, 0)

@@ -66,8 +66,9 @@ def unit_settings(cfg: RunConfig, task: TaskConfig) -> list[tuple[str, int, str,
 def needs_validation(cfg: RunConfig, task: TaskConfig) -> bool:
     """Whether any unit of the task mines the real validation rows (s3, +mine_validation), or
     training chooses its epoch on them: only then are they read and set aside."""
-    return cfg.train.select_epoch == "validation" or \
-        any(s.mine_from == "validation" for *_, s in unit_settings(cfg, task))
+    return cfg.train.select_epoch == "validation" or any(
+        s.mine_from == "validation" or s.train_on_validation
+        for *_, s in unit_settings(cfg, task))
 
 
 def saved_units(config: dict) -> list[tuple[str, dict]]:

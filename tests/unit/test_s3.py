@@ -315,3 +315,27 @@ def test_a_unit_mining_validation_rows_shares_round_0s_student_but_not_its_error
         (unit / "round_0" / stage / "MANIFEST.json").read_text())
     assert manifest(variant, "train").get("copied_from") == "sentiment/llm2llm/seed_0"
     assert "copied_from" not in manifest(variant, "predict")
+
+
+def test_the_fair_floor_trains_on_the_seed_and_the_validation_rows(tmp_path):
+    """seed_only+with_validation beside llm2llm+mine_validation: the floor trains on the seed
+    plus the validation rows the other shows the teacher (its own round 0, not a copy of the
+    seed-only student), and choosing the epoch on those rows is refused."""
+    root, history, _, trainer, task = s3_loop(
+        tmp_path, ("llm2llm+mine_validation", "seed_only", "seed_only+with_validation"),
+        rounds=2, n_seed=8)
+    seed, _, validation = task.splits(True)
+    floor = root / "seed_only+with_validation" / "seed_0"
+    trained = read(floor, 0, "data")
+    assert sorted(r["id"] for r in trained) == sorted(r["id"] for r in seed + validation)
+    assert history[("seed_only+with_validation", 0)]["n_train"] == len(seed) + len(validation)
+    assert history[("seed_only", 0)]["n_train"] == len(seed)
+    manifest = json.loads((floor / "round_0" / "train" / "MANIFEST.json").read_text())
+    assert "copied_from" not in manifest
+
+    from engine.config import load_config
+    from engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="select_epoch: last"):
+        load_config(None, ["tasks=[{name: arithmetic}]", "train.select_epoch=validation",
+                           "compare.strategies=[llm2llm,seed_only+with_validation]"])

@@ -254,11 +254,12 @@ def test_compare_sweeps_ablation_switches_as_units_of_their_own(tmp_path):
 
 @pytest.mark.parametrize("spec, message", [
     ("llm2llm+fast", "'fast' is not a switch of llm2llm"),
-    ("seed_only+one_shot", "seed_only takes none"),
+    ("seed_only+one_shot", "seed_only takes with_validation only"),
+    ("llm2llm+with_validation", "the seed_only floor's"),
     ("mixed+share=lots", "share takes a number"),
     ("mixed+share=1.5", "less than or equal to 1"),
     ("random+scale=0", "greater than 0"),
-    ("seed_only+scale=2", "seed_only takes none"),
+    ("seed_only+scale=2", "seed_only takes with_validation only"),
     ("s4", "unknown strategy 's4'"),
 ])
 def test_a_bad_compare_entry_names_the_fix(spec, message):

@@ -78,6 +78,17 @@ def fix_rates(previous: tuple[pa.Table, pa.Table] | None,
     return fixed, broke
 
 
+def train_labels(train_set: pa.Table) -> dict[str, dict[str, int]]:
+    """origin -> label -> rows of a training set; {} where its rows have no labels."""
+    out: dict[str, dict[str, int]] = {}
+    for origin, label in zip(train_set.column("origin").to_pylist(),
+                             train_set.column("label").to_pylist()):
+        if label:
+            by_label = out.setdefault(origin, {})
+            by_label[label] = by_label.get(label, 0) + 1
+    return {o: dict(sorted(c.items())) for o, c in sorted(out.items())}
+
+
 def round_metrics(task: str, r: int, train_set: pa.Table, predictions: pa.Table,
                   errors: pa.Table, candidates: pa.Table | None, train_stats: dict,
                   timings: dict, usage: dict[str, dict | None], asked: dict | None = None,
@@ -97,6 +108,9 @@ def round_metrics(task: str, r: int, train_set: pa.Table, predictions: pa.Table,
         "n_train": train_set.num_rows,  # rows the student was trained on this round
         "n_seed": origins.get("seed", 0),
         "n_synthetic": origins.get("synthetic", 0),
+        # what the student was trained on: origin -> label -> rows (labelled tasks), so a round
+        # whose written rows swing to one label shows it
+        "train_labels": train_labels(train_set),
         "train_accuracy": accuracy(predictions, "train"),  # on the seed (mining) rows
         "test_accuracy": accuracy(predictions, "test"),
         "n_test": sum(p["split"] == "test" for p in preds),

@@ -235,6 +235,30 @@ def _table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def composition_rows(strategies: dict) -> list[dict]:
+    """Per strategy and round, the training set summed over seeds: rows by origin, the share
+    written by the teacher, and each origin's labels (labelled tasks)."""
+    out = []
+    for name, by_seed in strategies.items():
+        rounds = sorted({m["round"] for h in by_seed.values() for m in h})
+        for r in rounds:
+            found = [m for h in by_seed.values() for m in h if m["round"] == r]
+            n_train = sum(m.get("n_train") or 0 for m in found)
+            written = sum(m.get("n_synthetic") or 0 for m in found)
+            labels: dict[str, dict[str, int]] = {}
+            for m in found:
+                for origin, counts in (m.get("train_labels") or {}).items():
+                    for label, n in counts.items():
+                        labels.setdefault(origin, {}).setdefault(label, 0)
+                        labels[origin][label] += n
+            out.append({
+                "strategy": name, "round": r, "rows": n_train, "written": written,
+                "share": f"{written / n_train:.2f}" if n_train else "-",
+                "labels": "; ".join(f"{o}: " + ", ".join(f"{k} {v}" for k, v in c.items())
+                                    for o, c in labels.items()) or "-"})
+    return out
+
+
 def summary_rows(strategies: dict) -> list[dict]:
     """One line per strategy: its last round's test accuracy (mean over seeds) and totals."""
     out = []
@@ -290,6 +314,12 @@ def render_report(run_dir: str) -> str:
             ("test_accuracy", "test accuracy"), ("spread", "spread over seeds"),
             ("synthetic rows", "synthetic rows"), ("teacher requests", "teacher requests"),
             ("tokens", "tokens")]))
+        parts.append("<p><b>Training sets</b> (per round, summed over seeds: rows trained "
+                     "on, rows the teacher wrote and their share, labels by origin)</p>")
+        parts.append(_table(composition_rows(strategies), [
+            ("strategy", "strategy"), ("round", "round"), ("rows", "rows"),
+            ("written", "written by the teacher"), ("share", "share written"),
+            ("labels", "labels")]))
         for title, make in (("Accuracy", accuracy_figure), ("Fix rate", fix_figure),
                             ("Teacher rows", rows_figure), ("Tokens and time", cost_figure)):
             fig = make(strategies, rounds)

@@ -10,14 +10,16 @@ import yaml
 
 from engine.errors import DataError
 from engine.records import CANDIDATE
-from engine.report import render_report, summary_rows, collect, write_report
+from engine.report import composition_rows, render_report, summary_rows, collect, write_report
 from engine.storage import RunStorage
 
 
 def metrics(strategy, seed, r, acc, synthetic=0, asked=None):
     return {"task": "qa", "round": r, "strategy": strategy, "train_seed": seed,
             "unit": f"qa/{strategy}/seed_{seed}", "test_accuracy": acc, "train_accuracy": 0.5,
-            "n_synthetic": synthetic, "n_errors": 3, "fix_rate": 0.5 if r else None,
+            "n_synthetic": synthetic, "n_train": 4 + synthetic, "n_errors": 3,
+            "train_labels": {"seed": {"LOC": 3, "NUM": 1},
+                             **({"synthetic": {"NUM": synthetic}} if synthetic else {})}, "fix_rate": 0.5 if r else None,
             "break_rate": 0.1 if r else None, "n_requests": asked, "n_rows_asked": asked,
             "n_accepted": 2 if asked else None, "tokens": 100,
             "rejected_by_reason": {"duplicate": 1} if asked else {},
@@ -79,3 +81,14 @@ def test_a_run_without_finished_rounds_says_so_and_a_non_run_is_named(run_dir, t
     with pytest.raises(DataError, match="not a run directory"):
         render_report(str(tmp_path / "nothing"))
     json.dumps(collect(run_dir)["qa"])  # plain data, as a notebook would want it
+
+
+def test_the_training_sets_composition_per_round_sums_the_seeds(run_dir):
+    """What each round trained on: rows, the teacher's share, labels by origin (a round whose
+    written rows are all one label shows it)."""
+    rows = {(r["strategy"], r["round"]): r for r in composition_rows(collect(run_dir)["qa"])}
+    assert rows[("llm2llm", 0)] == {"strategy": "llm2llm", "round": 0, "rows": 8, "written": 0,
+                                    "share": "0.00", "labels": "seed: LOC 6, NUM 2"}
+    assert rows[("llm2llm", 1)]["share"] == "0.33"  # 2 of 6 per seed
+    assert rows[("llm2llm", 1)]["labels"] == "seed: LOC 6, NUM 2; synthetic: NUM 4"
+    assert "share written" in render_report(run_dir)

@@ -39,6 +39,12 @@ class StrategyConfig(Strict):
                            "rows mined (errors first, topped up with rows of the same label "
                            "the student got right), instead of following the errors, which "
                            "a weak student makes mostly on one label")
+    stratify_errors: bool = Field(
+        False, description="classification tasks: a round asks about at most each label's "
+                           "share of its targets by the mined rows' label mix, from the "
+                           "errors alone (s3 implies it: the paper-consistent form of "
+                           "keep_label_mix, which tops up with right rows); compare switch "
+                           "+stratify")
     rationales_per_label: int = Field(
         4, ge=1, description="s3 seed synthesis: rationales the teacher writes per label (what "
                              "makes a text have it), each the theme of some examples; zerogen "
@@ -109,7 +115,8 @@ SWITCHES = {"one_shot": {"one_shot": True}, "mine_all": {"mine_from": "all"},
             "mine_validation": {"mine_from": "validation"},
             "continue": {"from_base": False}, "label_mix": {"keep_label_mix": True},
             "label_fit": {"label_fit": True}, "no_extrapolation": {"extrapolate": False},
-            "with_validation": {"train_on_validation": True}}
+            "with_validation": {"train_on_validation": True},
+            "stratify": {"stratify_errors": True}}
 
 
 def strategy_variant(spec: str) -> dict:

@@ -160,6 +160,8 @@ class Strategy:
         asks about, not in how much."""
         if self.settings.keep_label_mix and view.labels:
             return keep_label_mix(view.errors, view.mining, view.rng, view.budget)
+        if self.settings.stratify_errors and view.labels:
+            return stratified_errors(view.errors, view.mining, view.rng, view.budget)
         if view.budget is not None and view.errors.num_rows > view.budget:
             return take_random(view.errors, view.budget, view.rng)
         return view.errors
@@ -214,6 +216,36 @@ def take_random(table: pa.Table, n: int, rng: random.Random) -> pa.Table:
     return table.take(sorted(rng.sample(range(table.num_rows), n)))
 
 
+def _label_shares(labels: list[str], n: int) -> dict[str, int]:
+    """n spread over the labels as they occur in `labels` (largest remainders)."""
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    exact = {label: n * c / len(labels) for label, c in counts.items()}
+    share = {label: int(x) for label, x in exact.items()}
+    for label in sorted(exact, key=lambda k: (share[k] - exact[k], k))[:n - sum(share.values())]:
+        share[label] += 1
+    return share
+
+
+def stratified_errors(errors: pa.Table, mining: pa.Table, rng: random.Random,
+                      n: int | None = None) -> pa.Table:
+    """At most n of the errors (default: all of them), no label more than its share of n by
+    the mined rows' label mix, and only errors (no right rows, unlike keep_label_mix, which is
+    close to the S3 paper's GoldGen): a weak student's errors lean to one label, and aimed at
+    all of them a round writes that label alone."""
+    n = errors.num_rows if n is None else min(n, errors.num_rows)
+    if n == 0 or mining.num_rows == 0:
+        return errors.slice(0, 0) if n == 0 else errors
+    share = _label_shares(mining.column("label").to_pylist(), n)
+    labels = errors.column("label").to_pylist()
+    picked = []
+    for label in sorted(set(labels)):
+        mine = [i for i, row_label in enumerate(labels) if row_label == label]
+        picked += rng.sample(mine, min(share.get(label, 0), len(mine)))
+    return errors.take(sorted(picked))
+
+
 def keep_label_mix(errors: pa.Table, mining: pa.Table, rng: random.Random,
                    n: int | None = None) -> pa.Table:
     """n targets (default: as many as there are errors), spread over the labels as the mined
@@ -225,13 +257,7 @@ def keep_label_mix(errors: pa.Table, mining: pa.Table, rng: random.Random,
     if n == 0 or mining.num_rows == 0:
         return errors
     labels = mining.column("label").to_pylist()
-    counts: dict[str, int] = {}
-    for label in labels:
-        counts[label] = counts.get(label, 0) + 1
-    exact = {label: n * c / len(labels) for label, c in counts.items()}
-    share = {label: int(x) for label, x in exact.items()}
-    for label in sorted(exact, key=lambda k: (share[k] - exact[k], k))[:n - sum(share.values())]:
-        share[label] += 1
+    share = _label_shares(labels, n)
     ids = mining.column("id").to_pylist()
     by_id = {row_id: i for i, row_id in enumerate(errors.column("id").to_pylist())}
     picked = []

@@ -19,8 +19,9 @@ class S3(Strategy):
     synthesizes_seed = True
     explains = True
     budget_rank = 1  # where the job has no llm2llm unit
-    # the paper: errors on the real validation rows, one new example per error (Alg. 2)
-    implied = {"mine_from": "validation", "rows_per_error": 1}
+    # the paper: errors on the real validation rows, one new example per error (Alg. 2), the
+    # errors kept to the validation rows' label mix
+    implied = {"mine_from": "validation", "rows_per_error": 1, "stratify_errors": True}
 
     def prompts(self, task):
         return task.s3_prompts

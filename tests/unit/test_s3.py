@@ -138,7 +138,8 @@ def test_errors_are_mined_on_the_real_validation_rows_and_extrapolated(tmp_path)
     assert mined and {m["origin"] for m in mined} == {"validation"}
     assert history[("s3", 1)]["mined_from"] == "validation"
     candidates = read(unit, 1, "augment")
-    assert {c["seed_id"] for c in candidates} == {m["id"] for m in mined}
+    # asked about the errors, at most each label's share of them (stratify_errors)
+    assert {c["seed_id"] for c in candidates} <= {m["id"] for m in mined} and candidates
     # the copy of a validation text is rejected as a leak; the rest are accepted
     leaked = [c for c in candidates if c["input"] in {v["input"] for v in validation}]
     assert leaked and all(not c["accepted"] and c["reject_reason"].startswith("in_protected_set")

@@ -128,7 +128,7 @@ def test_keep_label_mix_spreads_the_targets_over_the_labels_as_the_mined_rows_ar
     errors = mining.filter(pa.array([r["label"] == "no" for r in rows]))
     view = RoundView(errors=errors, mining=mining, budget=None, rng=random.Random(0),
                      task="t", labels=("yes", "no"))
-    assert build_strategy(StrategyConfig(name="s3")).targets(view)["label"].to_pylist() \
+    assert build_strategy(StrategyConfig(name="llm2llm")).targets(view)["label"].to_pylist() \
         == ["no"] * 6  # by default: the errors, all of one label
     kept = build_strategy(StrategyConfig(name="s3", keep_label_mix=True)).targets(view)
     assert kept.num_rows == 6  # as many requests as errors: the budget is unchanged
@@ -141,6 +141,29 @@ def test_keep_label_mix_spreads_the_targets_over_the_labels_as_the_mined_rows_ar
     # a task without labels (arithmetic): the errors, unchanged
     no_labels = RoundView(errors=errors, mining=mining, budget=None, rng=random.Random(0))
     assert build_strategy(StrategyConfig(keep_label_mix=True)).targets(no_labels) == errors
+
+
+def test_stratified_errors_keep_no_label_above_its_share_and_only_errors():
+    """s3's default (strategy.stratify_errors): of 9 "no" errors and 2 "yes" errors among 12
+    mined rows half of each label, at most 6 "no" (half of 11) and both "yes"; never a row
+    the student got right; within a budget, each label its share of it."""
+    rows = [dict(id=f"v{i}", task="t", input=f"q{i}", target=label, label=label,
+                 origin="validation", round=-1, seed_id=f"v{i}", trigger_prediction="?",
+                 teacher_model="", prompt_hash="", sampling="")
+            for i, label in enumerate(["no"] * 10 + ["yes"] * 10)]
+    mining = pa.Table.from_pylist(rows, schema=EXAMPLE)
+    wrong = {f"v{i}" for i in [*range(9), 10, 11]}
+    errors = mining.filter(pa.array([r["id"] in wrong for r in rows]))
+    s3 = build_strategy(StrategyConfig(name="s3"))
+    assert s3.settings.stratify_errors
+    view = lambda budget: RoundView(errors=errors, mining=mining, budget=budget,  # noqa: E731
+                                    rng=random.Random(0), task="t", labels=("no", "yes"))
+    picked = s3.targets(view(None))
+    assert sorted(picked["label"].to_pylist()) == ["no"] * 6 + ["yes"] * 2
+    assert set(picked["id"].to_pylist()) <= wrong
+    assert sorted(s3.targets(view(4))["label"].to_pylist()) == ["no"] * 2 + ["yes"] * 2
+    plain = build_strategy(StrategyConfig(name="s3", stratify_errors=False))
+    assert plain.targets(view(None)).num_rows == 11
 
 
 def test_an_ablation_variant_asks_about_at_most_its_plain_units_budget():
@@ -212,7 +235,7 @@ def test_label_mix_is_a_compare_switch():
     from engine.config import strategy_variant
 
     assert strategy_variant("s3+label_mix") == {"name": "s3", "mine_from": "validation",
-                                                "rows_per_error": 1,
+                                                "rows_per_error": 1, "stratify_errors": True,
                                                 "keep_label_mix": True}
 
 

@@ -89,7 +89,8 @@ def strategies_help() -> str:
                                for name, cls in REGISTRY.items()]
     lines += ["", "switches, after a name (e.g. llm2llm+one_shot+continue):"]
     lines += [f"  {name.ljust(width)}  sets {fields}" for name, fields in switches.items()]
-    closed = [f"{name} takes {', '.join(cls.own_switches) + ' only' if cls.own_switches else 'none'}"
+    closed = [f"{name} takes " + (", ".join(cls.own_switches) + " only"
+                                  if cls.own_switches else "none")
               for name, cls in REGISTRY.items() if not cls.takes_switches]
     return "\n".join(lines + [f"  ({c})" for c in closed])
 

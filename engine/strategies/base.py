@@ -213,7 +213,7 @@ def take_random(table: pa.Table, n: int, rng: random.Random) -> pa.Table:
     """n rows drawn without replacement (all of them if there are fewer), in table order."""
     if n >= table.num_rows:
         return table
-    return table.take(sorted(rng.sample(range(table.num_rows), n)))
+    return table.take(pa.array(sorted(rng.sample(range(table.num_rows), n)), pa.int64()))
 
 
 def _label_shares(labels: list[str], n: int) -> dict[str, int]:
@@ -237,13 +237,17 @@ def stratified_errors(errors: pa.Table, mining: pa.Table, rng: random.Random,
     n = errors.num_rows if n is None else min(n, errors.num_rows)
     if n == 0 or mining.num_rows == 0:
         return errors.slice(0, 0) if n == 0 else errors
-    share = _label_shares(mining.column("label").to_pylist(), n)
+    mined = mining.column("label").to_pylist()
+    # a label's cap rounds up, so a label never gets none of a few targets by rounding alone
+    cap = {label: math.ceil(n * mined.count(label) / len(mined)) for label in set(mined)}
     labels = errors.column("label").to_pylist()
     picked = []
     for label in sorted(set(labels)):
         mine = [i for i, row_label in enumerate(labels) if row_label == label]
-        picked += rng.sample(mine, min(share.get(label, 0), len(mine)))
-    return errors.take(sorted(picked))
+        picked += rng.sample(mine, min(cap.get(label, 0), len(mine)))
+    if len(picked) > n:  # the rounded-up caps may pass n by a row per label
+        picked = rng.sample(picked, n)
+    return errors.take(pa.array(sorted(picked), pa.int64()))
 
 
 def keep_label_mix(errors: pa.Table, mining: pa.Table, rng: random.Random,

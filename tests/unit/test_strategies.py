@@ -164,6 +164,11 @@ def test_stratified_errors_keep_no_label_above_its_share_and_only_errors():
     assert sorted(s3.targets(view(4))["label"].to_pylist()) == ["no"] * 2 + ["yes"] * 2
     plain = build_strategy(StrategyConfig(name="s3", stratify_errors=False))
     assert plain.targets(view(None)).num_rows == 11
+    # one error: asked about, whatever its label (a cap never rounds a label down to none)
+    one = RoundView(errors=errors.slice(10, 1), mining=mining, budget=None,
+                    rng=random.Random(0), task="t", labels=("no", "yes"))
+    assert s3.targets(one)["id"].to_pylist() == ["v11"]
+    assert s3.targets(view(0)).num_rows == 0
 
 
 def test_an_ablation_variant_asks_about_at_most_its_plain_units_budget():

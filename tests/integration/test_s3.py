@@ -5,6 +5,7 @@ and 2 train a tiny BERT encoder (Ray Train + DeepSpeed) and predict with Ray Dat
 the real validation rows and extrapolates its errors."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -82,10 +83,17 @@ def test_errors_come_from_the_validation_rows_and_are_extrapolated(run):
     assert sum(p["split"] == "test" for p in predictions) == N_TEST
     errors = table(unit, 1, "mine")
     assert len(errors) == sum(not p["correct"] for p in mined_on)
+    # s3 stratifies its errors: it asks about errors only, at least one, and about no label
+    # beyond its share (rounded up) of the mined rows' label mix
     asked = {c["seed_id"] for c in table(unit, 1, "augment")}
-    assert asked == {e["id"] for e in errors}
+    label_of = {e["id"]: e["label"] for e in errors}
+    assert asked <= set(label_of) and (asked or not errors)
     cfg = load_config(run.parent / "job.yaml")
     _, test, validation = build_task(cfg.tasks[0], cfg.seed).splits()
+    mined_labels = [v["label"] for v in validation]
+    for label in set(label_of.values()):
+        cap = math.ceil(len(errors) * mined_labels.count(label) / len(mined_labels))
+        assert sum(label_of[i] == label for i in asked) <= cap, (label, asked)
     assert sorted(p["id"] for p in mined_on) == sorted(v["id"] for v in validation)
     held_out = {r["input"] for r in test + validation}
     assert not {r["input"] for r in table(unit, 2, "data")} & held_out

@@ -182,6 +182,12 @@ def _check_strategies(cfg: RunConfig) -> list[str]:
         task = build_task(t, cfg.seed)
         for cls in kinds.values():
             problems += cls.task_problems(task, i)
+        for settings in strategies[t.name]:  # the real first texts s3 writes on (pair tasks)
+            try:
+                strategy_class(settings.name)(settings).first_texts(task)
+            except ValueError as exc:
+                if f"tasks.{i}: {exc}" not in problems:
+                    problems.append(f"tasks.{i}: {exc}")
         no_seed = task.cfg.n_seed == 0
         need_seed = sorted(n for n, c in kinds.items() if c.uses_seed and not c.synthesizes_seed)
         if no_seed and need_seed:

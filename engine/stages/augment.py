@@ -341,6 +341,8 @@ def augment(plan: "RoundPlan", task: Task, r: int, teacher: TeacherConfig, sampl
     unit's round this one matches (compare.match): "requests" caps the requests sent
     (rationale asks included), "rows" the rows accepted; "targets" is the plan's."""
     beside, asked_before, info = {}, 0, {}
+    if plan.first_texts:  # the teacher writes second texts on real first ones
+        task = task.writing_second(plan.first_texts)
     targets = plan.targets
     if plan.rationales_per_label:
         targets, rationale_asks, answers = ask_rationales(

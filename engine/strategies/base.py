@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from engine.tasks import PromptSet, Task
 
 REGISTRY: dict[str, type["Strategy"]] = {}
+# what s3 renders writing second texts only (strategy.real_first_text)
+SECOND_TEXT_TEMPLATES = ("example_user_second", "extrapolate_user_second")
 
 
 def register(cls: type["Strategy"]) -> type["Strategy"]:
@@ -80,6 +82,9 @@ class RoundPlan:
     label_rows: pa.Table | None = None  # real labelled rows a candidate's label is judged by
     repeats: int = 1  # each rationale asked about this many times (distinct draws), so that
     # many rows per rationale need not fit one answer
+    # a pair task's real first texts (premises) the teacher writes only second texts on
+    # (strategy.real_first_text); empty: it writes whole examples
+    first_texts: tuple[str, ...] = ()
 
 
 class Strategy:
@@ -123,12 +128,13 @@ class Strategy:
             [seed_rows, validation] if mines_validation else [seed_rows])])
         per_error = self.settings.rows_per_error or view.budget_quota or n_per_error
         per_label = self.settings.rationales_per_label
+        firsts = self.first_texts(task)
         if train_set.num_rows == 0 and view.round == 0:
             quota, repeats = seed_quota(self.settings.seed_rows_per_label, per_label,
                                         self.settings.seed_rows_per_request)
             if self.explains:
                 return RoundPlan(None, quota, prompts, demo_pool, style, per_label, labelled,
-                                 repeats)
+                                 repeats, firsts)
             budget = view.budget if view.budget is not None \
                 else per_label * len(view.labels) * repeats
             targets = self.seed_targets(_with_budget(view, budget))
@@ -139,14 +145,36 @@ class Strategy:
             wanted = (view.errors.num_rows if view.budget is None else view.budget) * per_error
             if wanted == 0 or not view.labels:
                 return RoundPlan(view.errors.slice(0, 0), per_error, prompts, demo_pool, style,
-                                 label_rows=labelled)
+                                 label_rows=labelled, first_texts=firsts)
             quota, repeats = seed_quota(math.ceil(wanted / len(view.labels)), per_label,
                                         self.settings.seed_rows_per_request)
             return RoundPlan(None, quota, prompts, demo_pool, style, per_label, labelled,
-                             repeats)
+                             repeats, firsts)
         quota = per_error * (rounds - 1 if self.settings.one_shot else 1)
         return RoundPlan(self.targets(view), quota, prompts, demo_pool, style,
-                         label_rows=labelled)
+                         label_rows=labelled, first_texts=firsts)
+
+    def first_texts(self, task: "Task") -> tuple[str, ...]:
+        """The real first texts a round's second texts are written on (strategy.
+        real_first_text: s3 on a pair task unless turned off), else none. The S3 paper's NLI
+        synthesis keeps a real premise and has the teacher write only the hypothesis: a
+        teacher that writes both tends to restate its premise as the hypothesis."""
+        if not self.explains or self.settings.real_first_text is False or not task.is_pair:
+            return ()
+        prompts = self.prompts(task)
+        missing = [t for t in SECOND_TEXT_TEMPLATES if t not in prompts.templates]
+        if missing:
+            raise ValueError(f"task {task.name}: strategy.real_first_text renders the "
+                             f"template(s) {', '.join(missing)}, which {prompts.path} lacks; "
+                             f"add them (see prompts/s3/pair.yaml) or set "
+                             f"strategy.real_first_text: false")
+        pool = task.first_text_pool()
+        if not pool:
+            raise ValueError(f"task {task.name}: strategy.real_first_text needs unused train "
+                             f"rows to take first texts from, and every train row is seed, "
+                             f"validation or test; lower n_validation or set "
+                             f"strategy.real_first_text: false")
+        return pool
 
     def targets(self, view: RoundView) -> pa.Table:
         """The rows the teacher is asked to write new examples like (EXAMPLE schema)."""

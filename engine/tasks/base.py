@@ -184,6 +184,19 @@ class Task:
         return {}
 
     # -- teacher ------------------------------------------------------------------------
+    @property
+    def is_pair(self) -> bool:
+        """Whether an example is two texts (a premise and a hypothesis, say)."""
+        return False
+
+    def first_text_pool(self) -> tuple[str, ...]:
+        """A pair task's real first texts a teacher may write second texts on."""
+        return ()
+
+    def writing_second(self, first_texts: tuple[str, ...]) -> "Task":
+        """This task as the teacher writes only second texts on real first ones."""
+        raise NotImplementedError(f"task {self.name}: only a pair task writes second texts")
+
     def gate_text(self, text: str) -> str:
         """The part of an example's input the teacher wrote, which the quality gates judge:
         all of it, except where the input repeats what the teacher was given (QA's context)."""

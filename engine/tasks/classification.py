@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import random
 import re
 
 from engine.errors import DataError
@@ -33,6 +35,9 @@ class ClassificationTask(Task):
     the quality gates all see the pair as one example."""
 
     prompt_family = "classification"
+    # writing_second: the real first texts the teacher writes only second texts on (S3's NLI
+    # synthesis); empty: it writes whole examples
+    given_first: tuple[str, ...] = ()
 
     @property
     def labels_name_text(self) -> bool:
@@ -54,6 +59,50 @@ class ClassificationTask(Task):
 
     def render_values(self) -> dict:
         return {"first": self.names[0], "second": self.names[-1]}
+
+    # -- a pair's second text written on a real first one (strategy.real_first_text) --------
+    @property
+    def is_pair(self) -> bool:
+        return "text_b" in self.cfg.fields
+
+    def pair_texts(self, text: str) -> tuple[str, str]:
+        """(first, second) text of a pair's input ("{first}: ...\n{second}: ...")."""
+        first, second = self.names
+        a, sep, b = text.rpartition(f"\n{second}: ")
+        return (a.removeprefix(f"{first}: "), b) if sep else (text, "")
+
+    def first_text_pool(self) -> tuple[str, ...]:
+        """The distinct first texts of the train rows that are neither seed nor validation
+        rows, less any a test or validation row has: unlabelled premises, in file order."""
+        if "_first_pool" not in self.__dict__:
+            seed, test, validation = self.splits()
+            taken = {r["id"] for r in seed + validation}
+            held = {self.pair_texts(r["input"])[0] for r in test + validation}
+            pool: dict[str, None] = {}
+            for row in self._as_examples(self.source_rows("train"), "train"):
+                first = self.pair_texts(row["input"])[0]
+                if row["id"] not in taken and first not in held:
+                    pool.setdefault(first)
+            self._first_pool = tuple(pool)
+        return self._first_pool
+
+    def writing_second(self, first_texts: tuple[str, ...]) -> "ClassificationTask":
+        view = copy.copy(self)
+        view.given_first = tuple(first_texts)
+        return view
+
+    def first_text_of(self, row: dict) -> str:
+        """The real first text a target's second texts are written on: a real row's own
+        (an error's premise), else one of given_first chosen by the target's id, so each
+        rationale (and each repeat of it, `#k`) gets its own and every ask the same."""
+        if row["origin"] in (RATIONALE, DESCRIPTION):
+            return random.Random(row["id"]).choice(self.given_first)
+        return self.pair_texts(row["input"])[0]
+
+    def gate_text(self, text: str) -> str:
+        """Writing second texts only, the gates judge the second text: the first is a real
+        one (which may be a validation row's, an error's premise), not the teacher's."""
+        return self.pair_texts(text)[1] if self.given_first else text
 
     def check(self) -> list[str]:
         problems = super().check()
@@ -135,6 +184,14 @@ class ClassificationTask(Task):
         is RATIONALE and whose input is the rationale), or like a real row the student got
         wrong (*error extrapolation*, with a worked example from `demos` as above)."""
         prompts = prompts or self._s3()
+        if self.given_first:
+            # no worked example: its answers would be second texts of other first texts
+            values = {**self._values(prompts, row, prediction, n),
+                      "first_text": self.first_text_of(row)}
+            template = "example_user_second" if row["origin"] == RATIONALE \
+                else "extrapolate_user_second"
+            return [{"role": "system", "content": prompts.render("teacher_system", **values)},
+                    {"role": "user", "content": prompts.render(template, **values)}]
         if row["origin"] == RATIONALE:
             values = self._values(prompts, row, prediction, n)
             return [{"role": "system", "content": prompts.render("teacher_system", **values)},
@@ -170,7 +227,9 @@ class ClassificationTask(Task):
     def teacher_format_regex(self, row: dict, n: int, max_words: int = 60) -> str:
         top = max(MIN_WORDS, max_words) - 1
         words = rf"(?:[^\n ]+ ){{{MIN_WORDS - 1},{top}}}[^\n ]+"  # MIN_WORDS to max_words
-        if "text_b" in self.cfg.fields:
+        if self.given_first:
+            block = rf"{re.escape(self.names[1])}: {words}\nLabel: {re.escape(row['label'])}\n"
+        elif "text_b" in self.cfg.fields:
             first, second = (re.escape(name) for name in self.names)
             block = rf"{first}: {words}\n{second}: {words}\nLabel: {re.escape(row['label'])}\n"
         else:
@@ -180,6 +239,8 @@ class ClassificationTask(Task):
     def parse_teacher(self, output: str, seed_row: dict) -> list[Parsed]:
         """`Text: ... / Label: ...` blocks (or another wrapper, or a bare numbered list);
         a pair's blocks start with its first text's name. The label must be the seed row's."""
+        if self.given_first:
+            return self._parse_seconds(output, seed_row)
         if "text_b" in self.cfg.fields:
             return self._parse_pairs(output, seed_row["label"])
         blocks = [b for b in _TEXT.split(output)[1:] if b.strip()]
@@ -229,14 +290,37 @@ class ClassificationTask(Task):
             out.append(self._checked([a, b], text, match.group(1) if match else None, want))
         return out
 
-    def _checked(self, parts: list[str], text: str, said: str | None, want: str) -> Parsed:
+    def _parse_seconds(self, output: str, seed_row: dict) -> list[Parsed]:
+        """`{second}: ... / Label: ...` blocks, each made a pair with the target's real
+        first text (first_text_of)."""
+        first, second = self.names
+        starts = re.compile(rf"(?:^|\n)\s*(?:\d+[.)]\s*)?(?:\*\*)?{re.escape(second)}\s*:"
+                            rf"(?:\*\*)?", re.I)
+        blocks = [b for b in starts.split(output)[1:] if b.strip()]
+        if not blocks:
+            return [Parsed(input=output.strip()[:500],
+                           reject_reason=f"unparsed: no '{second}:' block")]
+        given = self.first_text_of(seed_row)
+        out = []
+        for block in blocks:
+            match = _LABEL.search(block)
+            written = self._text_of(block[: match.start()] if match else block)
+            out.append(self._checked([written], f"{first}: {given}\n{second}: {written}",
+                                     match.group(1) if match else None, seed_row["label"],
+                                     written))
+        return out
+
+    def _checked(self, parts: list[str], text: str, said: str | None, want: str,
+                 written: str = "") -> Parsed:
         """An example whose every text is long enough, not an echo of the prompt, free of
-        label codes, and labelled as asked."""
+        label codes (in what was written, where only part was: `written`), and labelled as
+        asked."""
         if any(len(p.split()) < MIN_WORDS for p in parts):
             return Parsed(input=text, reject_reason="unparsed: text missing or too short")
         # the gates' rules in their parser variants: one phrase or one label code is enough
         echo = next(filter(None, (prompt_echo_reason(p, any_echo_phrase=True) for p in parts)), "")
-        reason = echo or label_names_reason(text, self.cfg.labels, any_code_mention=True)
+        reason = echo or label_names_reason(written or text, self.cfg.labels,
+                                            any_code_mention=True)
         if reason:
             return Parsed(input=text, reject_reason=reason)
         if said is not None and self.find_label(said) != want:

@@ -55,8 +55,9 @@ def teacher_requests(targets: pa.Table, task: Task, n_per_error: int, round_: in
         "sample": pa.array(draws(messages, sample), pa.int32()),
     }
     if constrain_format:
-        # no longer than the style gate accepts: twice the longest real text
-        longest = max((len(p["input"].split()) for p in real), default=30)
+        # no longer than the style gate accepts: twice the longest real text (the part of
+        # it the gates judge: a pair's hypothesis where only that is written)
+        longest = max((len(task.gate_text(p["input"]).split()) for p in real), default=30)
         columns["regex"] = [task.teacher_format_regex(r, n_per_error, 2 * longest)
                             for r in rows]
     return pa.table(columns)

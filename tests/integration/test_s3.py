@@ -1,5 +1,5 @@
 """S3 on the real stack: `llm2llm compare --strategies s3,zerogen` over three rounds of SST-2
-with no labelled seed. Round 0 writes the synthetic seed (s3: rationales from the tiny Llama
+(and RTE, a pair task) with no labelled seed. Round 0 writes the synthetic seed (s3: rationales from the tiny Llama
 teacher through vLLM, then examples on each; zerogen: as many from the description), rounds 1
 and 2 train a tiny BERT encoder (Ray Train + DeepSpeed) and predict with Ray Data; s3 mines
 the real validation rows and extrapolates its errors."""
@@ -20,13 +20,14 @@ from engine.tasks import build_task
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 SST2 = ROOT.parent / "shared" / "data" / "sst2"
+RTE = ROOT.parent / "shared" / "data" / "rte"
 N_VALIDATION, N_TEST = 8, 8
 
 
 @pytest.fixture(scope="module")
 def run(tiny_encoder, tiny_model, tmp_path_factory):
-    if not SST2.is_dir():
-        pytest.skip(f"real SST-2 data not found at {SST2}")
+    if not SST2.is_dir() or not RTE.is_dir():
+        pytest.skip(f"real SST-2 and RTE data not found at {SST2.parent}")
     run_dir = tmp_path_factory.mktemp("s3")
     config = {
         "run_dir": str(run_dir), "rounds": 3, "seed": 0,
@@ -35,7 +36,12 @@ def run(tiny_encoder, tiny_model, tmp_path_factory):
         # no labelled seed; validation rows come from train, the test rows from GLUE dev
         "tasks": [{"name": "sst2", "n_seed": 0, "n_validation": N_VALIDATION, "n_test": N_TEST,
                    "data": {"train": str(SST2 / "train.jsonl"),
-                            "test": str(SST2 / "validation.jsonl")}}],
+                            "test": str(SST2 / "validation.jsonl")}},
+                  # a pair task: s3's teacher writes hypotheses on real premises
+                  {"name": "rte", "n_seed": 0, "n_validation": N_VALIDATION, "n_test": N_TEST,
+                   "fields": {"text": "premise", "text_b": "hypothesis", "label": "label"},
+                   "data": {"train": str(RTE / "train.jsonl"),
+                            "test": str(RTE / "validation.jsonl")}}],
         "strategy": {"rationales_per_label": 2, "seed_rows_per_label": 4},
         "student": {"kind": "sequence_classification", "model": tiny_encoder, "batch_size": 8},
         "teacher": {"model": tiny_model, "max_tokens": 120, "max_model_len": 1024,
@@ -108,3 +114,18 @@ def test_zerogen_writes_as_many_rows_from_the_description(run):
     compare = json.loads((run.parent / "compare.json").read_text())
     assert {(row["strategy"], row["round"]) for row in compare} == {
         (s, r) for s in ("s3", "zerogen") for r in (0, 1, 2)}
+
+
+def test_on_a_pair_task_the_teacher_writes_hypotheses_on_real_premises(run):
+    cfg = load_config(run.parent / "job.yaml")
+    task = build_task(cfg.tasks[1], cfg.seed)
+    unit = run.parent / "rte" / "s3" / "seed_0"
+    pool = set(task.first_text_pool())
+    # every hypothesis the teacher wrote is paired with a premise of a train row no split uses
+    parsed = [c for c in table(unit, 0, "augment")
+              if not c["reject_reason"].startswith(("unparsed", "teacher_error"))]
+    assert parsed and {task.pair_texts(c["input"])[0] for c in parsed} <= pool
+    errors = {e["id"]: e["input"] for e in table(unit, 1, "mine")}
+    for c in table(unit, 1, "augment"):
+        if not c["reject_reason"].startswith(("unparsed", "teacher_error")):
+            assert task.pair_texts(c["input"])[0] == task.pair_texts(errors[c["seed_id"]])[0]

@@ -30,7 +30,7 @@ from engine.stage_store import Aborted, StageStore
 from engine.stages.augment import TeacherCalls, accepted_examples, augment
 from engine.stages.mine import MINED_ORIGINS, mine_errors, mining_rows, with_outputs
 from engine.stages.predict import predict
-from engine.stages.train import loss_table, train_student
+from engine.stages.train import at_added_share, loss_table, train_student
 from engine.stopping import budget_spent, request_cap, stop_reason
 from engine.storage import RunStorage
 from engine.strategies import RoundView, Unit, needs_validation, plan_units
@@ -109,13 +109,17 @@ class RoundLoop:
         if self.store.exists(failed):  # an earlier attempt's failure: this one starts afresh
             engine_fs.delete(self.store.fs, failed)
         validation = validation if validation is not None else EXAMPLE.empty_table()
-        train_set = stage("data", lambda _: train_set).table
-        if train_set.num_rows == 0:
+        # what the student trains on: every row once, or the added rows at a set share
+        # (strategy.added_share); strategies plan from, and errors are mined on, the rows
+        trained_on = stage("data", lambda _: at_added_share(
+            train_set, unit.settings.added_share,
+            random.Random(f"{unit.task.name}:{unit.train_seed}:{r}:mix"))).table
+        if trained_on.num_rows == 0:
             train_stats, predictions, errors, mining = self._skip(unit, r, stage)
         else:
             task, model = unit.task, self.stages.model(unit, r)
             train_stats = stage("train", lambda _: train_student(
-                task, train_set, self._base(unit, r), model, self.trainer, unit.key,
+                task, trained_on, self._base(unit, r), model, self.trainer, unit.key,
                 unit.train_seed, validation if self.cfg.train.select_epoch == "validation"
                 else None)).info
             mining = mining_rows(unit.settings.mine_from, train_set, validation)
@@ -139,7 +143,7 @@ class RoundLoop:
                     "targets": asked.get("targets", 0),
                     "requests": asked.get("requests", 0),
                     "rows": pc.sum(candidates["accepted"]).as_py() or 0}
-        metrics = self._metrics(unit, r, train_set, predictions, errors, candidates,
+        metrics = self._metrics(unit, r, trained_on, predictions, errors, candidates,
                                 train_stats, timings, asked)
         self._stop_if_done(unit, r, metrics, rules, spent)
         self.history[unit.key].append(metrics)

@@ -69,6 +69,13 @@ class StrategyConfig(Strict):
                           "rationales and no error shown (the paper's control, 'S3 without "
                           "error extrapolation, same amount of data'; compare switch "
                           "s3+no_extrapolation, best with --match rows)")
+    added_share: float | None = Field(
+        None, gt=0, lt=1, description="the share of a round's training rows that are added "
+                                      "rows (written by the rounds, not the seed), as the "
+                                      "S3 paper's Eq. 2 mixes p * P_add + (1 - p) * P(0): "
+                                      "added rows repeated, or a random subset of them, to "
+                                      "that share. null: every row once (the paper's shares "
+                                      "were 0.045 on RTE to 0.29 on IMDb)")
     real_first_text: bool | None = Field(
         None, description="s3 on a sentence-pair task (NLI): the teacher writes only each "
                           "pair's second text (the hypothesis) on a real first text (the "

@@ -18,7 +18,8 @@ from engine.storage import STAGES  # noqa: F401 - the stage folders, in order
 STAGE_INPUTS: dict[str, list[str]] = {
     "data": ["seed", "tasks.*.name", "tasks.*.type", "tasks.*.data.*", "tasks.*.fields.*",
              "tasks.*.labels*", "tasks.*.label_names*", "tasks.*.n_seed",
-             "tasks.*.seed_fraction", "tasks.*.n_validation"],
+             "tasks.*.seed_fraction", "tasks.*.n_validation", "strategy.added_share",
+             "tasks.*.strategy.added_share"],
     "train": ["train.*", "student.model", "student.kind", "student.lora*", "tasks.*.description",
               "tasks.*.prompts",
               "prompts.*.student", "strategy.from_base", "tasks.*.strategy.from_base",

@@ -4,11 +4,13 @@ backend (Ray Train + DeepSpeed, or a fake in unit tests)."""
 from __future__ import annotations
 
 import json
+import random
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine.backends import StudentTrainer
-from engine.records import StageResult
+from engine.records import SEED, StageResult
 from engine.tasks import Task
 
 
@@ -25,6 +27,26 @@ def train_student(task: Task, train_set: pa.Table, base: str, out: str, trainer:
                     training_examples(task, validation))
     curve = stats.pop("loss_curve", [])  # a table, not a manifest entry
     return StageResult(loss_table(curve), {**stats, "base_model": base})
+
+
+def at_added_share(train_set: pa.Table, share: float | None, rng: random.Random) -> pa.Table:
+    """The rows a round trains on: the training set with its added rows (written by the
+    rounds, not the seed: every row but the real seed's, or where there is none, but round
+    0's synthetic seed) at `share` of it, as the S3 paper's Eq. 2 mixes p * P_add +
+    (1 - p) * P(0): repeated (whole copies, then a random part) when they are fewer, a random
+    subset when more. None: every row once."""
+    if share is None or train_set.num_rows == 0:
+        return train_set
+    seeded = pc.equal(train_set["origin"], SEED)
+    if not pc.any(seeded).as_py():
+        seeded = pc.equal(train_set["round"], 0)
+    seed, added = train_set.filter(seeded), train_set.filter(pc.invert(seeded))
+    if seed.num_rows == 0 or added.num_rows == 0:
+        return train_set
+    want = round(share / (1 - share) * seed.num_rows)
+    copies, rest = divmod(want, added.num_rows)
+    picked = sorted(rng.sample(range(added.num_rows), rest))
+    return pa.concat_tables([seed, *[added] * copies, added.take(pa.array(picked, pa.int64()))])
 
 
 def training_examples(task: Task, rows: pa.Table) -> pa.Table:

@@ -3,14 +3,18 @@ the real validation rows only, error extrapolation, and zerogen at the same numb
 
 import hashlib
 import json
+import random
 import re
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from engine.config import RunConfig
 from engine.driver import RoundLoop
+from engine.records import EXAMPLE
 from engine.stages.synthesize import ask_rationales, rationale_requests
+from engine.stages.train import at_added_share
 from engine.strategies import seed_quota
 from engine.tasks import build_task
 from engine.tasks.base import Task
@@ -340,3 +344,37 @@ def test_the_fair_floor_trains_on_the_seed_and_the_validation_rows(tmp_path):
     with pytest.raises(ConfigError, match="select_epoch: last"):
         load_config(None, ["tasks=[{name: arithmetic}]", "train.select_epoch=validation",
                            "compare.strategies=[llm2llm,seed_only+with_validation]"])
+
+
+
+def example_rows(n: int, origin: str, r: int) -> list[dict]:
+    return [dict(id=f"{origin}{r}:{k}", task="t", input=f"text {k}", target="a", label="a",
+                 origin=origin, round=r, seed_id="", trigger_prediction="", teacher_model="",
+                 prompt_hash="", sampling="") for k in range(n)]
+
+
+def test_added_rows_are_trained_on_at_the_set_share():
+    def count(table, origin):
+        return table.column("origin").to_pylist().count(origin)
+
+    labelled = pa.Table.from_pylist(example_rows(10, "seed", -1)
+                                    + example_rows(3, "synthetic", 0), schema=EXAMPLE)
+    more = at_added_share(labelled, 0.5, random.Random(0))  # 3 added rows made 10: repeated
+    assert more.num_rows == 20 and count(more, "synthetic") == 10
+    assert set(more.column("id").to_pylist()) == set(labelled.column("id").to_pylist())
+    fewer = at_added_share(labelled, 0.1, random.Random(0))  # round(10 / 9) = 1 of the 3
+    assert count(fewer, "synthetic") == 1 and count(fewer, "seed") == 10
+    assert at_added_share(labelled, None, random.Random(0)) is labelled
+    # with no real seed, round 0's synthetic seed is the seed
+    synthetic = pa.Table.from_pylist(example_rows(8, "synthetic", 0)
+                                     + example_rows(4, "synthetic", 1), schema=EXAMPLE)
+    mixed = at_added_share(synthetic, 0.2, random.Random(0))
+    assert mixed.num_rows == 10 and mixed.column("round").to_pylist().count(1) == 2
+
+
+def test_a_round_records_and_trains_on_its_rows_at_the_added_share(tmp_path):
+    root, history, _, trainer, _ = s3_loop(tmp_path, strategies=("s3",), added_share=0.5)
+    trained = read(root / "s3" / "seed_0", 2, "data")
+    added = [r for r in trained if r["round"] >= 1]
+    assert added and len(added) == sum(r["round"] == 0 for r in trained)
+    assert history[("s3", 2)]["n_train"] == len(trained) == trainer.calls[-1][0].num_rows

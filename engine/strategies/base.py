@@ -156,9 +156,9 @@ class Strategy:
 
     def first_texts(self, task: "Task") -> tuple[str, ...]:
         """The real first texts a round's second texts are written on (strategy.
-        real_first_text: s3 on a pair task unless turned off), else none. The S3 paper's NLI
-        synthesis keeps a real premise and has the teacher write only the hypothesis: a
-        teacher that writes both tends to restate its premise as the hypothesis."""
+        real_first_text: s3 on a pair task unless turned off), else none: the S3 paper's NLI
+        synthesis keeps a real premise and has the teacher write only the hypothesis. Raises
+        ValueError naming the fix where the prompt file or the train rows fall short."""
         if not self.explains or self.settings.real_first_text is False or not task.is_pair:
             return ()
         prompts = self.prompts(task)

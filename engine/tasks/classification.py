@@ -28,6 +28,11 @@ _INNER = re.compile(r"^(?:(?:the\s+|new\s+)?(?:example|sentence|question|review)
 _QUOTES = "\"'“”‘’"
 
 
+def _words(text: str) -> list[str]:
+    """A text's words, lower-cased, without punctuation (a copy is a copy either way)."""
+    return re.findall(r"\w+", text.lower())
+
+
 class ClassificationTask(Task):
     """One text (or, with a `text_b` field, a sentence pair such as RTE's premise and
     hypothesis) and a label from a fixed set. A pair's `input` is both texts, each on its own
@@ -305,9 +310,13 @@ class ClassificationTask(Task):
         for block in blocks:
             match = _LABEL.search(block)
             written = self._text_of(block[: match.start()] if match else block)
-            out.append(self._checked([written], f"{first}: {given}\n{second}: {written}",
-                                     match.group(1) if match else None, seed_row["label"],
-                                     written))
+            text = f"{first}: {given}\n{second}: {written}"
+            if _words(written) == _words(given):  # the gates, judging the hypothesis, miss it
+                out.append(Parsed(input=text, reject_reason=f"prompt_echo: the {second} "
+                                                            f"repeats the {first}"))
+                continue
+            out.append(self._checked([written], text, match.group(1) if match else None,
+                                     seed_row["label"], written))
         return out
 
     def _checked(self, parts: list[str], text: str, said: str | None, want: str,

@@ -163,3 +163,18 @@ def test_a_prompt_file_without_the_second_text_templates_is_named_before_any_wor
     with pytest.raises(ConfigError, match="extrapolate_user_second.*real_first_text: false"):
         preflight(str(job), [], resolve_models=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_hypothesis_that_repeats_its_premise_is_rejected(tmp_path):
+    paths = write_files(tmp_path)
+    task = build_task(RunConfig.model_validate({"tasks": [task_config(paths)]}).tasks[0], 0)
+    writing = task.writing_second(task.first_text_pool())
+    error = {"id": "nli:validation:3", "origin": "validation", "label": "entailment",
+             "input": "Premise: The bridge reopened on Monday.\nHypothesis: It stayed shut."}
+    parsed = writing.parse_teacher(
+        "Hypothesis: the bridge reopened on Monday\nLabel: entailment\n"
+        "Hypothesis: The bridge was open again on Monday\nLabel: entailment", error)
+    assert parsed[0].reject_reason.startswith("prompt_echo: the Hypothesis repeats")
+    assert not parsed[1].reject_reason and parsed[1].input == (
+        "Premise: The bridge reopened on Monday.\n"
+        "Hypothesis: The bridge was open again on Monday")

@@ -4,6 +4,7 @@ engine's teacher prompt, constrained decoding on against off, in one run.
     python -m benchmarks.teacher_yield --task trec --rows 30 --json results/yield_trec.json
     python -m benchmarks.teacher_yield --task arithmetic --rows 30
     python -m benchmarks.teacher_yield --task trec --mine validation [--s3] [--check]
+    python -m benchmarks.teacher_yield --task sst2 --seed-synthesis --per-request 8,4,2
 
 The targets are the first `--rows` seed rows of the task (as a round's errors would be); each
 is asked for `n_per_error` rows, with top-up asks up to `max_tries` (the engine's defaults, or
@@ -15,6 +16,13 @@ with top-ups, reject reasons, and samples of accepted and rejected rows, so a re
 judge the rows, not just the count. `--check` turns the teacher's answer check on where it
 is off by default (classification): each row is then kept only if the teacher, asked as the
 student is, gives it the label it was written for.
+
+`--seed-synthesis`: S3's round 0 instead, explain-then-generate with no seed: the rationales
+are asked once, then each `--per-request` count writes the same `--rows-per-label` rows a label
+on them (`strategy.seed_rows_per_request`, its first value the baseline), through the gates as
+round 0 does. Prints per count: yield, requests, completion tokens, accepted rows per 1,000
+completion tokens (`ratio` against the baseline's), and how many rejects repeat a text of the
+same answer.
 Runs vLLM in this process (no Ray): it measures the prompt and gates, not the pipeline.
 """
 
@@ -33,7 +41,10 @@ from engine.generation.vllm_replicas import engine_kwargs
 from engine.models import resolve_model
 from engine.records import EXAMPLE
 from engine.sampling import sampling_params
-from engine.stages.augment import AnswerCheck, CandidateFilter, ask_teacher, teacher_requests
+from engine.stages.augment import (AnswerCheck, CandidateFilter, ask_teacher, repeated,
+                                   teacher_requests)
+from engine.stages.synthesize import ask_rationales, rationale_requests
+from engine.strategies import seed_quota
 from engine.tasks import build_task
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -42,17 +53,27 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def task_config(name: str, n_seed: int) -> TaskConfig:
     if name == "arithmetic":
         return TaskConfig(name=name, n_seed=n_seed, n_test=200)
+    test = DATA / name / "test.jsonl"  # GLUE's tasks (SST-2, RTE) test on their dev split
+    if not test.is_file():
+        test = DATA / name / "validation.jsonl"
     return TaskConfig(name=name, n_seed=n_seed, n_test=500,
-                      data={"train": str(DATA / name / "train.jsonl"),
-                            "test": str(DATA / name / "test.jsonl")})
+                      data={"train": str(DATA / name / "train.jsonl"), "test": str(test)})
+
+
+_REPLICAS: dict[int, object] = {}
 
 
 def vllm_generate(llm, requests: pa.Table) -> pa.Table:
-    """The replica's own request -> params step, then plain LLM.chat."""
-    from engine.generation.vllm_replicas import VLLMReplica
+    """The replica's own request -> params -> batch steps, on this process's engine (one
+    replica per engine: its continuous batch holds the engine's thread)."""
+    from engine.generation.continuous_batch import ContinuousBatch
+    from engine.generation.vllm_replicas import VLLMReplica, _rejects
 
-    replica = object.__new__(VLLMReplica)
-    replica.llm, replica.name = llm, "bench"
+    replica = _REPLICAS.get(id(llm))
+    if replica is None:
+        replica = _REPLICAS[id(llm)] = object.__new__(VLLMReplica)
+        replica.llm, replica.name, replica.rows_answered = llm, "bench", 0
+        replica.batch = ContinuousBatch(llm, rejects=_rejects())
     return replica._generate(requests)
 
 
@@ -74,7 +95,8 @@ def measure(llm, task, seed: list[dict], targets: pa.Table, teacher: TeacherConf
         targets, lambda requests: vllm_generate(llm, requests),
         lambda rows, sample: teacher_requests(rows, task, teacher.n_per_error, 0, sampling,
                                               constrain, sample,
-                                              pa.Table.from_pylist(pool, schema=EXAMPLE), s3),
+                                              pa.Table.from_pylist(pool, schema=EXAMPLE),
+                                              task.s3_prompts if s3 else None),
         filter_, teacher.max_tries)
     rows = cands.to_pylist()
     asked = targets.num_rows * teacher.n_per_error
@@ -95,6 +117,58 @@ def measure(llm, task, seed: list[dict], targets: pa.Table, teacher: TeacherConf
     }
 
 
+def seed_synthesis(llm, task, teacher: TeacherConfig, test: list[dict],
+                   validation: list[dict], per_request: list[int], rows_per_label: int,
+                   rationales_per_label: int, samples: int) -> dict:
+    """S3's round 0 at each rows-per-request count, on one set of rationales."""
+    generate = lambda requests: vllm_generate(llm, requests)  # noqa: E731
+    sampling = sampling_params(teacher, task.cfg.teacher_sampling)
+    rationales, _, _ = ask_rationales(
+        task, rationales_per_label, 0, generate,
+        lambda labels, sample: rationale_requests(task, labels, rationales_per_label, 0,
+                                                  sampling, teacher.constrained, sample),
+        teacher.max_tries)
+    results = []
+    for k in per_request:
+        quota, repeats = seed_quota(rows_per_label, rationales_per_label, k)
+        targets = repeated(rationales, repeats)
+        filter_ = CandidateFilter(task, 0, teacher.model, quota, [],
+                                  [r["input"] for r in test + validation],
+                                  teacher.near_dup_threshold,
+                                  style_texts=[r["input"] for r in validation],
+                                  prompt_hash=task.s3_prompts.hash)
+        requests, generated, cands = ask_teacher(
+            targets, generate,
+            lambda rows, sample: teacher_requests(rows, task, quota, 0, sampling,
+                                                  teacher.constrained, sample, None,
+                                                  task.s3_prompts),
+            filter_, teacher.max_tries)
+        rows = cands.to_pylist()
+        accepted = [r for r in rows if r["accepted"]]
+        tokens = sum(generated.column("completion_tokens").to_pylist())
+        seen: dict[str, set] = {}
+        same_answer = 0
+        for r in rows:  # a reject whose text its own answer already wrote
+            texts = seen.setdefault(r["id"].rsplit("#", 1)[0], set())
+            same_answer += not r["accepted"] and r["input"] in texts
+            texts.add(r["input"])
+        results.append({
+            "rows_per_request": k, "asks_per_rationale": repeats, "rows_asked_per_ask": quota,
+            "rows_asked": rows_per_label * len(task.labels), "accepted": len(accepted),
+            "yield": round(len(accepted) / (rows_per_label * len(task.labels)), 3),
+            "requests": requests.num_rows, "completion_tokens": tokens,
+            "accepted_per_1k_tokens": round(1000 * len(accepted) / tokens, 2) if tokens else 0,
+            "labels": dict(Counter(r["label"] for r in accepted)),
+            "rejected": dict(Counter(r["reject_reason"].split(":")[0] for r in rows
+                                     if not r["accepted"])),
+            "rejects_repeating_their_answer": same_answer,
+            "accepted_samples": [(r["label"], r["input"][:160]) for r in accepted[:samples]]})
+    base = results[0]["accepted_per_1k_tokens"]
+    for r in results:
+        r["ratio"] = round(r["accepted_per_1k_tokens"] / base, 2) if base else None
+    return {"rationales": rationales.num_rows, "results": results}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="trec")
@@ -112,6 +186,14 @@ def main() -> None:
                         help="ask with the task's S3 prompt file (error extrapolation)")
     parser.add_argument("--samples", type=int, default=12,
                         help="accepted and rejected rows shown, to judge them")
+    parser.add_argument("--seed-synthesis", action="store_true",
+                        help="S3's round 0 (rationales, then rows on each) instead")
+    parser.add_argument("--per-request", default="8,4,2",
+                        help="--seed-synthesis: rows one request asks for, the first the "
+                             "baseline")
+    parser.add_argument("--rows-per-label", type=int, default=100,
+                        help="--seed-synthesis: seed rows asked for per label")
+    parser.add_argument("--rationales-per-label", type=int, default=4)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--gpu-memory-utilization", type=float,
                         help="the KV cache share (on CPU: of a NUMA node's memory)")
@@ -123,8 +205,10 @@ def main() -> None:
     if args.gpu_memory_utilization:
         teacher = teacher.model_copy(update={"gpu_memory_utilization":
                                              args.gpu_memory_utilization})
-    validating = args.mine == "validation"
+    validating = args.mine == "validation" or args.seed_synthesis
     cfg = task_config(args.task, args.seed_rows if validating else max(args.seed_rows, args.rows))
+    if args.seed_synthesis:  # as the s3 configs: no seed, 200 real validation rows
+        cfg = cfg.model_copy(update={"n_seed": 0, "n_validation": 200})
     task = build_task(cfg.model_copy(update={"n_validation": max(cfg.n_validation, args.rows)}),
                       seed=0)
     seed, test, validation = task.splits(validation=validating)
@@ -134,6 +218,15 @@ def main() -> None:
     from vllm import LLM
 
     llm = LLM(model=resolve_model(teacher.model), seed=0, **engine_kwargs(teacher))
+    if args.seed_synthesis:
+        counts = [int(k) for k in args.per_request.split(",")]
+        summary = {"task": args.task, "teacher": teacher.model, "mode": "s3 seed synthesis",
+                   "temperature": teacher.temperature, "max_tries": teacher.max_tries,
+                   **seed_synthesis(llm, task, teacher, test, validation, counts,
+                                    args.rows_per_label, args.rationales_per_label,
+                                    args.samples)}
+        report(summary, args.json)
+        return
     results = [measure(llm, task, seed, targets, teacher, test, c, validation, args.s3,
                        args.samples)
                for c in (False, True)]

@@ -50,13 +50,14 @@ from engine.tasks import build_task
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def task_config(name: str, n_seed: int) -> TaskConfig:
+def task_config(name: str, n_seed: int, fields: dict | None = None) -> TaskConfig:
+    """The task on its shared/data files; `fields`: the files' columns (a config's)."""
     if name == "arithmetic":
         return TaskConfig(name=name, n_seed=n_seed, n_test=200)
     test = DATA / name / "test.jsonl"  # GLUE's tasks (SST-2, RTE) test on their dev split
     if not test.is_file():
         test = DATA / name / "validation.jsonl"
-    return TaskConfig(name=name, n_seed=n_seed, n_test=500,
+    return TaskConfig(name=name, n_seed=n_seed, n_test=500, **({"fields": fields} if fields else {}),
                       data={"train": str(DATA / name / "train.jsonl"), "test": str(test)})
 
 
@@ -120,7 +121,10 @@ def measure(llm, task, seed: list[dict], targets: pa.Table, teacher: TeacherConf
 def seed_synthesis(llm, task, teacher: TeacherConfig, test: list[dict],
                    validation: list[dict], per_request: list[int], rows_per_label: int,
                    rationales_per_label: int, samples: int) -> dict:
-    """S3's round 0 at each rows-per-request count, on one set of rationales."""
+    """S3's round 0 at each rows-per-request count, on one set of rationales (a pair task's
+    hypotheses written on real premises, as s3 writes them: strategy.real_first_text)."""
+    if task.is_pair:
+        task = task.writing_second(task.first_text_pool())
     generate = lambda requests: vllm_generate(llm, requests)  # noqa: E731
     sampling = sampling_params(teacher, task.cfg.teacher_sampling)
     rationales, _, _ = ask_rationales(
@@ -198,15 +202,18 @@ def main() -> None:
     parser.add_argument("--gpu-memory-utilization", type=float,
                         help="the KV cache share (on CPU: of a NUMA node's memory)")
     args = parser.parse_args()
-    teacher = (load_config(args.config).teacher if args.config
-               else TeacherConfig())
+    job = load_config(args.config) if args.config else None
+    teacher = job.teacher if job else TeacherConfig()
+    # the files' columns, as the config maps them (RTE's local files: premise, hypothesis)
+    fields = next((t.fields for t in job.tasks if t.name == args.task), None) if job else None
     if args.no_check or args.check:
         teacher = teacher.model_copy(update={"check_answers": args.check})
     if args.gpu_memory_utilization:
         teacher = teacher.model_copy(update={"gpu_memory_utilization":
                                              args.gpu_memory_utilization})
     validating = args.mine == "validation" or args.seed_synthesis
-    cfg = task_config(args.task, args.seed_rows if validating else max(args.seed_rows, args.rows))
+    cfg = task_config(args.task, args.seed_rows if validating else max(args.seed_rows, args.rows),
+                      fields)
     if args.seed_synthesis:  # as the s3 configs: no seed, 200 real validation rows
         cfg = cfg.model_copy(update={"n_seed": 0, "n_validation": 200})
     task = build_task(cfg.model_copy(update={"n_validation": max(cfg.n_validation, args.rows)}),

@@ -57,7 +57,8 @@ def task_config(name: str, n_seed: int, fields: dict | None = None) -> TaskConfi
     test = DATA / name / "test.jsonl"  # GLUE's tasks (SST-2, RTE) test on their dev split
     if not test.is_file():
         test = DATA / name / "validation.jsonl"
-    return TaskConfig(name=name, n_seed=n_seed, n_test=500, **({"fields": fields} if fields else {}),
+    mapped = {"fields": fields} if fields else {}
+    return TaskConfig(name=name, n_seed=n_seed, n_test=500, **mapped,
                       data={"train": str(DATA / name / "train.jsonl"), "test": str(test)})
 
 

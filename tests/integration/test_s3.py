@@ -1,6 +1,7 @@
 """S3 on the real stack: `llm2llm compare --strategies s3,zerogen` over three rounds of SST-2
-(and RTE, a pair task) with no labelled seed. Round 0 writes the synthetic seed (s3: rationales from the tiny Llama
-teacher through vLLM, then examples on each; zerogen: as many from the description), rounds 1
+(and RTE, a pair task: s3's teacher writes hypotheses on real premises) with no labelled seed.
+Round 0 writes the synthetic seed (s3: rationales from the tiny Llama teacher through vLLM,
+then examples on each; zerogen: as many from the description), rounds 1
 and 2 train a tiny BERT encoder (Ray Train + DeepSpeed) and predict with Ray Data; s3 mines
 the real validation rows and extrapolates its errors."""
 

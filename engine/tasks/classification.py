@@ -7,7 +7,7 @@ import random
 import re
 
 from engine.errors import DataError
-from engine.gates import label_names_reason, prompt_echo_reason
+from engine.gates import label_names_reason, prompt_echo_reason, words_of
 from engine.records import DESCRIPTION, RATIONALE
 from engine.tasks.base import Parsed, PromptSet, Task
 
@@ -26,11 +26,6 @@ _NUMBERING = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+")
 _INNER = re.compile(r"^(?:(?:the\s+|new\s+)?(?:example|sentence|question|review)"
                     r"(?:\s*#?\d+)?\s*:\s*)+", re.I)
 _QUOTES = "\"'“”‘’"
-
-
-def _words(text: str) -> list[str]:
-    """A text's words, lower-cased, without punctuation (a copy is a copy either way)."""
-    return re.findall(r"\w+", text.lower())
 
 
 class ClassificationTask(Task):
@@ -311,7 +306,7 @@ class ClassificationTask(Task):
             match = _LABEL.search(block)
             written = self._text_of(block[: match.start()] if match else block)
             text = f"{first}: {given}\n{second}: {written}"
-            if _words(written) == _words(given):  # the gates, judging the hypothesis, miss it
+            if words_of(written) == words_of(given):  # the gates, judging the hypothesis, miss it
                 out.append(Parsed(input=text, reject_reason=f"prompt_echo: the {second} "
                                                             f"repeats the {first}"))
                 continue

@@ -77,12 +77,13 @@ class StrategyConfig(Strict):
                                       "that share. null: every row once (the paper's shares "
                                       "were 0.045 on RTE to 0.29 on IMDb)")
     real_first_text: bool | None = Field(
-        None, description="s3 on a sentence-pair task (NLI): the teacher writes only each "
-                          "pair's second text (the hypothesis) on a real first text (the "
-                          "premise), as the paper's NLI synthesis: a seed row's premise "
-                          "drawn from the task's unused train rows, an extrapolated row's "
-                          "the error's own; the gates judge only what was written. null: "
-                          "s3 does so on every pair task; false: the teacher writes both")
+        None, description="s3 and zerogen on a sentence-pair task (NLI): the teacher writes "
+                          "only each pair's second text (the hypothesis) on a real first "
+                          "text (the premise), as the S3 paper's NLI synthesis and ZeroGen's: "
+                          "a written row's premise drawn from the task's unused train rows, "
+                          "an extrapolated row's the error's own; the gates judge only what "
+                          "was written. null: both do so on every pair task; false: the "
+                          "teacher writes both texts")
     seed_rows_per_request: int = Field(
         2, ge=1, description="s3 seed synthesis (and s3 without extrapolation): rows one "
                              "request asks for at most; a rationale with more rows to write "
@@ -108,9 +109,9 @@ class StrategyConfig(Strict):
                 raise ValueError(f"train_on_validation (with_validation) is the seed_only "
                                  f"floor's: {cls_.name} mines or shows the validation rows, "
                                  f"and training on them too would hide its errors")
-            if data.get("real_first_text") and not cls_.explains:
-                raise ValueError(f"real_first_text is for a strategy that writes on "
-                                 f"rationales and errors (s3), not {cls_.name}")
+            if data.get("real_first_text") and not cls_.second_text_templates:
+                raise ValueError(f"real_first_text is for a strategy that writes pairs "
+                                 f"without showing a real one (s3, zerogen), not {cls_.name}")
             if data.get("extrapolate") is False and not cls_.explains:
                 raise ValueError(f"extrapolate: false (no_extrapolation) is for a strategy "
                                  f"that writes its seed by explain-then-generate (s3), not "

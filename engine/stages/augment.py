@@ -343,7 +343,7 @@ def augment(plan: "RoundPlan", task: Task, r: int, teacher: TeacherConfig, sampl
     (rationale asks included), "rows" the rows accepted; "targets" is the plan's."""
     beside, asked_before, info = {}, 0, {}
     if plan.first_texts:  # the teacher writes second texts on real first ones
-        task = task.writing_second(plan.first_texts)
+        task = task.writing_second(plan.first_texts, draw=f"r{r}:d{calls.draw}")
     targets = plan.targets
     if plan.rationales_per_label:
         targets, rationale_asks, answers = ask_rationales(

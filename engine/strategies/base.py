@@ -25,8 +25,6 @@ if TYPE_CHECKING:
     from engine.tasks import PromptSet, Task
 
 REGISTRY: dict[str, type["Strategy"]] = {}
-# what s3 renders writing second texts only (strategy.real_first_text)
-SECOND_TEXT_TEMPLATES = ("example_user_second", "extrapolate_user_second")
 
 
 def register(cls: type["Strategy"]) -> type["Strategy"]:
@@ -97,6 +95,10 @@ class Strategy:
     uses_seed: ClassVar[bool] = True  # trains on the task's labelled seed rows
     synthesizes_seed: ClassVar[bool] = False  # can write its own seed when n_seed is 0
     explains: ClassVar[bool] = False  # a synthetic seed starts with rationales (S3)
+    # the templates it renders writing a pair's second text only, on a real first one
+    # (strategy.real_first_text); empty: it always writes whole examples
+    second_text_templates: ClassVar[tuple[str, ...]] = ()
+    builtin_pair_prompts: ClassVar[str] = "llm2llm/pair.yaml"  # where they are shipped
     # Its plain unit's targets are the budget its task-seed's baselines match; where a job
     # has several such strategies, the lowest rank sets it (llm2llm 0, s3 1). None: never.
     budget_rank: ClassVar[int | None] = None
@@ -138,7 +140,8 @@ class Strategy:
             budget = view.budget if view.budget is not None \
                 else per_label * len(view.labels) * repeats
             targets = self.seed_targets(_with_budget(view, budget))
-            return RoundPlan(targets, quota, prompts, demo_pool, style, label_rows=labelled)
+            return RoundPlan(targets, quota, prompts, demo_pool, style, label_rows=labelled,
+                             first_texts=firsts)
         if self.explains and not self.settings.extrapolate:
             # the S3 paper's control: as many rows as the errors would have been asked for,
             # written as the seed was (new rationales, examples on each), no error shown
@@ -156,17 +159,19 @@ class Strategy:
 
     def first_texts(self, task: "Task") -> tuple[str, ...]:
         """The real first texts a round's second texts are written on (strategy.
-        real_first_text: s3 on a pair task unless turned off), else none: the S3 paper's NLI
-        synthesis keeps a real premise and has the teacher write only the hypothesis. Raises
-        ValueError naming the fix where the prompt file or the train rows fall short."""
-        if not self.explains or self.settings.real_first_text is False or not task.is_pair:
+        real_first_text: s3 and zerogen on a pair task unless turned off), else none: the S3
+        paper's NLI synthesis, as ZeroGen's, keeps a real premise and has the teacher write
+        only the hypothesis. Raises ValueError naming the fix where the prompt file or the
+        train rows fall short."""
+        if not self.second_text_templates or self.settings.real_first_text is False \
+                or not task.is_pair:
             return ()
         prompts = self.prompts(task)
-        missing = [t for t in SECOND_TEXT_TEMPLATES if t not in prompts.templates]
+        missing = [t for t in self.second_text_templates if t not in prompts.templates]
         if missing:
             raise ValueError(f"task {task.name}: strategy.real_first_text renders the "
                              f"template(s) {', '.join(missing)}, which {prompts.path} lacks; "
-                             f"add them (see prompts/s3/pair.yaml) or set "
+                             f"add them (see prompts/{self.builtin_pair_prompts}) or set "
                              f"strategy.real_first_text: false")
         pool = task.first_text_pool()
         if not pool:

@@ -18,6 +18,8 @@ class S3(Strategy):
     uses_seed = False
     synthesizes_seed = True
     explains = True
+    second_text_templates = ("example_user_second", "extrapolate_user_second")
+    builtin_pair_prompts = "s3/pair.yaml"
     budget_rank = 1  # where the job has no llm2llm unit
     # the paper: errors on the real validation rows, one new example per error (Alg. 2), the
     # errors kept to the validation rows' label mix

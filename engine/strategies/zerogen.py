@@ -15,6 +15,8 @@ class ZeroGen(Strategy):
     name = "zerogen"
     summary = "as many requests, from the task description and labels alone"
     synthesizes_seed = True
+    # on a pair task ZeroGen writes the hypothesis to a real unlabelled premise, as S3 does
+    second_text_templates = ("zerogen_user_second",)
 
     def targets(self, view: RoundView) -> pa.Table:
         """Label slots, the labels in turn (one empty label for tasks without labels)."""

@@ -193,8 +193,9 @@ class Task:
         """A pair task's real first texts a teacher may write second texts on."""
         return ()
 
-    def writing_second(self, first_texts: tuple[str, ...]) -> "Task":
-        """This task as the teacher writes only second texts on real first ones."""
+    def writing_second(self, first_texts: tuple[str, ...], draw: str = "") -> "Task":
+        """This task as the teacher writes only second texts on real first ones (`draw`:
+        what varies the choice of first texts, the round and training seed)."""
         raise NotImplementedError(f"task {self.name}: only a pair task writes second texts")
 
     def gate_text(self, text: str) -> str:

@@ -38,6 +38,7 @@ class ClassificationTask(Task):
     # writing_second: the real first texts the teacher writes only second texts on (S3's NLI
     # synthesis); empty: it writes whole examples
     given_first: tuple[str, ...] = ()
+    first_draw: str = ""  # which draw of given_first a view makes (see first_text_of)
 
     @property
     def labels_name_text(self) -> bool:
@@ -86,18 +87,33 @@ class ClassificationTask(Task):
             self._first_pool = tuple(pool)
         return self._first_pool
 
-    def writing_second(self, first_texts: tuple[str, ...]) -> "ClassificationTask":
+    def writing_second(self, first_texts: tuple[str, ...], draw: str = "") -> "ClassificationTask":
         view = copy.copy(self)
-        view.given_first = tuple(first_texts)
+        view.given_first, view.first_draw = tuple(first_texts), draw
         return view
 
     def first_text_of(self, row: dict) -> str:
         """The real first text a target's second texts are written on: a real row's own
-        (an error's premise), else one of given_first chosen by the target's id, so each
-        rationale (and each repeat of it, `#k`) gets its own and every ask the same."""
+        (an error's premise), else one of given_first chosen by the target's id and the
+        view's draw (round and training seed), so each rationale or zerogen slot (and each
+        repeat of it, `#k`) gets its own, every ask about it the same, and a slot's id
+        reused in another round or seed another."""
         if row["origin"] in (RATIONALE, DESCRIPTION):
-            return random.Random(row["id"]).choice(self.given_first)
+            key = f"{row['id']}@{self.first_draw}" if self.first_draw else row["id"]
+            return random.Random(key).choice(self.given_first)
         return self.pair_texts(row["input"])[0]
+
+    def description_messages(self, row: dict, n: int) -> list[dict]:
+        """zerogen's request; writing second texts, on the slot's real first text
+        (`zerogen_user_second`)."""
+        if not self.given_first:
+            return super().description_messages(row, n)
+        values = dict(description=self.description, labels=", ".join(self.labels),
+                      label=row["label"], n=n, first_text=self.first_text_of(row),
+                      **self.render_values())
+        return [{"role": "system", "content": self.prompts.render("teacher_system", **values)},
+                {"role": "user", "content": self.prompts.render("zerogen_user_second",
+                                                                **values)}]
 
     def gate_text(self, text: str) -> str:
         """Writing second texts only, the gates judge the second text: the first is a real

@@ -1,7 +1,7 @@
-"""s3 on a sentence-pair task (NLI) with fake backends: as the S3 paper, the teacher writes
-only hypotheses, on real premises (strategy.real_first_text, s3's default on a pair task): a
-seed row's premise from the train rows no split uses, an extrapolated row's the error's own;
-the gates judge only the hypothesis."""
+"""s3 and zerogen on a sentence-pair task (NLI) with fake backends: as the S3 paper (and
+ZeroGen), the teacher writes only hypotheses, on real premises (strategy.real_first_text, their
+default on a pair task): a written row's premise from the train rows no split uses, an
+extrapolated row's the error's own; the gates judge only the hypothesis."""
 
 import hashlib
 import json
@@ -145,7 +145,27 @@ def test_off_the_teacher_writes_both_texts(tmp_path):
     assert written_on and all('"Premise: ..."' in a for a in written_on)
 
 
-def test_real_first_text_is_refused_for_a_strategy_that_writes_no_rationales():
+def test_zerogen_writes_hypotheses_on_unused_real_premises_drawn_anew_each_round(tmp_path):
+    unit, gen_t, task = run(tmp_path, name="zerogen", mine_from="validation")
+    pool = set(task.first_text_pool())
+    asked = [a for a in asks(gen_t) if "texts to pair as Hypothesis" in a]
+    assert asked and all(a.startswith("Premise: ") and '"Premise: ..."' not in a
+                         for a in asked)
+    premise_of = {}
+    for r in (0, 1):
+        accepted = [c for c in read(unit, r, "augment") if c["accepted"]]
+        assert accepted
+        for c in accepted:
+            premise = task.pair_texts(c["input"])[0]
+            assert premise in pool
+            premise_of.setdefault(r, {})[c["seed_id"]] = premise
+    assert len(set(premise_of[0].values())) > 1
+    # zerogen's slots have the same ids every round; their premises are drawn per round
+    both = set(premise_of[0]) & set(premise_of[1])
+    assert both and any(premise_of[0][s] != premise_of[1][s] for s in both)
+
+
+def test_real_first_text_is_refused_for_a_strategy_that_shows_real_pairs():
     with pytest.raises(ValueError, match="real_first_text is for a strategy"):
         RunConfig.model_validate({"strategy": {"name": "llm2llm", "real_first_text": True}})
 

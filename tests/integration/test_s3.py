@@ -1,5 +1,5 @@
 """S3 on the real stack: `llm2llm compare --strategies s3,zerogen` over three rounds of SST-2
-(and RTE, a pair task: s3's teacher writes hypotheses on real premises) with no labelled seed.
+(and RTE, a pair task: the teacher writes hypotheses on real premises) with no labelled seed.
 Round 0 writes the synthetic seed (s3: rationales from the tiny Llama teacher through vLLM,
 then examples on each; zerogen: as many from the description), rounds 1
 and 2 train a tiny BERT encoder (Ray Train + DeepSpeed) and predict with Ray Data; s3 mines
@@ -130,3 +130,8 @@ def test_on_a_pair_task_the_teacher_writes_hypotheses_on_real_premises(run):
     for c in table(unit, 1, "augment"):
         if not c["reject_reason"].startswith(("unparsed", "teacher_error")):
             assert task.pair_texts(c["input"])[0] == task.pair_texts(errors[c["seed_id"]])[0]
+    # zerogen, its baseline, writes its hypotheses on premises of the same pool
+    zerogen = run.parent / "rte" / "zerogen" / "seed_0"
+    written = [c for c in table(zerogen, 0, "augment")
+               if not c["reject_reason"].startswith(("unparsed", "teacher_error"))]
+    assert written and {task.pair_texts(c["input"])[0] for c in written} <= pool

@@ -92,7 +92,8 @@ def measure(llm, task, seed: list[dict], targets: pa.Table, teacher: TeacherConf
                               [r["input"] for r in seed],
                               [r["input"] for r in test + list(validation)],
                               teacher.near_dup_threshold, check=check,
-                              style_texts=[r["input"] for r in validation] or None)
+                              style_texts=[r["input"] for r in validation] or None,
+                              real_texts=[r["input"] for r in seed + list(validation)])
     requests, _, cands = ask_teacher(
         targets, lambda requests: vllm_generate(llm, requests),
         lambda rows, sample: teacher_requests(rows, task, teacher.n_per_error, 0, sampling,
@@ -141,7 +142,8 @@ def seed_synthesis(llm, task, teacher: TeacherConfig, test: list[dict],
                                   [r["input"] for r in test + validation],
                                   teacher.near_dup_threshold,
                                   style_texts=[r["input"] for r in validation],
-                                  prompt_hash=task.s3_prompts.hash)
+                                  prompt_hash=task.s3_prompts.hash,
+                                  real_texts=[r["input"] for r in validation])
         requests, generated, cands = ask_teacher(
             targets, generate,
             lambda rows, sample: teacher_requests(rows, task, quota, 0, sampling,

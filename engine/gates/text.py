@@ -223,6 +223,40 @@ def _mostly_prompt_words(words: list[str], prompt_words: frozenset[str] | set[st
     return ""
 
 
+# ---------------------------------------------------------------- self_description
+
+def task_talk_words(description: str, labels: list[str], real_texts: list[str]) -> frozenset[str]:
+    """The words a text uses to talk about the task instead of being an example of it: the
+    task description's and the chat/task-talk words (ECHO_WORDS), less those any of the task's
+    real texts use, stop words and the labels' own words. Empty without real texts (there is
+    then nothing to tell a task's word from a talk word by). SST-2: review, sentence,
+    sentiment, classify, text, label, ...; "movie" is not one (real reviews say it)."""
+    if not real_texts:
+        return frozenset()
+    used = {w for text in real_texts for w in words_of(text)}
+    label_words = {w for label in labels for w in words_of(_CAMEL.sub(" ", label))}
+    talk = set(words_of(description)) | ECHO_WORDS
+    return frozenset(talk - used - STOP_WORDS - label_words)
+
+
+def self_description_reason(text: str, labels: list[str], talk_words: frozenset[str]) -> str:
+    """self_description: the text names a label and talks about the task ("The film review
+    contains a positive sentiment.", "This is a text written in a negative tone"): a
+    description of an example, not one. Measured: none of 30,000 real SST-2, IMDb, RTE and QNLI
+    rows does so with the talk words learnt from 200 of them; 40-47 of 347-389 rows a small
+    teacher wrote for SST-2's seed did, nearly all of them such descriptions."""
+    if not talk_words or not labels:
+        return ""
+    words = set(words_of(text))
+    named = sorted(w for label in labels for w in words_of(_CAMEL.sub(" ", label))
+                   if w in words and w not in STOP_WORDS)
+    talk = sorted(words & talk_words)
+    if named and talk:
+        return (f"self_description: names the label word {named[0]!r} and talks about the "
+                f"task ({', '.join(map(repr, talk[:3]))}: no real text here uses it)")
+    return ""
+
+
 # ---------------------------------------------------------------- style
 
 @dataclass(frozen=True)

@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.config import LabelFitConfig, TeacherConfig
 from engine.gates import (NearDuplicateIndex, NgramLeakIndex, TextStyle, degenerate_reason,
-                          template_words)
+                          self_description_reason, task_talk_words, template_words)
 from engine.gates.label_fit import LabelFit, encoder_embed
 from engine.records import (CANDIDATE, EXAMPLE, GENERATED, GENERATIONS, RATIONALES, StageResult,
                             request_id, require_columns)
@@ -118,7 +118,9 @@ class CandidateFilter:
     protected: test (and validation) inputs a candidate must not leak;
     style_texts: real texts whose shape a candidate must have (default: known_inputs);
     check: the answer check (AnswerCheck), the one gate that asks the teacher again;
-    label_fit: the label-fit gate (engine/gates/label_fit.py), None when off.
+    label_fit: the label-fit gate (engine/gates/label_fit.py), None when off;
+    real_texts: the task's real texts the round may read (seed, validation): the words they
+    use are the task's own, the description's others talk about it (self_description).
     Lineage (seed row, trigger, sampling) comes from the request that produced each row.
     At most `quota` rows are accepted per target: a teacher that writes more does not get
     more weight in training (the surplus is rejected as over_n_per_error). At most
@@ -130,7 +132,7 @@ class CandidateFilter:
                  known_inputs: list[str], protected: list[str], near_dup_threshold: float,
                  style_texts: list[str] | None = None, prompt_hash: str | None = None,
                  check: "AnswerCheck | None" = None, label_fit: LabelFit | None = None,
-                 max_rows: int | None = None):
+                 max_rows: int | None = None, real_texts: Sequence[str] = ()):
         self.task, self.round, self.teacher_model, self.quota = task, round_, teacher_model, quota
         self.max_rows = max_rows
         self.check, self.label_fit = check, label_fit
@@ -142,6 +144,7 @@ class CandidateFilter:
         self.index.add_many([gate(t) for t in known_inputs])
         self.leaks = NgramLeakIndex([gate(t) for t in protected], threshold=near_dup_threshold)
         self.prompt_words = template_words(*task.teacher_templates())
+        self.talk_words = task_talk_words(task.description, task.labels, list(real_texts))
         self.style = TextStyle.of([gate(t) for t in (known_inputs if style_texts is None
                                                       else style_texts)])
         self.kept: Counter = Counter()
@@ -174,7 +177,8 @@ class CandidateFilter:
     def _row(self, req: dict, seed: dict, k: int, cand: Parsed) -> dict:
         written = self.task.gate_text(cand.input)
         reason = cand.reject_reason or self.style.reason(written) or (
-            degenerate_reason(written, self.task.labels, self.prompt_words))
+            degenerate_reason(written, self.task.labels, self.prompt_words)) or (
+            self_description_reason(written, self.task.labels, self.talk_words))
         return dict(id=f"{req['request_id']}#{k}", task=self.task.name, input=cand.input,
                     target=cand.target, label=cand.label, origin="synthetic", round=self.round,
                     seed_id=seed["id"], trigger_prediction=seed["trigger_prediction"],
@@ -365,7 +369,8 @@ def augment(plan: "RoundPlan", task: Task, r: int, teacher: TeacherConfig, sampl
                             prompt_hash=plan.prompts.hash, check=check,
                             label_fit=label_fit_gate(task, plan.label_rows, teacher.label_fit,
                                                      embed) if label_fit else None,
-                            max_rows=match[1] if match and match[0] == "rows" else None)
+                            max_rows=match[1] if match and match[0] == "rows" else None,
+                            real_texts=plan.real_texts)
     cap, over = request_cap(asked_before)
     if match and match[0] == "requests":
         left = max(0, match[1] - asked_before)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
 
 import pyarrow as pa
@@ -83,6 +83,9 @@ class RoundPlan:
     # a pair task's real first texts (premises) the teacher writes only second texts on
     # (strategy.real_first_text); empty: it writes whole examples
     first_texts: tuple[str, ...] = ()
+    # the task's real texts the round may read (seed and validation rows): a word one of them
+    # uses is the task's own, not talk about the task (the self_description gate)
+    real_texts: tuple[str, ...] = ()
 
 
 class Strategy:
@@ -112,12 +115,22 @@ class Strategy:
 
     # -- what a round asks -----------------------------------------------------------------
     def plan(self, view: RoundView, task: "Task", n_per_error: int, rounds: int) -> RoundPlan:
+        """The round's requests (`requests`), with the real texts the round may read: those
+        of the seed and validation rows, whichever strategy plans."""
+        plan = self.requests(view, task, n_per_error, rounds)
+        seed_rows, validation = _seed_rows(view), view.validation
+        texts = seed_rows.column("input").to_pylist() + (
+            validation.column("input").to_pylist() if validation is not None else [])
+        return replace(plan, real_texts=tuple(texts))
+
+    def requests(self, view: RoundView, task: "Task", n_per_error: int,
+                 rounds: int) -> RoundPlan:
         """The round's requests. With no training rows yet (round 0 of a unit that writes
         its own seed) they write the synthetic seed."""
         prompts = self.prompts(task)
         train_set = view.train_set if view.train_set is not None else EXAMPLE.empty_table()
         validation = view.validation if view.validation is not None else EXAMPLE.empty_table()
-        seed_rows = train_set.filter(pc.equal(train_set["origin"], SEED))
+        seed_rows = _seed_rows(view)
         # the real texts a candidate must look like: the training set's, or (mining the
         # validation rows, as s3 does with a synthetic training set) the validation set's
         mines_validation = self.settings.mine_from == "validation"
@@ -235,6 +248,12 @@ def seed_quota(rows_per_label: int, targets_per_label: int,
     per_target = math.ceil(rows_per_label / targets_per_label)
     repeats = 1 if per_request is None else math.ceil(per_target / per_request)
     return math.ceil(per_target / repeats), repeats
+
+
+def _seed_rows(view: RoundView) -> pa.Table:
+    """The round's real labelled seed rows (none for a unit that writes its own seed)."""
+    train_set = view.train_set if view.train_set is not None else EXAMPLE.empty_table()
+    return train_set.filter(pc.equal(train_set["origin"], SEED))
 
 
 def _with_budget(view: RoundView, budget: int) -> RoundView:

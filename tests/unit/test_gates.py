@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from engine.gates import (NearDuplicateIndex, NgramLeakIndex, TextStyle, degenerate_reason,
-                          label_names_reason, normalize, prompt_echo_reason, template_words,
-                          words_of)
+                          label_names_reason, normalize, prompt_echo_reason,
+                          self_description_reason, task_talk_words, template_words, words_of)
 from engine.gates import near_dup
 
 REPO = Path(__file__).resolve().parents[2]
@@ -405,3 +405,53 @@ def test_control_characters_are_degenerate_and_line_breaks_are_not():
     assert degenerate_reason("The review \u202eesrever ni\u202c reads", []).startswith(
         "control_chars: U+202E")
     assert degenerate_reason("A fine film.\nThe cast\tworks well together.", []) == ""
+
+
+# ---------------------------------------------------------------- self_description
+
+SST2_DESCRIPTION = "Classify the sentiment of the movie review sentence."
+
+
+def test_a_text_that_names_its_label_and_talks_about_the_task_describes_an_example():
+    real = ["a gripping , funny movie", "the plot is thin and the movie drags", "it 's a mess"]
+    talk = task_talk_words(SST2_DESCRIPTION, SST2, real)
+    assert {"sentiment", "review", "sentence", "classify"} <= talk
+    assert "movie" not in talk and "positive" not in talk  # a real text says it; a label
+    for meta in ["The film review contains a positive sentiment.",
+                 "This is a text written in a negative tone.",
+                 "The movie's a disappointment. Positive sentiment"]:  # the other label too
+        assert self_description_reason(meta, SST2, talk).startswith(
+            "self_description: names the label word"), meta
+    for example in ["The movie was a positive delight from start to finish",  # no task talk
+                    "A review of the year's films would leave this one out",  # no label
+                    "an unflinching , tender portrait"]:
+        assert self_description_reason(example, SST2, talk) == "", example
+    # without real texts nothing tells the task's words from talk: the gate does not judge
+    assert task_talk_words(SST2_DESCRIPTION, SST2, []) == frozenset()
+    assert self_description_reason("The review has a positive sentiment", SST2, frozenset()) == ""
+
+
+PAIRS = [  # (folder, file, fields, labels, description): the preset tasks' words
+    ("sst2", "train.jsonl", ["sentence"], SST2, SST2_DESCRIPTION),
+    ("imdb", "test.jsonl", ["text"], SST2, "Classify the sentiment of the movie review."),
+    ("rte", "train.jsonl", ["premise", "hypothesis"], ["entailment", "not_entailment"],
+     "Does the premise entail the hypothesis?"),
+    ("qnli", "validation.jsonl", ["question", "sentence"], ["entailment", "not_entailment"],
+     "Does the sentence contain the answer to the question?"),
+]
+
+
+@pytest.mark.parametrize("folder, name, fields, labels, description", PAIRS,
+                         ids=[p[0] for p in PAIRS])
+def test_no_real_row_describes_itself_by_the_talk_words_of_200_others(
+        folder, name, fields, labels, description):
+    path = DATA / folder / name
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    rows = [json.loads(line) for line in path.read_text().split("\n")[:-1]]
+    texts = [" ".join(str(r[f]) for f in fields) for r in rows]
+    random.Random(0).shuffle(texts)
+    talk = task_talk_words(description, labels, texts[:200])
+    assert talk  # there is talk to catch
+    flagged = [t for t in texts[200:5200] if self_description_reason(t, labels, talk)]
+    assert flagged == []

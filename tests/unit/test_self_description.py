@@ -53,8 +53,9 @@ def test_a_row_that_describes_an_example_is_rejected_by_the_real_texts_words(tmp
     assert [r["accepted"] for r in answers(task, [])] == [True, True]
 
 
-@pytest.mark.parametrize("settings", [dict(name="llm2llm"), dict(name="llm2llm", mine_from="validation"),
-                                      dict(name="zerogen"), dict(name="s3"), dict(name="random")])
+@pytest.mark.parametrize("settings", [
+    dict(name="llm2llm"), dict(name="llm2llm", mine_from="validation"), dict(name="zerogen"),
+    dict(name="s3"), dict(name="random")])
 def test_every_strategys_round_reads_the_seed_and_validation_texts_never_synthetic_ones(
         settings):
     def row(i, origin):

@@ -1,5 +1,6 @@
 """Teacher yield: of the rows asked for, how many pass parsing and the quality gates, with the
-engine's teacher prompt, constrained decoding on against off, in one run.
+engine's teacher prompt, constrained decoding on against off, in one run (and the wall time
+of each: accepted rows per minute, constrained against not).
 
     python -m benchmarks.teacher_yield --task trec --rows 30 --json results/yield_trec.json
     python -m benchmarks.teacher_yield --task arithmetic --rows 30
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -94,13 +96,16 @@ def measure(llm, task, seed: list[dict], targets: pa.Table, teacher: TeacherConf
                               teacher.near_dup_threshold, check=check,
                               style_texts=[r["input"] for r in validation] or None,
                               real_texts=[r["input"] for r in seed + list(validation)])
-    requests, _, cands = ask_teacher(
+    start = time.perf_counter()
+    requests, generated, cands = ask_teacher(
         targets, lambda requests: vllm_generate(llm, requests),
         lambda rows, sample: teacher_requests(rows, task, teacher.n_per_error, 0, sampling,
                                               constrain, sample,
                                               pa.Table.from_pylist(pool, schema=EXAMPLE),
                                               task.s3_prompts if s3 else None),
         filter_, teacher.max_tries)
+    seconds = time.perf_counter() - start  # the asks and the gates: what a round waits for
+    tokens = sum(generated.column("completion_tokens").to_pylist())
     rows = cands.to_pylist()
     asked = targets.num_rows * teacher.n_per_error
     first_ask = [r for r in rows if r["accepted"] and "~" not in r["id"]]
@@ -112,6 +117,9 @@ def measure(llm, task, seed: list[dict], targets: pa.Table, teacher: TeacherConf
         "yield_first_ask": round(len(first_ask) / asked, 3),
         "yield": round(len(accepted) / asked, 3),
         "targets_filled": sum(1 for t in filter_.targets if filter_.kept[t] >= filter_.quota),
+        "seconds": round(seconds, 1), "completion_tokens": tokens,
+        "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
+        "accepted_per_minute": round(60 * len(accepted) / seconds, 2) if seconds else None,
         "rejected": dict(Counter(r["reject_reason"].split(":")[0] for r in rows
                                  if not r["accepted"])),
         "accepted_samples": [(r["label"], r["input"]) for r in accepted[:samples]],
@@ -245,7 +253,11 @@ def main() -> None:
                "prompts": "s3" if args.s3 else "llm2llm", "n_per_error": teacher.n_per_error,
                "max_tries": teacher.max_tries, "results": results,
                "yield_ratio_constrained_vs_not": round(on["yield"] / off["yield"], 2)
-               if off["yield"] else None}
+               if off["yield"] else None,
+               # what a round's wall time buys: a higher yield can cost more per token
+               "accepted_per_minute_ratio_constrained_vs_not":
+               round(on["accepted_per_minute"] / off["accepted_per_minute"], 2)
+               if off["accepted_per_minute"] else None}
     report(summary, args.json)
 
 

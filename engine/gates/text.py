@@ -243,8 +243,8 @@ def self_description_reason(text: str, labels: list[str], talk_words: frozenset[
     """self_description: the text names a label and talks about the task ("The film review
     contains a positive sentiment.", "This is a text written in a negative tone"): a
     description of an example, not one. Measured: none of 30,000 real SST-2, IMDb, RTE and QNLI
-    rows does so with the talk words learnt from 200 of them; 40-47 of 347-389 rows a small
-    teacher wrote for SST-2's seed did, nearly all of them such descriptions."""
+    rows does so with the talk words learnt from 200 of them; 42-46 of the 347-389 rows the
+    bundled teacher wrote for SST-2's seed did, those read all such descriptions."""
     if not talk_words or not labels:
         return ""
     words = set(words_of(text))

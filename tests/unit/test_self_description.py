@@ -9,10 +9,11 @@ import pyarrow as pa
 import pytest
 
 from engine.config import StrategyConfig, TaskConfig
-from engine.records import EXAMPLE, GENERATED
+from engine.records import EXAMPLE
 from engine.stages.augment import CandidateFilter, teacher_requests
 from engine.strategies import RoundView, build_strategy
 from engine.tasks import build_task
+from tests.fakes import answered
 
 REAL = [("a gripping , funny and tender film", "positive"),
         ("the plot is thin and the movie drags", "negative"),
@@ -36,11 +37,9 @@ def answers(task, real_texts):
     req = teacher_requests(errors, task, n_per_error=2, round_=0, sampling={})
     answer = ("Text: The film review contains a positive sentiment.\nLabel: positive\n"
               "Text: a sly , generous comedy that earns its tears\nLabel: positive\n")
-    gen = pa.Table.from_pylist([{"request_id": req["request_id"][0].as_py(), "output": answer,
-                                 "prompt_tokens": 1, "completion_tokens": 1, "error": ""}],
-                               schema=GENERATED)
     return CandidateFilter(task, 0, "t", quota=2, known_inputs=[], protected=[],
-                           near_dup_threshold=0.6, real_texts=real_texts).add(errors, req, gen)
+                           near_dup_threshold=0.6, real_texts=real_texts).add(
+        errors, req, answered(req, answer))
 
 
 def test_a_row_that_describes_an_example_is_rejected_by_the_real_texts_words(tmp_path):

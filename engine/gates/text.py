@@ -234,9 +234,15 @@ def task_talk_words(description: str, labels: list[str], real_texts: list[str]) 
     if not real_texts:
         return frozenset()
     used = {w for text in real_texts for w in words_of(text)}
-    label_words = {w for label in labels for w in words_of(_CAMEL.sub(" ", label))}
     talk = set(words_of(description)) | ECHO_WORDS
-    return frozenset(talk - used - STOP_WORDS - label_words)
+    return frozenset(talk - used - STOP_WORDS - _label_words(tuple(labels)))
+
+
+@lru_cache(maxsize=64)
+def _label_words(labels: tuple[str, ...]) -> frozenset[str]:
+    """The labels' words that are not stop words ("not_entailment": entailment)."""
+    return frozenset(w for label in labels for w in words_of(_CAMEL.sub(" ", label))
+                     if w not in STOP_WORDS)
 
 
 def self_description_reason(text: str, labels: list[str], talk_words: frozenset[str]) -> str:
@@ -248,8 +254,7 @@ def self_description_reason(text: str, labels: list[str], talk_words: frozenset[
     if not talk_words or not labels:
         return ""
     words = set(words_of(text))
-    named = sorted(w for label in labels for w in words_of(_CAMEL.sub(" ", label))
-                   if w in words and w not in STOP_WORDS)
+    named = sorted(words & _label_words(tuple(labels)))
     talk = sorted(words & talk_words)
     if named and talk:
         return (f"self_description: names the label word {named[0]!r} and talks about the "

@@ -60,6 +60,7 @@ def _summary(task: str, strategy: str, r: int, found: list[dict]) -> dict:
     acc = [m["test_accuracy"] for m in found if m["test_accuracy"] is not None]
     fixes = [m["fix_rate"] for m in found if m.get("fix_rate") is not None]
     yields = [m["teacher_yield"] for m in found if m.get("teacher_yield") is not None]
+    tops = [m["test_top_answer_share"] for m in found if m.get("test_top_answer_share")]
     return {
         "task": task, "strategy": strategy, "round": r, "seeds": len(found),
         "test_accuracy_mean": statistics.fmean(acc) if acc else None,
@@ -68,6 +69,9 @@ def _summary(task: str, strategy: str, r: int, found: list[dict]) -> dict:
         "test_accuracy_by_seed": [m["test_accuracy"] for m in found],
         "n_synthetic": statistics.fmean(m["n_synthetic"] for m in found),  # rows trained on
         "fix_rate_mean": statistics.fmean(fixes) if fixes else None,
+        # the most one-sided seed: the share of its test answers that were its commonest
+        # label (1.00: a student that answers one label, its accuracy that label's share)
+        "top_answer_share_max": max(tops, default=None),
         "teacher_requests": sum(m.get("n_requests") or 0 for m in found),
         "rows_added": sum(m.get("n_accepted") or 0 for m in found),  # this round, all seeds
         "teacher_yield_mean": statistics.fmean(yields) if yields else None,
@@ -85,12 +89,14 @@ def write_compare(cfg: RunConfig) -> list[dict]:
 
 COLUMNS = [("task", "{}"), ("strategy", "{}"), ("round", "{}"), ("seeds", "{}"),
            ("test_accuracy_mean", "{:.3f}"), ("test_accuracy_std", "{:.3f}"),
-           ("n_synthetic", "{:.0f}"), ("fix_rate_mean", "{:.2f}"), ("teacher_requests", "{}"),
+           ("n_synthetic", "{:.0f}"), ("fix_rate_mean", "{:.2f}"),
+           ("top_answer_share_max", "{:.2f}"), ("teacher_requests", "{}"),
            ("rows_added", "{}"), ("teacher_yield_mean", "{:.2f}"), ("tokens", "{}")]
-# synthetic: rows trained on, mean over seeds; asks, added and tokens: this round's teacher
-# requests, rows accepted and tokens, summed over the seeds (budgets are read off these)
+# synthetic: rows trained on, mean over seeds; top_answer: the most one-sided seed's share of
+# its commonest test answer; asks, added and tokens: this round's teacher requests, rows
+# accepted and tokens, summed over the seeds (budgets are read off these)
 HEADERS = ["task", "strategy", "round", "seeds", "test_acc", "+-std", "synthetic", "fixed",
-           "asks", "added", "yield", "tokens"]
+           "top_answer", "asks", "added", "yield", "tokens"]
 
 
 def format_compare(rows: list[dict]) -> str:

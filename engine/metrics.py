@@ -17,6 +17,23 @@ def accuracy(predictions: pa.Table, split: str, origin: str | None = None) -> fl
     return sum(r["correct"] for r in rows) / len(rows) if rows else None
 
 
+NO_ANSWER = "(none)"  # a test output from which no label could be read
+
+
+def answer_mix(predictions: pa.Table, split: str = "test") -> dict:
+    """What a labelled task's student answered on a split: label -> rows (NO_ANSWER where it
+    named none), and the most common answer's share. A share near 1.0 is a student that
+    answers one label whatever it reads (a weak seed, or rounds whose rows swung to one
+    label): its accuracy is then the majority label's share, not what it learnt."""
+    answers = [p["extracted"] or NO_ANSWER for p in predictions.to_pylist()
+               if p["split"] == split]
+    if not answers:
+        return {}
+    counts = Counter(answers)
+    return {f"{split}_answers": dict(sorted(counts.items())),
+            f"{split}_top_answer_share": max(counts.values()) / len(answers)}
+
+
 TABLE_COLUMNS = [  # (metrics key, header, format)
     ("unit", "task", "{}"), ("round", "round", "{}"), ("n_train", "n_train", "{}"),
     ("train_accuracy", "train_acc", "{:.3f}"), ("test_accuracy", "test_acc", "{:.3f}"),

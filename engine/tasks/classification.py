@@ -8,6 +8,7 @@ import re
 
 from engine.errors import DataError
 from engine.gates import label_names_reason, prompt_echo_reason, words_of
+from engine.metrics import answer_mix
 from engine.records import DESCRIPTION, RATIONALE
 from engine.tasks.base import Parsed, PromptSet, Task
 
@@ -178,6 +179,11 @@ class ClassificationTask(Task):
     def grade(self, output: str, label: str) -> tuple[str, bool]:
         got = self.find_label(output)
         return got, got == label
+
+    def round_scores(self, predictions) -> dict:
+        """The test answers' label mix (engine/metrics.answer_mix): whether the student
+        answers one label."""
+        return answer_mix(predictions)
 
     def teacher_messages(self, row: dict, prediction: str, n: int, demos: list[dict] = (),
                          prompts: PromptSet | None = None) -> list[dict]:

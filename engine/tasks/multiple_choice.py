@@ -13,6 +13,7 @@ import re
 import string
 
 from engine.errors import DataError
+from engine.metrics import answer_mix
 from engine.tasks.base import Parsed, PromptSet, Task
 
 LETTERS = string.ascii_uppercase
@@ -61,6 +62,10 @@ class MultipleChoiceTask(Task):
         match = re.search(r"(?<![A-Za-z])([A-Z])(?![A-Za-z])", output)
         got = match.group(1) if match else ""
         return got, got == label
+
+    def round_scores(self, predictions) -> dict:
+        """The test answers' letter mix: whether the student answers one letter."""
+        return answer_mix(predictions)
 
     def teacher_messages(self, row: dict, prediction: str, n: int, demos: list[dict] = (),
                          prompts: PromptSet | None = None) -> list[dict]:

@@ -310,6 +310,25 @@ def test_compare_table_aggregates_seeds_and_carries_seed_only_forward(tmp_path):
     assert "seed_only" in format_compare(rows)
 
 
+def test_compare_shows_the_most_one_sided_seeds_answer_share(tmp_path):
+    """A seed whose student answers one label shows in the table whatever the mean says."""
+    from engine.config import load_config
+    from engine.storage import RunStorage
+
+    cfg = load_config(None, ["tasks=[{name: arithmetic}]", f"run_dir={tmp_path}",
+                             "compare.strategies=[llm2llm]", "compare.seeds=[0,1]", "rounds=1"])
+    store = RunStorage(cfg.run_dir)
+    for seed, share in ((0, 0.55), (1, 1.0)):
+        metrics = dict(test_accuracy=0.5, fix_rate=None, teacher_yield=None, n_synthetic=0,
+                       n_requests=0, n_accepted=0, tokens=0, test_top_answer_share=share)
+        store.write_json(f"{store.round_dir(f'arithmetic/llm2llm/seed_{seed}', 0)}/metrics.json",
+                         metrics)
+    [row] = compare_rows(cfg)
+    assert row["seeds"] == 2 and row["top_answer_share_max"] == 1.0
+    table = format_compare([row])
+    assert "top_answer" in table.splitlines()[0] and "1.00" in table
+
+
 def test_fix_rate_from_a_hand_made_lineage():
     def preds(correct: dict) -> pa.Table:
         return pa.Table.from_pylist([dict(id=i, task="t", split="train", origin="seed",

@@ -382,3 +382,23 @@ def test_a_worked_answer_is_recomputed_as_a_calculator_would_and_its_later_uses_
     parsed = task.parse_teacher(f"Question: {question}\nAnswer: {wrong}", {})
     assert parsed[0].reject_reason == "" and parsed[0].label == "5"
     assert parsed[0].target.startswith("25 + 15 = 40 pens. 40 / 8 = 5 each")
+
+
+def test_a_classification_round_reports_its_test_answers_label_mix(tmp_path):
+    import pyarrow as pa
+
+    from engine.metrics import NO_ANSWER
+    from engine.records import PREDICTION
+
+    task = build_task(yaml_task(tmp_path), 0)
+    outputs = [("test", "spam"), ("test", "Spam, surely"), ("test", "ham"), ("test", "no idea"),
+               ("train", "ham"), ("train", "ham")]
+    rows = []
+    for i, (split, output) in enumerate(outputs):
+        extracted, correct = task.grade(output, "spam")
+        rows.append(dict(id=str(i), task="spam", split=split, origin="seed", output=output,
+                         extracted=extracted, correct=correct, completion_tokens=1, error=""))
+    scores = task.round_scores(pa.Table.from_pylist(rows, schema=PREDICTION))
+    # the mining rows (split "train") are not counted; an output naming no label is
+    assert scores == {"test_answers": {NO_ANSWER: 1, "ham": 1, "spam": 2},
+                      "test_top_answer_share": 0.5}

@@ -25,7 +25,8 @@ from engine.provenance import read_run_record, save_run_record
 from engine.rerun import affected_stages, changed_fields
 from engine.storage import RunStorage
 from engine.strategies import REGISTRY, needs_validation, strategy_class, unit_settings
-from engine.tasks import build_task, check_tasks, resolve_task_config
+from engine.tasks import TASK_TYPES, build_task, check_tasks, resolve_task_config
+from engine.tasks.classification import ClassificationTask
 from engine.tasks.row_checks import row_problems
 
 
@@ -214,7 +215,8 @@ def _check_student_kind(cfg: RunConfig) -> list[str]:
     return [f"tasks.{i} ({t.name}): type {resolve_task_config(t).type} needs a generating "
             f"student; student.kind sequence_classification is for classification tasks "
             f"(run this task in a job of its own with student.kind causal_lm)"
-            for i, t in enumerate(cfg.tasks) if resolve_task_config(t).type != "classification"]
+            for i, t in enumerate(cfg.tasks)
+            if not issubclass(TASK_TYPES[resolve_task_config(t).type], ClassificationTask)]
 
 
 def _check_storage(run_dir: str) -> str | None:

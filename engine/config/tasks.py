@@ -30,15 +30,16 @@ class SamplingOverride(Strict):
 
 
 class TaskConfig(Strict):
-    """A task: a built-in name (gsm8k, trec, sst2, imdb, rte, qnli, adversarialqa, arithmetic) or
-    a custom definition.
+    """A task: a built-in name (gsm8k, trec, sst2, imdb, rte, qnli, adversarialqa, arithmetic,
+    reviews) or a custom definition.
 
     Fields left unset take the built-in preset's values (engine/tasks/presets.py).
     """
 
     name: str = Field(description="built-in task name, or any name for a task defined here "
                                   "(letters, digits, '_', '-', '.'; it names its folder)")
-    type: Literal["math", "classification", "arithmetic", "qa", "multiple_choice"] | None = Field(
+    type: Literal["math", "classification", "arithmetic", "reviews", "qa",
+                  "multiple_choice"] | None = Field(
         None, description="task type of a custom task (a built-in name sets it)")
     data: DataConfig = Field(DataConfig(), description="where the rows come from")
     fields: dict[str, str] = Field(

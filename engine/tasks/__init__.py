@@ -10,11 +10,13 @@ from engine.tasks.math import MathTask
 from engine.tasks.multiple_choice import MultipleChoiceTask
 from engine.tasks.qa import QATask
 from engine.tasks.presets import PRESETS
+from engine.tasks.reviews import ReviewsTask
 
 TASK_TYPES: dict[str, type[Task]] = {
     "math": MathTask,
     "classification": ClassificationTask,
     "arithmetic": ArithmeticTask,
+    "reviews": ReviewsTask,
     "qa": QATask,
     "multiple_choice": MultipleChoiceTask,
 }

@@ -11,6 +11,12 @@ PRESETS: dict[str, dict] = {
         "type": "arithmetic",
         "description": "Two-step arithmetic word problems, generated from the run seed.",
     },
+    "reviews": {  # generated from the run seed too (engine/tasks/reviews.py): the demo's task
+        "type": "reviews",
+        "fields": {"text": "text", "label": "label"},
+        "labels": ["negative", "positive"],
+        "description": "Classify the sentiment of the one-sentence movie review.",
+    },
     "gsm8k": {
         "type": "math",
         "fields": {"question": "question", "answer": "answer"},

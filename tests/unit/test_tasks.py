@@ -402,3 +402,32 @@ def test_a_classification_round_reports_its_test_answers_label_mix(tmp_path):
     # the mining rows (split "train") are not counted; an output naming no label is
     assert scores == {"test_answers": {NO_ANSWER: 1, "ham": 1, "spam": 2},
                       "test_top_answer_share": 0.5}
+
+
+def test_the_builtin_reviews_are_distinct_deterministic_and_carved_without_overlap():
+    from engine.tasks.reviews import ReviewsTask, generate
+
+    rows = generate(500, 3)
+    assert rows == generate(500, 3) and rows != generate(500, 4)
+    assert len({r["text"] for r in rows}) == 500 and {r["label"] for r in rows} == {
+        "negative", "positive"}
+    # most reviews are not read off one word: negations, contrasts, expectations
+    assert any(" not " in r["text"] for r in rows) and any(", but " in r["text"] for r in rows)
+    task = build_task(TaskConfig(name="reviews", n_seed=16, n_validation=100, n_test=400), 0)
+    assert isinstance(task, ReviewsTask) and task.check() == []
+    seed, test, validation = task.splits()
+    assert (len(seed), len(validation), len(test)) == (16, 100, 400)
+    texts = [{r["input"] for r in part} for part in (seed, validation, test)]
+    assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
+    assert task.grade("positive", "positive") == ("positive", True)
+
+
+def test_an_encoder_student_takes_the_builtin_reviews_but_not_arithmetic():
+    from engine.config import load_config
+    from engine.job import _check_student_kind
+
+    def problems(task):
+        return _check_student_kind(load_config(None, [f"tasks=[{{name: {task}}}]",
+                                                      "student.kind=sequence_classification"]))
+    assert problems("reviews") == []
+    assert "type arithmetic needs a generating student" in problems("arithmetic")[0]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 import time
 import urllib.request
@@ -62,16 +63,23 @@ def flatten(tree, prefix: str = "") -> dict[str, str]:
     return {prefix.rstrip("."): text}
 
 
+# The characters MLflow accepts in a metric name (mlflow/utils/validation.py); a batch with one
+# other name is refused whole.
+_NOT_IN_METRIC_NAME = re.compile(r"[^/\w.\- :]")
+
+
 def round_metrics(metrics: dict) -> dict[str, float]:
     """The numbers of a round's metrics.json as MLflow metrics: top-level numbers, and the
     nested ones (`train.steps`, `rejected_by_reason.duplicate`, `usage.augment.requests`)
-    dotted. Flags and texts are left out."""
+    dotted. Flags and texts are left out. Nested keys can be a task's labels or
+    `test_answers`' "(none)", so characters MLflow refuses in a name become "_"."""
     out = {}
 
     def walk(value, key: str) -> None:
         if isinstance(value, dict):
             for k, v in value.items():
-                walk(v, f"{key}.{k}" if key else str(k))
+                name = _NOT_IN_METRIC_NAME.sub("_", str(k))
+                walk(v, f"{key}.{name}" if key else name)
         elif isinstance(value, (int, float)) and not isinstance(value, bool) \
                 and math.isfinite(value):
             out[key] = float(value)

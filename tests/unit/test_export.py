@@ -69,7 +69,7 @@ def make_run(tmp_path, units=("arithmetic",), strategy="llm2llm"):
         put(store, key, 1, "train", files=weights,
             metrics={"task": "arithmetic", "round": 1, "strategy": strategy, "n_train": 3,
                      "n_synthetic": 1, "test_accuracy": 0.5, "n_test": 4, "fix_rate": 0.5,
-                     "train": {"steps": 6}})
+                     "train": {"steps": 6}, "test_answers": {"4": 3, "(none)": 1}})
     return str(tmp_path / "run"), store
 
 

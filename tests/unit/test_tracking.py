@@ -34,8 +34,10 @@ def test_params_and_metrics_are_flattened():
         "train.lr": "0.001", "train.epochs": "2", "tasks": '[{"name": "x"}]'}
     assert round_metrics({"round": 1, "test_accuracy": 0.5, "strategy": "llm2llm",
                           "stopped": True, "fix_rate": None, "train": {"steps": 6},
-                          "rejected_by_reason": {"duplicate": 2}}) == {
-        "test_accuracy": 0.5, "train.steps": 6.0, "rejected_by_reason.duplicate": 2.0}
+                          "rejected_by_reason": {"duplicate": 2},
+                          "test_answers": {"(none)": 1, "very good": 2}}) == {
+        "test_accuracy": 0.5, "train.steps": 6.0, "rejected_by_reason.duplicate": 2.0,
+        "test_answers._none_": 1.0, "test_answers.very good": 2.0}
 
 
 def test_each_round_is_logged_once_across_resumes(tmp_path, store_uri):
@@ -64,6 +66,8 @@ def test_each_round_is_logged_once_across_resumes(tmp_path, store_uri):
     assert third.run_ids == tracker.run_ids
     assert history(third, unit, "test_accuracy") == [(0, 0.25), (1, 0.5)]
     assert history(third, unit, "round") == [(0, 0.0), (1, 1.0)]
+    # a label key MLflow would refuse as a name ("(none)") does not cost the round's batch
+    assert history(third, unit, "test_answers._none_") == [(1, 1.0)]
 
     store.write_text(store.path("report.html"), "<html>report</html>")
     third.finish()

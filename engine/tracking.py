@@ -63,9 +63,11 @@ def flatten(tree, prefix: str = "") -> dict[str, str]:
     return {prefix.rstrip("."): text}
 
 
-# The characters MLflow accepts in a metric name (mlflow/utils/validation.py); a batch with one
-# other name is refused whole.
-_NOT_IN_METRIC_NAME = re.compile(r"[^/\w.\- :]")
+# The characters MLflow accepts in a metric name (mlflow/utils/validation.py), less "/" (a name
+# that is not a clean relative path, "a/" or "..", is refused too), and its longest name: a
+# batch with one name it refuses is refused whole.
+_NOT_IN_METRIC_NAME = re.compile(r"[^\w.\- :]")
+MAX_METRIC_NAME = 250
 
 
 def round_metrics(metrics: dict) -> dict[str, float]:
@@ -78,11 +80,11 @@ def round_metrics(metrics: dict) -> dict[str, float]:
     def walk(value, key: str) -> None:
         if isinstance(value, dict):
             for k, v in value.items():
-                name = _NOT_IN_METRIC_NAME.sub("_", str(k))
+                name = _NOT_IN_METRIC_NAME.sub("_", str(k)).strip(".") or "_"
                 walk(v, f"{key}.{name}" if key else name)
         elif isinstance(value, (int, float)) and not isinstance(value, bool) \
                 and math.isfinite(value):
-            out[key] = float(value)
+            out[key[:MAX_METRIC_NAME]] = float(value)
 
     walk(metrics, "")
     out.pop("round", None)  # the step; logged under ROUND_KEY last

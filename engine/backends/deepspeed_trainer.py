@@ -257,6 +257,8 @@ def use_torch_clip_and_zero_grad(engine, params: list) -> None:
     Only this path: ZeRO, fp16 and bf16 clip inside their own optimizers."""
     import torch
 
+    # DeepSpeed's names for the two steps (0.19): one that renamed them would go unnoticed
+    assert callable(engine.clip_fp32_gradients) and callable(engine.zero_grad)
     max_norm = engine.gradient_clipping()
 
     def clip_fp32_gradients() -> None:

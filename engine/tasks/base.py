@@ -1,7 +1,7 @@
 """What every task provides: rows, the student prompt, a grader, the teacher prompt and parser.
 
 A concrete task type (engine/tasks/__init__.py TASK_TYPES: math, classification, arithmetic,
-qa, multiple_choice) fills in the few methods that differ; the seed/test selection, prompt
+reviews, qa, multiple_choice) fills in the few methods that differ; the seed/test selection, prompt
 templating and row ids are shared here.
 """
 

@@ -75,7 +75,21 @@ class ReviewsTask(ClassificationTask):
     """The `reviews` preset: a classification task whose rows are generated, not read."""
 
     def check(self) -> list[str]:
-        return []  # generated: no files to check, and the preset's labels are fixed
+        """Generated rows: no files to read, and the labels and fields are the generator's, so
+        a config that sets them otherwise would fail (or be ignored) only when rows are read."""
+        where, problems = f"tasks.{self.name}", []
+        if list(self.cfg.labels) != LABELS:
+            problems.append(f"{where}.labels: a reviews task's labels are {LABELS}; leave "
+                            f"labels unset")
+        if dict(self.cfg.fields) != {"text": "text", "label": "label"}:
+            problems.append(f"{where}.fields: a reviews task's rows have the fields text and "
+                            f"label; leave fields unset")
+        data = {k: v for k, v in self.cfg.data.model_dump().items() if v}
+        if data:
+            problems.append(f"{where}.data: a reviews task generates its rows, it reads no "
+                            f"files ({', '.join(sorted(data))} set); remove data, or use "
+                            f"type: classification to read your own")
+        return problems
 
     def source_rows(self, split: str) -> list[dict]:
         return generate(POOL_SIZE, seed=self.seed)  # the one pool every split is carved from

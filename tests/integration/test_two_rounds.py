@@ -105,7 +105,7 @@ def test_console_shows_progress_not_the_engines_output(run):
         " INFO " in l or "WARNING" in l or "Loading weights" in l)]
     assert any("train: step" in l for l in lines) and any(" rows, " in l for l in lines)
     assert any("[arithmetic r1] train ..." in l for l in lines)
-    assert len(lines) < 120  # 2 tasks x 2 rounds; `make demo` (one task) prints about half
+    assert len(lines) < 120  # 2 tasks x 2 rounds
     # ... which are in the worker logs, linked from the run directory
     logs = next(l for l in lines if l.startswith("worker logs")).split(": ", 1)[1].split(";")[0]
     assert Path(logs).is_relative_to(run_dir / "logs")

@@ -420,6 +420,18 @@ def test_the_builtin_reviews_are_distinct_deterministic_and_carved_without_overl
     texts = [{r["input"] for r in part} for part in (seed, validation, test)]
     assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
     assert task.grade("positive", "positive") == ("positive", True)
+    # the preset alone is the few-row setting the task is for, not half the pool as seed
+    assert [len(part) for part in build_task(TaskConfig(name="reviews"), 0).splits()] == \
+        [16, 400, 100]
+
+
+def test_a_reviews_task_that_sets_labels_fields_or_files_is_refused_when_checked():
+    problems = build_task(TaskConfig(name="reviews", labels=["neg", "pos"],
+                                     fields={"text": "sentence", "label": "label"},
+                                     data={"train": "mine.jsonl"}), 0).check()
+    assert [p.split(":")[0] for p in problems] == [
+        "tasks.reviews.labels", "tasks.reviews.fields", "tasks.reviews.data"]
+    assert "use type: classification to read your own" in problems[2]
 
 
 def test_an_encoder_student_takes_the_builtin_reviews_but_not_arithmetic():

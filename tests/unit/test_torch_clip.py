@@ -27,7 +27,8 @@ def test_gradients_are_clipped_as_deepspeed_does_and_cleared(scale):
     before = [p.grad.clone() for p in params]
     norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in before]))
     factor = min(1.0, 2.0 / (float(norm) + 1e-6))
-    engine = types.SimpleNamespace(gradient_clipping=lambda: 2.0)
+    engine = types.SimpleNamespace(gradient_clipping=lambda: 2.0, zero_grad=pytest.fail,
+                                   clip_fp32_gradients=pytest.fail)  # DeepSpeed's, replaced
     use_torch_clip_and_zero_grad(engine, params)
 
     engine.clip_fp32_gradients()

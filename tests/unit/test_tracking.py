@@ -35,9 +35,11 @@ def test_params_and_metrics_are_flattened():
     assert round_metrics({"round": 1, "test_accuracy": 0.5, "strategy": "llm2llm",
                           "stopped": True, "fix_rate": None, "train": {"steps": 6},
                           "rejected_by_reason": {"duplicate": 2},
-                          "test_answers": {"(none)": 1, "very good": 2}}) == {
+                          "test_answers": {"(none)": 1, "very good": 2, "a/..": 3,
+                                           "x" * 300: 4}}) == {
         "test_accuracy": 0.5, "train.steps": 6.0, "rejected_by_reason.duplicate": 2.0,
-        "test_answers._none_": 1.0, "test_answers.very good": 2.0}
+        "test_answers._none_": 1.0, "test_answers.very good": 2.0, "test_answers.a_": 3.0,
+        "test_answers." + "x" * 237: 4.0}
 
 
 def test_each_round_is_logged_once_across_resumes(tmp_path, store_uri):

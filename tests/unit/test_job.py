@@ -280,6 +280,7 @@ def test_a_second_run_on_a_run_dir_is_refused_at_once_naming_the_first(tmp_path)
          "job_pid": job.pid, "started": time.time() - 60, "finished": False}))
     config = tmp_path / "job.yaml"
     config.write_text("tasks: [{name: arithmetic, n_seed: 4}]\nrounds: 1\n")
+
     def cli(*args: str) -> tuple[subprocess.CompletedProcess, float]:
         start = time.monotonic()
         out = subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True,

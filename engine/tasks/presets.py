@@ -4,6 +4,8 @@ Hub defaults need network access; point `data.train`/`data.test` at local files 
 (jobs/configs/ has examples that read ../shared/data).
 """
 
+from engine.tasks.reviews import LABELS as REVIEW_LABELS
+
 TREC_LABELS = ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
 
 PRESETS: dict[str, dict] = {
@@ -14,7 +16,7 @@ PRESETS: dict[str, dict] = {
     "reviews": {  # generated from the run seed too (engine/tasks/reviews.py): the demo's task
         "type": "reviews",
         "fields": {"text": "text", "label": "label"},
-        "labels": ["negative", "positive"],
+        "labels": list(REVIEW_LABELS),  # the generator's, named once
         "description": "Classify the sentiment of the one-sentence movie review.",
         # a few labelled rows, as the task is for (unset, the seed would be half the pool)
         "n_seed": 16, "n_validation": 100, "n_test": 400,

@@ -16,12 +16,18 @@ round's wall time against the bare loop's: what the distribution, ZeRO and check
 machinery cost on this machine; and each worker's peak resident memory. With both
 ray_2w_zero0 and ray_2w_zero0_lora, `lora_vs_full` sets the LoRA student's round against
 full fine-tuning's (same rows, steps and learning rate).
+
+`--repeats N` runs the whole comparison N times, the bare loop and the variants in turn (Ray
+started for the variants and shut down before the next bare loop, so the bare loop always has
+the machine to itself), and reports each variant's ratio per repeat and their median: on 2
+cores one run's ratio moves by several points with what else the machine is doing.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -112,6 +118,47 @@ def plain_loop(examples: pa.Table, model_dir: str, cfg: TrainConfig, batch: int,
             "train_seconds": round(seconds, 1), "wall_seconds": round(time.time() - start, 1)}
 
 
+def compare_once(examples: pa.Table, labels: list[str], model_dir: str, encoder: bool,
+                 names: list[str], base_settings: dict, batch: int) -> dict:
+    """The bare loop, then each variant through the engine's trainer (Ray up only for
+    these): tokens/s, and `ratio` against this run's bare loop."""
+    import ray
+
+    from engine.backends.deepspeed_trainer import RayDeepSpeedTrainer
+
+    run = {"plain_torch": plain_loop(examples, model_dir, TrainConfig(**base_settings), batch,
+                                     0, labels if encoder else None)}
+    plain = run["plain_torch"]
+    ray.init(num_cpus=max(2, batch), include_dashboard=False)
+    try:
+        for name in names:
+            overrides = dict(VARIANTS[name])
+            lora = LoraConfig(**overrides.pop("lora")) if "lora" in overrides else None
+            cfg = TrainConfig(**{**base_settings, **overrides})
+            with tempfile.TemporaryDirectory() as out:
+                trainer = RayDeepSpeedTrainer(cfg, log=lambda *_: None, lora=lora, kind=(
+                    "sequence_classification" if encoder else "causal_lm"))
+                stats = trainer(examples, model_dir, str(Path(out) / "model"), "bench", 0,
+                                labels=labels)
+            # every rank trains on as many rows as rank 0 (equal shards)
+            rate = stats["tokens_rank0"] * stats["world_size"] / stats["train_seconds"]
+            run[name] = {"steps": stats["steps"], "tokens_per_s": round(rate, 1),
+                         "ratio": round(rate / plain["tokens_per_s"], 3),
+                         "train_seconds": round(stats["train_seconds"], 1),
+                         "startup_and_save_seconds": round(stats["wall_seconds"]
+                                                           - stats["train_seconds"], 1),
+                         "wall_vs_plain": round(stats["wall_seconds"] / plain["wall_seconds"],
+                                                2),
+                         "wall_seconds": round(stats["wall_seconds"], 1),
+                         "peak_rss_gb": stats.get("peak_rss_gb")}
+            if cfg.chosen:
+                run[name]["chosen"] = cfg.chosen
+            print(name, run[name], flush=True)
+    finally:
+        ray.shutdown()
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--student", default="causal", choices=["causal", "encoder"],
@@ -122,49 +169,42 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="rows per optimizer step")
     parser.add_argument("--epochs", type=float, default=2)
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run the bare loop and the variants this many times in turn; "
+                             "each variant's `ratio` is then the median over the repeats")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-
-    import ray
-
-    from engine.backends.deepspeed_trainer import RayDeepSpeedTrainer
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
 
     encoder = args.student == "encoder"
     names = args.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; choose from {sorted(VARIANTS)}")
     if encoder and any("lora" in VARIANTS[n] for n in names):  # as student.lora refuses it
         parser.error("the encoder student trains every weight: drop the _lora variants")
     examples, labels = examples_for(args.task, args.rows)
     model_dir = resolve_model(DEFAULT_ENCODER if encoder else DEFAULT_MODEL)
     base_settings = {"epochs": args.epochs, "batch_size": args.batch}
-    base = TrainConfig(**base_settings)
+    runs = []
+    for i in range(args.repeats):
+        if args.repeats > 1:
+            print(f"repeat {i + 1} of {args.repeats}", flush=True)
+        runs.append(compare_once(examples, labels, model_dir, encoder, names, base_settings,
+                                 args.batch))
+    # the first run's figures, with each variant's ratio the median over the repeats
     result = {"student": args.student, "task": args.task, "rows": examples.num_rows,
-              "global_batch": args.batch, "epochs": args.epochs,
-              "plain_torch": plain_loop(examples, model_dir, base, args.batch, 0,
-                                        labels if encoder else None)}
-    ray.init(num_cpus=max(2, args.batch), include_dashboard=False)
+              "global_batch": args.batch, "epochs": args.epochs, "repeats": args.repeats,
+              **runs[0]}
     for name in names:
-        overrides = dict(VARIANTS[name])
-        lora = LoraConfig(**overrides.pop("lora")) if "lora" in overrides else None
-        cfg = TrainConfig(**{**base_settings, **overrides})
-        with tempfile.TemporaryDirectory() as out:
-            trainer = RayDeepSpeedTrainer(cfg, log=lambda *_: None, lora=lora, kind=(
-                "sequence_classification" if encoder else "causal_lm"))
-            stats = trainer(examples, model_dir, str(Path(out) / "model"), "bench", 0,
-                            labels=labels)
-        # every rank trains on as many rows as rank 0 (equal shards)
-        rate = stats["tokens_rank0"] * stats["world_size"] / stats["train_seconds"]
-        plain = result["plain_torch"]
-        result[name] = {"steps": stats["steps"], "tokens_per_s": round(rate, 1),
-                        "ratio": round(rate / plain["tokens_per_s"], 3),
-                        "train_seconds": round(stats["train_seconds"], 1),
-                        "startup_and_save_seconds": round(stats["wall_seconds"]
-                                                          - stats["train_seconds"], 1),
-                        "wall_vs_plain": round(stats["wall_seconds"] / plain["wall_seconds"], 2),
-                        "wall_seconds": round(stats["wall_seconds"], 1),
-                        "peak_rss_gb": stats.get("peak_rss_gb")}
-        if cfg.chosen:
-            result[name]["chosen"] = cfg.chosen
-        print(name, result[name], flush=True)
+        ratios = [run[name]["ratio"] for run in runs]
+        result[name] = {**runs[0][name], "ratio": round(statistics.median(ratios), 3),
+                        "ratios": ratios}
+        if args.repeats > 1:
+            print(f"{name}: ratio {result[name]['ratio']} (median of {ratios})", flush=True)
+    if args.repeats > 1:
+        result["runs"] = runs
     full, lora = result.get("ray_2w_zero0"), result.get("ray_2w_zero0_lora")
     if full and lora:
         result["lora_vs_full"] = {key: round(lora[key] / full[key], 3) for key in

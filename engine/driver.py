@@ -22,6 +22,7 @@ from engine import fs as engine_fs
 from engine.backends import StudentTrainer, TextGenerator
 from engine.config import RunConfig, StopConfig
 from engine.errors import EngineError, StorageError, UnitsFailed, root_cause
+from engine.fingerprint import inputs_fingerprint
 from engine.metrics import round_metrics
 from engine.records import EXAMPLE, PREDICTION, StageResult
 from engine.sampling import sampling_params
@@ -104,7 +105,8 @@ class RoundLoop:
         next round). With no training rows (round 0 of a unit that writes its own seed),
         train, predict and mine are recorded as skipped and the augment stage writes the seed."""
         timings: dict[str, float] = {}
-        stage = lambda name, compute: self.stages.run(unit, r, name, timings, compute)  # noqa: E731
+        stage = lambda name, compute, inputs=None: self.stages.run(  # noqa: E731
+            unit, r, name, timings, compute, inputs)
         failed = f"{self.store.round_dir(unit.key, r)}/FAILED.json"
         if self.store.exists(failed):  # an earlier attempt's failure: this one starts afresh
             engine_fs.delete(self.store.fs, failed)
@@ -118,17 +120,22 @@ class RoundLoop:
             train_stats, predictions, errors, mining = self._skip(unit, r, stage)
         else:
             task, model = unit.task, self.stages.model(unit, r)
+            selects_on = validation if self.cfg.train.select_epoch == "validation" else None
+            # what each stage reads, as one hash: a unit of the same task and seed that read
+            # the same has its stage copied (s3's control trains s3's round-1 student)
+            trained = self._train_inputs(unit, r, trained_on, selects_on)
             train_stats = stage("train", lambda _: train_student(
                 task, trained_on, self._base(unit, r), model, self.trainer, unit.key,
-                unit.train_seed, validation if self.cfg.train.select_epoch == "validation"
-                else None)).info
+                unit.train_seed, selects_on), trained).info
             mining = mining_rows(unit.settings.mine_from, train_set, validation)
+            predicted = trained and inputs_fingerprint("predict", trained, mining, test)
             predictions = stage("predict", lambda _: predict(
                 task, mining, test, model,
                 lambda requests, m: self.student_gen(requests, m, "predict"),
-                sampling_params(self.cfg.student, task.cfg.student_sampling))).table
-            errors = stage("mine", lambda _: mine_errors(
-                mining, predictions, MINED_ORIGINS[unit.settings.mine_from])).table
+                sampling_params(self.cfg.student, task.cfg.student_sampling)), predicted).table
+            origins = MINED_ORIGINS[unit.settings.mine_from]
+            errors = stage("mine", lambda _: mine_errors(mining, predictions, origins),
+                           predicted and inputs_fingerprint("mine", predicted, origins)).table
         rules = unit.task.cfg.stop or self.cfg.stop
         spent = self._budget_spent(unit, r, rules)
         candidates, asked = None, {}
@@ -150,6 +157,24 @@ class RoundLoop:
         self.store.write_json(f"{self.store.round_dir(unit.key, r)}/metrics.json", metrics)
         added = accepted_examples(candidates) if candidates is not None else EXAMPLE.empty_table()
         return metrics, added
+
+    def _train_inputs(self, unit: Unit, r: int, trained_on: pa.Table,
+                      validation: pa.Table | None) -> str | None:
+        """The train stage's inputs as one fingerprint: the rows as the trainer reads them,
+        the epoch-choosing rows, the training seed and settings, and what it starts from (the
+        base model, or the fingerprint of the round that trained the previous student; None
+        when that round has none: an engine before fingerprints trained it)."""
+        if unit.settings.from_base or r == 0:
+            start = ["base model", self.student_model]
+        else:
+            start = self.stages.fingerprint(unit, r - 1, "train")
+            if start is None:
+                return None
+        read = ["input", "target", "label"]  # all that training_examples passes on
+        return inputs_fingerprint(
+            "train", unit.task.name, unit.train_seed, start,
+            self.cfg.train.model_dump(mode="json"), self.cfg.student.model_dump(mode="json"),
+            trained_on.select(read), None if validation is None else validation.select(read))
 
     def _base(self, unit: Unit, r: int) -> str:
         """What round r trains from: the base model every round (LLM2LLM), or the previous

@@ -1,6 +1,7 @@
-"""Running a stage against the run directory: load it if finished, copy it from a round-0 twin,
-or compute it (outputs first, manifest last). The round loop (engine/driver.py) runs every
-stage through here, so resume and round-0 sharing are the same for all of them.
+"""Running a stage against the run directory: load it if finished, copy it from a twin (a
+round-0 twin, or any unit of the same task and training seed whose finished stage had the same
+inputs), or compute it (outputs first, manifest last). The round loop (engine/driver.py) runs
+every stage through here, so resume and sharing are the same for all of them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from engine.storage import RunStorage
 from engine.strategies import Unit
 
 
-# Round-0 stages every strategy shares for a task and training seed (see round0_twin).
+# Round-0 stages every strategy shares for a task and training seed (see round0_twin), and the
+# stages of any round a unit copies from another whose inputs were the same (same_inputs_twin).
 ROUND0_SHARED = ("train", "predict", "mine")
 
 
@@ -35,11 +37,14 @@ class StageStore:
         self.abort = threading.Event()  # set: groups side by side start no new stage
 
     def run(self, unit: Unit, r: int, name: str, timings: dict,
-            compute: Callable[[str], pa.Table | StageResult]) -> StageResult:
+            compute: Callable[[str], pa.Table | StageResult],
+            fingerprint: str | None = None) -> StageResult:
         """Load a finished stage, or run it: outputs first, manifest last. `compute` gets the
         stage's folder (where a trainer saves its model) and returns the stage's table, or a
         StageResult (its `info` goes into the manifest, `beside` tables next to the table).
-        The stage's seconds go into `timings`."""
+        The stage's seconds go into `timings`. `fingerprint`: a hash of everything the stage
+        reads (engine/fingerprint.py), kept in the manifest; a finished stage of another unit
+        with the same one is copied instead of computed."""
         if self.abort.is_set():
             raise Aborted()
         stage_dir = self.store.stage_dir(unit.key, r, name)
@@ -48,8 +53,11 @@ class StageStore:
             timings[name] = 0.0
             return StageResult(self.store.read_table(stage_dir), self._info(stage_dir))
         twin = self.round0_twin(unit, r, name)
+        twin_round = 0
+        if twin is None:
+            twin, twin_round = self.same_inputs_twin(unit, r, name, fingerprint) or (None, 0)
         if twin is not None:
-            return self._copy(unit, twin, name, timings)
+            return self._copy(unit, r, twin, twin_round, name, timings, fingerprint)
         self.log(f"[{unit.key} r{r}] {name} ...")
         self.store.begin_stage(stage_dir)
         start = time.time()
@@ -60,7 +68,8 @@ class StageStore:
         timings[name] = round(time.time() - start, 2)
         self.store.finish_stage(stage_dir, name, task=unit.task.name, unit=unit.key, round=r,
                                 started_at=start, seconds=timings[name],
-                                rows=result.table.num_rows, info=result.info)
+                                rows=result.table.num_rows, info=result.info,
+                                **({"fingerprint": fingerprint} if fingerprint else {}))
         return result
 
     def _compute(self, stage_dir: str, compute) -> StageResult:
@@ -102,11 +111,50 @@ class StageStore:
                 return other
         return None
 
-    def _copy(self, unit: Unit, twin: Unit, name: str, timings: dict) -> StageResult:
-        """This unit's round-0 stage as a copy of its twin's, recorded as one. Generations
-        copied count as cached: none were generated for this unit."""
-        source, stage_dir = (self.store.stage_dir(u.key, 0, name) for u in (twin, unit))
-        self.log(f"[{unit.key} r0] {name}: the same as {twin.key}'s, copied")
+    def same_inputs_twin(self, unit: Unit, r: int, name: str,
+                         fingerprint: str | None) -> tuple[Unit, int] | None:
+        """(unit, round) of a finished `name` stage of the same task and training seed that
+        read exactly what this one would (its manifest's fingerprint): e.g. s3 and its
+        no-extrapolation control train the same round-1 student on the same written seed.
+        Only earlier units of the group and earlier rounds are looked at (the group runs its
+        units in order, so those are the ones that can be finished)."""
+        if fingerprint is None or name not in ROUND0_SHARED:
+            return None
+        for other in self.units:
+            if (other.task.name, other.train_seed) != (unit.task.name, unit.train_seed):
+                continue
+            for round_ in range(r + 1):
+                if other is unit and round_ == r:
+                    break
+                # the manifest first: checking a stage's files reads all of them
+                stage_dir = self.store.stage_dir(other.key, round_, name)
+                if self._recorded_fingerprint(stage_dir) == fingerprint and \
+                        self.store.is_complete(stage_dir):
+                    return other, round_
+        return None
+
+    def fingerprint(self, unit: Unit, r: int, name: str) -> str | None:
+        """The inputs' fingerprint a finished stage was computed (or copied) with; None if
+        it is not finished or an engine before fingerprints finished it."""
+        stage_dir = self.store.stage_dir(unit.key, r, name)
+        if not self.store.is_complete(stage_dir):
+            return None
+        return self._recorded_fingerprint(stage_dir)
+
+    def _recorded_fingerprint(self, stage_dir: str) -> str | None:
+        try:
+            return self.store.read_manifest(stage_dir).get("fingerprint")
+        except (OSError, ValueError):  # no manifest yet, or one cut short
+            return None
+
+    def _copy(self, unit: Unit, r: int, twin: Unit, twin_round: int, name: str, timings: dict,
+              fingerprint: str | None = None) -> StageResult:
+        """This unit's stage as a copy of its twin's, recorded as one. Generations copied
+        count as cached: none were generated for this unit."""
+        source = self.store.stage_dir(twin.key, twin_round, name)
+        stage_dir = self.store.stage_dir(unit.key, r, name)
+        self.log(f"[{unit.key} r{r}] {name}: the same as {twin.key}'s"
+                 f"{f' round {twin_round}' if twin_round != r else ''}, copied")
         self.store.begin_stage(stage_dir)
         self.store.copy_stage(source, stage_dir)
         if self.store.has_table(stage_dir, GENERATIONS):
@@ -120,9 +168,11 @@ class StageStore:
         info = self._info(source)
         table = self.store.read_table(stage_dir)
         timings[name] = 0.0
-        self.store.finish_stage(stage_dir, name, task=unit.task.name, unit=unit.key, round=0,
+        self.store.finish_stage(stage_dir, name, task=unit.task.name, unit=unit.key, round=r,
                                 seconds=0.0, rows=table.num_rows, info=info,
-                                copied_from=twin.key)
+                                copied_from=twin.key,
+                                **({"copied_from_round": twin_round} if twin_round != r else {}),
+                                **({"fingerprint": fingerprint} if fingerprint else {}))
         return StageResult(table, info)
 
     # -- what a round reads back ------------------------------------------------------------

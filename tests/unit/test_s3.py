@@ -378,3 +378,29 @@ def test_a_round_records_and_trains_on_its_rows_at_the_added_share(tmp_path):
     added = [r for r in trained if r["round"] >= 1]
     assert added and len(added) == sum(r["round"] == 0 for r in trained)
     assert history[("s3", 2)]["n_train"] == len(trained) == trainer.calls[-1][0].num_rows
+
+
+def test_the_control_copies_s3s_round_1_student_and_trains_its_own_after(tmp_path):
+    """s3+no_extrapolation writes the same seed as s3, so its round-1 student, predictions
+    and errors would be s3's: copied, not computed again. From round 2 on their rows differ
+    and each trains its own; zerogen's seed differs from round 1 on."""
+    root, history, _, trainer, _ = s3_loop(
+        tmp_path, strategies=("s3", "s3+no_extrapolation", "zerogen"), match="rows")
+    manifest = lambda strategy, r, stage: json.loads(  # noqa: E731
+        (root / strategy / "seed_0" / f"round_{r}" / stage / "MANIFEST.json").read_text())
+    assert read(root / "s3" / "seed_0", 0, "augment") == \
+        read(root / "s3+no_extrapolation" / "seed_0", 0, "augment")
+    for stage in ("train", "predict", "mine"):
+        copied = manifest("s3+no_extrapolation", 1, stage)
+        assert copied["copied_from"] == "sentiment/s3/seed_0"
+        assert copied["fingerprint"] == manifest("s3", 1, stage)["fingerprint"]
+        assert "copied_from" not in manifest("s3+no_extrapolation", 2, stage)
+        assert "copied_from" not in manifest("zerogen", 1, stage)
+    assert manifest("s3+no_extrapolation", 2, "train")["fingerprint"] != \
+        manifest("s3", 2, "train")["fingerprint"]
+    assert (root / "s3+no_extrapolation" / "seed_0" / "round_1" / "train" / "model" /
+            "config.json").is_file()
+    control, s3 = history[("s3+no_extrapolation", 1)], history[("s3", 1)]
+    assert control["test_accuracy"] == s3["test_accuracy"]
+    # rounds 1 and 2 of s3 and zerogen, round 2 of the control: five trainings, not six
+    assert len(trainer.calls) == 5

@@ -72,8 +72,16 @@ def test_baselines_send_as_many_requests_as_llm2llm_for_other_rows(tmp_path):
     mined = set(pq.read_table(root / "llm2llm" / "seed_0" / "round_0" / "mine" /
                               "part-0.parquet")["id"].to_pylist())
     assert asked("llm2llm") == mined and asked("random") - mined
-    # per seed: round 0 once for all four, rounds 1 and 2 for the three that augment
-    assert len(trainer.seeds) == 2 * (1 + 3 * 2)
+    # per seed: round 0 once for all four, rounds 1 and 2 for the three that augment, less
+    # llm2llm's round 2: the repeating fake teacher added nothing in round 1, so round 2
+    # would train the same student on the same rows and copies round 1's
+    for seed in (0, 1):
+        assert units[("llm2llm", seed)][1]["n_accepted"] == 0
+        manifest = json.loads((root / "llm2llm" / f"seed_{seed}" / "round_2" / "train" /
+                               "MANIFEST.json").read_text())
+        assert manifest["copied_from"] == f"arithmetic/llm2llm/seed_{seed}"
+        assert manifest["copied_from_round"] == 1
+    assert len(trainer.seeds) == 2 * (1 + 3 * 2 - 1)
     assert sorted(set(trainer.seeds)) == [0, 1]
 
 
@@ -268,7 +276,12 @@ def test_compare_sweeps_ablation_switches_as_units_of_their_own(tmp_path):
     bases = {call[2].split("/arithmetic/")[1]: call[1] for call in trainer.calls}
     assert bases["llm2llm+one_shot+continue/seed_0/round_2/train/model"].endswith(
         "llm2llm+one_shot+continue/seed_0/round_1/train/model")
-    assert bases["llm2llm/seed_0/round_2/train/model"] == "base"
+    # plain llm2llm trains each round from the base model; its round 2 (round 1 added nothing:
+    # the fake teacher repeats itself) is round 1's student, copied
+    plain_r2 = json.loads((tmp_path / "run" / "arithmetic" / "llm2llm" / "seed_0" / "round_2" /
+                           "train" / "MANIFEST.json").read_text())
+    assert bases["llm2llm/seed_0/round_1/train/model"] == "base"
+    assert plain_r2["info"]["base_model"] == "base" and plain_r2["copied_from_round"] == 1
     assert {r["strategy"] for r in compare_rows(cfg)} == {
         "llm2llm", "llm2llm+one_shot+continue", "random"}
     from engine.provenance import save_run_record

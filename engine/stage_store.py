@@ -127,23 +127,18 @@ class StageStore:
                 if other is unit and round_ == r:
                     break
                 # the manifest first: checking a stage's files reads all of them
-                stage_dir = self.store.stage_dir(other.key, round_, name)
-                if self._recorded_fingerprint(stage_dir) == fingerprint and \
-                        self.store.is_complete(stage_dir):
+                if self.fingerprint(other, round_, name) == fingerprint and \
+                        self.store.is_complete(self.store.stage_dir(other.key, round_, name)):
                     return other, round_
         return None
 
     def fingerprint(self, unit: Unit, r: int, name: str) -> str | None:
-        """The inputs' fingerprint a finished stage was computed (or copied) with; None if
-        it is not finished or an engine before fingerprints finished it."""
-        stage_dir = self.store.stage_dir(unit.key, r, name)
-        if not self.store.is_complete(stage_dir):
-            return None
-        return self._recorded_fingerprint(stage_dir)
-
-    def _recorded_fingerprint(self, stage_dir: str) -> str | None:
+        """The inputs' fingerprint in a stage's manifest; None without a manifest, or for a
+        stage an engine before fingerprints finished. The manifest alone: a caller asking
+        about a stage it has not just run or loaded checks it with is_complete."""
         try:
-            return self.store.read_manifest(stage_dir).get("fingerprint")
+            return self.store.read_manifest(self.store.stage_dir(unit.key, r, name)).get(
+                "fingerprint")
         except (OSError, ValueError):  # no manifest yet, or one cut short
             return None
 

@@ -18,6 +18,11 @@ tokens/s is compared as is.
 tasks side by side do (engine/driver.py), and reports each task's seconds and `fairness`, the
 slowest task's tokens/s over the fastest's (1.0: the engine shared evenly).
 
+`--repeats N` runs both sides N times in turn (plain, engine, plain, ...; engines started
+afresh each time) and reports each repeat's ratio and, as `ratio`, their median: on a small
+machine one side's speed moves by several percent from run to run with what else the machine
+is doing, and taking turns spreads that over both sides.
+
 Threads: Ray sets OMP_NUM_THREADS to a replica's CPU count (`cpus_per_replica`), and on a small
 CPU machine that alone changes vLLM's speed (measured here: plain vLLM went from 89 s to 72 s
 for the default workload with OMP_NUM_THREADS=1 on 2 cores). The plain run gets the same
@@ -30,6 +35,7 @@ import argparse
 import gc
 import json
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -130,8 +136,12 @@ def main() -> None:
                         help="answers end at the model's end token (not a fixed length)")
     parser.add_argument("--tasks", type=int, default=1,
                         help="split the prompts between this many tasks generating at once")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run both sides this many times in turn; `ratio` is the median")
 
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
 
     model = resolve_model(args.model)
     cfg = GenerationConfig(model=args.model, replicas=args.replicas, temperature=0.0,
@@ -142,6 +152,22 @@ def main() -> None:
     threads = str(max(1, int(cfg.cpus_per_replica)))
     os.environ["OMP_NUM_THREADS"] = threads  # as Ray sets it for a replica; see the docstring
     print(f"{len(conversations)} prompts x {args.max_tokens} tokens, {args.model}", flush=True)
+    runs = []
+    for i in range(args.repeats):
+        if args.repeats > 1:
+            print(f"repeat {i + 1} of {args.repeats}", flush=True)
+        runs.append(compare_once(args, model, cfg, conversations, threads))
+    # the first repeat's figures, with `ratio` the median over the repeats
+    result = {**runs[0], "ratio": round(statistics.median(r["ratio"] for r in runs), 3)}
+    if args.repeats > 1:
+        result.update(repeats=args.repeats, ratios=[r["ratio"] for r in runs], runs=runs)
+    report(result, args.json)
+
+
+def compare_once(args, model: str, cfg: GenerationConfig, conversations: list,
+                 threads: str) -> dict:
+    """Plain vLLM, then the engine's pipeline, on the same prompts; `ratio` of their
+    tokens/s."""
     plain = run_plain_vllm(model, cfg, conversations, args.seed)
     print(f"plain vLLM: {plain}", flush=True)
     engine = run_engine(model, cfg, conversations, args.seed, args.tasks)
@@ -170,7 +196,8 @@ def main() -> None:
         rates = [t / s for t, s in zip(engine["task_tokens"], engine["task_seconds"])]
         result["task_seconds"] = engine["task_seconds"]
         result["fairness"] = round(min(rates) / max(rates), 3)
-    report(result, args.json)
+    print(f"ratio {result['ratio']}", flush=True)
+    return result
 
 
 if __name__ == "__main__":

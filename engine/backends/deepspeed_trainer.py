@@ -326,10 +326,13 @@ def _run_steps(engine, features, batches, pad_id, cfg: TrainConfig, rank: int,
     import torch
 
     engine.train()
+    # every rank stops at the same step when rank 0's selector says so (train.patience)
+    stops = cfg.patience is not None and cfg.select_epoch == "validation"
     ends = set(epoch_ends(len(batches), math.ceil(len(features) / cfg.worker_batch))) \
-        if selector else set()
+        if selector or stops else set()
     first, tokens, losses = progress["step"], progress["tokens"], progress["losses"]
-    t0 = time.time()
+    t0, stopped_after = time.time(), None
+    step = first
     for step in range(first + 1, len(batches) + 1):
         if threads and threads() != torch.get_num_threads():
             torch.set_num_threads(threads())
@@ -349,19 +352,41 @@ def _run_steps(engine, features, batches, pad_id, cfg: TrainConfig, rank: int,
             report(f"step {step}/{len(batches)}, loss {losses[-1]:.4f}, {rate:.0f} tokens/s "
                    f"on rank 0 {eta(step - first, len(batches) - first, seconds)}")
         if step in ends:
-            score = selector.epoch_end(engine.module)
-            print(f"[train] epoch {len(selector.scores)}: validation score {score:.4f} "
-                  f"(best: epoch {selector.best_epoch})", flush=True)
+            if selector:
+                score = selector.epoch_end(engine.module)
+                print(f"[train] epoch {len(selector.scores)}: validation score {score:.4f} "
+                      f"(best: epoch {selector.best_epoch})", flush=True)
+            if stops and _on_every_rank(bool(selector and selector.should_stop(cfg.patience)),
+                                        engine.device):
+                stopped_after = sum(1 for end in ends if end <= step)
+                print(f"[train] no better validation score for {cfg.patience} epochs: "
+                      f"stopping after epoch {stopped_after}", flush=True)
+                break
         if step in save_after:
             _save_checkpoint(engine, rank, {"step": step, "losses": losses, "tokens": tokens,
                                             "seconds": progress["seconds"] + time.time() - t0,
                                             **(selector.stats() if selector else {})},
                              selector)
-    return {"steps": len(batches), "final_loss": losses[-1], "tokens_rank0": tokens,
+    return {"steps": step, "final_loss": losses[-1], "tokens_rank0": tokens,
+            **({"stopped_after_epoch": stopped_after} if stopped_after else {}),
             "train_seconds": progress["seconds"] + time.time() - t0, "resumed_at_step": first,
             # the worker process's peak resident memory (model, optimizer state, activations)
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 3),
             "loss_curve": losses}
+
+
+def _on_every_rank(flag: bool, device) -> bool:
+    """Rank 0's `flag` on every rank of a multi-worker training (the others do not score
+    epochs), so they all leave the step loop at the same step; the flag itself on one.
+    `device`: the training's (NCCL broadcasts GPU tensors only)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    value = torch.tensor([int(flag)], device=device)
+    dist.broadcast(value, src=0)
+    return bool(value.item())
 
 
 def _save_checkpoint(engine, rank: int, progress: dict, selector=None) -> None:

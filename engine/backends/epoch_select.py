@@ -37,6 +37,11 @@ class EpochSelector:
             self.best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
         return score
 
+    def should_stop(self, patience: int | None) -> bool:
+        """`patience` epochs in a row scored no better than the best (train.patience)."""
+        return patience is not None and self.best_epoch is not None and \
+            len(self.scores) - self.best_epoch >= patience
+
     def restore(self, module) -> None:
         """Load the best epoch's weights into `module` (before it is saved)."""
         if self.best_state is not None:

@@ -62,6 +62,13 @@ class TrainConfig(Strict):
                             "after every epoch (accuracy for an encoder student, target-token "
                             "loss for a causal one; never test rows), for every strategy alike; "
                             "needs validation rows (tasks.<i>.n_validation) and zero_stage < 3")
+    patience: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="with select_epoch: validation, stop a round's training once this "
+                          "many epochs in a row scored no better than the best so far (the "
+                          "best epoch's weights are kept as ever); none: train every epoch. "
+                          "Saves the epochs after a small student has learnt its rows (on "
+                          "SST-2 the best epoch was the 2nd to 12th of 20), at the risk of "
+                          "missing a later, better one")
     max_failures: int = Field(
         3, ge=-1, description="worker failures Ray Train recovers from within one run, "
                               "restarting from the last checkpoint; -1: no limit")
@@ -95,6 +102,11 @@ class TrainConfig(Strict):
             raise ValueError("train.select_epoch: validation keeps a copy of the best epoch's "
                              "weights, which ZeRO-3 shards over the workers: set "
                              "train.zero_stage to 2 or lower, or train.select_epoch: last")
+        if self.patience is not None and self.select_epoch != "validation":
+            raise ValueError(f"train.patience {self.patience} stops training when the "
+                             "validation score stops improving, and train.select_epoch is "
+                             f"{self.select_epoch!r}: set train.select_epoch: validation, or "
+                             "leave train.patience unset")
         if self.checkpoint_every == "auto":
             self.checkpoint_every = chosen["checkpoint_every"] = "epoch" if self.use_gpu \
                 else "never"

@@ -105,3 +105,60 @@ def test_select_epoch_with_zero3_is_refused_with_the_fix():
 
     with pytest.raises(ValueError, match="set train.zero_stage to 2 or lower"):
         TrainConfig(select_epoch="validation", zero_stage=3)
+
+
+def test_patience_stops_after_that_many_epochs_without_a_better_score():
+    scores = iter([0.5, 0.7, 0.7, 0.6])
+    selector, module = EpochSelector(lambda: next(scores)), torch.nn.Linear(2, 1)
+    for stop_after_2 in (False, False, False, True):  # a tie is not better: epoch 2 stays best
+        selector.epoch_end(module)
+        assert selector.should_stop(2) is stop_after_2
+        assert selector.should_stop(None) is False
+
+
+class FakeEngine:
+    """What the step loop uses of a DeepSpeed engine, over a torch module."""
+
+    def __init__(self, module):
+        self.module, self.device, self.steps = module, torch.device("cpu"), 0
+
+    def train(self):
+        self.module.train()
+
+    def __call__(self, **batch):
+        return Out(loss=self.module.dummy.sum() * 0 + 1.0)
+
+    def backward(self, loss):
+        pass
+
+    def step(self):
+        self.steps += 1
+
+
+@pytest.mark.parametrize("patience, steps", [(None, 12), (2, 8), (5, 12)])
+def test_the_step_loop_stops_when_patience_runs_out(patience, steps):
+    """6 epochs of 2 steps; the validation score peaks at epoch 2, so patience 2 stops after
+    epoch 4 (8 steps), patience 5 never stops (epoch 6 is only 4 past the best)."""
+    from engine.backends.deepspeed_trainer import _run_steps
+    from engine.config import TrainConfig
+
+    cfg = TrainConfig(select_epoch="validation", patience=patience, batch_size=2,
+                      num_workers=1, log_every=100)
+    features = [{"input_ids": [i + 1], "label": i % 2} for i in range(4)]
+    batches = [[0, 1], [2, 3]] * 6
+    scores = iter([0.5, 0.8, 0.7, 0.6, 0.6, 0.6])
+    selector = EpochSelector(lambda: next(scores))
+    engine = FakeEngine(Classifier())
+    progress = {"step": 0, "tokens": 0, "losses": [], "seconds": 0.0}
+    stats = _run_steps(engine, features, batches, 0, cfg, 0, progress, set(),
+                       collate_batch=collate_encoder, selector=selector)
+    assert engine.steps == stats["steps"] == steps
+    assert selector.best_epoch == 2
+    assert stats.get("stopped_after_epoch") == (4 if patience == 2 else None)
+
+
+def test_patience_without_choosing_the_epoch_is_refused_with_the_fix():
+    from engine.config import TrainConfig
+
+    with pytest.raises(ValueError, match="set train.select_epoch: validation"):
+        TrainConfig(patience=3)

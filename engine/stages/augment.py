@@ -64,6 +64,10 @@ def teacher_requests(targets: pa.Table, task: Task, n_per_error: int, round_: in
 
 
 DRAW_STRIDE = 1000  # sample numbers per draw of a repeated prompt (top-ups stay below it)
+# sample numbers per round of a plan that writes rows as the seed was, after round 0 (s3's
+# no-extrapolation control): its prompts are round 0's, and the cache would answer them with
+# round 0's rows, every one then a duplicate of the seed
+ROUND_STRIDE = 1_000_000
 
 
 def draws(messages: list[str], sample: int) -> list[int]:
@@ -349,12 +353,14 @@ def augment(plan: "RoundPlan", task: Task, r: int, teacher: TeacherConfig, sampl
     if plan.first_texts:  # the teacher writes second texts on real first ones
         task = task.writing_second(plan.first_texts, draw=f"r{r}:d{calls.draw}")
     targets = plan.targets
+    # a seed-like plan after round 0 asks what round 0 asked: new samples, so new answers
+    fresh = r * ROUND_STRIDE if plan.rationales_per_label else 0
     if plan.rationales_per_label:
         targets, rationale_asks, answers = ask_rationales(
             task, plan.rationales_per_label, r, calls.ask,
             lambda labels, sample: calls.drawn(rationale_requests(
                 task, labels, plan.rationales_per_label, r, sampling, teacher.constrained,
-                sample)),
+                sample + fresh)),
             teacher.max_tries)
         beside[RATIONALES] = targets
         asked_before = rationale_asks.num_rows
@@ -378,8 +384,8 @@ def augment(plan: "RoundPlan", task: Task, r: int, teacher: TeacherConfig, sampl
     requests, generated, candidates = ask_teacher(
         targets, calls.ask,
         lambda rows, sample: calls.drawn(teacher_requests(
-            rows, task, plan.quota, r, sampling, teacher.constrained, sample, plan.demo_pool,
-            plan.prompts)),
+            rows, task, plan.quota, r, sampling, teacher.constrained, sample + fresh,
+            plan.demo_pool, plan.prompts)),
         gates, teacher.max_tries, max_requests=cap, over_budget=over)
     earlier = [answers] if plan.rationales_per_label and answers is not None else []
     beside[GENERATIONS] = pa.concat_tables([*earlier, generated,

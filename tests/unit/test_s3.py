@@ -404,3 +404,39 @@ def test_the_control_copies_s3s_round_1_student_and_trains_its_own_after(tmp_pat
     assert control["test_accuracy"] == s3["test_accuracy"]
     # rounds 1 and 2 of s3 and zerogen, round 2 of the control: five trainings, not six
     assert len(trainer.calls) == 5
+
+
+class KeyedTeacher(FakeGenerator):
+    """Answers as the real pipeline with its response cache does: the same request (messages,
+    sample, draw) gets the same answer, a new sample a new one."""
+
+    def __call__(self, requests, model, stage, group=""):
+        n = requests.num_rows
+        keys = zip(*(requests.column(c).to_pylist() if c in requests.column_names else [0] * n
+                     for c in ("sample", "draw")))
+        keyed = requests.set_column(
+            requests.schema.get_field_index("messages"), "messages",
+            pa.array([json.dumps([*json.loads(m)[:-1], {
+                **json.loads(m)[-1],
+                "content": json.loads(m)[-1]["content"] + f"\n(sample {s}, draw {d})"}])
+                for m, (s, d) in zip(requests.column("messages").to_pylist(), keys)]))
+        return super().__call__(keyed, model, stage, group)
+
+
+def test_the_control_asks_for_new_rationales_in_later_rounds_not_round_0s_again(tmp_path):
+    """s3+no_extrapolation asks in round 1 for rationales with round 0's prompts: with the
+    same samples the response cache answers round 0's rationales, and the rows written on
+    them come out near copies of the seed (on SST-2, 120-145 of a round's candidates were
+    rejected as duplicates and the control wrote 11-19 of the 47-63 rows it matched). Its
+    later asks take new samples: new rationales, new rows, its budget met."""
+    root, history, gen_t, _, _ = s3_loop(
+        tmp_path, strategies=("s3", "s3+no_extrapolation"), match="rows",
+        teacher_gen=KeyedTeacher(teacher))
+    unit = root / "s3+no_extrapolation" / "seed_0"
+    texts = lambda r: {x["input"] for x in read(unit, r, "augment", "rationales")}  # noqa: E731
+    assert texts(1) and not texts(0) & texts(1)
+    r0 = {g["request_id"] for g in read(unit, 0, "augment", "generations")}
+    r1 = {g["request_id"] for g in read(unit, 1, "augment", "generations")}
+    assert r1 and all("~" in rid for rid in r1) and not r0 & r1
+    control, ref = history[("s3+no_extrapolation", 1)], history[("s3", 1)]
+    assert 0 < control["n_accepted"] == ref["n_accepted"]

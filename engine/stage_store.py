@@ -21,7 +21,7 @@ from engine.strategies import Unit
 
 # Round-0 stages every strategy shares for a task and training seed (see round0_twin), and the
 # stages of any round a unit copies from another whose inputs were the same (same_inputs_twin).
-ROUND0_SHARED = ("train", "predict", "mine")
+SHARED_STAGES = ("train", "predict", "mine")
 
 
 class Aborted(Exception):
@@ -97,7 +97,7 @@ class StageStore:
         task and training seed has the same round-0 student (training is deterministic given
         the seed), and those that mine the same rows (the seed, or the real validation rows)
         the same predictions and errors: a compare computes them once per task and seed."""
-        if r != 0 or name not in ROUND0_SHARED or not unit.strategy.uses_seed:
+        if r != 0 or name not in SHARED_STAGES or not unit.strategy.uses_seed:
             return None
         on_validation = lambda u: u.settings.mine_from == "validation"  # noqa: E731
         for other in self.units:
@@ -118,7 +118,7 @@ class StageStore:
         no-extrapolation control train the same round-1 student on the same written seed.
         Only earlier units of the group and earlier rounds are looked at (the group runs its
         units in order, so those are the ones that can be finished)."""
-        if fingerprint is None or name not in ROUND0_SHARED:
+        if fingerprint is None or name not in SHARED_STAGES:
             return None
         for other in self.units:
             if (other.task.name, other.train_seed) != (unit.task.name, unit.train_seed):

@@ -151,6 +151,7 @@ class StageStore:
         self.log(f"[{unit.key} r{r}] {name}: the same as {twin.key}'s"
                  f"{f' round {twin_round}' if twin_round != r else ''}, copied")
         self.store.begin_stage(stage_dir)
+        start = time.time()  # a copy is a stage too: its span shows in the manifest
         self.store.copy_stage(source, stage_dir)
         if self.store.has_table(stage_dir, GENERATIONS):
             generated = self.store.read_table(stage_dir, GENERATIONS)
@@ -164,7 +165,7 @@ class StageStore:
         table = self.store.read_table(stage_dir)
         timings[name] = 0.0
         self.store.finish_stage(stage_dir, name, task=unit.task.name, unit=unit.key, round=r,
-                                seconds=0.0, rows=table.num_rows, info=info,
+                                started_at=start, seconds=0.0, rows=table.num_rows, info=info,
                                 copied_from=twin.key,
                                 **({"copied_from_round": twin_round} if twin_round != r else {}),
                                 **({"fingerprint": fingerprint} if fingerprint else {}))

@@ -332,6 +332,19 @@ def claim_run_dir(store: RunStorage, run_dir: str, exit_wait_s: float = 30) -> N
     store.write_heartbeat()
 
 
+def chosen_dtypes(cfg) -> list[str]:
+    """One line per vLLM role whose dtype `auto` chose, saying what and why."""
+    lines = []
+    for name, role in (("teacher", cfg.teacher), ("student", cfg.student)):
+        on_vllm = role.api is None if name == "teacher" else role.kind == "causal_lm"
+        if on_vllm and role._dtype_chosen:
+            why = "GPU" if role.use_gpu else "this CPU has native bfloat16" \
+                if role.dtype == "bfloat16" else "this CPU has no native bfloat16"
+            lines.append(f"{name}: dtype {role.dtype} (auto, {why}; set {name}.dtype to "
+                         f"choose)")
+    return lines
+
+
 def run_job(config_path: str | None, overrides: list[str],
             rerun_affected: bool = False, verbose: bool = False) -> list[dict]:
     """Preflight, save config, start Ray, run the driver actor; show its progress and a table
@@ -354,6 +367,8 @@ def run_job(config_path: str | None, overrides: list[str],
         kind = "GPU" if prepared.cfg.train.use_gpu else "CPU"
         print(f"train: {', '.join(f'{k} {v}' for k, v in prepared.cfg.train.chosen.items())} "
               f"(auto, for {kind} training; set train.<setting> to choose)", flush=True)
+    for line in chosen_dtypes(prepared.cfg):
+        print(line, flush=True)
     save_run_record(prepared.cfg, prepared.student_model, prepared.teacher_model)
     if tracker:
         tracker.sync()  # a resumed run: the rounds finished before, if MLflow lacks them

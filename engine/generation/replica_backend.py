@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from engine.adapters import serving
 from engine.config import GenerationConfig, LoraConfig
+from engine.config.roles import chosen_dtype
 from engine.errors import ModelError
 from engine.generation.backend import blocks_dataset
 from engine.generation.cache import ResponseCache, model_fingerprint
@@ -29,12 +30,20 @@ from engine.records import GENERATION_INPUT
 ANSWER_SETTINGS = ("dtype", "max_model_len")
 
 
+# what a setting's key-neutral value is where its default changed since keys were made
+# (dtype was bfloat16 before `auto`): answers of that value keep their old keys
+KEYED_AS_DEFAULT = {"dtype": "bfloat16"}
+
+
 def engine_settings(cfg: GenerationConfig) -> str:
     """The answer-changing engine settings that differ from their defaults, for the cache
-    key's model id ("" at the defaults: keys made before they were covered stay valid)."""
+    key's model id ("" at the defaults: keys made before they were covered stay valid).
+    dtype counts as the engine runs it (`auto` resolved for this machine)."""
     fields = type(cfg).model_fields
-    changed = [f"{name}={getattr(cfg, name)}" for name in ANSWER_SETTINGS
-               if getattr(cfg, name) != fields[name].default]
+    value = lambda name: chosen_dtype(cfg.dtype, cfg.use_gpu) if name == "dtype" \
+        else getattr(cfg, name)  # noqa: E731
+    changed = [f"{name}={value(name)}" for name in ANSWER_SETTINGS
+               if value(name) != KEYED_AS_DEFAULT.get(name, fields[name].default)]
     return "".join(f"|{c}" for c in changed)
 
 

@@ -40,6 +40,7 @@ import pyarrow as pa
 from engine import fs
 from engine.adapters import engine_rank
 from engine.config import GenerationConfig, LoraConfig
+from engine.config.roles import chosen_dtype
 from engine.errors import ModelError, PlacementError, root_cause
 from engine.generation.cache import CACHE_KEY, ResponseCache
 from engine.generation.continuous_batch import ContinuousBatch
@@ -52,7 +53,7 @@ def engine_kwargs(cfg: GenerationConfig, lora: LoraConfig | None = None) -> dict
     adapters = {"enable_lora": True, "max_lora_rank": engine_rank(lora.rank),
                 "max_loras": lora.max_loras} if lora is not None else {}
     return {**adapters,
-        "dtype": cfg.dtype,
+        "dtype": chosen_dtype(cfg.dtype, cfg.use_gpu),  # `auto` for this machine
         "tensor_parallel_size": cfg.tensor_parallel_size,
         "max_num_seqs": cfg.max_num_seqs,
         "max_model_len": cfg.max_model_len,

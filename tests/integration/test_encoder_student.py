@@ -64,6 +64,18 @@ def test_the_epoch_is_chosen_on_the_validation_rows(run):
         assert round(info["epoch_scores"][0] * 16, 3).is_integer()
 
 
+def test_a_trainings_wall_time_is_split_into_its_phases(run):
+    """The train manifest says where the wall time went (worker start, set-up, steps, save,
+    copy, Ray Train's own), and the phases add up to the wall time."""
+    task_dir, _ = run
+    info = json.loads((task_dir / "round_0" / "train" / "MANIFEST.json").read_text())["info"]
+    phases = info["phases"]
+    assert list(phases) == ["start_s", "set_up_s", "train_s", "save_s", "copy_s", "other_s"]
+    assert all(v >= 0 for k, v in phases.items() if k != "other_s")
+    assert phases["set_up_s"] > 0 and phases["start_s"] > 0
+    assert sum(phases.values()) == pytest.approx(info["wall_seconds"], abs=0.1)
+
+
 def test_predictions_are_label_names_graded_like_any_answer(run):
     task_dir, _ = run
     for r in (0, 1):

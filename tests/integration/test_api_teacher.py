@@ -21,6 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from engine.config.roles import chosen_dtype
+
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 KEY = f"sk-llm2llm-test-{uuid.uuid4().hex}"  # recognisable, and unique to this test run
@@ -43,7 +45,9 @@ def vllm_server(tiny_model, tmp_path_factory):
     proc = subprocess.Popen(
         [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", tiny_model,
          "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
-         "--dtype", "bfloat16", "--max-model-len", "1024", "--enforce-eager",
+         # the dtype the engine's own `auto` picks here: float32 on a CPU that emulates
+         # bfloat16 (where a bfloat16 server answers about 60x slower)
+         "--dtype", chosen_dtype("auto", use_gpu=False), "--max-model-len", "1024", "--enforce-eager",
          "--gpu-memory-utilization", "0.3", "--api-key", KEY],
         stdout=log.open("w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -44,6 +44,11 @@ def cache_keys(cache_dir) -> list[str]:
             for k in pq.read_table(p).column("key").to_pylist()]
 
 
+# slow tier (~175 s of CI, three engine starts): a real replica that dies mid-batch is
+# restarted by Ray (max_restarts) and its batch re-run; CI keeps the same path through
+# test_node_loss (the replica on a lost node is restarted on the head, with the same rows as an
+# undisturbed run) and the re-run of a pass the cluster breaks (tests/unit/test_node_loss.py).
+@pytest.mark.slow
 def test_killed_replica_is_replaced_and_no_row_is_lost_or_doubled(ray_local, tiny_model,
                                                                    tmp_path):
     cfg = GenerationConfig(model=tiny_model, replicas=2, batch_size=2, max_num_seqs=2,

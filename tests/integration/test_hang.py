@@ -39,8 +39,8 @@ def requests(n: int, cfg) -> pa.Table:
 
 
 # slow tier (~170 s of CI): CI keeps the quarantine test below (stall, replacement and
-# quarantine through the real client and router, over stub replicas), test_generation's
-# killed real replica, and the unit tests of stall detection (tests/unit/test_node_loss.py).
+# quarantine through the real client and router, over stub replicas), test_node_loss's real
+# replica lost with its node, and the unit tests of stall detection (tests/unit/test_node_loss.py).
 @pytest.mark.slow
 def test_a_hung_replica_is_replaced_and_every_row_answered_once(ray_with_hang_hook,
                                                                  tiny_model, tmp_path):

@@ -5,7 +5,8 @@
 Per stage: how many ran, their summed seconds (stages of units side by side overlap, so the
 sum exceeds the wall time), the share of the summed stage time, and for train stages the
 seconds inside the step loop (the rest is Ray Train's start, model load and save, and waiting
-for room). `wall_s` runs from the first stage's start to the last one's end; `busy_s` is the
+for room), and the trainings' phases summed (workers starting, set-up, steps, save, copy, Ray
+Train's own) where their manifests record them. `wall_s` runs from the first stage's start to the last one's end; `busy_s` is the
 time at least one stage was running (a run resumed across sessions has gaps), `mean_in_flight`
 the stages running on average while any was.
 A stage shared between units (round 0 of a compare) is counted once.
@@ -32,8 +33,13 @@ def stage_times(run_dir: Path) -> dict:
         entry["count"] += 1
         entry["seconds"] += record["finished_at"] - record["started_at"]
         if stage == "train":
+            info = record.get("info", {})
             entry["loop_seconds"] = entry.get("loop_seconds", 0.0) + \
-                float(record.get("info", {}).get("train_seconds", 0.0))
+                float(info.get("train_seconds", 0.0))
+            # where each training's wall time went (engines since 2026-12-06 record it)
+            for phase, seconds in info.get("phases", {}).items():
+                phases = entry.setdefault("phases", {})
+                phases[phase] = phases.get(phase, 0.0) + float(seconds)
         spans.append((record["started_at"], record["finished_at"]))
     if not spans:
         raise SystemExit(f"no finished stage under {run_dir}")
@@ -43,6 +49,8 @@ def stage_times(run_dir: Path) -> dict:
         entry["seconds"] = round(entry["seconds"], 1)
         if "loop_seconds" in entry:
             entry["loop_seconds"] = round(entry["loop_seconds"], 1)
+        if "phases" in entry:
+            entry["phases"] = {k: round(v, 1) for k, v in entry["phases"].items()}
     start, end = min(s for s, _ in spans), max(e for _, e in spans)
     busy, reach = 0.0, start
     for s, e in sorted(spans):  # the union of the stages' spans

@@ -120,6 +120,23 @@ def build_generators(student: StudentConfig, teacher: TeacherConfig, student_mod
             GenerationPipeline(shared, seed, cache, log=log))
 
 
+def engine_data_context() -> None:
+    """Ray Data settings for the engine's generation stages (set before a Dataset is made;
+    it keeps the context it was made under)."""
+    import ray
+
+    context = ray.data.DataContext.get_current()
+    # Per-batch progress bars cost driver CPU and flood non-TTY job logs; each stage logs
+    # its own summary instead.
+    context.enable_progress_bars = False
+    # Ray Data fails a Dataset none of whose operators moved for 30 minutes. A stage whose
+    # batches queue behind other units' on a shared replica (three seeds' augments on one
+    # teacher engine: the first batch took 30 minutes on a 2-core CPU) is waiting, not
+    # stuck; a replica that makes no progress while it has work is found by the engine's own
+    # check (`stall_timeout_s`), which replaces it and keeps every answer.
+    context.execution_no_progress_timeout_s = -1
+
+
 def blocks_dataset(requests: pa.Table, workers: int, batch_size: int):
     """(a Ray Dataset over `requests` in blocks, rows per block). Blocks are cut here (a Ray
     Data repartition would add a shuffle stage), at most one batch each and at least one per
@@ -128,9 +145,7 @@ def blocks_dataset(requests: pa.Table, workers: int, batch_size: int):
 
     size = max(1, min(batch_size, math.ceil(requests.num_rows / workers)))
     blocks = [requests.slice(i, size) for i in range(0, requests.num_rows, size)]
-    # Per-batch progress bars cost driver CPU and flood non-TTY job logs; each stage logs
-    # its own summary instead.
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    engine_data_context()
     # from_blocks, not from_arrow: from_arrow reads each block's metadata in a remote task
     # of 1 CPU, which waits forever on a cluster whose CPUs the replicas and trainings
     # hold (seen after a lost node); from_blocks reads it here

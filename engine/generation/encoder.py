@@ -86,8 +86,10 @@ class EncoderBackend:
         """Yield GENERATED batches as they finish; `group` and `cache` are unused."""
         import ray
 
+        from engine.generation.backend import engine_data_context
+
         cfg = self.cfg
-        ray.data.DataContext.get_current().enable_progress_bars = False
+        engine_data_context()
         ds = ray.data.from_blocks([by_length(requests)]).map_batches(
             EncoderClassifier, batch_size=cfg.batch_size, batch_format="pyarrow",
             num_cpus=cfg.cpus_per_replica,

@@ -247,3 +247,29 @@ def test_a_run_resolves_auto_dtype_once_and_keeps_it(monkeypatch):
     monkeypatch.setattr(run_config, "chosen_dtype", lambda dtype, use_gpu: "bfloat16")
     resumed = RunConfig.model_validate(cfg.model_dump())
     assert resumed.student.dtype == "float32" and chosen_dtypes(resumed) == []
+
+
+def test_a_generation_stage_waiting_behind_others_is_not_failed_by_ray_data(monkeypatch):
+    """Ray Data fails a Dataset with no progress for 30 minutes; a stage queued behind other
+    units' batches on a shared replica is waiting, and the engine's own stall check
+    (stall_timeout_s) finds a replica that hangs. The Datasets the stages make carry that."""
+    import pyarrow as pa
+    import ray
+
+    from engine.generation.backend import blocks_dataset
+
+    context = ray.data.DataContext.get_current()
+    monkeypatch.setattr(context, "execution_no_progress_timeout_s", 30 * 60)
+    monkeypatch.setattr(context, "enable_progress_bars", True)
+    seen = {}
+
+    def from_blocks(blocks):  # what the Dataset would be made under, without starting Ray
+        current = ray.data.DataContext.get_current()
+        seen.update(timeout=current.execution_no_progress_timeout_s,
+                    bars=current.enable_progress_bars, rows=[b.num_rows for b in blocks])
+        return "dataset"
+
+    monkeypatch.setattr(ray.data, "from_blocks", from_blocks)
+    ds, size = blocks_dataset(pa.table({"x": list(range(10))}), workers=2, batch_size=4)
+    assert (ds, size) == ("dataset", 4)
+    assert seen == {"timeout": -1, "bars": False, "rows": [4, 4, 2]}

@@ -9,8 +9,8 @@ BIN := $(VENV)/bin
 MLFLOW_VENV := .venv-mlflow
 STAMP := $(VENV)/.installed-$(KIND)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# The project's venv and MLflow's are installed side by side (about 3 minutes saved on a
-# fresh 2-core machine); nothing else here has prerequisites that could run at once.
+# The project's venv and MLflow's are installed side by side (MLflow's alone takes about 3
+# minutes on a 2-core machine); nothing else here has prerequisites that could run at once.
 MAKEFLAGS += --jobs=2
 
 .PHONY: install demo test test-unit clean

@@ -47,8 +47,8 @@ def vllm_server(tiny_model, tmp_path_factory):
          "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
          # the dtype the engine's own `auto` picks here: float32 on a CPU that emulates
          # bfloat16 (where a bfloat16 server answers about 60x slower)
-         "--dtype", chosen_dtype("auto", use_gpu=False), "--max-model-len", "1024", "--enforce-eager",
-         "--gpu-memory-utilization", "0.3", "--api-key", KEY],
+         "--dtype", chosen_dtype("auto", use_gpu=False), "--max-model-len", "1024",
+         "--enforce-eager", "--gpu-memory-utilization", "0.3", "--api-key", KEY],
         stdout=log.open("w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 300

@@ -6,9 +6,9 @@ Per stage: how many ran, their summed seconds (stages of units side by side over
 sum exceeds the wall time), the share of the summed stage time, and for train stages the
 seconds inside the step loop (the rest is Ray Train's start, model load and save, and waiting
 for room), and the trainings' phases summed (workers starting, set-up, steps, save, copy, Ray
-Train's own) where their manifests record them. `wall_s` runs from the first stage's start to the last one's end; `busy_s` is the
-time at least one stage was running (a run resumed across sessions has gaps), `mean_in_flight`
-the stages running on average while any was.
+Train's own) where their manifests record them. `wall_s` runs from the first stage's start to
+the last one's end; `busy_s` is the time at least one stage was running (a run resumed across
+sessions has gaps), `mean_in_flight` the stages running on average while any was.
 A stage shared between units (round 0 of a compare) is counted once.
 """
 

@@ -434,17 +434,13 @@ def _save_and_report(engine, tokenizer, cfg: TrainConfig, rank: int, stats: dict
         module = engine.module
         if adapter_over is not None:  # the adapter alone, kept in fp32: it is small
             save_adapter(module, tmp, adapter_over, state)
-            tokenizer.save_pretrained(tmp)  # so it loads on its own (export, PEFT)
-            stats["phases"] = {**stats.get("phases", {}), "save_s": time.time() - saving_from}
-            (Path(tmp) / FINAL_STATS).write_text(json.dumps(stats))
-            ray.train.report(stats, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-            return
-        state = state if state is not None else module.state_dict()
-        if to_bf16:  # halves disk and load time; vLLM serves a causal student in bf16 anyway
-            state = {k: v.to(torch.bfloat16) for k, v in state.items()}
-            module.config.dtype = torch.bfloat16
-        module.save_pretrained(tmp, state_dict=state, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        else:
+            state = state if state is not None else module.state_dict()
+            if to_bf16:  # halves disk and load time; vLLM serves a causal student in bf16
+                state = {k: v.to(torch.bfloat16) for k, v in state.items()}
+                module.config.dtype = torch.bfloat16
+            module.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)  # an adapter too loads on its own (export, PEFT)
         stats["phases"] = {**stats.get("phases", {}), "save_s": time.time() - saving_from}
         (Path(tmp) / FINAL_STATS).write_text(json.dumps(stats))
         ray.train.report(stats, checkpoint=ray.train.Checkpoint.from_directory(tmp))

@@ -45,6 +45,7 @@ from benchmarks import report
 from engine.config import GenerationConfig, TaskConfig
 from engine.generation.backend import build_generator
 from engine.generation.vllm_replicas import engine_kwargs
+from engine.local_ray import init_local
 from engine.models import resolve_model
 from engine.sampling import sampling_params, to_json
 from engine.tasks import build_task
@@ -87,7 +88,7 @@ def run_engine(model: str, cfg: GenerationConfig, conversations: list, seed: int
     import ray
     from concurrent.futures import ThreadPoolExecutor
 
-    ray.init(address="local", num_cpus=max(8, os.cpu_count() or 1), include_dashboard=False)
+    init_local(include_dashboard=False)  # the engine's local instance (engine/local_ray.py)
     pipeline = build_generator(cfg, seed, cache=None, log=lambda m: print(m, flush=True))
     requests = pa.table({"request_id": [f"q{i}" for i in range(len(conversations))],
                          "messages": [json.dumps(c) for c in conversations],

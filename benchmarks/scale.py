@@ -39,6 +39,7 @@ from engine.config import ApiConfig, TeacherConfig
 from engine.generation.cache import ResponseCache
 from engine.generation.backend import build_generator
 from engine.generation.pipeline import WINDOW_ROWS
+from engine.local_ray import init_local
 from engine.metrics import add_usage, generation_usage
 from engine.sampling import sampling_params, to_json
 
@@ -189,8 +190,7 @@ def measure(n: int, url: str, args: argparse.Namespace) -> dict:
     cfg = TeacherConfig(model="bench", replicas=args.replicas, batch_size=args.batch_size,
                         api=ApiConfig(base_url=url, concurrency=args.concurrency,
                                       max_retries=2))
-    ray.init(address="local", num_cpus=max(8, os.cpu_count() or 1), include_dashboard=False,
-             log_to_driver=False)
+    init_local(include_dashboard=False, log_to_driver=False)
     try:
         table = requests(n, cfg)
         with tempfile.TemporaryDirectory() as tmp:

@@ -39,6 +39,7 @@ from benchmarks.teacher_yield import task_config
 from engine.backends.train_data import (build_features, collate, collate_encoder,
                                         encoder_features, epoch_batches)
 from engine.config import DEFAULT_ENCODER, LoraConfig, TrainConfig
+from engine.local_ray import init_local
 from engine.models import DEFAULT_MODEL, resolve_model
 from engine.tasks import build_task
 
@@ -129,7 +130,7 @@ def compare_once(examples: pa.Table, labels: list[str], model_dir: str, encoder:
     run = {"plain_torch": plain_loop(examples, model_dir, TrainConfig(**base_settings), batch,
                                      0, labels if encoder else None)}
     plain = run["plain_torch"]
-    ray.init(num_cpus=max(2, batch), include_dashboard=False)
+    init_local(max(2, batch), include_dashboard=False)  # as the engine starts it
     try:
         for name in names:
             overrides = dict(VARIANTS[name])

@@ -17,6 +17,7 @@ from engine.config import ApiConfig, RunConfig, StrategyConfig, load_config
 from engine.console import Console
 from engine.errors import ConfigError, EngineError, JobInterrupted, UnitsFailed, root_cause
 from engine.generation.openai_api import Secret
+from engine.local_ray import init_local
 from engine.metrics import format_table
 from engine.models import check_model, parameter_count, resolve_model
 from engine.generation.backend import teacher_serves_student
@@ -264,12 +265,9 @@ def start_ray(cfg: RunConfig, verbose: bool = True) -> None:
     elif os.environ.get("RAY_ADDRESS"):  # set by Ray for jobs submitted with `ray job submit`
         ray.init(log_to_driver=verbose)
     else:
-        # A fresh local instance: a bare ray.init() may try to join a stale `ray start`
-        # cluster. Logical CPUs above the core count let train workers, vLLM replicas and Ray
-        # Data's own tasks coexist; each process sets its real thread count itself. The
-        # dashboard stays on: Ray Train's placement-group cleaner polls the state API it serves.
-        ray.init(address="local", num_cpus=cfg.ray.num_cpus or max(8, os.cpu_count() or 1),
-                 log_to_driver=verbose)
+        # The dashboard stays on: Ray Train's placement-group cleaner polls the state API it
+        # serves.
+        init_local(cfg.ray.num_cpus, log_to_driver=verbose)
     if not verbose:
         quiet_worker_count_warnings()
 

@@ -1,0 +1,33 @@
+"""Starting a fresh local Ray instance, the way the engine's own runs and its benchmarks do."""
+
+from __future__ import annotations
+
+import os
+
+# Ray lowers every worker process's priority (nice 15) so that its raylet and GCS stay
+# responsive; the vLLM engines and training workers of a run are Ray workers, and the child
+# processes they start (vLLM's engine core and model worker) inherit it. On a machine whose
+# cores the run fills, every Ray helper at nice 0 (the driver, raylet, GCS, agents, Ray Data's
+# actors: about a tenth of a core here) then preempts the model's threads at once: the teacher
+# generated 5.7% slower than at nice 0 (BENCHMARKS.md, generation). A local instance runs only
+# this run's work, so its workers keep the driver's priority. The user's own setting wins.
+LOCAL_RAY_ENV = {"RAY_worker_niceness": "0"}
+
+
+def local_ray_env() -> dict[str, str]:
+    """Set LOCAL_RAY_ENV's variables that the environment does not set already (processes
+    Ray starts inherit them); returns what each variable is now."""
+    for name, value in LOCAL_RAY_ENV.items():
+        os.environ.setdefault(name, value)
+    return {name: os.environ[name] for name in LOCAL_RAY_ENV}
+
+
+def init_local(num_cpus: int | None = None, **kwargs) -> None:
+    """A fresh local instance (`address="local"`: a bare ray.init() may join a stale
+    `ray start` cluster) with LOCAL_RAY_ENV. Logical CPUs default to at least 8, above a
+    small machine's cores, so train workers, vLLM replicas and Ray Data's own tasks coexist;
+    each process sets its real thread count itself."""
+    import ray
+
+    local_ray_env()
+    ray.init(address="local", num_cpus=num_cpus or max(8, os.cpu_count() or 1), **kwargs)

@@ -7,10 +7,11 @@ import os
 # Ray lowers every worker process's priority (nice 15) so that its raylet and GCS stay
 # responsive; the vLLM engines and training workers of a run are Ray workers, and the child
 # processes they start (vLLM's engine core and model worker) inherit it. On a machine whose
-# cores the run fills, every Ray helper at nice 0 (the driver, raylet, GCS, agents, Ray Data's
-# actors: about a tenth of a core here) then preempts the model's threads at once: the teacher
-# generated 5.7% slower than at nice 0 (BENCHMARKS.md, generation). A local instance runs only
-# this run's work, so its workers keep the driver's priority. The user's own setting wins.
+# cores the run fills, Ray's own processes at nice 0 (the driver, raylet, GCS, dashboard
+# agent: about 8% of a core here) then preempt the model's threads whenever they wake: the
+# teacher generated about 6% slower than at nice 0 (BENCHMARKS.md, generation). A local
+# instance runs only this run's work, so its workers keep the driver's priority. The user's
+# own setting wins.
 LOCAL_RAY_ENV = {"RAY_worker_niceness": "0"}
 
 

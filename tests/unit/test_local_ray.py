@@ -13,6 +13,12 @@ def config(tmp_path, *overrides):
     return load_config(None, ["tasks=[{name: arithmetic}]", f"run_dir={tmp_path}", *overrides])
 
 
+def unset(monkeypatch, name: str) -> None:
+    """Unset `name` for this test; whatever the code under test sets is undone after it."""
+    monkeypatch.setenv(name, "")  # records the value before, so teardown restores it
+    monkeypatch.delenv(name)
+
+
 def captured_init(monkeypatch) -> list[dict]:
     calls = []
     monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(
@@ -21,8 +27,8 @@ def captured_init(monkeypatch) -> list[dict]:
 
 
 def test_a_local_instance_runs_its_workers_unniced(monkeypatch, tmp_path):
-    monkeypatch.delenv("RAY_worker_niceness", raising=False)
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    unset(monkeypatch, "RAY_worker_niceness")
+    unset(monkeypatch, "RAY_ADDRESS")
     calls = captured_init(monkeypatch)
     start_ray(config(tmp_path))
     assert calls[0]["address"] == "local"
@@ -31,14 +37,14 @@ def test_a_local_instance_runs_its_workers_unniced(monkeypatch, tmp_path):
 
 def test_the_users_own_niceness_wins(monkeypatch, tmp_path):
     monkeypatch.setenv("RAY_worker_niceness", "10")
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    unset(monkeypatch, "RAY_ADDRESS")
     calls = captured_init(monkeypatch)
     start_ray(config(tmp_path))
     assert calls[0]["env"] == {"RAY_worker_niceness": "10"}
 
 
 def test_joining_a_cluster_leaves_its_settings_alone(monkeypatch, tmp_path):
-    monkeypatch.delenv("RAY_worker_niceness", raising=False)
+    unset(monkeypatch, "RAY_worker_niceness")
     calls = captured_init(monkeypatch)
     start_ray(config(tmp_path, "ray.address=ray://head:10001"))
     assert calls[0]["address"] == "ray://head:10001"

@@ -15,14 +15,6 @@ import os
 LOCAL_RAY_ENV = {"RAY_worker_niceness": "0"}
 
 
-def local_ray_env() -> dict[str, str]:
-    """Set LOCAL_RAY_ENV's variables that the environment does not set already (processes
-    Ray starts inherit them); returns what each variable is now."""
-    for name, value in LOCAL_RAY_ENV.items():
-        os.environ.setdefault(name, value)
-    return {name: os.environ[name] for name in LOCAL_RAY_ENV}
-
-
 def init_local(num_cpus: int | None = None, **kwargs) -> None:
     """A fresh local instance (`address="local"`: a bare ray.init() may join a stale
     `ray start` cluster) with LOCAL_RAY_ENV. Logical CPUs default to at least 8, above a
@@ -30,5 +22,6 @@ def init_local(num_cpus: int | None = None, **kwargs) -> None:
     each process sets its real thread count itself."""
     import ray
 
-    local_ray_env()
+    for name, value in LOCAL_RAY_ENV.items():  # the processes Ray starts inherit them
+        os.environ.setdefault(name, value)
     ray.init(address="local", num_cpus=num_cpus or max(8, os.cpu_count() or 1), **kwargs)

@@ -196,11 +196,14 @@ class LabelFitConfig(Strict):
                            "compare entries switch it on with +label_fit")
     k: int = Field(7, ge=1, description="real rows that vote, each by its cosine similarity")
     max_own_share: float = Field(
-        0.0, ge=0, lt=1, description="a row is rejected only when its own label gets at most "
+        0.3, ge=0, lt=1, description="a row is rejected only when its own label gets at most "
                                      "this share of the vote (0: none of its k nearest real "
                                      "rows has its label)")
     min_other_share: float = Field(
-        0.6, gt=0, le=1, description="... and one other label gets at least this share")
+        0.5, gt=0, le=1, description="... and one other label gets at least this share")
+    other_over_own: float = Field(
+        2.0, ge=1, description="... and at least this many times its own label's share (a "
+                               "row whose label has fewer than k real rows is not judged)")
     model: str = Field(DEFAULT_ENCODER, description="the sentence encoder (mean-pooled): "
                                                     "built-in name, local HF folder or hub name")
 

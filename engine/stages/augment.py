@@ -318,7 +318,8 @@ def label_fit_gate(task: Task, label_rows: pa.Table | None, settings: LabelFitCo
     return LabelFit([gate(t) for t in label_rows.column("input").to_pylist()],
                     label_rows.column("label").to_pylist(), embed, k=settings.k,
                     max_own_share=settings.max_own_share,
-                    min_other_share=settings.min_other_share)
+                    min_other_share=settings.min_other_share,
+                    other_over_own=settings.other_over_own)
 
 
 def repeated(targets: pa.Table, n: int) -> pa.Table:

@@ -48,33 +48,61 @@ def test_a_row_whose_nearest_real_rows_all_have_another_label_is_rejected_naming
     assert reasons[1] == ""
 
 
-def test_a_hard_row_near_one_real_row_of_its_label_is_kept():
-    """An aimed row sits where the student goes wrong: near a real row of its label (often
-    its own target) among rows of another. Its label's share of the vote keeps it."""
+def test_a_hard_row_whose_label_holds_a_fair_share_of_its_nearest_rows_is_kept():
+    """An aimed row sits where the student goes wrong: near real rows of its label (often
+    its own target) among rows of another. Its label's share of the vote keeps it; one vote
+    of five against four of another label does not (on hand-judged TREC rows such rows were
+    mostly off-label: RESULTS.md)."""
     texts, labels = zip(*REAL)
-    hard = LabelFit([*texts, "bank shares of the team"], [*labels, "Sports"], fake_embed, k=5)
+    hard = LabelFit([*texts, *["bank shares of the team"] * 2], [*labels, "Sports", "Sports"],
+                    fake_embed, k=5)
     assert hard.reasons(["team bank shares"], ["Sports"]) == [""]
-    # the same text, without that real row, reads as Business: rejected
-    assert gate().reasons(["team bank shares"], ["Sports"])[0].startswith("label_fit")
+    one = LabelFit([*texts, "bank shares of the team"], [*labels, "Sports"], fake_embed, k=5)
+    assert one.reasons(["team bank shares"], ["Sports"])[0].startswith("label_fit")
 
 
 def test_no_label_winning_clearly_rejects_nothing():
     """A label with few real rows gets few votes whatever the text (TREC's ABBR): a row is
     only rejected when one other label has most of the vote."""
     split = "army war bank shares"  # half World, half Business among its nearest rows
-    assert gate(k=12, min_other_share=0.6).reasons([split], ["Sports"]) == [""]
-    assert gate(k=12, min_other_share=0.4).reasons([split], ["Sports"])[0].startswith(
-        "label_fit")
+    # World and Business rows of three topic words each, interleaved: equally near, the
+    # nearest six are three of each
+    rows = REAL[:6] + [("bank shares profit", "Business"), ("army troops war", "World")] * 6
+    texts, labels = zip(*rows)
+    even = LabelFit(list(texts), list(labels), fake_embed, k=6, min_other_share=0.6)
+    assert even.reasons([split], ["Sports"]) == [""]
+    lower = LabelFit(list(texts), list(labels), fake_embed, k=6, min_other_share=0.4)
+    assert lower.reasons([split], ["Sports"])[0].startswith("label_fit")
 
 
-def test_max_own_share_lets_a_row_with_a_little_of_its_label_go_or_not():
+def test_a_row_with_a_little_of_its_label_goes_when_another_clearly_outweighs_it():
     texts, labels = zip(*REAL)
     one_own = LabelFit([*texts, "bank shares team"], [*labels, "Sports"], fake_embed, k=7)
-    row = (["bank shares profit"], ["Sports"])
-    assert one_own.reasons(*row) == [""]  # one vote of seven is its label's
-    strict = LabelFit([*texts, "bank shares team"], [*labels, "Sports"], fake_embed, k=7,
-                      max_own_share=0.3)
-    assert strict.reasons(*row)[0].startswith("label_fit")
+    row = (["bank shares profit"], ["Sports"])  # one vote of seven is its label's
+    assert one_own.reasons(*row)[0].startswith("label_fit: its 7 nearest real rows are Business")
+    # max_own_share: the most of the vote its own label may hold and the row still go
+    lenient = LabelFit([*texts, "bank shares team"], [*labels, "Sports"], fake_embed, k=7,
+                       max_own_share=0.1)
+    assert lenient.reasons(*row) == [""]
+
+
+def test_another_label_must_outweigh_the_rows_own_by_other_over_own():
+    """Three votes its own, four another's: not a clear win at 2x, rejected at 1.2x."""
+    texts, labels = zip(*REAL)
+    real = ([*texts, *["bank shares team"] * 3], [*labels, *["Sports"] * 3])
+    row = (["bank shares profit team"], ["Sports"])
+    assert LabelFit(*real, fake_embed, k=7, max_own_share=0.5).reasons(*row) == [""]
+    assert LabelFit(*real, fake_embed, k=7, max_own_share=0.5,
+                    other_over_own=1.2).reasons(*row)[0].startswith("label_fit")
+
+
+def test_a_label_with_fewer_real_rows_than_votes_is_not_judged():
+    """TREC's ABBR has 5 real rows of 264, fewer than the 7 that vote: its rows read as
+    another label however well they fit ("What is SAFER?" as ENTY), so they are not judged."""
+    texts, labels = zip(*REAL)
+    rare = LabelFit([*texts, "short for bank"], [*labels, "Abbreviation"], fake_embed, k=5)
+    assert rare.reasons(["what is bank shares short for"], ["Abbreviation"]) == [""]
+    assert rare.reasons(["bank shares profit"], ["Sports"])[0].startswith("label_fit")
 
 
 def test_fewer_real_rows_than_votes_judge_nothing():

@@ -18,6 +18,7 @@ first called, so importing this stays light.
 
 from __future__ import annotations
 
+import threading
 from typing import Callable
 
 import numpy as np
@@ -91,6 +92,10 @@ def _unit_rows(vectors: np.ndarray) -> np.ndarray:
 
 
 _ENCODERS: dict[str, tuple] = {}  # model folder -> (tokenizer, model), loaded once a process
+# The driver runs units' augment stages on threads of one process: two first imports of
+# transformers' lazy classes at once failed one of them ("cannot import name 'AutoModel'"),
+# and two loads would hold the encoder twice.
+_LOADING = threading.Lock()
 
 
 def encoder_embed(model: str, batch_size: int = 32, max_length: int = 128) -> Embed:
@@ -116,11 +121,16 @@ def encoder_embed(model: str, batch_size: int = 32, max_length: int = 128) -> Em
 
 
 def _load(model: str) -> tuple:
-    if model not in _ENCODERS:
-        import torch
-        from transformers import AutoModel, AutoTokenizer
+    with _LOADING:
+        if model not in _ENCODERS:
+            _ENCODERS[model] = _load_encoder(model)
+        return _ENCODERS[model]
 
-        torch.set_num_threads(1)
-        _ENCODERS[model] = (AutoTokenizer.from_pretrained(model),
-                            AutoModel.from_pretrained(model, dtype=torch.float32).eval())
-    return _ENCODERS[model]
+
+def _load_encoder(model: str) -> tuple:
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    torch.set_num_threads(1)
+    return (AutoTokenizer.from_pretrained(model),
+            AutoModel.from_pretrained(model, dtype=torch.float32).eval())

@@ -176,3 +176,31 @@ def test_label_fit_is_off_by_default_and_a_compare_switch():
     assert load_config(None, ["tasks=[{name: arithmetic}]"]).teacher.label_fit.enabled is False
     assert strategy_variant("llm2llm+label_fit") == {"name": "llm2llm", "label_fit": True}
     assert StrategyConfig().label_fit is None  # as teacher.label_fit.enabled
+
+
+def test_units_on_threads_of_one_process_load_the_encoder_once_and_one_at_a_time(monkeypatch):
+    """The driver runs units' augment stages on threads: transformers' first imports raced
+    ("cannot import name 'AutoModel'", one unit of three failed) and each would hold a copy."""
+    import threading
+    import time
+
+    from engine.gates import label_fit
+
+    inside, most, loads = [0], [0], []
+
+    def slow_load(model):
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        time.sleep(0.05)
+        loads.append(model)
+        inside[0] -= 1
+        return ("tokenizer", "encoder")
+
+    monkeypatch.setattr(label_fit, "_ENCODERS", {})
+    monkeypatch.setattr(label_fit, "_load_encoder", slow_load)
+    threads = [threading.Thread(target=label_fit._load, args=("minilm",)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 1 and loads == ["minilm"]

@@ -4,13 +4,15 @@ An aimed row takes its target's label whatever the teacher wrote, so a small tea
 off-label text ("What is the capital of New Zealand?" kept as DESC) trains the student on a
 wrong label. The check compares a candidate with the task's real labelled rows in a sentence
 embedding space: its k nearest real rows vote, each with its cosine similarity, and the row is
-rejected when they give its own label (almost) no weight and another label most of it.
+rejected when another label clearly outweighs its own (LabelFit says by how much).
 
 Why votes of the nearest rows and not the student's or the teacher's opinion: an aimed row is
 meant to sit where the student goes wrong, so the student's confident disagreement rejects
 the very rows the aim is for (measured: half the fitting rows of an SST-2 round); the 135M
-teacher labelled real TREC rows at 0.20-0.31. A real row near the candidate (often its own
-target, a real row the student got wrong) speaks for a hard row's label instead.
+teacher labelled real TREC rows at 0.20-0.31. Real rows near the candidate (often its own
+target, a real row the student got wrong) speak for a hard row's label instead; its own
+target alone, among rows of another label, does not: on hand-judged TREC rows the text of
+such a row mostly read as that other label.
 
 The rule itself is numpy only; `encoder_embed` (the bundled MiniLM encoder) imports torch when
 first called, so importing this stays light.

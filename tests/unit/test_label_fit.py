@@ -62,8 +62,8 @@ def test_a_hard_row_whose_label_holds_a_fair_share_of_its_nearest_rows_is_kept()
 
 
 def test_no_label_winning_clearly_rejects_nothing():
-    """A label with few real rows gets few votes whatever the text (TREC's ABBR): a row is
-    only rejected when one other label has most of the vote."""
+    """The vote split between two other labels: a row is only rejected when one of them
+    gets min_other_share."""
     split = "army war bank shares"  # half World, half Business among its nearest rows
     # World and Business rows of three topic words each, interleaved: equally near, the
     # nearest six are three of each

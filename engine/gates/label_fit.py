@@ -21,11 +21,15 @@ first called, so importing this stays light.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from typing import Callable
 
 import numpy as np
 
+from engine.config import LabelFitConfig
+
 Embed = Callable[[list[str]], np.ndarray]  # texts -> (n, d) rows of unit length
+_RULE = LabelFitConfig()  # the rule's defaults are the config's (teacher.label_fit)
 
 
 class LabelFit:
@@ -43,14 +47,15 @@ class LabelFit:
     label 0%, another 60%) 4 and 2.
     """
 
-    def __init__(self, texts: list[str], labels: list[str], embed: Embed, k: int = 7,
-                 max_own_share: float = 0.3, min_other_share: float = 0.5,
-                 other_over_own: float = 2.0):
+    def __init__(self, texts: list[str], labels: list[str], embed: Embed, k: int = _RULE.k,
+                 max_own_share: float = _RULE.max_own_share,
+                 min_other_share: float = _RULE.min_other_share,
+                 other_over_own: float = _RULE.other_over_own):
         self.embed, self.k = embed, k
         self.max_own_share, self.min_other_share = max_own_share, min_other_share
         self.other_over_own = other_over_own
         self.labels = list(labels)
-        self.real_rows = {label: self.labels.count(label) for label in set(self.labels)}
+        self.real_rows = Counter(self.labels)
         self.vectors = _unit_rows(embed(list(texts))) if texts else np.zeros((0, 0))
 
     def reasons(self, texts: list[str], labels: list[str]) -> list[str]:

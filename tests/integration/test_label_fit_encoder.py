@@ -30,11 +30,12 @@ def test_the_real_encoder_rejects_off_label_teacher_rows_and_keeps_fitting_ones(
     cfg = load_config(str(ROOT / "jobs" / "configs" / "matrix" / "trec.yaml"),
                       [f"tasks.0.data.train={TREC / 'train.jsonl'}",
                        f"tasks.0.data.test={TREC / 'test.jsonl'}"])
-    seed, _, validation = build_task(cfg.tasks[0], 0).splits()
+    task = build_task(cfg.tasks[0], 0)
+    seed, _, validation = task.splits()
     real = seed + validation
     assert len(real) == 264
     rows = pa.table({"input": [r["input"] for r in real], "label": [r["label"] for r in real]})
-    gate = label_fit_gate(build_task(cfg.tasks[0], 0), rows, LabelFitConfig(enabled=True))
+    gate = label_fit_gate(task, rows, LabelFitConfig(enabled=True))
     reasons = gate.reasons([t for t, _, _ in ROWS], [label for _, label, _ in ROWS])
     assert [not reason for reason in reasons] == [kept for _, _, kept in ROWS], reasons
     assert "are LOC" in reasons[0] and "are LOC" in reasons[1]

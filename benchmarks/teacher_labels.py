@@ -81,7 +81,7 @@ def main() -> None:
     task = build_task(cfg.model_copy(update={"n_validation": args.rows}), seed=0)
     if not getattr(task, "find_label", None):
         parser.error(f"--task {args.task}: not a classification task (its rows have no label set)")
-    seed, _, validation = task.splits(validation=True)
+    seed, _, validation, _ = task.splits(validation=True)
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     from vllm import LLM
 

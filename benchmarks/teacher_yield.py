@@ -229,7 +229,7 @@ def main() -> None:
         cfg = cfg.model_copy(update={"n_seed": 0, "n_validation": 200})
     task = build_task(cfg.model_copy(update={"n_validation": max(cfg.n_validation, args.rows)}),
                       seed=0)
-    seed, test, validation = task.splits(validation=validating)
+    seed, test, validation, _ = task.splits(validation=validating)
     targets = pa.Table.from_pylist((validation if validating else seed)[: args.rows],
                                    schema=EXAMPLE)
     os.environ.setdefault("OMP_NUM_THREADS", "2")

@@ -1,5 +1,6 @@
 """The table a user shows their team: per task, strategy and round, test accuracy over the
-training seeds (mean, spread), rows added, teacher requests, yield and tokens.
+training seeds (mean, spread), that of the round each seed would ship (chosen on its guard
+rows), rows added, teacher requests, yield and tokens.
 
 Read from each unit's metrics.json, so it can be rebuilt from any finished or partial run.
 Written as <run_dir>/compare.json and compare.parquet.
@@ -14,6 +15,7 @@ import pyarrow as pa
 
 from engine.config import RunConfig
 from engine.console import text_table
+from engine.metrics import chosen_round
 from engine.storage import RunStorage
 from engine.strategies import strategy_class, unit_keys
 
@@ -31,10 +33,16 @@ def compare_rows(cfg: RunConfig) -> list[dict]:
             units.setdefault(name, []).append((seed, key))
         for name, seeds in units.items():
             last = strategy_class(name).rounds(cfg.rounds) - 1  # seed_only: 0
+            so_far: dict[str, list[dict]] = {key: [] for _, key in seeds}
             for r in range(cfg.rounds):
-                found = [m for seed, key in seeds if (m := _metrics(store, key, min(r, last)))]
+                found = []
+                for _, key in seeds:
+                    if m := _metrics(store, key, min(r, last)):
+                        found.append(m)
+                        so_far[key].append(m)
                 if found:
-                    rows.append(_summary(task.name, name, r, found))
+                    chosen = [chosen_round(so_far[key]) for _, key in seeds if so_far[key]]
+                    rows.append(_summary(task.name, name, r, found, chosen))
     return rows
 
 
@@ -56,8 +64,12 @@ def _metrics(store: RunStorage, key: str, r: int) -> dict | None:
     return None
 
 
-def _summary(task: str, strategy: str, r: int, found: list[dict]) -> dict:
+def _summary(task: str, strategy: str, r: int, found: list[dict],
+             chosen: list[dict | None]) -> dict:
     acc = [m["test_accuracy"] for m in found if m["test_accuracy"] is not None]
+    # what each seed would ship after this round (chosen_round): its test accuracy and round
+    shipped = [m for m in chosen if m is not None and m["test_accuracy"] is not None]
+    picked = [m["test_accuracy"] for m in shipped]
     fixes = [m["fix_rate"] for m in found if m.get("fix_rate") is not None]
     yields = [m["teacher_yield"] for m in found if m.get("teacher_yield") is not None]
     tops = [m["test_top_answer_share"] for m in found if m.get("test_top_answer_share")]
@@ -67,6 +79,10 @@ def _summary(task: str, strategy: str, r: int, found: list[dict]) -> dict:
         "test_accuracy_std": statistics.stdev(acc) if len(acc) > 1 else None,
         "test_accuracy_min": min(acc, default=None), "test_accuracy_max": max(acc, default=None),
         "test_accuracy_by_seed": [m["test_accuracy"] for m in found],
+        "chosen_accuracy_mean": statistics.fmean(picked) if picked else None,
+        "chosen_accuracy_std": statistics.stdev(picked) if len(picked) > 1 else None,
+        "chosen_accuracy_by_seed": picked,
+        "chosen_round_by_seed": [m["round"] for m in shipped],
         "n_synthetic": statistics.fmean(m["n_synthetic"] for m in found),  # rows trained on
         "fix_rate_mean": statistics.fmean(fixes) if fixes else None,
         # the most one-sided seed: the share of its test answers that were its commonest
@@ -89,14 +105,17 @@ def write_compare(cfg: RunConfig) -> list[dict]:
 
 COLUMNS = [("task", "{}"), ("strategy", "{}"), ("round", "{}"), ("seeds", "{}"),
            ("test_accuracy_mean", "{:.3f}"), ("test_accuracy_std", "{:.3f}"),
+           ("chosen_accuracy_mean", "{:.3f}"), ("chosen_accuracy_std", "{:.3f}"),
            ("n_synthetic", "{:.0f}"), ("fix_rate_mean", "{:.2f}"),
            ("top_answer_share_max", "{:.2f}"), ("teacher_requests", "{}"),
            ("rows_added", "{}"), ("teacher_yield_mean", "{:.2f}"), ("tokens", "{}")]
-# synthetic: rows trained on, mean over seeds; top_answer: the most one-sided seed's share of
-# its commonest test answer; asks, added and tokens: this round's teacher requests, rows
-# accepted and tokens, summed over the seeds (budgets are read off these)
-HEADERS = ["task", "strategy", "round", "seeds", "test_acc", "+-std", "synthetic", "fixed",
-           "top_answer", "asks", "added", "yield", "tokens"]
+# chosen: the test accuracy of the round each seed would ship so far (the best on its guard
+# rows; "-" without tasks.<i>.n_guard); synthetic: rows trained on, mean over seeds;
+# top_answer: the most one-sided seed's share of its commonest test answer; asks, added and
+# tokens: this round's teacher requests, rows accepted and tokens, summed over the seeds
+# (budgets are read off these)
+HEADERS = ["task", "strategy", "round", "seeds", "test_acc", "+-std", "chosen", "+-std",
+           "synthetic", "fixed", "top_answer", "asks", "added", "yield", "tokens"]
 
 
 def format_compare(rows: list[dict]) -> str:

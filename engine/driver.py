@@ -61,8 +61,8 @@ class RoundLoop:
         """Yield the metrics of a group of units each time it finishes a round (all units
         round by round with `parallel` 1; engine/scheduling.py).
 
-        splits: task name -> (seed rows, test rows, validation rows), as read at preflight;
-        read here if absent.
+        splits: task name -> its Splits (seed, test, validation and guard rows), as read at
+        preflight; read here if absent.
         """
         splits = splits or {t.name: t.splits(needs_validation(self.cfg, t.cfg))
                            for t in self.tasks}
@@ -76,18 +76,19 @@ class RoundLoop:
         # a unit that writes its own seed (s3) starts with no training rows; the fair floor
         # (seed_only+with_validation) with the validation rows beside the seed
         train_sets = {u.key: pa.Table.from_pylist(
-            (splits[u.task.name][0] if u.strategy.uses_seed else [])
-            + (splits[u.task.name][2] if u.settings.train_on_validation else []),
+            (splits[u.task.name].seed if u.strategy.uses_seed else [])
+            + (splits[u.task.name].validation if u.settings.train_on_validation else []),
             schema=EXAMPLE) for u in units}
         for r in range(self.cfg.rounds):
             metrics = []
             for unit in units:
                 if r >= unit.strategy.rounds(self.cfg.rounds) or unit.key in self.stopped:
                     continue
-                test, validation = (pa.Table.from_pylist(rows, schema=EXAMPLE)
-                                    for rows in splits[unit.task.name][1:3])
+                test, validation, guard = (pa.Table.from_pylist(rows, schema=EXAMPLE)
+                                           for rows in splits[unit.task.name][1:4])
                 try:
-                    m, added = self.run_round(unit, r, train_sets[unit.key], test, validation)
+                    m, added = self.run_round(unit, r, train_sets[unit.key], test, validation,
+                                              guard)
                 except (StorageError, Aborted):
                     raise  # a full disk stops every unit alike
                 except Exception as exc:  # noqa: BLE001 - one unit failing stops only itself
@@ -100,9 +101,10 @@ class RoundLoop:
             yield metrics
 
     def run_round(self, unit: Unit, r: int, train_set: pa.Table, test: pa.Table,
-                  validation: pa.Table | None = None):
+                  validation: pa.Table | None = None, guard: pa.Table | None = None):
         """One round of one unit, stage by stage; returns (metrics, accepted examples for the
-        next round). With no training rows (round 0 of a unit that writes its own seed),
+        next round). The guard rows are only predicted (they choose the round a unit ships):
+        no strategy plans from them and the teacher never reads them. With no training rows (round 0 of a unit that writes its own seed),
         train, predict and mine are recorded as skipped and the augment stage writes the seed."""
         timings: dict[str, float] = {}
         stage = lambda name, compute, inputs=None: self.stages.run(  # noqa: E731
@@ -111,6 +113,7 @@ class RoundLoop:
         if self.store.exists(failed):  # an earlier attempt's failure: this one starts afresh
             engine_fs.delete(self.store.fs, failed)
         validation = validation if validation is not None else EXAMPLE.empty_table()
+        guard = guard if guard is not None else EXAMPLE.empty_table()
         # what the student trains on: every row once, or the added rows at a set share
         # (strategy.added_share); strategies plan from, and errors are mined on, the rows
         trained_on = stage("data", lambda _: at_added_share(
@@ -128,11 +131,14 @@ class RoundLoop:
                 task, trained_on, self._base(unit, r), model, self.trainer, unit.key,
                 unit.train_seed, selects_on), trained).info
             mining = mining_rows(unit.settings.mine_from, train_set, validation)
-            predicted = trained and inputs_fingerprint("predict", trained, mining, test)
+            # without guard rows, the fingerprint of a run from before they existed
+            predicted = trained and inputs_fingerprint(
+                "predict", trained, mining, test, *([guard] if guard.num_rows else []))
             predictions = stage("predict", lambda _: predict(
                 task, mining, test, model,
                 lambda requests, m: self.student_gen(requests, m, "predict"),
-                sampling_params(self.cfg.student, task.cfg.student_sampling)), predicted).table
+                sampling_params(self.cfg.student, task.cfg.student_sampling), guard),
+                predicted).table
             origins = MINED_ORIGINS[unit.settings.mine_from]
             errors = stage("mine", lambda _: mine_errors(mining, predictions, origins),
                            predicted and inputs_fingerprint("mine", predicted, origins)).table
@@ -141,7 +147,8 @@ class RoundLoop:
         candidates, asked = None, {}
         if unit.strategy.augments(r, self.cfg.rounds) and not spent:
             result = stage("augment", lambda _: self._augment(unit, r, self._view(
-                unit, r, errors, mining, predictions, train_set, validation), rules, test))
+                unit, r, errors, mining, predictions, train_set, validation), rules, test,
+                guard))
             candidates, asked = result.table, result.info
             budget_key = (unit.task.name, unit.train_seed, r)
             if unit.sets_budget and budget_key not in self.budgets:  # llm2llm's, else s3's
@@ -228,14 +235,16 @@ class RoundLoop:
         return by, round(spent[by] * scale)
 
     def _augment(self, unit: Unit, r: int, view: RoundView, rules: StopConfig,
-                 test: pa.Table) -> StageResult:
+                 test: pa.Table, guard: pa.Table) -> StageResult:
         """The strategy plans, the augment stage executes; the teacher's engines stay up
         from its first call to its last (asks, answer checks, top-ups)."""
         teacher, task = self.cfg.teacher, unit.task
         plan = unit.strategy.plan(view, task, teacher.n_per_error, self.cfg.rounds)
         ask = lambda stage: lambda requests: self.teacher_gen(  # noqa: E731
             requests, self.teacher_model, stage, group=unit.key)
-        protected = test.column("input").to_pylist() + view.validation.column("input").to_pylist()
+        # a teacher row that is a held-out row would score what the student saw
+        protected = [*test.column("input").to_pylist(), *view.validation.column("input").to_pylist(),
+                     *guard.column("input").to_pylist()]
         cap = lambda asked: request_cap(rules, self.history[unit.key],  # noqa: E731
                                         teacher.prices, asked)
         # without keep_warm, the engines would stop and start again between calls

@@ -12,7 +12,9 @@ For every unit (a plain run's task; a compare's task/strategy/seed), under DIR/<
                   a LoRA student's adapter folder (`peft`), or with `--merge` the adapter
                   merged into its base (a full `transformers` folder)
 
-The round is the last one whose student finished training unless `--round` says otherwise.
+The round is the one the unit ships: with guard rows (tasks.<i>.n_guard), the trained round
+whose student scored best on them (compare's `chosen`), else the last one whose student
+finished training; `--round` says otherwise.
 Everything is read from the run's stage tables (any storage the run used, S3 included) and
 written to a local folder; nothing in the run directory changes.
 """
@@ -31,6 +33,7 @@ from engine.adapters import adapter_base, is_adapter
 from engine.config import TaskConfig
 from engine.errors import DataError
 from engine.inspect import pick_units, run_units, unit_metrics
+from engine.metrics import chosen_round
 from engine.provenance import saved_run
 from engine.storage import RunStorage
 
@@ -80,7 +83,9 @@ def _round_to_export(store: RunStorage, key: str, rounds: int, round_: int | Non
         if not trained:
             raise DataError(f"{key}: no round has finished training yet; run `llm2llm status "
                             f"{store.run_dir}` to see where the run is")
-        return trained[-1]
+        scored = [m for m in unit_metrics(store, key, trained[-1] + 1) if m["round"] in trained]
+        chosen = chosen_round(scored)
+        return chosen["round"] if chosen else trained[-1]
     if not 0 <= round_ < rounds:
         raise DataError(f"--round {round_}: this run has rounds 0 to {rounds - 1}")
     if round_ not in trained:

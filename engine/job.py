@@ -27,6 +27,7 @@ from engine.rerun import affected_stages, changed_fields
 from engine.storage import RunStorage
 from engine.strategies import REGISTRY, needs_validation, strategy_class, unit_settings
 from engine.tasks import TASK_TYPES, build_task, check_tasks, resolve_task_config
+from engine.tasks.base import Splits
 from engine.tasks.classification import ClassificationTask
 from engine.tasks.row_checks import row_problems
 
@@ -37,7 +38,7 @@ class Prepared:
     student_model: str  # local HF folder of the base student
     teacher_model: str  # local HF folder of the teacher, or the API's model name
     # task -> (seed rows, test rows, validation rows: only where a unit mines them)
-    splits: dict[str, tuple[list[dict], list[dict], list[dict]]]
+    splits: dict[str, Splits]
     api_key: Secret | None = None  # the API teacher's key, read from its environment variable
     # --rerun-affected: task -> the first stage (of round 0) the config change affects
     rerun: dict[str, str] = field(default_factory=dict)
@@ -77,7 +78,7 @@ def preflight(config_path: str | None, overrides: list[str],
     splits = {t.name: tasks[t.name].splits(validation=needs_validation(cfg, t))
               for t in cfg.tasks}
     row_warnings = []
-    for name, (seed, test, held_out) in splits.items():
+    for name, (seed, test, held_out, _) in splits.items():
         data = tasks[name].cfg.data
         sources = {"train": data.train, "test": data.test, "validation": data.validation}
         found, warned = row_problems(name, seed, held_out, test, tasks[name].shared_test_rows,
@@ -88,16 +89,16 @@ def preflight(config_path: str | None, overrides: list[str],
         raise ConfigError(problems)
     too_small = [f"tasks.{name}: {len(seed)} seed row(s) cannot be split over "
                  f"{cfg.train.num_workers} train workers; raise n_seed or lower train.num_workers"
-                 for name, (seed, _, _) in splits.items()
+                 for name, (seed, *_) in splits.items()
                  if 0 < len(seed) < cfg.train.num_workers]
     too_small += [f"tasks.{name}: no validation rows for {s.name} to mine (mine_from: "
                   f"validation); set data.validation, or leave rows of train beyond the seed"
-                  for name, (_, _, held_out) in splits.items() for s in strategies[name]
+                  for name, (_, _, held_out, _) in splits.items() for s in strategies[name]
                   if s.mine_from == "validation" and not held_out][:1]
     too_small += [f"tasks.{name}: no validation rows to choose the epoch on (train."
                   f"select_epoch: validation); set data.validation or tasks.<i>.n_validation, "
                   f"or leave rows of train beyond the seed"
-                  for name, (_, _, held_out) in splits.items()
+                  for name, (_, _, held_out, _) in splits.items()
                   if cfg.train.select_epoch == "validation" and not held_out]
     too_small += _split_problems(cfg, splits, strategies)
     if too_small:
@@ -118,10 +119,11 @@ def preflight(config_path: str | None, overrides: list[str],
 def _split_problems(cfg: RunConfig, splits: dict,
                     strategies: dict[str, list[StrategyConfig]]) -> list[str]:
     """Splits a run cannot use, each named with its file: fewer seed rows than n_seed asks
-    for, none where a strategy trains on them, no test rows."""
+    for, none where a strategy trains on them, fewer guard rows than n_guard asks for, no
+    test rows."""
     problems = []
     for t in cfg.tasks:
-        seed, test, _ = splits[t.name]
+        seed, test, _, guard = splits[t.name]
         task = resolve_task_config(t)
         train, needs_seed = task.data.train or "its built-in rows", any(
             strategy_class(s.name).uses_seed and task.n_seed != 0
@@ -132,6 +134,10 @@ def _split_problems(cfg: RunConfig, splits: dict,
         elif needs_seed and not seed:
             problems.append(f"tasks.{t.name}: no seed rows ({train} has none); give training "
                             f"rows, or n_seed: 0 with {_seed_writers()}, which write a seed")
+        if len(guard) < task.n_guard:
+            problems.append(f"tasks.{t.name}: n_guard is {task.n_guard} but {train} gives only "
+                            f"{len(guard)} row(s) after the seed and n_validation rows; lower "
+                            f"n_guard (0: ship the last round) or give more training rows")
         if not test:
             source = task.data.test or "its built-in rows"
             problems.append(f"tasks.{t.name}: no test rows ({source} gives none after the "

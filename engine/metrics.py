@@ -17,6 +17,13 @@ def accuracy(predictions: pa.Table, split: str, origin: str | None = None) -> fl
     return sum(r["correct"] for r in rows) / len(rows) if rows else None
 
 
+def chosen_round(rounds: list[dict]) -> dict | None:
+    """Of a unit's rounds so far, the one it would ship: the best on its guard rows (the
+    earliest of equals: fewer teacher rows), or None without guard rows (tasks.<i>.n_guard)."""
+    guarded = [m for m in rounds if m.get("guard_accuracy") is not None]
+    return max(guarded, key=lambda m: m["guard_accuracy"], default=None)
+
+
 NO_ANSWER = "(none)"  # a test output from which no label could be read
 
 
@@ -130,6 +137,8 @@ def round_metrics(task: str, r: int, train_set: pa.Table, predictions: pa.Table,
         "train_labels": train_labels(train_set),
         "train_accuracy": accuracy(predictions, "train"),  # on the seed (mining) rows
         "test_accuracy": accuracy(predictions, "test"),
+        # on the held-out rows that choose the round a unit ships (None without n_guard)
+        "guard_accuracy": accuracy(predictions, "guard"),
         "n_test": sum(p["split"] == "test" for p in preds),
         "n_errors": errors.num_rows,  # wrong mining rows (seed rows, unless mine_from: all)
         "fix_rate": fixed,  # of last round's errors, the share right now

@@ -15,6 +15,7 @@ from engine.errors import StageError
 # Where a row comes from (EXAMPLE.origin): the task's data, the teacher, or a target that is
 # not a real row (a label slot to write from the description, a rationale to write on).
 SEED, SYNTHETIC, VALIDATION = "seed", "synthetic", "validation"
+GUARD = "guard"  # held-out rows that choose the round a unit ships (tasks.<i>.n_guard)
 DESCRIPTION = "description"  # zerogen's label slot: no real row to show the teacher
 RATIONALE = "rationale"  # s3's rationale, the theme its seed rows are written on
 

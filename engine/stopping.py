@@ -66,11 +66,15 @@ def stop_reason(rules: StopConfig, history: list[dict], from_base: bool = True) 
     """Why a unit stops after the last round in `history`, or "" to go on."""
     last = history[-1]
     if rules.patience is not None:
-        accs = [m["test_accuracy"] for m in history if m.get("test_accuracy") is not None]
+        # judged on the guard rows where the task holds some (tasks.<i>.n_guard): stopping on
+        # test accuracy would choose the student by the rows that are meant to score it
+        judge = "guard" if last.get("guard_accuracy") is not None else "test"
+        accs = [m[f"{judge}_accuracy"] for m in history
+                if m.get(f"{judge}_accuracy") is not None]
         if len(accs) > rules.patience:
             best = max(accs[: -rules.patience])
             if max(accs[-rules.patience:]) <= best:
-                return (f"test accuracy has not beaten {best:.3f} for {rules.patience} "
+                return (f"{judge} accuracy has not beaten {best:.3f} for {rules.patience} "
                         f"round(s) (stop.patience)")
     if rules.when_nothing_added and from_base and not last.get("n_accepted"):
         return (f"round {last['round']} added no rows ({last.get('n_errors', 0)} errors mined): "

@@ -231,8 +231,9 @@ class StopConfig(Strict):
         None, ge=0, description="teacher cost a unit may spend over all rounds (needs "
                                 "teacher.prices); checked between asks, like max_tokens")
     patience: int | None = Field(
-        None, ge=1, description="stop when test accuracy has not beaten its best for this many "
-                                "rounds")
+        None, ge=1, description="stop when accuracy on the guard rows (tasks.<i>.n_guard; "
+                                "without them, test accuracy) has not beaten its best for "
+                                "this many rounds")
     when_nothing_added: bool = Field(
         True, description="stop when a round adds no rows (no errors left, or none accepted): "
                           "the next round would train on the same rows from the same base "

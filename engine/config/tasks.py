@@ -72,6 +72,11 @@ class TaskConfig(Strict):
                                "validation): from data.validation, else from train after the "
                                "seed (where train is also the test file, they are set aside "
                                "whether used or not, so every strategy has the same test rows)")
+    n_guard: int = Field(
+        0, ge=0, description="held-out rows of train (after the seed and validation's share) "
+                             "that choose the round a unit ships: the round whose student "
+                             "scores best on them (compare's `chosen` column, export); the "
+                             "teacher never reads them, unlike the rows errors are mined from")
     student_sampling: SamplingOverride = Field(
         SamplingOverride(), description="this task's student sampling (e.g. max_tokens: 8 for "
                                         "labels beside a math task in the same job)")

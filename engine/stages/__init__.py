@@ -24,7 +24,7 @@ STAGE_INPUTS: dict[str, list[str]] = {
               "tasks.*.prompts",
               "prompts.*.student", "strategy.from_base", "tasks.*.strategy.from_base",
               "tasks.*.strategy"],
-    "predict": ["student.*", "tasks.*.n_test", "tasks.*.student_sampling.*",
+    "predict": ["student.*", "tasks.*.n_test", "tasks.*.n_guard", "tasks.*.student_sampling.*",
                 "strategy.mine_from", "tasks.*.strategy.mine_from"],
     "mine": [],
     "augment": ["teacher.*", "tasks.*.teacher_sampling.*", "prompts.*.teacher", "prompts.*.s3",

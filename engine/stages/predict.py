@@ -1,4 +1,4 @@
-"""PREDICT: the student over the mining and test rows, each output graded by the task."""
+"""PREDICT: the student over the mining, test and guard rows, each output graded by the task."""
 
 from __future__ import annotations
 
@@ -42,11 +42,14 @@ def grade(examples: pa.Table, generated: pa.Table, task: Task, split: str) -> pa
 
 
 def predict(task: Task, mining: pa.Table, test: pa.Table, model: str, generate,
-            sampling: dict) -> StageResult:
-    """The student `model` over the mining set and the test set, in one pass, graded.
+            sampling: dict, guard: pa.Table | None = None) -> StageResult:
+    """The student `model` over the mining set, the test set and the guard rows (the held-out
+    rows that choose the round a unit ships; tasks.<i>.n_guard), in one pass, graded.
     generate: (requests, model) -> GENERATED rows, kept beside the predictions."""
-    both = pa.concat_tables([mining, test])
-    generated = generate(student_requests(both, task, sampling), model)
+    guard = guard if guard is not None else EXAMPLE.empty_table()
+    every = pa.concat_tables([mining, test, guard])
+    generated = generate(student_requests(every, task, sampling), model)
     predictions = pa.concat_tables([grade(mining, generated, task, "train"),
-                                    grade(test, generated, task, "test")])
+                                    grade(test, generated, task, "test"),
+                                    grade(guard, generated, task, "guard")])
     return StageResult(predictions, beside={GENERATIONS: generated})

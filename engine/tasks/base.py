@@ -12,17 +12,28 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
 from engine.config import TaskConfig
 from engine.errors import DataError
+from engine.records import GUARD, VALIDATION
 from engine.tasks.loaders import check_source, pick_fields, read_source
 from engine.tasks.row_checks import not_in_training
 
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
 # the marker of a list item a rationale may start with: "1.", "2)", "-", "*", "Reason 3:"
 RATIONALE_MARKER = re.compile(r"^\s*(?:(?:reason\s*)?\d+\s*[.):]|[-*•])\s*", re.I)
+
+
+class Splits(NamedTuple):
+    """A task's rows by role (Task.splits)."""
+
+    seed: list[dict]
+    test: list[dict]
+    validation: list[dict]  # mined for errors (mine_from: validation), or choosing epochs
+    guard: list[dict]  # choose the round a unit ships; the teacher never reads them
 
 
 @dataclass(frozen=True)
@@ -118,14 +129,16 @@ class Task:
 
     def seed_and_test(self) -> tuple[list[dict], list[dict]]:
         """The seed training rows and the test rows, shuffled deterministically from the seed."""
-        seed, test, _ = self.splits(validation=False)
+        seed, test, *_ = self.splits(validation=False)
         return seed, test
 
-    def splits(self, validation: bool = True) -> tuple[list[dict], list[dict], list[dict]]:
-        """(seed, test, validation) rows. Validation rows (what s3 mines errors from) come from
-        data.validation, else from train right after the seed, so they never overlap it;
-        empty if not asked for. When train and test are the same source (a data set with one
-        labelled split), the test rows are the ones after the seed and n_validation rows."""
+    def splits(self, validation: bool = True) -> Splits:
+        """(seed, test, validation, guard) rows. Validation rows (what s3 mines errors from)
+        come from data.validation, else from train right after the seed, so they never overlap
+        it; empty if not asked for. Guard rows (n_guard: held out to choose the round a unit
+        ships, never shown to the teacher) come from train after the seed and validation's
+        share. When train and test are the same source (a data set with one labelled split),
+        the test rows are the ones after all of those."""
         train = self._as_examples(self.source_rows("train"), "train")
         random.Random(self.seed).shuffle(train)
         one_split = self.cfg.data.test == self.cfg.data.train
@@ -149,13 +162,18 @@ class Task:
         elif validation:
             held_out = train[n_seed:carved]
         for row in held_out:
-            row["origin"] = "validation"
+            row["origin"] = VALIDATION
+        # after validation's share, asked for or not, so adding a guard moves no other split
+        guard = train[carved:carved + self.cfg.n_guard]
+        for row in guard:
+            row["origin"] = GUARD
+        carved += len(guard)
         if one_split:  # after the rows validation may take, asked for or not: every strategy
             test = train[carved:]  # of a task is tested on the same rows
         # a test row that is a training row scores what the student saw, not what it learnt
-        test, self.shared_test_rows = not_in_training(test, train[:n_seed] + held_out)
+        test, self.shared_test_rows = not_in_training(test, train[:n_seed] + held_out + guard)
         n_test = self.cfg.n_test or len(test)
-        return train[:n_seed], test[:n_test], held_out
+        return Splits(train[:n_seed], test[:n_test], held_out, guard)
 
     def _as_examples(self, role_rows: list[dict], split: str) -> list[dict]:
         rows = []

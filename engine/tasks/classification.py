@@ -74,12 +74,13 @@ class ClassificationTask(Task):
         return (a.removeprefix(f"{first}: "), b) if sep else (text, "")
 
     def first_text_pool(self) -> tuple[str, ...]:
-        """The distinct first texts of the train rows that are neither seed nor validation
-        rows, less any a test or validation row has: unlabelled premises, in file order."""
+        """The distinct first texts of the train rows that are not seed, validation or guard
+        rows, less any a test, validation or guard row has: unlabelled premises, in file
+        order."""
         if "_first_pool" not in self.__dict__:
-            seed, test, validation = self.splits()
-            taken = {r["id"] for r in seed + validation}
-            held = {self.pair_texts(r["input"])[0] for r in test + validation}
+            seed, test, validation, guard = self.splits()
+            taken = {r["id"] for r in seed + validation + guard}
+            held = {self.pair_texts(r["input"])[0] for r in test + validation + guard}
             pool: dict[str, None] = {}
             for row in self._as_examples(self.source_rows("train"), "train"):
                 first = self.pair_texts(row["input"])[0]

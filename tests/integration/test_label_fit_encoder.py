@@ -31,7 +31,7 @@ def test_the_real_encoder_rejects_off_label_teacher_rows_and_keeps_fitting_ones(
                       [f"tasks.0.data.train={TREC / 'train.jsonl'}",
                        f"tasks.0.data.test={TREC / 'test.jsonl'}"])
     task = build_task(cfg.tasks[0], 0)
-    seed, _, validation = task.splits()
+    seed, _, validation, _ = task.splits()
     real = seed + validation
     assert len(real) == 264
     rows = pa.table({"input": [r["input"] for r in real], "label": [r["label"] for r in real]})

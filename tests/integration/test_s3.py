@@ -96,7 +96,7 @@ def test_errors_come_from_the_validation_rows_and_are_extrapolated(run):
     label_of = {e["id"]: e["label"] for e in errors}
     assert asked <= set(label_of) and (asked or not errors)
     cfg = load_config(run.parent / "job.yaml")
-    _, test, validation = build_task(cfg.tasks[0], cfg.seed).splits()
+    _, test, validation, _ = build_task(cfg.tasks[0], cfg.seed).splits()
     mined_labels = [v["label"] for v in validation]
     for label in set(label_of.values()):
         cap = math.ceil(len(errors) * mined_labels.count(label) / len(mined_labels))

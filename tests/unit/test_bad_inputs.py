@@ -201,6 +201,7 @@ CASES = [
                                                     "label": 0}], task="    n_seed: 25\n"),
          "50x more than the student reads"),
     Case("n_seed beyond the data", good(task="    n_seed: 500\n"), "n_seed is 500 but"),
+    Case("n_guard beyond the data", good(task="    n_guard: 500\n"), "n_guard is 500 but"),
     # prompt files
     Case("prompt file missing", good(task="    prompts: /no/such/prompts.yaml\n"),
          "prompt file '/no/such/prompts.yaml' does not exist"),

@@ -91,7 +91,7 @@ def run_loop(tmp_path, select_epoch):
 
 def test_the_epoch_is_chosen_on_validation_rows_never_on_test_rows(tmp_path):
     task, trainer = run_loop(tmp_path, "validation")
-    seed, test, validation = task.splits(validation=True)
+    seed, test, validation, _ = task.splits(validation=True)
     given = trainer.validations[0].column("input").to_pylist()
     assert given == [r["input"] for r in validation] and given
     assert not set(given) & {r["input"] for r in test}

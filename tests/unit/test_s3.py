@@ -135,7 +135,7 @@ def test_round_0_writes_the_seed_by_explain_then_generate(tmp_path):
 def test_errors_are_mined_on_the_real_validation_rows_and_extrapolated(tmp_path):
     root, history, gen_t, _, task = s3_loop(tmp_path)
     unit = root / "s3" / "seed_0"
-    _, test, validation = task.splits()
+    _, test, validation, _ = task.splits()
     predicted = [p for p in read(unit, 1, "predict") if p["split"] == "train"]
     assert sorted(p["id"] for p in predicted) == sorted(v["id"] for v in validation)
     mined = read(unit, 1, "mine")
@@ -216,7 +216,7 @@ def test_validation_rows_never_overlap_the_seed_or_test(tmp_path, validation_fil
     if not validation_file:
         paths.pop("validation")
     cfg = RunConfig.model_validate({"tasks": [task_config(paths, n_seed=6)]})
-    seed, test, validation = build_task(cfg.tasks[0], 0).splits()
+    seed, test, validation, _ = build_task(cfg.tasks[0], 0).splits()
     assert len(validation) == 10 and {v["origin"] for v in validation} == {"validation"}
     ids = [r["id"] for r in seed + test + validation]
     assert len(set(ids)) == len(ids)
@@ -229,7 +229,7 @@ def test_each_strategy_asks_about_validation_errors_with_its_own_prompt_file(tmp
     other real rows (llm2llm: seed rows; s3, which has none: other validation rows), so a
     small teacher sees that "like it" means a new text, not a copy."""
     root, _, gen_t, _, task = s3_loop(tmp_path, ("llm2llm+mine_validation", "s3"), n_seed=8)
-    _, _, validation = task.splits()
+    _, _, validation, _ = task.splits()
     shown = {v["input"] for v in validation}
     asked = {}
     for stage, _, requests in gen_t.calls:
@@ -329,7 +329,7 @@ def test_the_fair_floor_trains_on_the_seed_and_the_validation_rows(tmp_path):
     root, history, _, trainer, task = s3_loop(
         tmp_path, ("llm2llm+mine_validation", "seed_only", "seed_only+with_validation"),
         rounds=2, n_seed=8)
-    seed, _, validation = task.splits(True)
+    seed, _, validation, _ = task.splits(True)
     floor = root / "seed_only+with_validation" / "seed_0"
     trained = read(floor, 0, "data")
     assert sorted(r["id"] for r in trained) == sorted(r["id"] for r in seed + validation)

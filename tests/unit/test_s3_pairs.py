@@ -106,7 +106,7 @@ def asks(gen_t) -> list[str]:
 
 def test_the_seed_is_hypotheses_written_on_unused_real_premises(tmp_path):
     unit, gen_t, task = run(tmp_path)
-    _, test, validation = task.splits()
+    _, test, validation, _ = task.splits()
     held = {task.pair_texts(r["input"])[0] for r in test + validation}
     pool = task.first_text_pool()
     assert pool and not set(pool) & held
@@ -124,7 +124,7 @@ def test_the_seed_is_hypotheses_written_on_unused_real_premises(tmp_path):
 def test_an_extrapolated_row_keeps_the_errors_premise_and_only_its_hypothesis_is_gated(
         tmp_path):
     unit, gen_t, task = run(tmp_path)
-    _, _, validation = task.splits()
+    _, _, validation, _ = task.splits()
     errors = {e["id"]: e for e in read(unit, 1, "mine")}
     candidates = read(unit, 1, "augment")
     assert errors and candidates

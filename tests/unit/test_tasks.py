@@ -302,7 +302,7 @@ def test_one_labelled_split_is_cut_into_disjoint_seed_and_test(tmp_path):
                             for k in range(10)))
     task = build_task(TaskConfig(name="gsm8k", n_seed=3, n_test=None, n_validation=2,
                                  data={"train": str(path), "test": str(path)}), 0)
-    seed, test, validation = task.splits()
+    seed, test, validation, _ = task.splits()
     assert len(seed) == 3 and len(validation) == 2 and len(test) == 5
     assert task.seed_and_test() == (seed, test)  # the same test rows, validation or not
     inputs = [r["input"] for r in seed + validation + test]
@@ -336,7 +336,7 @@ def test_a_real_row_the_student_got_wrong_is_asked_about_after_a_worked_request(
     row of the label, answered with real rows, before the row itself."""
     task = rte_task()
     task.cfg = task.cfg.model_copy(update={"n_seed": 20, "n_validation": 2})
-    seed, _, validation = task.splits()
+    seed, _, validation, _ = task.splits()
     row = validation[0]
     assert row["origin"] == "validation"
     demos = task.demonstrations(row, seed, 3)
@@ -415,14 +415,14 @@ def test_the_builtin_reviews_are_distinct_deterministic_and_carved_without_overl
     assert any(" not " in r["text"] for r in rows) and any(", but " in r["text"] for r in rows)
     task = build_task(TaskConfig(name="reviews", n_seed=16, n_validation=100, n_test=400), 0)
     assert isinstance(task, ReviewsTask) and task.check() == []
-    seed, test, validation = task.splits()
+    seed, test, validation, _ = task.splits()
     assert (len(seed), len(validation), len(test)) == (16, 100, 400)
     texts = [{r["input"] for r in part} for part in (seed, validation, test)]
     assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
     assert task.grade("positive", "positive") == ("positive", True)
     # the preset alone is the few-row setting the task is for, not half the pool as seed
     assert [len(part) for part in build_task(TaskConfig(name="reviews"), 0).splits()] == \
-        [16, 400, 100]
+        [16, 400, 100, 0]
 
 
 def test_a_reviews_task_that_sets_labels_fields_or_files_is_refused_when_checked():

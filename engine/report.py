@@ -16,6 +16,7 @@ import statistics
 from collections import defaultdict
 
 from engine.inspect import run_units, unit_metrics
+from engine.metrics import chosen_round
 from engine.provenance import saved_run
 from engine.storage import RunStorage
 from engine.strategies import strategy_class
@@ -260,14 +261,19 @@ def composition_rows(strategies: dict) -> list[dict]:
 
 
 def summary_rows(strategies: dict) -> list[dict]:
-    """One line per strategy: its last round's test accuracy (mean over seeds) and totals."""
+    """One line per strategy: its last round's test accuracy (mean over seeds), that of the
+    round each seed ships (chosen on its guard rows; tasks.<i>.n_guard), and totals."""
     out = []
     for name, by_seed in strategies.items():
         last = [h[-1] for h in by_seed.values() if h]
         acc = [m["test_accuracy"] for m in last if m.get("test_accuracy") is not None]
+        chosen = [c for h in by_seed.values() if (c := chosen_round(h))
+                  and c.get("test_accuracy") is not None]
         out.append({
             "strategy": name, "seeds": len(by_seed), "round": max(m["round"] for m in last),
             "test_accuracy": f"{statistics.fmean(acc):.3f}" if acc else "-",
+            "shipped": (f"{statistics.fmean(c['test_accuracy'] for c in chosen):.3f} (rounds "
+                        f"{', '.join(str(c['round']) for c in chosen)})") if chosen else "-",
             "spread": f"{min(acc):.3f} to {max(acc):.3f}" if len(acc) > 1 else "-",
             "synthetic rows": round(statistics.fmean(m["n_synthetic"] for m in last)),
             "teacher requests": sum(m.get("n_requests") or 0 for h in by_seed.values()
@@ -312,6 +318,7 @@ def render_report(run_dir: str) -> str:
         parts.append(_table(summary_rows(strategies), [
             ("strategy", "strategy"), ("seeds", "seeds"), ("round", "last round"),
             ("test_accuracy", "test accuracy"), ("spread", "spread over seeds"),
+            ("shipped", "test accuracy of the round shipped (best on guard rows)"),
             ("synthetic rows", "synthetic rows"), ("teacher requests", "teacher requests"),
             ("tokens", "tokens")]))
         parts.append("<p><b>Training sets</b> (per round, summed over seeds: rows trained "

@@ -60,6 +60,18 @@ def test_summary_is_the_last_round_over_seeds(run_dir):
     assert rows["llm2llm"]["spread"] == "0.600 to 0.700"
     assert rows["seed_only"]["test_accuracy"] == "0.450" and rows["seed_only"]["round"] == 0
     assert rows["llm2llm"]["teacher requests"] == 6 and rows["llm2llm"]["synthetic rows"] == 2
+    assert rows["llm2llm"]["shipped"] == "-"  # no guard rows: no round is chosen
+
+
+def test_summary_shows_the_round_each_seed_ships_when_guard_rows_chose_it(run_dir):
+    store = RunStorage(run_dir)
+    for seed, guard in ((0, [0.9, 0.8]), (1, [0.5, 0.6])):  # seed 0 ships round 0 (0.5)
+        for r, g in enumerate(guard):
+            path = f"{store.round_dir(f'qa/llm2llm/seed_{seed}', r)}/metrics.json"
+            store.write_json(path, {**json.loads(store.read_text(path)), "guard_accuracy": g})
+    rows = {r["strategy"]: r for r in summary_rows(collect(run_dir)["qa"])}
+    assert rows["llm2llm"]["shipped"] == "0.550 (rounds 0, 1)"
+    assert rows["llm2llm"]["test_accuracy"] == "0.650"  # the last round's, as before
 
 
 def test_report_has_every_plot_and_escapes_the_rows(run_dir, tmp_path):

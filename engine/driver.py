@@ -104,8 +104,9 @@ class RoundLoop:
                   validation: pa.Table | None = None, guard: pa.Table | None = None):
         """One round of one unit, stage by stage; returns (metrics, accepted examples for the
         next round). The guard rows are only predicted (they choose the round a unit ships):
-        no strategy plans from them and the teacher never reads them. With no training rows (round 0 of a unit that writes its own seed),
-        train, predict and mine are recorded as skipped and the augment stage writes the seed."""
+        no strategy plans from them and the teacher never reads them. With no training rows
+        (round 0 of a unit that writes its own seed), train, predict and mine are recorded as
+        skipped and the augment stage writes the seed."""
         timings: dict[str, float] = {}
         stage = lambda name, compute, inputs=None: self.stages.run(  # noqa: E731
             unit, r, name, timings, compute, inputs)
@@ -243,8 +244,8 @@ class RoundLoop:
         ask = lambda stage: lambda requests: self.teacher_gen(  # noqa: E731
             requests, self.teacher_model, stage, group=unit.key)
         # a teacher row that is a held-out row would score what the student saw
-        protected = [*test.column("input").to_pylist(), *view.validation.column("input").to_pylist(),
-                     *guard.column("input").to_pylist()]
+        protected = [text for rows in (test, view.validation, guard)
+                     for text in rows.column("input").to_pylist()]
         cap = lambda asked: request_cap(rules, self.history[unit.key],  # noqa: E731
                                         teacher.prices, asked)
         # without keep_warm, the engines would stop and start again between calls

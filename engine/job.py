@@ -37,7 +37,7 @@ class Prepared:
     cfg: RunConfig
     student_model: str  # local HF folder of the base student
     teacher_model: str  # local HF folder of the teacher, or the API's model name
-    # task -> (seed rows, test rows, validation rows: only where a unit mines them)
+    # task -> its seed, test, validation (only where a unit mines them) and guard rows
     splits: dict[str, Splits]
     api_key: Secret | None = None  # the API teacher's key, read from its environment variable
     # --rerun-affected: task -> the first stage (of round 0) the config change affects

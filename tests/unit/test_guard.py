@@ -46,7 +46,7 @@ def file_task(tmp, n_guard: int) -> TaskConfig:
                       data={"train": str(tmp / "train.jsonl"), "test": str(tmp / "test.jsonl")})
 
 
-def loop(tmp_path, rounds=2, n_guard=5, compare=None):
+def loop(tmp_path, rounds=2, n_guard=5, compare=None, teacher=teacher):
     cfg = RunConfig.model_validate({
         "run_dir": str(tmp_path / "run"), "rounds": rounds, "compare": compare,
         "stop": {"when_nothing_added": False},
@@ -80,6 +80,21 @@ def test_guard_rows_are_predicted_every_round_and_the_teacher_never_reads_them(t
     ours = [p for p in graded if p["split"] == "guard"]
     assert sorted(p["id"] for p in ours) == sorted(r["id"] for r in guard)
     assert history[0]["guard_accuracy"] == sum(p["correct"] for p in ours) / len(ours)
+
+
+def test_a_teacher_row_with_a_guard_row_s_text_is_rejected_like_a_test_row_s(tmp_path):
+    task = build_task(TaskConfig(name="arithmetic", n_seed=10, n_test=6, n_validation=6,
+                                 n_guard=5), 0)
+    held = task.splits().guard[0]
+
+    def copies_the_guard(messages):  # fresh rows, and a guard row written back
+        return f"{teacher(messages)}Question: {held['input']}\nAnswer: {held['target']}\n"
+
+    cfg, _, _, _, _ = loop(tmp_path, rounds=2, teacher=copies_the_guard)
+    store = RunStorage(cfg.run_dir)
+    rows = store.read_table(store.stage_dir("arithmetic", 0, "augment")).to_pylist()
+    copies = [c for c in rows if c["input"] == held["input"]]
+    assert copies and all(c["reject_reason"].startswith("in_protected_set") for c in copies)
 
 
 def test_without_guard_rows_nothing_is_chosen(tmp_path):

@@ -63,8 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder to write into, one subfolder per unit")
     p.add_argument("--task", help="a task, or a compare's unit such as trec/llm2llm/seed_0 "
                                   "(default: every unit)")
-    p.add_argument("--round", type=int, help="the round to export (default: the last one "
-                                             "whose student finished training)")
+    p.add_argument("--round", type=int, help="the round to export (default: the one best on "
+                                             "the task's guard rows, tasks.<i>.n_guard; "
+                                             "without them, the last one whose student "
+                                             "finished training)")
     p.add_argument("--merge", action="store_true",
                    help="a LoRA student's adapter merged into its base, as a full transformers "
                         "model (default: the adapter folder, loaded with peft)")

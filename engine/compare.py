@@ -35,13 +35,13 @@ def compare_rows(cfg: RunConfig) -> list[dict]:
             last = strategy_class(name).rounds(cfg.rounds) - 1  # seed_only: 0
             so_far: dict[str, list[dict]] = {key: [] for _, key in seeds}
             for r in range(cfg.rounds):
-                found = []
+                found, chosen = [], []  # the seeds with this round, and each one's choice
                 for _, key in seeds:
                     if m := _metrics(store, key, min(r, last)):
-                        found.append(m)
                         so_far[key].append(m)
+                        found.append(m)
+                        chosen.append(chosen_round(so_far[key]))
                 if found:
-                    chosen = [chosen_round(so_far[key]) for _, key in seeds if so_far[key]]
                     rows.append(_summary(task.name, name, r, found, chosen))
     return rows
 
@@ -67,9 +67,8 @@ def _metrics(store: RunStorage, key: str, r: int) -> dict | None:
 def _summary(task: str, strategy: str, r: int, found: list[dict],
              chosen: list[dict | None]) -> dict:
     acc = [m["test_accuracy"] for m in found if m["test_accuracy"] is not None]
-    # what each seed would ship after this round (chosen_round): its test accuracy and round
-    shipped = [m for m in chosen if m is not None and m["test_accuracy"] is not None]
-    picked = [m["test_accuracy"] for m in shipped]
+    # what each seed would ship after this round (chosen_round; None without guard rows)
+    picked = [m["test_accuracy"] for m in chosen if m and m["test_accuracy"] is not None]
     fixes = [m["fix_rate"] for m in found if m.get("fix_rate") is not None]
     yields = [m["teacher_yield"] for m in found if m.get("teacher_yield") is not None]
     tops = [m["test_top_answer_share"] for m in found if m.get("test_top_answer_share")]
@@ -81,8 +80,8 @@ def _summary(task: str, strategy: str, r: int, found: list[dict],
         "test_accuracy_by_seed": [m["test_accuracy"] for m in found],
         "chosen_accuracy_mean": statistics.fmean(picked) if picked else None,
         "chosen_accuracy_std": statistics.stdev(picked) if len(picked) > 1 else None,
-        "chosen_accuracy_by_seed": picked,
-        "chosen_round_by_seed": [m["round"] for m in shipped],
+        "chosen_accuracy_by_seed": [m and m["test_accuracy"] for m in chosen],
+        "chosen_round_by_seed": [m and m["round"] for m in chosen],
         "n_synthetic": statistics.fmean(m["n_synthetic"] for m in found),  # rows trained on
         "fix_rate_mean": statistics.fmean(fixes) if fixes else None,
         # the most one-sided seed: the share of its test answers that were its commonest

@@ -263,6 +263,9 @@ def model_card(c: _Context) -> str:
     accuracy = m.get("test_accuracy")
     score = f"{accuracy:.3f} on {m.get('n_test', '?')} test rows" if accuracy is not None \
         else "not measured"
+    if m.get("guard_accuracy") is not None:  # why this round (export's default)
+        score += (f"; {m['guard_accuracy']:.3f} on the guard rows that choose the round "
+                  f"shipped (round {m.get('round', '?')})")
     if c.student_kind == "sequence_classification":
         usage = """```python
 import torch

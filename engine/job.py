@@ -78,11 +78,11 @@ def preflight(config_path: str | None, overrides: list[str],
     splits = {t.name: tasks[t.name].splits(validation=needs_validation(cfg, t))
               for t in cfg.tasks}
     row_warnings = []
-    for name, (seed, test, held_out, _) in splits.items():
+    for name, (seed, test, held_out, guard) in splits.items():
         data = tasks[name].cfg.data
         sources = {"train": data.train, "test": data.test, "validation": data.validation}
         found, warned = row_problems(name, seed, held_out, test, tasks[name].shared_test_rows,
-                                     cfg.train.max_seq_len, sources)
+                                     cfg.train.max_seq_len, sources, guard)
         problems += found
         row_warnings += warned
     if problems:

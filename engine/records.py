@@ -42,7 +42,7 @@ PREDICTION = pa.schema(
     [
         ("id", pa.string()),
         ("task", pa.string()),
-        ("split", pa.string()),  # "train" (mining set) or "test"
+        ("split", pa.string()),  # "train" (mining set), "test" or "guard" (tasks.<i>.n_guard)
         ("origin", pa.string()),  # origin of the example (which origins are mined: mine_from)
         ("output", pa.string()),  # raw student completion
         ("extracted", pa.string()),  # answer the grader pulled out of the output ("" if none)

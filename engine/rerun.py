@@ -15,12 +15,13 @@ from engine.stages import OPERATIONAL, STAGE_INPUTS, STAGES
 
 def changed_fields(cfg: RunConfig) -> list[str]:
     """Settings (and prompt templates, as `prompts.<task>.<role>`) that differ from the run
-    saved in run_dir and would change what finished stages produced. Operational settings and
-    keys the saved record lacks (added by a newer engine) are not counted."""
+    saved in run_dir and would change what finished stages produced. Operational settings are
+    not counted; a key the saved record lacks (added by a newer engine) counts only where it
+    is set away from its default, which is what the older engine did."""
     saved = read_run_record(cfg.run_dir)
     if saved is None:
         return []
-    diffs = _diff(saved.get("config", {}), cfg.model_dump(mode="json"))
+    diffs = _diff(_with_defaults(saved.get("config", {})), cfg.model_dump(mode="json"))
     diffs += _diff(saved.get("prompts", {}), prompt_hashes(cfg), "prompts.")
     return sorted(d for d in diffs if not any(fnmatch.fnmatchcase(d, p) for p in OPERATIONAL))
 
@@ -54,6 +55,15 @@ def _tasks_of(cfg: RunConfig, changed: str) -> list[str]:
     if parts[0] == "prompts" and len(parts) > 2 and parts[1] in names:
         return [parts[1]]
     return names
+
+
+def _with_defaults(config: dict) -> dict:
+    """A saved config with the fields it predates at their defaults; as saved where it no
+    longer validates (a field since removed): its own keys are compared all the same."""
+    try:
+        return RunConfig.model_validate(config).model_dump(mode="json")
+    except ValueError:
+        return config
 
 
 def _diff(old, new, prefix: str = "") -> list[str]:

@@ -76,7 +76,10 @@ class TaskConfig(Strict):
         0, ge=0, description="held-out rows of train (after the seed and validation's share) "
                              "that choose the round a unit ships: the round whose student "
                              "scores best on them (compare's `chosen` column, export); the "
-                             "teacher never reads them, unlike the rows errors are mined from")
+                             "teacher never reads them, unlike the rows errors are mined from. "
+                             "Where train is also the test file they come before the test "
+                             "rows; with a test file of its own, set n_seed (the default seed "
+                             "is all of train)")
     student_sampling: SamplingOverride = Field(
         SamplingOverride(), description="this task's student sampling (e.g. max_tokens: 8 for "
                                         "labels beside a math task in the same job)")

@@ -119,7 +119,7 @@ class CandidateFilter:
     teacher answers as they come (a top-up's answers meet the same index and counts).
 
     known_inputs: the training set's inputs (a near copy of one is a duplicate);
-    protected: test (and validation) inputs a candidate must not leak;
+    protected: test, validation and guard inputs a candidate must not leak;
     style_texts: real texts whose shape a candidate must have (default: known_inputs);
     check: the answer check (AnswerCheck), the one gate that asks the teacher again;
     label_fit: the label-fit gate (engine/gates/label_fit.py), None when off;
@@ -344,7 +344,7 @@ def augment(plan: "RoundPlan", task: Task, r: int, teacher: TeacherConfig, sampl
     """Execute a strategy's plan: (rationales first, where it says so, as targets) every
     target asked about until its quota is accepted or its tries run out, through the gates.
 
-    protected: test and validation inputs no candidate may leak; request_cap(requests sent
+    protected: test, validation and guard inputs no candidate may leak; request_cap(requests sent
     already) -> (requests the asks may send, over_budget) from the unit's stop rules.
     label_fit: the label-fit gate is on (teacher.label_fit, or the strategy's +label_fit);
     embed: its sentence encoder (tests pass a fake one); match: (what, how many) of another

@@ -20,7 +20,7 @@ from engine.config import TaskConfig
 from engine.errors import DataError
 from engine.records import GUARD, VALIDATION
 from engine.tasks.loaders import check_source, pick_fields, read_source
-from engine.tasks.row_checks import not_in_training
+from engine.tasks.row_checks import normal, not_in_training
 
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
 # the marker of a list item a rationale may start with: "1.", "2)", "-", "*", "Reason 3:"
@@ -163,11 +163,15 @@ class Task:
             held_out = train[n_seed:carved]
         for row in held_out:
             row["origin"] = VALIDATION
-        # after validation's share, asked for or not, so adding a guard moves no other split
-        guard = train[carved:carved + self.cfg.n_guard]
+        # after validation's share, asked for or not, so adding a guard moves no other split;
+        # a row with the text of one the student trains on or the teacher reads is skipped
+        guard, seen = [], {normal(r["input"]) for r in train[:n_seed] + held_out}
+        while len(guard) < self.cfg.n_guard and carved < len(train):
+            if normal(train[carved]["input"]) not in seen:
+                guard.append(train[carved])
+            carved += 1
         for row in guard:
             row["origin"] = GUARD
-        carved += len(guard)
         if one_split:  # after the rows validation may take, asked for or not: every strategy
             test = train[carved:]  # of a task is tested on the same rows
         # a test row that is a training row scores what the student saw, not what it learnt

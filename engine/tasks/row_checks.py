@@ -42,10 +42,10 @@ def not_in_training(test: list[dict], trained: list[dict]) -> tuple[list[dict], 
 
 
 def row_problems(task: str, seed: list[dict], validation: list[dict], test: list[dict],
-                 shared: list[dict], max_seq_len: int,
-                 sources: dict[str, str]) -> tuple[list[str], list[str]]:
+                 shared: list[dict], max_seq_len: int, sources: dict[str, str],
+                 guard: list[dict] = ()) -> tuple[list[str], list[str]]:
     """(problems, warnings) of a task's rows. `shared`: the test rows left out because a
-    training row has their text (Task.splits)."""
+    seed, validation or guard row has their text (Task.splits)."""
     problems, warnings = [], []
     name = f"tasks.{task}"
     texts = Counter(normal(r["input"]) for r in seed)
@@ -71,16 +71,17 @@ def row_problems(task: str, seed: list[dict], validation: list[dict], test: list
         else:
             warnings.append(f"{message}; a student cannot get both right")
     if shared:
-        message = (f"{name}: {len(shared)} test row(s) have the text of a seed or validation "
-                   f"row ({', '.join(where(r, sources) for r in shared[:3])})")
-        trained = len(seed) + len(validation)
+        held = "seed, validation or guard" if guard else "seed or validation"
+        message = (f"{name}: {len(shared)} test row(s) have the text of a {held} row "
+                   f"({', '.join(where(r, sources) for r in shared[:3])})")
+        trained = len(seed) + len(validation) + len(guard)
         if len(shared) > MAX_TEST_OVERLAP_SHARE * max(trained, 1):
             problems.append(f"{message}: a student tested on what it trained on scores too "
                             f"high; give a test file that does not share rows with train")
         else:
             warnings.append(f"{message}: left out of the test set")
     reads = max_seq_len * CHARS_PER_TOKEN
-    for row in seed + validation + test:
+    for row in [*seed, *validation, *guard, *test]:
         if len(row["input"]) > OVERLONG_FACTOR * reads:
             problems.append(f"{name}: {where(row, sources)} is {len(row['input']):,} characters, "
                             f"{OVERLONG_FACTOR}x more than the student reads (train.max_seq_len "

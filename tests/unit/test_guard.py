@@ -35,9 +35,16 @@ def test_guard_rows_come_after_the_other_splits_and_move_none_of_them(tmp_path):
     assert parts[0][:3] == parts[5][:3]
 
 
-def file_task(tmp, n_guard: int) -> TaskConfig:
+def test_a_guard_row_never_repeats_a_seed_or_validation_row_s_text(tmp_path):
+    split = build_task(file_task(tmp_path, 12, texts=20), 0).splits()  # each text twice
+    assert len(split.guard) == 12
+    seen = {r["input"] for r in split.seed + split.validation}
+    assert not seen & {r["input"] for r in split.guard}
+
+
+def file_task(tmp, n_guard: int, texts: int = 40) -> TaskConfig:
     for split, n in (("train", 40), ("test", 10)):
-        rows = [{"text": f"{split} row {i} about {'cats' if i % 2 else 'dogs'}",
+        rows = [{"text": f"{split} row {i % texts} about {'cats' if i % 2 else 'dogs'}",
                  "label": "cats" if i % 2 else "dogs"} for i in range(n)]
         (tmp / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return TaskConfig(name="pets", type="classification", labels=["cats", "dogs"],

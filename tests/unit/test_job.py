@@ -46,8 +46,12 @@ def test_fields_a_saved_config_predates_are_not_compared(tmp_path, saved_run):
     saved_path = tmp_path / "run" / "config.yaml"
     saved = yaml.safe_load(saved_path.read_text())
     del saved["config"]["student"]["ignore_eos"]  # as written by an engine without the field
+    del saved["config"]["tasks"][0]["n_guard"]
     saved_path.write_text(yaml.safe_dump(saved))
     preflight(str(path), [])
+    # set away from its default, such a field does change what the run produces
+    with pytest.raises(ConfigError, match=r"changed: tasks.0.n_guard\)"):
+        preflight(str(path), ["tasks.0.n_guard=5"])
 
 
 def test_a_run_saved_with_the_batch_per_worker_resumes_with_the_same_global_batch(

@@ -84,8 +84,9 @@ class RoundLoop:
             for unit in units:
                 if r >= unit.strategy.rounds(self.cfg.rounds) or unit.key in self.stopped:
                     continue
+                split = splits[unit.task.name]
                 test, validation, guard = (pa.Table.from_pylist(rows, schema=EXAMPLE)
-                                           for rows in splits[unit.task.name][1:4])
+                                           for rows in (split.test, split.validation, split.guard))
                 try:
                     m, added = self.run_round(unit, r, train_sets[unit.key], test, validation,
                                               guard)

@@ -82,8 +82,8 @@ def test_guard_rows_are_predicted_every_round_and_the_teacher_never_reads_them(t
         assert all(row["id"] in req.column("request_id").to_pylist() for req in predicted)
         assert not any(row["input"] in text for req in asked
                        for text in req.column("messages").to_pylist())
-    graded = RunStorage(cfg.run_dir).read_table(
-        RunStorage(cfg.run_dir).stage_dir("arithmetic", 0, "predict")).to_pylist()
+    store = RunStorage(cfg.run_dir)
+    graded = store.read_table(store.stage_dir("arithmetic", 0, "predict")).to_pylist()
     ours = [p for p in graded if p["split"] == "guard"]
     assert sorted(p["id"] for p in ours) == sorted(r["id"] for r in guard)
     assert history[0]["guard_accuracy"] == sum(p["correct"] for p in ours) / len(ours)

@@ -15,3 +15,18 @@ def test_import_engine_loads_no_heavy_library():
             f"print([m for m in {HEAVY!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_training_workers_import_deepspeed_without_mlflow():
+    # DeepSpeed's autotuner imports mlflow when it is installed (2.7 s of every training
+    # worker's start here); the trainer's import skips it and leaves mlflow importable.
+    code = ("import sys\n"
+            "from engine.backends.deepspeed_trainer import import_deepspeed\n"
+            "ds = import_deepspeed()\n"
+            "from deepspeed.autotuning import autotuner\n"
+            "print(ds.__name__, 'mlflow' in sys.modules, autotuner.has_mlflow)\n"
+            "import mlflow\n"
+            "print(mlflow.__name__)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # (DeepSpeed logs its accelerator on stdout first)
+    assert out.stdout.splitlines()[-2:] == ["deepspeed False False", "mlflow"], out.stdout

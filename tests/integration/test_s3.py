@@ -1,9 +1,11 @@
-"""S3 on the real stack: `llm2llm compare --strategies s3,zerogen` over three rounds of SST-2
-(and RTE, a pair task: the teacher writes hypotheses on real premises) with no labelled seed.
-Round 0 writes the synthetic seed (s3: rationales from the tiny Llama teacher through vLLM,
-then examples on each; zerogen: as many from the description), rounds 1
-and 2 train a tiny BERT encoder (Ray Train + DeepSpeed) and predict with Ray Data; s3 mines
-the real validation rows and extrapolates its errors."""
+"""S3 on the real stack: `llm2llm compare --strategies s3,zerogen` over three rounds of RTE (a
+pair task: the teacher writes hypotheses on real premises) with no labelled seed. Round 0 writes
+the synthetic seed (s3: rationales from the tiny Llama teacher through vLLM, then examples on
+each; zerogen: as many from the description), rounds 1 and 2 train a tiny BERT encoder (Ray
+Train + DeepSpeed) and predict with Ray Data; s3 mines the real validation rows and extrapolates
+its errors. One task: a pair task goes through every step a one-text task does, and more (the
+one-text path on the real stack: test_two_rounds, test_compare; s3's on fakes: unit tests).
+"""
 
 import json
 import math
@@ -20,26 +22,21 @@ from engine.tasks import build_task
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-SST2 = ROOT.parent / "shared" / "data" / "sst2"
 RTE = ROOT.parent / "shared" / "data" / "rte"
 N_VALIDATION, N_TEST = 8, 8
 
 
 @pytest.fixture(scope="module")
 def run(tiny_encoder, tiny_model, tmp_path_factory):
-    if not SST2.is_dir() or not RTE.is_dir():
-        pytest.skip(f"real SST-2 and RTE data not found at {SST2.parent}")
+    if not RTE.is_dir():
+        pytest.skip(f"real RTE data not found at {RTE}")
     run_dir = tmp_path_factory.mktemp("s3")
     config = {
         "run_dir": str(run_dir), "rounds": 3, "seed": 0,
         # every round runs even when the tiny teacher's rows are all rejected
         "stop": {"when_nothing_added": False},
         # no labelled seed; validation rows come from train, the test rows from GLUE dev
-        "tasks": [{"name": "sst2", "n_seed": 0, "n_validation": N_VALIDATION, "n_test": N_TEST,
-                   "data": {"train": str(SST2 / "train.jsonl"),
-                            "test": str(SST2 / "validation.jsonl")}},
-                  # a pair task: s3's teacher writes hypotheses on real premises
-                  {"name": "rte", "n_seed": 0, "n_validation": N_VALIDATION, "n_test": N_TEST,
+        "tasks": [{"name": "rte", "n_seed": 0, "n_validation": N_VALIDATION, "n_test": N_TEST,
                    "fields": {"text": "premise", "text_b": "hypothesis", "label": "label"},
                    "data": {"train": str(RTE / "train.jsonl"),
                             "test": str(RTE / "validation.jsonl")}}],
@@ -58,7 +55,7 @@ def run(tiny_encoder, tiny_model, tmp_path_factory):
                           "--strategies", "s3,zerogen", "--seeds", "0"],
                          cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
-    return run_dir / "sst2"
+    return run_dir / "rte"
 
 
 def table(unit: Path, r: int, stage: str, name: str = "part-0") -> list[dict]:
@@ -72,7 +69,10 @@ def metrics(unit: Path, r: int) -> dict:
 def test_round_0_writes_the_seed_on_the_teachers_rationales(run):
     unit = run / "s3" / "seed_0"
     rationales = table(unit, 0, "augment", "rationales")
-    assert sorted(r["label"] for r in rationales) == ["negative"] * 2 + ["positive"] * 2
+    cfg = load_config(run.parent / "job.yaml")
+    labels = sorted(build_task(cfg.tasks[0], cfg.seed).labels)
+    assert len(labels) == 2
+    assert sorted(r["label"] for r in rationales) == [labels[0]] * 2 + [labels[1]] * 2
     candidates = table(unit, 0, "augment")
     assert {c["seed_id"] for c in candidates} <= {r["id"] for r in rationales}
     accepted = [c for c in candidates if c["accepted"]]
@@ -119,8 +119,8 @@ def test_zerogen_writes_as_many_rows_from_the_description(run):
 
 def test_on_a_pair_task_the_teacher_writes_hypotheses_on_real_premises(run):
     cfg = load_config(run.parent / "job.yaml")
-    task = build_task(cfg.tasks[1], cfg.seed)
-    unit = run.parent / "rte" / "s3" / "seed_0"
+    task = build_task(cfg.tasks[0], cfg.seed)
+    unit = run / "s3" / "seed_0"
     pool = set(task.first_text_pool())
     # every hypothesis the teacher wrote is paired with a premise of a train row no split uses
     parsed = [c for c in table(unit, 0, "augment")
@@ -131,7 +131,7 @@ def test_on_a_pair_task_the_teacher_writes_hypotheses_on_real_premises(run):
         if not c["reject_reason"].startswith(("unparsed", "teacher_error")):
             assert task.pair_texts(c["input"])[0] == task.pair_texts(errors[c["seed_id"]])[0]
     # zerogen, its baseline, writes its hypotheses on premises of the same pool
-    zerogen = run.parent / "rte" / "zerogen" / "seed_0"
+    zerogen = run / "zerogen" / "seed_0"
     written = [c for c in table(zerogen, 0, "augment")
                if not c["reject_reason"].startswith(("unparsed", "teacher_error"))]
     assert written and {task.pair_texts(c["input"])[0] for c in written} <= pool

@@ -66,11 +66,33 @@ def engine_kwargs(cfg: GenerationConfig, lora: LoraConfig | None = None) -> dict
     }
 
 
+def cpu_engine_layout() -> dict:
+    """On a CPU, run vLLM's engine core in this process and only its model worker in a
+    process of its own; returns the engine settings that go with it.
+
+    By default vLLM starts three processes in a row, each importing vLLM (8-11 s each on this
+    2-core machine): the caller, the engine core, the model worker. The engine core's own
+    process buys a GPU engine its overlap of scheduling with the model's step; on a CPU the
+    model worker's threads fill the cores anyway. The worker keeps its process (the
+    multiprocessing executor, named here) because that is where vLLM binds its OpenMP threads
+    to cores. Measured: BENCHMARKS.md, generation. GPUs, and a user's own
+    VLLM_ENABLE_V1_MULTIPROCESSING, keep vLLM's default."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return {}
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # read when the LLM starts
+    if os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] != "0":
+        return {}
+    return {"distributed_executor_backend": "mp"}
+
+
 class VLLMReplica:
     """One vLLM engine in one Ray actor; `generate` answers a batch of chat requests. Calls
     run on threads of their own (max_concurrency), their rows in the engine's one batch."""
 
     def __init__(self, model: str, engine: dict, seed: int):
+        engine = {**engine, **cpu_engine_layout()}
         from vllm import LLM
 
         self.name = f"{socket.gethostname()}:{os.getpid()}"

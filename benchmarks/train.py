@@ -130,7 +130,9 @@ def compare_once(examples: pa.Table, labels: list[str], model_dir: str, encoder:
     run = {"plain_torch": plain_loop(examples, model_dir, TrainConfig(**base_settings), batch,
                                      0, labels if encoder else None)}
     plain = run["plain_torch"]
-    init_local(max(2, batch), include_dashboard=False)  # as the engine starts it
+    # As the engine starts it (engine/job.py), the dashboard on: Ray Train's placement-group
+    # cleaner polls the state API it serves each second, and without it fails and warns.
+    init_local(max(2, batch))
     try:
         for name in names:
             overrides = dict(VARIANTS[name])

@@ -92,7 +92,8 @@ def require_columns(table: pa.Table, columns: list[str], stage: str) -> None:
 
 
 def request_id(seed_id: str, round_: int, sample: int = 0) -> str:
-    """A teacher request about a target row in a round; `sample` > 0 for a top-up ask."""
+    """A teacher request about a target row in a round; `sample` > 0 for a top-up ask, and
+    for any ask after round 0 (its samples are the round's own: stages/augment.py)."""
     return f"{seed_id}@r{round_}" + (f"~{sample}" if sample else "")
 
 

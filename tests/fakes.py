@@ -42,6 +42,23 @@ class FakeGenerator:
         return pa.Table.from_pylist(rows, schema=GENERATED)
 
 
+class KeyedTeacher(FakeGenerator):
+    """Answers as the real pipeline with its response cache does: the same request (messages,
+    sample, draw) gets the same answer, a new sample a new one."""
+
+    def __call__(self, requests, model, stage, group=""):
+        n = requests.num_rows
+        keys = zip(*(requests.column(c).to_pylist() if c in requests.column_names else [0] * n
+                     for c in ("sample", "draw")))
+        keyed = requests.set_column(
+            requests.schema.get_field_index("messages"), "messages",
+            pa.array([json.dumps([*json.loads(m)[:-1], {
+                **json.loads(m)[-1],
+                "content": json.loads(m)[-1]["content"] + f"\n(sample {s}, draw {d})"}])
+                for m, (s, d) in zip(requests.column("messages").to_pylist(), keys)]))
+        return super().__call__(keyed, model, stage, group)
+
+
 class FakeTrainer:
     """StudentTrainer that records what it was given and writes a marker 'model' folder."""
 

@@ -64,9 +64,11 @@ def teacher_requests(targets: pa.Table, task: Task, n_per_error: int, round_: in
 
 
 DRAW_STRIDE = 1000  # sample numbers per draw of a repeated prompt (top-ups stay below it)
-# sample numbers per round of a plan that writes rows as the seed was, after round 0 (s3's
-# no-extrapolation control): its prompts are round 0's, and the cache would answer them with
-# round 0's rows, every one then a duplicate of the seed
+# sample numbers per round: a later round asks some of an earlier round's exact prompts (an
+# error still wrong, with the same wrong answer; a random row drawn again; s3's control, whose
+# prompts are round 0's), and with the same sample the response cache would answer them with
+# the earlier round's rows, every one then a near copy of a row already kept (SST-2: 18 of a
+# round's 39 targets, 50 of its 153 candidates). The round is not in the cache key; this is.
 ROUND_STRIDE = 1_000_000
 
 
@@ -354,8 +356,8 @@ def augment(plan: "RoundPlan", task: Task, r: int, teacher: TeacherConfig, sampl
     if plan.first_texts:  # the teacher writes second texts on real first ones
         task = task.writing_second(plan.first_texts, draw=f"r{r}:d{calls.draw}")
     targets = plan.targets
-    # a seed-like plan after round 0 asks what round 0 asked: new samples, so new answers
-    fresh = r * ROUND_STRIDE if plan.rationales_per_label else 0
+    # a prompt asked in an earlier round gets new samples, so new answers (ROUND_STRIDE)
+    fresh = r * ROUND_STRIDE
     if plan.rationales_per_label:
         targets, rationale_asks, answers = ask_rationales(
             task, plan.rationales_per_label, r, calls.ask,

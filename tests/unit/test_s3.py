@@ -18,7 +18,7 @@ from engine.stages.train import at_added_share
 from engine.strategies import seed_quota
 from engine.tasks import build_task
 from engine.tasks.base import Task
-from tests.fakes import FakeGenerator, FakeTrainer
+from tests.fakes import FakeGenerator, FakeTrainer, KeyedTeacher
 
 POSITIVE = ["wonderful", "moving", "brilliant", "joyful", "superb", "charming"]
 NEGATIVE = ["dull", "clumsy", "tedious", "awful", "bland", "painful"]
@@ -404,23 +404,6 @@ def test_the_control_copies_s3s_round_1_student_and_trains_its_own_after(tmp_pat
     assert control["test_accuracy"] == s3["test_accuracy"]
     # rounds 1 and 2 of s3 and zerogen, round 2 of the control: five trainings, not six
     assert len(trainer.calls) == 5
-
-
-class KeyedTeacher(FakeGenerator):
-    """Answers as the real pipeline with its response cache does: the same request (messages,
-    sample, draw) gets the same answer, a new sample a new one."""
-
-    def __call__(self, requests, model, stage, group=""):
-        n = requests.num_rows
-        keys = zip(*(requests.column(c).to_pylist() if c in requests.column_names else [0] * n
-                     for c in ("sample", "draw")))
-        keyed = requests.set_column(
-            requests.schema.get_field_index("messages"), "messages",
-            pa.array([json.dumps([*json.loads(m)[:-1], {
-                **json.loads(m)[-1],
-                "content": json.loads(m)[-1]["content"] + f"\n(sample {s}, draw {d})"}])
-                for m, (s, d) in zip(requests.column("messages").to_pylist(), keys)]))
-        return super().__call__(keyed, model, stage, group)
 
 
 def test_the_control_asks_for_new_rationales_in_later_rounds_not_round_0s_again(tmp_path):

@@ -16,7 +16,7 @@ from engine.metrics import fix_rates
 from engine.records import EXAMPLE, PREDICTION
 from engine.strategies import RoundView, build_strategy
 from engine.tasks import build_task
-from tests.fakes import FakeGenerator, FakeTrainer
+from tests.fakes import FakeGenerator, FakeTrainer, KeyedTeacher
 from tests.unit.test_driver import teacher
 
 
@@ -31,7 +31,7 @@ def knowing_student(task):
 
 
 def compare_loop(tmp_path, strategies, seeds=(0, 1), rounds=3, match="targets",
-                 teacher=teacher, **strategy):
+                 teacher=teacher, teacher_gen=None, **strategy):
     cfg = RunConfig.model_validate({
         "run_dir": str(tmp_path / "run"), "rounds": rounds, "strategy": strategy,
         "compare": {"strategies": strategies, "seeds": list(seeds), "match": match},
@@ -39,7 +39,7 @@ def compare_loop(tmp_path, strategies, seeds=(0, 1), rounds=3, match="targets",
         "stop": {"when_nothing_added": False},
         "tasks": [{"name": "arithmetic", "n_seed": 12, "n_test": 6}]})
     tasks = [build_task(t, cfg.seed) for t in cfg.tasks]
-    gen_s, gen_t = FakeGenerator(knowing_student(tasks[0])), FakeGenerator(teacher)
+    gen_s, gen_t = FakeGenerator(knowing_student(tasks[0])), teacher_gen or FakeGenerator(teacher)
     trainer = FakeTrainer()
     loop = RoundLoop(cfg, tasks, "base", "teacher", gen_s, gen_t, trainer, log=lambda m: None)
     history = [m for ms in loop.run() for m in ms]
@@ -432,3 +432,34 @@ def test_each_training_seed_asks_the_teacher_for_its_own_draw(tmp_path):
     assert draws[("augment", 0)] == {frozenset({0})}
     assert draws[("augment", 1)] == {frozenset({1})}
     assert draws[("check", 0)] == draws[("check", 1)] == {None}
+
+
+def test_an_error_asked_again_in_a_later_round_gets_new_answers_not_round_0s(tmp_path):
+    """The response cache keys a request by its messages and sample, not its round: an error
+    still wrong a round later, with the same wrong answer, is round 0's exact prompt, and
+    with round 0's sample the cache answers round 0's rows again, each then a near copy of a
+    row already kept (a SST-2 round: 18 of its 39 targets asked again, 50 of its 153
+    candidates round 0's). A later round asks with samples of its own."""
+    from engine.generation.cache import cache_key
+
+    _, _, gen_t, _ = compare_loop(tmp_path, ["llm2llm"], seeds=(0,), rounds=3,
+                                  teacher_gen=KeyedTeacher(teacher))
+    asks = {}
+    for stage, _, req in gen_t.calls:
+        if stage != "augment":
+            continue
+        for rid, keyed, s, n, d in zip(*(req[c].to_pylist() for c in (
+                "request_id", "messages", "sampling", "sample", "draw"))):
+            *before, last = json.loads(keyed)  # the request as asked, without the key shown
+            m = json.dumps([*before, {**last, "content": last["content"].rsplit("\n(sample", 1)[0]}])
+            asks.setdefault(int(rid.split("@r")[1].split("~")[0]), []).append(
+                (m, cache_key("teacher", m, s, d, None, n)))
+    messages = lambda r: {m for m, _ in asks[r]}  # noqa: E731
+    keys = lambda r: {k for _, k in asks[r]}  # noqa: E731
+    assert messages(0) & messages(1)  # the knowing student misses the same rows again
+    assert not keys(0) & keys(1)
+    unit = tmp_path / "run" / "arithmetic" / "llm2llm" / "seed_0"
+    rows = lambda r: pq.read_table(unit / f"round_{r}" / "augment" /  # noqa: E731
+                                   "part-0.parquet").to_pylist()
+    assert not {x["input"] for x in rows(0)} & {x["input"] for x in rows(1)}
+    assert not [x for x in rows(1) if (x["reject_reason"] or "").startswith("duplicate")]

@@ -31,10 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="YAML config file (see jobs/configs/)")
     p.add_argument("overrides", nargs="*", help="overrides such as train.lr=1e-4")
-    p.add_argument("--strategies", required=True,
+    p.add_argument("--strategies",
                    help="comma-separated names, each with any switches after a '+', e.g. "
-                        "llm2llm,random,seed_only,llm2llm+one_shot (listed above)")
-    p.add_argument("--seeds", default="0,1,2", help="training seeds, e.g. 0,1,2")
+                        "llm2llm,random,seed_only,llm2llm+one_shot (listed above); default: "
+                        "the config's compare.strategies")
+    p.add_argument("--seeds", help="training seeds, e.g. 0,1,2; default: the config's "
+                                   "compare.seeds, else 0,1,2")
     p.add_argument("--match", choices=["targets", "requests", "rows"],
                    help="what the baselines match of plain llm2llm's (else s3's) round: the "
                         "rows it asked about (the default), its teacher requests, or the rows "
@@ -112,6 +114,20 @@ def print_settings(section: str) -> int:
     return 0
 
 
+def compare_overrides(args: argparse.Namespace) -> list[str]:
+    """`llm2llm compare`'s overrides: the flags given, over the config's `compare` section.
+    Without --strategies the config must list them (else a plain run would start)."""
+    from engine.config import load_config
+    from engine.errors import ConfigError
+
+    if not args.strategies and load_config(args.config, args.overrides).compare is None:
+        raise ConfigError([f"{args.config} has no compare section: name the strategies, "
+                           f"e.g. --strategies llm2llm,random,seed_only"])
+    flags = {"strategies": args.strategies and f"[{args.strategies}]",
+             "seeds": args.seeds and f"[{args.seeds}]", "match": args.match}
+    return args.overrides + [f"compare.{key}={value}" for key, value in flags.items() if value]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # Overrides may come before or after flags; argparse leaves the later ones unparsed.
@@ -160,10 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  warning: {warning}")
         elif args.command == "compare":
             # A compare is a run with a `compare` section: resumable and re-plannable like any.
-            run_job(args.config, args.overrides + [f"compare.strategies=[{args.strategies}]",
-                                                   f"compare.seeds=[{args.seeds}]"]
-                    + ([f"compare.match={args.match}"] if args.match else []),
-                    args.rerun_affected, args.verbose)
+            # A flag overrides the config's section; without one, the config's value stands.
+            run_job(args.config, compare_overrides(args), args.rerun_affected, args.verbose)
         else:
             run_job(args.config, args.overrides, args.rerun_affected, args.verbose)
     except EngineError as exc:

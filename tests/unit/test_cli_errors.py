@@ -119,3 +119,32 @@ def test_ctrl_c_ends_with_a_line_not_a_traceback(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err == ("llm2llm: interrupted (the finished stages are kept: run the same command "
                    "to resume)\n")
+
+
+def test_compare_flags_override_the_configs_section_and_only_when_given(tmp_path, monkeypatch):
+    """`--seeds` used to be sent as 0,1,2 whether given or not, so a config's compare.seeds
+    (the demo's [0]) was silently replaced; and --strategies was required even where the
+    config lists them."""
+    import engine.job
+    from engine.cli import main
+
+    config = tmp_path / "job.yaml"
+    config.write_text(f"run_dir: {tmp_path}/run\ntasks: [{{name: arithmetic}}]\n"
+                      "compare: {strategies: [llm2llm, seed_only], seeds: [0]}\n")
+    seen = []
+    monkeypatch.setattr(engine.job, "run_job", lambda path, overrides, *a: seen.append(overrides))
+    assert main(["compare", str(config)]) == 0
+    assert main(["compare", str(config), "--seeds", "3,4", "rounds=2"]) == 0
+    assert seen == [[], ["rounds=2", "compare.seeds=[3,4]"]]
+
+
+def test_compare_without_strategies_anywhere_names_the_flag(tmp_path, monkeypatch, capsys):
+    import engine.job
+    from engine.cli import main
+
+    config = tmp_path / "job.yaml"
+    config.write_text(f"run_dir: {tmp_path}/run\ntasks: [{{name: arithmetic}}]\n")
+    monkeypatch.setattr(engine.job, "run_job", lambda *a: pytest.fail("a plain run started"))
+    assert main(["compare", str(config), "--seeds", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "has no compare section" in err and "--strategies llm2llm,random,seed_only" in err

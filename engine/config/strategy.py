@@ -38,13 +38,14 @@ class StrategyConfig(Strict):
         False, description="classification tasks: a round's targets keep the label mix of the "
                            "rows mined (errors first, topped up with rows of the same label "
                            "the student got right), instead of following the errors, which "
-                           "a weak student makes mostly on one label")
+                           "a weak student makes mostly on one label (strategies that aim at "
+                           "errors: llm2llm, s3; compare switch +label_mix)")
     stratify_errors: bool = Field(
         False, description="classification tasks: a round asks about at most each label's "
                            "share of its targets by the mined rows' label mix, from the "
                            "errors alone (s3 implies it: the paper-consistent form of "
-                           "keep_label_mix, which tops up with right rows); compare switch "
-                           "+stratify")
+                           "keep_label_mix, which tops up with right rows; strategies that aim "
+                           "at errors); compare switch +stratify")
     rationales_per_label: int = Field(
         4, ge=1, description="s3 seed synthesis: rationales the teacher writes per label (what "
                              "makes a text have it), each the theme of some examples; zerogen "
@@ -138,6 +139,7 @@ SWITCHES = {"one_shot": {"one_shot": True}, "mine_all": {"mine_from": "all"},
             "label_fit": {"label_fit": True}, "no_extrapolation": {"extrapolate": False},
             "with_validation": {"train_on_validation": True},
             "stratify": {"stratify_errors": True}}
+ERROR_SHAPING = ("label_mix", "stratify")  # only for strategies whose targets are the errors
 
 
 def strategy_variant(spec: str) -> dict:
@@ -160,6 +162,10 @@ def strategy_variant(spec: str) -> dict:
             except ValueError:
                 raise ValueError(f"{spec!r}: {key} takes a number, e.g. "
                                  f"{name}+{key}=0.25") from None
+        elif switch in ERROR_SHAPING and not strategy.targets_errors:
+            raise ValueError(f"{spec!r}: {switch} shapes which errors a strategy asks about; "
+                             f"{name} draws its targets otherwise, so it would change nothing. "
+                             f"Put it on an aimed strategy (llm2llm+{switch}, s3+{switch})")
         elif switch in SWITCHES and (strategy.takes_switches
                                      or switch in strategy.own_switches):
             fields.update(SWITCHES[switch])

@@ -106,6 +106,9 @@ class Strategy:
     # has several such strategies, the lowest rank sets it (llm2llm 0, s3 1). None: never.
     budget_rank: ClassVar[int | None] = None
     takes_switches: ClassVar[bool] = True  # accepts the ablation switches (config.SWITCHES)
+    # Its targets are the round's errors (Strategy.aimed), so the switches that shape which
+    # errors are asked about (+label_mix, +stratify) apply; False: it draws them otherwise.
+    targets_errors: ClassVar[bool] = True
     own_switches: ClassVar[tuple[str, ...]] = ()  # the ones it takes where it takes no others
     implied: ClassVar[dict] = {}  # settings it implies unless given (s3: mine_from)
     options: ClassVar[dict[str, str]] = {}  # compare switches `key=X` -> settings field

@@ -14,6 +14,7 @@ class Mixed(Strategy):
     name = "mixed"
     summary = "as many requests as llm2llm, targeted_share of them aimed at errors, the rest random"
     options = {"share": "targeted_share"}
+    targets_errors = False  # its own draw: +label_mix and +stratify would do nothing
 
     def targets(self, view: RoundView):
         n = view.errors.num_rows if view.budget is None else view.budget

@@ -1,5 +1,6 @@
-"""`random`: the same number of teacher requests as the targeted run, for seed rows drawn at
-random instead of the errors. Separates "more data" from "data aimed at errors"."""
+"""`random`: as many rows asked about as the targeted run (compare.match), drawn at random from
+the rows errors are mined from instead of the errors. Separates "more data" from "data aimed
+at errors"."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from engine.strategies.base import RoundView, Strategy, register, take_random
 @register
 class RandomRows(Strategy):
     name = "random"
-    summary = "as many requests as llm2llm, for seed rows drawn at random"
+    summary = "as many rows asked about as llm2llm, drawn at random from the mined rows"
+    targets_errors = False  # its own draw: +label_mix and +stratify would do nothing
 
     def targets(self, view: RoundView):
         n = view.errors.num_rows if view.budget is None else view.budget

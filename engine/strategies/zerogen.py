@@ -15,6 +15,7 @@ class ZeroGen(Strategy):
     name = "zerogen"
     summary = "as many requests, from the task description and labels alone"
     synthesizes_seed = True
+    targets_errors = False  # its own draw: +label_mix and +stratify would do nothing
     # on a pair task ZeroGen writes the hypothesis to a real unlabelled premise, as S3 does
     second_text_templates = ("zerogen_user_second",)
 

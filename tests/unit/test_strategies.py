@@ -252,6 +252,20 @@ def test_label_mix_is_a_compare_switch():
                                                 "keep_label_mix": True}
 
 
+@pytest.mark.parametrize("spec", ["random+label_mix", "random+stratify", "mixed+label_mix",
+                                  "zerogen+stratify"])
+def test_error_shaping_switches_are_refused_where_no_errors_are_aimed_at(spec):
+    """random, mixed and zerogen draw their own targets (never Strategy.aimed): +label_mix or
+    +stratify on them changed nothing and ran a unit named as if it did."""
+    from engine.config import CompareConfig, strategy_variant
+
+    with pytest.raises(ValueError, match="would change nothing.*llm2llm\\+"):
+        strategy_variant(spec)
+    with pytest.raises(ValueError, match="would change nothing"):
+        CompareConfig(strategies=["llm2llm", spec])
+    assert strategy_variant("llm2llm+stratify")["stratify_errors"] is True
+
+
 def test_ablations_continue_training_and_spend_the_budget_at_once(tmp_path):
     cfg, history, gen_t, trainer = compare_loop(
         tmp_path, ["llm2llm"], seeds=[0], from_base=False, one_shot=True)

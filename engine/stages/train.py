@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.backends import StudentTrainer
-from engine.records import SEED, StageResult
+from engine.records import SEED, VALIDATION, StageResult
 from engine.tasks import Task
 
 
@@ -31,13 +31,14 @@ def train_student(task: Task, train_set: pa.Table, base: str, out: str, trainer:
 
 def at_added_share(train_set: pa.Table, share: float | None, rng: random.Random) -> pa.Table:
     """The rows a round trains on: the training set with its added rows (written by the
-    rounds, not the seed: every row but the real seed's, or where there is none, but round
-    0's synthetic seed) at `share` of it, as the S3 paper's Eq. 2 mixes p * P_add +
+    rounds, not the seed: every row but the real ones (the seed's, and the validation rows
+    seed_only+with_validation trains on), or where there are none, but round 0's synthetic
+    seed) at `share` of it, as the S3 paper's Eq. 2 mixes p * P_add +
     (1 - p) * P(0): repeated (whole copies, then a random part) when they are fewer, a random
     subset when more. None: every row once."""
     if share is None or train_set.num_rows == 0:
         return train_set
-    seeded = pc.equal(train_set["origin"], SEED)
+    seeded = pc.is_in(train_set["origin"], value_set=pa.array([SEED, VALIDATION]))
     if not pc.any(seeded).as_py():
         seeded = pc.equal(train_set["round"], 0)
     seed, added = train_set.filter(seeded), train_set.filter(pc.invert(seeded))

@@ -365,6 +365,10 @@ def test_added_rows_are_trained_on_at_the_set_share():
     fewer = at_added_share(labelled, 0.1, random.Random(0))  # round(10 / 9) = 1 of the 3
     assert count(fewer, "synthetic") == 1 and count(fewer, "seed") == 10
     assert at_added_share(labelled, None, random.Random(0)) is labelled
+    # real validation rows (seed_only+with_validation) are not added rows: kept once each
+    real = pa.Table.from_pylist(example_rows(10, "seed", -1) + example_rows(5, "validation", -1),
+                                schema=EXAMPLE)
+    assert at_added_share(real, 0.5, random.Random(0)) is real
     # with no real seed, round 0's synthetic seed is the seed
     synthetic = pa.Table.from_pylist(example_rows(8, "synthetic", 0)
                                      + example_rows(4, "synthetic", 1), schema=EXAMPLE)

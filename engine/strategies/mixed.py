@@ -1,4 +1,4 @@
-"""`mixed`: a share of the requests aimed at errors, the rest at random seed rows. Aimed rows
+"""`mixed`: a share of the rows asked about are errors, the rest random mined rows. Aimed rows
 help where the teacher handles the hard cases, breadth where the seed is thin."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from engine.strategies.base import RoundView, Strategy, register, take_random
 @register
 class Mixed(Strategy):
     name = "mixed"
-    summary = "as many requests as llm2llm, targeted_share of them aimed at errors, the rest random"
+    summary = "as many rows asked about as llm2llm, targeted_share of them errors, the rest random"
     options = {"share": "targeted_share"}
     targets_errors = False  # its own draw: +label_mix and +stratify would do nothing
 

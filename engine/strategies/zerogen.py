@@ -1,4 +1,4 @@
-"""`zerogen`: the same number of teacher requests, written from the task's description and
+"""`zerogen`: as many rows asked about (compare.match), written from the task's description and
 label names alone, no seed row shown (ZeroGen-style one-shot synthesis). Shows what the seed
 rows, and the errors among them, add to the teacher's prompt."""
 
@@ -13,7 +13,7 @@ from engine.strategies.base import RoundView, Strategy, register
 @register
 class ZeroGen(Strategy):
     name = "zerogen"
-    summary = "as many requests, from the task description and labels alone"
+    summary = "as many rows asked about, written from the task description and labels alone"
     synthesizes_seed = True
     targets_errors = False  # its own draw: +label_mix and +stratify would do nothing
     # on a pair task ZeroGen writes the hypothesis to a real unlabelled premise, as S3 does

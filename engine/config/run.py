@@ -268,6 +268,29 @@ class RunConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _error_shaping_on_an_aimed_strategy(self) -> "RunConfig":
+        """keep_label_mix and stratify_errors shape which errors a round asks about; a strategy
+        that draws its own targets (random, mixed, zerogen) would ignore them. In a compare the
+        strategy section is every unit's shared settings, so there they are for the aimed
+        units and the others leave them be (as `compare` refuses random+label_mix itself)."""
+        if self.compare:
+            return self
+        from engine.strategies import strategy_class
+
+        for where, s in [("strategy", self.strategy),
+                         *((f"tasks.{t.name}.strategy", t.strategy)
+                           for t in self.tasks if t.strategy)]:
+            shaping = [f for f in ("keep_label_mix", "stratify_errors") if getattr(s, f)]
+            if shaping and not strategy_class(s.name).targets_errors:
+                raise ValueError(
+                    f"{where}: {' and '.join(shaping)} "
+                    f"{'shape' if len(shaping) > 1 else 'shapes'} which errors a round asks "
+                    f"about; {s.name} draws its targets otherwise, so it would change "
+                    f"nothing. Leave {' and '.join(shaping)} out, or use a strategy that "
+                    f"aims at errors (llm2llm, s3)")
+        return self
+
+    @model_validator(mode="after")
     def _unique_task_names(self) -> "RunConfig":
         names = [t.name for t in self.tasks]
         dupes = sorted({n for n in names if names.count(n) > 1})

@@ -266,6 +266,24 @@ def test_error_shaping_switches_are_refused_where_no_errors_are_aimed_at(spec):
     assert strategy_variant("llm2llm+stratify")["stratify_errors"] is True
 
 
+def test_a_config_that_shapes_errors_of_a_strategy_that_draws_its_own_is_refused():
+    """The same in a plain config: `strategy: {name: random, keep_label_mix: true}` ran
+    random unchanged. In a compare the section is every unit's shared settings, so it stands
+    there (llm2llm's units take it; random's leave it be)."""
+    from engine.config import RunConfig
+
+    tasks = [{"name": "arithmetic"}]
+    with pytest.raises(ValueError, match="strategy: keep_label_mix .*random draws its targets "
+                                         "otherwise.*Leave keep_label_mix out"):
+        RunConfig(tasks=tasks, strategy={"name": "random", "keep_label_mix": True})
+    with pytest.raises(ValueError, match="tasks.arithmetic.strategy: stratify_errors"):
+        RunConfig(tasks=[{"name": "arithmetic",
+                          "strategy": {"name": "mixed", "stratify_errors": True}}])
+    assert RunConfig(tasks=tasks, strategy={"name": "llm2llm", "keep_label_mix": True})
+    assert RunConfig(tasks=tasks, strategy={"name": "random", "keep_label_mix": True},
+                     compare={"strategies": ["llm2llm", "random"]})
+
+
 def test_ablations_continue_training_and_spend_the_budget_at_once(tmp_path):
     cfg, history, gen_t, trainer = compare_loop(
         tmp_path, ["llm2llm"], seeds=[0], from_base=False, one_shot=True)

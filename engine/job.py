@@ -57,6 +57,8 @@ def preflight(config_path: str | None, overrides: list[str],
     cfg = load_config(config_path, overrides)
     problems = check_tasks(cfg.tasks, cfg.seed)
     problems += [] if problems else _check_strategies(cfg) + _check_student_kind(cfg)
+    refused, label_fit_notes = ([], []) if problems else _check_label_fit(cfg)
+    problems += refused
     problems += check_model(cfg.student.model, "student.model")
     api = cfg.teacher.api
     problems += _check_api_key(api) if api else check_model(cfg.teacher.model, "teacher.model")
@@ -113,7 +115,7 @@ def preflight(config_path: str | None, overrides: list[str],
         teacher = resolve(cfg.teacher.model)
     key = Secret(os.environ[api.api_key_env]) if api and api.api_key_env else None
     return Prepared(cfg, student, teacher, splits, key, rerun=affected_stages(cfg, changed),
-                    warnings=row_warnings + _check_disk(cfg, student))
+                    warnings=row_warnings + label_fit_notes + _check_disk(cfg, student))
 
 
 def _split_problems(cfg: RunConfig, splits: dict,
@@ -208,6 +210,48 @@ def _check_strategies(cfg: RunConfig) -> list[str]:
             problems.append(f"rounds: {cfg.rounds}, but {t.name}'s synthetic seed is written "
                             f"in round 0 and first trained on in round 1; set rounds >= 2")
     return problems
+
+
+def _check_label_fit(cfg: RunConfig) -> tuple[list[str], list[str]]:
+    """The label-fit gate asked for (a +label_fit entry, strategy.label_fit or
+    teacher.label_fit.enabled set to true) on tasks it cannot judge: a pair's label is a
+    relation between its texts, which the nearest real rows do not show, and a generated
+    answer is worked out, not a class a text is. Such a unit runs as if the gate were off.
+    (problems, warnings): where no task of the job can be judged the request would change
+    nothing, a problem; where some can, a warning naming the others. The default (off, or on
+    for a job that did not set it) asks for nothing here."""
+    said = "enabled" in cfg.teacher.label_fit.model_fields_set and cfg.teacher.label_fit.enabled
+    asking, unjudged = [], {}
+    for t in cfg.tasks:
+        names = sorted({name for name, _, _, s in unit_settings(cfg, t)
+                        if strategy_class(s.name).uses_teacher
+                        and (s.label_fit if s.label_fit is not None else said)})
+        if not names:
+            continue
+        asking.append(t.name)
+        task = build_task(t, cfg.seed)
+        if not task.labels_name_text:
+            unjudged[t.name] = (names, "a sentence-pair task (its label is a relation between "
+                                       "its two texts, which the nearest real rows do not "
+                                       "show)" if isinstance(task, ClassificationTask) else
+                                "not a classification task (its answers are worked out, "
+                                "not a class a text is)")
+    if not unjudged:
+        return [], []
+    lines = [f"tasks.{name}: {name} is {why}: the label-fit gate (asked for by "
+             f"{', '.join(n for n in names if '+label_fit' in n) or _label_fit_setting(cfg)}) "
+             f"judges nothing there, so its units would run as without it"
+             for name, (names, why) in unjudged.items()]
+    if len(unjudged) < len(asking):
+        return [], lines
+    return [line + "; leave +label_fit (strategy.label_fit, teacher.label_fit.enabled) out "
+                   "of this job, or add a single-text classification task for it to judge"
+            for line in lines], []
+
+
+def _label_fit_setting(cfg: RunConfig) -> str:
+    return ("strategy.label_fit" if cfg.strategy.label_fit or any(
+        t.strategy and t.strategy.label_fit for t in cfg.tasks) else "teacher.label_fit.enabled")
 
 
 def _seed_writers() -> str:

@@ -204,3 +204,71 @@ def test_units_on_threads_of_one_process_load_the_encoder_once_and_one_at_a_time
     for t in threads:
         t.join()
     assert most[0] == 1 and loads == ["minilm"]
+
+
+def label_fit_job(tmp_path, **settings):
+    """A job of a pair task (and, with news=True, a single-text one), real files on disk."""
+    def write(name, rows):
+        (tmp_path / name).write_text("\n".join(json.dumps(r) for r in rows))
+        return str(tmp_path / name)
+
+    def pairs(start):
+        return [{"a": f"premise {i}", "b": f"hypothesis {i}", "y": ["yes", "no"][i % 2]}
+                for i in range(start, start + 20)]
+
+    tasks = [{"name": "pairs", "type": "classification", "labels": ["yes", "no"],
+              "fields": {"text": "a", "text_b": "b", "label": "y"}, "n_seed": 8, "n_test": 8,
+              "data": {"train": write("pairs.jsonl", pairs(0)),
+                       "test": write("pairs_test.jsonl", pairs(100))}}]
+    if settings.pop("news", False):
+        def news(start):
+            return [{"text": f"news item {i}", "label": ["World", "Sports"][i % 2]}
+                    for i in range(start, start + 20)]
+
+        tasks.append({"name": "news", "type": "classification", "labels": ["World", "Sports"],
+                      "fields": {"text": "text", "label": "label"},
+                      "n_seed": 8, "n_test": 8,
+                      "data": {"train": write("news.jsonl", news(0)),
+                               "test": write("news_test.jsonl", news(100))}})
+    job = tmp_path / "job.yaml"
+    job.write_text(json.dumps({"run_dir": str(tmp_path / "run"), "rounds": 2, "tasks": tasks,
+                               **settings}))
+    return str(job)
+
+
+def test_label_fit_asked_for_where_no_task_can_be_judged_is_refused_naming_the_fix(tmp_path):
+    """On a pair task the gate judges nothing (entailment is a relation between the texts,
+    not what the nearest real rows show), so llm2llm+label_fit ran as plain llm2llm: RTE's
+    matrix row spent a quarter of its teacher and training time on such copies."""
+    from engine.errors import ConfigError
+    from engine.job import preflight
+
+    compare = {"compare": {"strategies": ["llm2llm", "llm2llm+label_fit"], "seeds": [0]}}
+    with pytest.raises(ConfigError, match="tasks.pairs: pairs is a sentence-pair task.*asked "
+                                          "for by llm2llm\\+label_fit.*leave \\+label_fit"):
+        preflight(label_fit_job(tmp_path, **compare), [], resolve_models=False)
+    with pytest.raises(ConfigError, match="asked for by strategy.label_fit"):
+        preflight(label_fit_job(tmp_path, strategy={"label_fit": True}), [],
+                  resolve_models=False)
+    with pytest.raises(ConfigError, match="asked for by teacher.label_fit.enabled"):
+        preflight(label_fit_job(tmp_path), ["teacher.label_fit.enabled=true"],
+                  resolve_models=False)
+    # not asked for: the gate's default, or seed_only (no teacher rows to judge)
+    assert preflight(label_fit_job(tmp_path), [], resolve_models=False).warnings == []
+    seed_only = {"compare": {"strategies": ["seed_only"], "seeds": [0]}}
+    assert preflight(label_fit_job(tmp_path, **seed_only), ["teacher.label_fit.enabled=true"],
+                     resolve_models=False).warnings == []
+
+
+def test_label_fit_over_tasks_it_judges_and_one_it_cannot_warns_naming_that_one(tmp_path):
+    compare = {"compare": {"strategies": ["llm2llm", "llm2llm+label_fit"], "seeds": [0]}}
+    prepared = preflight_of(label_fit_job(tmp_path, news=True, **compare))
+    assert len(prepared.warnings) == 1
+    assert prepared.warnings[0].startswith("tasks.pairs: pairs is a sentence-pair task")
+    assert "its units would run as without it" in prepared.warnings[0]
+
+
+def preflight_of(job):
+    from engine.job import preflight
+
+    return preflight(job, [], resolve_models=False)

@@ -9,7 +9,8 @@ from pydantic import Field, PrivateAttr, model_validator
 
 from engine.config.base import Strict
 from engine.config.roles import LORA_LR, StudentConfig, TeacherConfig, chosen_dtype
-from engine.config.strategy import CompareConfig, StopConfig, StrategyConfig
+from engine.config.strategy import (ERROR_SHAPING, SWITCHES, CompareConfig, StopConfig,
+                                    StrategyConfig)
 from engine.config.tasks import TaskConfig
 
 
@@ -280,7 +281,7 @@ class RunConfig(Strict):
         for where, s in [("strategy", self.strategy),
                          *((f"tasks.{t.name}.strategy", t.strategy)
                            for t in self.tasks if t.strategy)]:
-            shaping = [f for f in ("keep_label_mix", "stratify_errors") if getattr(s, f)]
+            shaping = [f for switch in ERROR_SHAPING for f in SWITCHES[switch] if getattr(s, f)]
             if shaping and not strategy_class(s.name).targets_errors:
                 raise ValueError(
                     f"{where}: {' and '.join(shaping)} "

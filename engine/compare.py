@@ -60,7 +60,7 @@ def _metrics(store: RunStorage, key: str, r: int) -> dict | None:
                 return None
             # the same student, but nothing was asked, generated or fixed in this round
             return {**last, "round": r, "n_requests": 0, "tokens": 0, "teacher_yield": None,
-                    "fix_rate": None}
+                    "fix_rate": None, "guard_fix_rate": None}
     return None
 
 
@@ -70,6 +70,7 @@ def _summary(task: str, strategy: str, r: int, found: list[dict],
     # what each seed would ship after this round (chosen_round; None without guard rows)
     picked = [m["test_accuracy"] for m in chosen if m and m["test_accuracy"] is not None]
     fixes = [m["fix_rate"] for m in found if m.get("fix_rate") is not None]
+    guard_fixes = [m["guard_fix_rate"] for m in found if m.get("guard_fix_rate") is not None]
     yields = [m["teacher_yield"] for m in found if m.get("teacher_yield") is not None]
     tops = [m["test_top_answer_share"] for m in found if m.get("test_top_answer_share")]
     return {
@@ -84,6 +85,8 @@ def _summary(task: str, strategy: str, r: int, found: list[dict],
         "chosen_round_by_seed": [m and m["round"] for m in chosen],
         "n_synthetic": statistics.fmean(m["n_synthetic"] for m in found),  # rows trained on
         "fix_rate_mean": statistics.fmean(fixes) if fixes else None,
+        # the same on guard rows (no request aimed, nothing trained on): what carries over
+        "guard_fix_rate_mean": statistics.fmean(guard_fixes) if guard_fixes else None,
         # the most one-sided seed: the share of its test answers that were its commonest
         # label (1.00: a student that answers one label, its accuracy that label's share)
         "top_answer_share_max": max(tops, default=None),
@@ -106,15 +109,18 @@ COLUMNS = [("task", "{}"), ("strategy", "{}"), ("round", "{}"), ("seeds", "{}"),
            ("test_accuracy_mean", "{:.3f}"), ("test_accuracy_std", "{:.3f}"),
            ("chosen_accuracy_mean", "{:.3f}"), ("chosen_accuracy_std", "{:.3f}"),
            ("n_synthetic", "{:.0f}"), ("fix_rate_mean", "{:.2f}"),
+           ("guard_fix_rate_mean", "{:.2f}"),
            ("top_answer_share_max", "{:.2f}"), ("teacher_requests", "{}"),
            ("rows_added", "{}"), ("teacher_yield_mean", "{:.2f}"), ("tokens", "{}")]
 # chosen: the test accuracy of the round each seed would ship so far (the best on its guard
-# rows; "-" without tasks.<i>.n_guard); synthetic: rows trained on, mean over seeds;
+# rows; "-" without tasks.<i>.n_guard); synthetic: rows trained on, mean over seeds; fixed:
+# of last round's mined errors, the share right now; guard_fixed: the same for the guard rows
+# it got wrong, which nothing was aimed at (a fix rate far above it is rows learnt, not skill);
 # top_answer: the most one-sided seed's share of its commonest test answer; asks, added and
 # tokens: this round's teacher requests, rows accepted and tokens, summed over the seeds
 # (budgets are read off these)
 HEADERS = ["task", "strategy", "round", "seeds", "test_acc", "+-std", "chosen", "+-std",
-           "synthetic", "fixed", "top_answer", "asks", "added", "yield", "tokens"]
+           "synthetic", "fixed", "guard_fixed", "top_answer", "asks", "added", "yield", "tokens"]
 
 
 def format_compare(rows: list[dict]) -> str:

@@ -102,6 +102,24 @@ def fix_rates(previous: tuple[pa.Table, pa.Table] | None,
     return fixed, broke
 
 
+def guard_fix_rate(previous: tuple[pa.Table, pa.Table] | None,
+                   predictions: pa.Table) -> float | None:
+    """Of the guard rows the student got wrong last round, the share it gets right now: the
+    fix rate of rows no request was aimed at and nothing was trained on, so set beside the fix
+    rate it says how much of that carries over. Where errors are mined from real rows the
+    teacher reads (mine_from: validation), its rewrites of those rows teach the student the
+    rows themselves (RTE's matrix, llm2llm round 1: mined rows fixed 0.70-0.73, guard rows
+    0.40-0.49). None in round 0 or without guard rows."""
+    if previous is None:
+        return None
+    before = previous[0]
+    wrong = before.filter(pc.and_(pc.equal(before.column("split"), "guard"),
+                                  pc.invert(before.column("correct")))).column("id")
+    now = predictions.filter(pc.and_(pc.equal(predictions.column("split"), "guard"),
+                                     pc.is_in(predictions.column("id"), value_set=wrong)))
+    return pc.mean(now.column("correct")).as_py() if now.num_rows else None
+
+
 def train_labels(train_set: pa.Table) -> dict[str, dict[str, int]]:
     """origin -> label -> rows of a training set; {} where its rows have no labels."""
     out: dict[str, dict[str, int]] = {}
@@ -143,6 +161,7 @@ def round_metrics(task: str, r: int, train_set: pa.Table, predictions: pa.Table,
         "n_errors": errors.num_rows,  # wrong mining rows (seed rows, unless mine_from: all)
         "fix_rate": fixed,  # of last round's errors, the share right now
         "break_rate": broke,  # of last round's right mining rows, the share wrong now
+        "guard_fix_rate": guard_fix_rate(previous, predictions),  # the same on guard rows
         "n_targets": asked.get("targets"),  # rows the strategy asked the teacher about
         "n_requests": asked.get("requests"),  # teacher requests sent, top-up asks included
         # in a compare, what of the budget-setting unit's round this one matched (by, budget)

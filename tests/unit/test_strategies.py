@@ -12,7 +12,7 @@ import pytest
 from engine.compare import compare_rows, format_compare
 from engine.config import RunConfig, StrategyConfig
 from engine.driver import RoundLoop
-from engine.metrics import fix_rates
+from engine.metrics import fix_rates, guard_fix_rate
 from engine.records import EXAMPLE, PREDICTION
 from engine.strategies import RoundView, build_strategy
 from engine.tasks import build_task
@@ -365,13 +365,16 @@ def test_compare_shows_the_most_one_sided_seeds_answer_share(tmp_path):
     store = RunStorage(cfg.run_dir)
     for seed, share in ((0, 0.55), (1, 1.0)):
         metrics = dict(test_accuracy=0.5, fix_rate=None, teacher_yield=None, n_synthetic=0,
-                       n_requests=0, n_accepted=0, tokens=0, test_top_answer_share=share)
+                       n_requests=0, n_accepted=0, tokens=0, test_top_answer_share=share,
+                       guard_fix_rate=share / 2)
         store.write_json(f"{store.round_dir(f'arithmetic/llm2llm/seed_{seed}', 0)}/metrics.json",
                          metrics)
     [row] = compare_rows(cfg)
     assert row["seeds"] == 2 and row["top_answer_share_max"] == 1.0
+    assert row["guard_fix_rate_mean"] == pytest.approx((0.55 + 1.0) / 4)
     table = format_compare([row])
     assert "top_answer" in table.splitlines()[0] and "1.00" in table
+    assert "guard_fixed" in table.splitlines()[0] and "0.39" in table
 
 
 def test_fix_rate_from_a_hand_made_lineage():
@@ -387,6 +390,27 @@ def test_fix_rate_from_a_hand_made_lineage():
     fixed, broke = fix_rates((before, mined), now)
     assert fixed == pytest.approx(2 / 3) and broke == pytest.approx(1 / 2)
     assert fix_rates(None, now) == (None, None)
+
+
+def test_guard_fix_rate_counts_only_guard_rows_wrong_last_round():
+    """The held-out counterpart of the fix rate: of the guard rows wrong before, the share
+    right now; mining and test rows, and guard rows right before, do not count."""
+    def preds(rows: list[tuple[str, str, bool]]) -> pa.Table:
+        return pa.Table.from_pylist([dict(id=i, task="t", split=split, origin=split,
+                                          output="", extracted="", correct=c,
+                                          completion_tokens=0, error="")
+                                     for i, split, c in rows], schema=PREDICTION)
+
+    before = preds([("g1", "guard", False), ("g2", "guard", False), ("g3", "guard", False),
+                    ("g4", "guard", True), ("m1", "train", False), ("t1", "test", False)])
+    now = preds([("g1", "guard", True), ("g2", "guard", False), ("g3", "guard", False),
+                 ("g4", "guard", False), ("m1", "train", True), ("t1", "test", True)])
+    mined = pa.table({"id": ["m1"]})
+    assert guard_fix_rate((before, mined), now) == pytest.approx(1 / 3)
+    assert fix_rates((before, mined), now)[0] == 1.0  # the mined row: far above, as on RTE
+    assert guard_fix_rate(None, now) is None
+    no_guard = preds([("m1", "train", False)])
+    assert guard_fix_rate((no_guard, mined), no_guard) is None
 
 
 def test_compare_units_have_their_own_folders_and_status(tmp_path):

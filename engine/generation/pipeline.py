@@ -19,6 +19,7 @@ from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine.console import eta, progress
 from engine.errors import ModelError, PlacementError, StageError, in_chain, root_cause
@@ -78,7 +79,7 @@ class GenerationPipeline:
         group = group or stage
         if requests.num_rows == 0:
             return
-        start, usage = time.time(), None
+        start, usage, first_error = time.time(), None, ""
         windows = range(0, requests.num_rows, self.window_rows)
         # One window is one call as it always was; across several, what serves the model is
         # kept between them (a replica pool is not shut down and started again per window).
@@ -88,8 +89,9 @@ class GenerationPipeline:
                                    group, offset, requests.num_rows)
                 window_usage = generation_usage(out, prices=None)
                 usage = window_usage if usage is None else add_usage(usage, window_usage)
+                first_error = first_error or _first_error(out)
                 yield out
-        self._log_summary(stage, usage, time.time() - start)
+        self._log_summary(stage, usage, time.time() - start, first_error)
 
     @contextmanager
     def _held(self, model: str, stage: str):
@@ -253,11 +255,30 @@ class GenerationPipeline:
                      f"{tokens / max(seconds, 1e-9):.0f} tokens/s "
                      f"{eta(len(done) - cached, len(keys) - cached, seconds)}")
 
-    def _log_summary(self, stage: str, u: dict, seconds: float) -> None:
+    def _log_summary(self, stage: str, u: dict, seconds: float, first_error: str = "") -> None:
         self.log(f"[{stage}] {u['requests']} rows in {seconds:.0f}s by {self.backend.name}: "
                  f"{u['requests'] - u['cached']} generated ({u['completion_tokens']} completion "
                  f"tokens in all), {u['cached']} from cache, {u['failed']} failed, "
                  f"{u['retries']} retries")
+        if u["failed"]:  # what failed and what to do, not only how many
+            self.log(f"[{stage}] {u['failed']} of {u['requests']} request(s) got no answer, "
+                     f"the first because: {first_error[:300]}{_fix_for(first_error)}")
+
+
+def _first_error(out: pa.Table) -> str:
+    """The first error message among a window's answers ("" if none failed)."""
+    errors = pc.fill_null(out.column("error"), "")
+    failed = pc.filter(errors, pc.not_equal(errors, ""))
+    return failed[0].as_py() if len(failed) else ""
+
+
+def _fix_for(error: str) -> str:
+    """The fix for a failure a user can remove, as a sentence to add to its message."""
+    if "context length" in error or "max_model_len" in error:
+        return ("; a prompt was longer than the model's context: set max_model_len of the "
+                "model's section (teacher for augment and synthesize, student for predict) "
+                "to auto or higher, or shorten the texts in the prompts")
+    return ""
 
 
 def _lost_to_the_cluster() -> tuple[type, ...]:

@@ -31,8 +31,10 @@ ANSWER_SETTINGS = ("dtype", "max_model_len")
 
 
 # what a setting's key-neutral value is where its default changed since keys were made
-# (dtype was bfloat16 before `auto`): answers of that value keep their old keys
-KEYED_AS_DEFAULT = {"dtype": "bfloat16"}
+# (dtype was bfloat16 before `auto`): answers of that value keep their old keys. A context
+# length of 2048 (the default before `auto`) answers every prompt it takes as `auto` does
+# (a prompt too long for it fails, and a failed row is never cached), so both key alike.
+KEYED_AS_DEFAULT = {"dtype": "bfloat16", "max_model_len": 2048}
 
 
 def engine_settings(cfg: GenerationConfig) -> str:
@@ -43,7 +45,7 @@ def engine_settings(cfg: GenerationConfig) -> str:
     value = lambda name: chosen_dtype(cfg.dtype, cfg.use_gpu) if name == "dtype" \
         else getattr(cfg, name)  # noqa: E731
     changed = [f"{name}={value(name)}" for name in ANSWER_SETTINGS
-               if value(name) != KEYED_AS_DEFAULT.get(name, fields[name].default)]
+               if value(name) not in (fields[name].default, KEYED_AS_DEFAULT.get(name))]
     return "".join(f"|{c}" for c in changed)
 
 

@@ -56,7 +56,7 @@ def engine_kwargs(cfg: GenerationConfig, lora: LoraConfig | None = None) -> dict
         "dtype": chosen_dtype(cfg.dtype, cfg.use_gpu),  # `auto` for this machine
         "tensor_parallel_size": cfg.tensor_parallel_size,
         "max_num_seqs": cfg.max_num_seqs,
-        "max_model_len": cfg.max_model_len,
+        "max_model_len": cfg.engine_max_model_len,
         "gpu_memory_utilization": cfg.gpu_memory_utilization,
         "enforce_eager": cfg.enforce_eager,
         "enable_prefix_caching": True,  # shared system prompt + one-shot across requests

@@ -191,6 +191,8 @@ def test_every_answer_changing_setting_is_in_the_key_and_the_defaults_keep_old_k
     plain_vllm = keys(GenerationConfig(model="m", dtype="bfloat16"))
     plain_api = keys(TeacherConfig(api=API))
     assert keys(GenerationConfig(model="m", dtype="bfloat16", max_model_len=2048)) == plain_vllm
+    # auto, the default since 2048, takes every prompt 2048 took: its answers keep their keys
+    assert keys(GenerationConfig(model="m", dtype="bfloat16", max_model_len="auto")) == plain_vllm
     assert keys(GenerationConfig(model="m", dtype="auto", use_gpu=True)) == plain_vllm
     for changed in ({"dtype": "float32"}, {"max_model_len": 4096, "dtype": "bfloat16"}):
         assert keys(GenerationConfig(model="m", **changed)).isdisjoint(plain_vllm)
@@ -273,3 +275,42 @@ def test_a_generation_stage_waiting_behind_others_is_not_failed_by_ray_data(monk
     ds, size = blocks_dataset(pa.table({"x": list(range(10))}), workers=2, batch_size=4)
     assert (ds, size) == ("dataset", 4)
     assert seen == {"timeout": -1, "bars": False, "rows": [4, 4, 2]}
+
+
+def test_the_context_length_is_the_model_s_own_unless_set():
+    """2048 tokens turned away 22% of the teacher's prompts on IMDb (a review shown beside
+    its examples): by default vLLM fits max_model_len to the model and its KV cache (-1)."""
+    from engine.generation.vllm_replicas import engine_kwargs
+
+    assert GenerationConfig().max_model_len == "auto"
+    assert engine_kwargs(GenerationConfig())["max_model_len"] == -1
+    assert engine_kwargs(GenerationConfig(max_model_len=4096))["max_model_len"] == 4096
+    for bad in (64, "long"):
+        with pytest.raises(ValueError, match="max_model_len"):
+            GenerationConfig(max_model_len=bad)
+
+
+def test_a_stage_whose_requests_failed_says_why_and_how_to_fix_it():
+    """A count of failed rows alone left a user to find that the prompts were too long."""
+    too_long = ("request rejected: This model's maximum context length is 2048 tokens. "
+                "However, your prompt contains at least 2049 input tokens")
+
+    class Rejecting(FakeBackend):
+        def batches(self, requests, model, group, cache):
+            out = super().batches(requests, model, group, None).__next__()
+            errors = [too_long if rid == "r1" else "" for rid in
+                      requests.column("request_id").to_pylist()]
+            yield out.set_column(out.schema.get_field_index("error"), "error",
+                                 pa.array(errors, pa.string()))
+
+    lines = []
+    out = GenerationPipeline(Rejecting(), seed=0, log=lines.append)(requests(), "m", "augment")
+    assert out.column("error").to_pylist() == ["", too_long]
+    said = [line for line in lines if "got no answer" in line]
+    assert said == [f"[augment] 1 of 2 request(s) got no answer, the first because: {too_long}"
+                    "; a prompt was longer than the model's context: set max_model_len of the "
+                    "model's section (teacher for augment and synthesize, student for predict) "
+                    "to auto or higher, or shorten the texts in the prompts"]
+    lines.clear()
+    GenerationPipeline(FakeBackend(), seed=0, log=lines.append)(requests(), "m", "augment")
+    assert not [line for line in lines if "got no answer" in line]
